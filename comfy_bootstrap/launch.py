@@ -1,0 +1,295 @@
+"""Choose ComfyUI's command line: pure functions, so every choice is testable and printed at boot.
+
+The worker starts ComfyUI v0.30.0 itself (see :mod:`comfy_bootstrap.process`). Everything that
+decides *how* it is started lives here: which flags, and why. The only inputs are the
+:class:`~comfy_bootstrap.config.Settings` and a :class:`MemoryInfo` snapshot of the container's
+memory, read by :func:`read_memory_info` from paths the tests can point at temp files.
+
+Pinned memory rule (``COMFY_PINNED_MEMORY=auto``)
+-------------------------------------------------
+ComfyUI v0.30.0 page-locks ("pins") host RAM for fast weight transfers, and sizes that budget from
+``psutil.virtual_memory().total`` — the *host's* RAM, not the container's cgroup limit (upstream
+made it cgroup-aware only in v0.35.0, Comfy-Org/ComfyUI PR #15927). Pinned pages cannot be swapped
+or reclaimed, so in a memory-limited container the budget can exceed the limit and the kernel
+OOM-kills ComfyUI without a traceback.
+
+The exact v0.30.0 line could not be read here (the source store holds other commits than
+``b1693ecb``, and shared/comfyui/gpu-settings.md only says "near :1545"). Public write-ups quote
+the Linux formula of v0.32.0 (comfy/model_management.py:1575-1578) as::
+
+    MAX_PINNED_MEMORY = max(ram * 0.40, min(ram * 0.90, ram - 4 GiB, ram + swap - 16 GiB))
+
+and Comfy-Org/ComfyUI PR #15272 measured 42.5 GiB on a 58.5 GiB host, which fits it. That budget
+is at most 90 % and at least 40 % of host RAM. Because the v0.30.0 line is unverified, the worker
+uses the documented fact instead (gpu-settings.md: the budget is sized from host RAM): **pinning
+is disabled whenever the cgroup limit is below the host's RAM**. That is never less safe than the
+formula: a budget of 40-90 % of host RAM inside a limit below host RAM leaves too little room for
+ComfyUI's RAM cache, the text encoder and the VAE anyway.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ATTENTION_FLAGS, Settings
+
+logger = logging.getLogger(__name__)
+
+GIB = 1024**3
+
+#: A cgroup limit at or above this is "no limit": cgroup v1 writes 9223372036854771712
+#: (PAGE_COUNTER_MAX pages) when unlimited, and no real machine has 1 EiB of RAM.
+UNLIMITED_THRESHOLD = 1 << 60
+
+#: Flags a user may pass in COMFY_EXTRA_ARGS that make Wan 2.2 slower on RunPod; kept, but warned
+#: about. ComfyUI enables dynamic VRAM unless --disable-dynamic-vram/--highvram/--gpu-only/
+#: --novram/--cpu is given (comfy/cli_args.py ``enables_dynamic_vram``, :310-313 in v0.30.0).
+HARMFUL_FLAGS: dict[str, str] = {
+    "--highvram": "turns dynamic VRAM off; on 24-48 GB cards the two 14B experts then cannot swap "
+    "in and out efficiently and jobs get much slower or run out of VRAM",
+    "--gpu-only": "turns dynamic VRAM off and forces the text encoder and VAE into VRAM too; the "
+    "two 14B experts then run out of VRAM on most cards",
+    "--novram": "turns dynamic VRAM off and streams every weight from RAM at every step (very slow)",
+    "--cpu": "turns the GPU off entirely: a 14B video model on the CPU takes hours per job",
+    "--disable-dynamic-vram": "turns dynamic VRAM off: weights are loaded by estimate instead of on "
+    "demand, usually slower and more prone to VRAM exhaustion",
+    "--disable-smart-memory": "unloads every model after every prompt, so each job re-reads ~36 GB "
+    "of weights",
+    "--cache-none": "disables ComfyUI's node cache, so the model loaders and the text encoder re-run "
+    "for every job",
+}
+
+#: Flags the worker sets itself; passing them again in COMFY_EXTRA_ARGS overrides the worker's value
+#: (argparse keeps the last one), which breaks its readiness checks or its file handling.
+MANAGED_FLAGS = (
+    "--listen",
+    "--port",
+    "--input-directory",
+    "--output-directory",
+    "--temp-directory",
+    "--user-directory",
+    "--base-directory",
+)
+
+#: ComfyUI puts its attention flags in one argparse mutually exclusive group: passing two makes it
+#: exit at boot with "not allowed with argument". (xformers has no flag; --use-quad-cross-attention
+#: and --use-ck-attention belong to the same group.)
+ATTENTION_GROUP = frozenset(
+    [flag for flag in ATTENTION_FLAGS.values() if flag]
+    + ["--use-quad-cross-attention", "--use-ck-attention"]
+)
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    """What the worker knows about memory when it launches ComfyUI.
+
+    ``host_ram``: ``MemTotal`` of ``/proc/meminfo`` in bytes — what psutil (and thus ComfyUI
+    v0.30.0) believes the machine has, even inside a container. ``cgroup_limit``: the container's
+    memory limit in bytes, ``None`` when there is none. ``None`` for ``host_ram`` means unreadable.
+    """
+
+    host_ram: int | None
+    cgroup_limit: int | None
+    cgroup_source: str | None = None
+
+    @property
+    def limited(self) -> bool:
+        """True when a cgroup limit is set and is below the host's RAM (it binds)."""
+        return (
+            self.cgroup_limit is not None
+            and self.host_ram is not None
+            and self.cgroup_limit < self.host_ram
+        )
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """The command line to start ComfyUI with, and one short note per choice (for the boot log)."""
+
+    command: list[str]
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    pinned_memory: bool = True
+
+
+def read_memory_info(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), meminfo: Path = Path("/proc/meminfo")
+) -> MemoryInfo:
+    """Read the container's memory limit (cgroup v2, else v1) and the host's RAM; never raises.
+
+    cgroup v2 exposes ``memory.max`` ("max" = unlimited); v1 exposes
+    ``memory/memory.limit_in_bytes`` (a huge number = unlimited). Unreadable files give ``None``.
+    """
+    limit: int | None = None
+    source: str | None = None
+    for candidate in (cgroup_root / "memory.max", cgroup_root / "memory" / "memory.limit_in_bytes"):
+        raw = _read_text(candidate)
+        if raw is None:
+            continue
+        source = str(candidate)
+        value = raw.strip()
+        if value == "max":
+            limit = None
+        else:
+            try:
+                limit = int(value)
+            except ValueError:
+                logger.warning("cannot parse the cgroup memory limit %r in %s", value, candidate)
+                limit = None
+            else:
+                if limit <= 0 or limit >= UNLIMITED_THRESHOLD:
+                    limit = None
+        break
+    return MemoryInfo(host_ram=_read_mem_total(meminfo), cgroup_limit=limit, cgroup_source=source)
+
+
+def plan_launch(settings: Settings, *, memory: MemoryInfo) -> LaunchPlan:
+    """Decide ComfyUI's command line and explain each choice; warnings are also logged."""
+    notes: list[str] = []
+    warnings: list[str] = []
+    extra = list(settings.comfy_extra_args)
+    extra_flags = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
+
+    cmd = [settings.comfy_python, "main.py"]
+
+    host = settings.comfy_host
+    cmd += ["--listen", host, "--port", str(settings.comfy_port)]
+    if _is_loopback(host):
+        notes.append(f"listen on {host}:{settings.comfy_port}: loopback only, the worker is the only client")
+    else:
+        warnings.append(
+            f"COMFY_HOST={host} is not a loopback address: ComfyUI's API (no authentication, can "
+            "run any workflow and read any output) is reachable from the network"
+        )
+        notes.append(f"listen on {host}:{settings.comfy_port} (COMFY_HOST, not loopback)")
+
+    cmd += ["--disable-auto-launch", "--preview-method", "none"]
+    notes.append("no browser, no latent previews (nobody watches them; they cost time per step)")
+
+    cmd += [
+        "--input-directory", str(_abs(settings.input_dir)),
+        "--output-directory", str(_abs(settings.output_dir)),
+        "--temp-directory", str(_abs(settings.temp_dir)),
+        "--user-directory", str(_abs(settings.user_dir)),
+    ]  # fmt: skip
+    notes.append(f"input/output/temp/user directories under {_abs(settings.work_dir)}")
+
+    cmd += ["--extra-model-paths-config", str(_abs(settings.extra_model_paths_file))]
+    notes.append(f"models also searched on the volume {settings.volume_path} (extra_model_paths.yaml)")
+
+    attention_flag = ATTENTION_FLAGS.get(settings.attention, "")
+    user_attention = sorted(extra_flags & ATTENTION_GROUP)
+    if user_attention:
+        notes.append(
+            f"attention: {' '.join(user_attention)} from COMFY_EXTRA_ARGS "
+            f"(COMFY_ATTENTION={settings.attention} not passed: ComfyUI accepts only one attention flag)"
+        )
+    elif attention_flag:
+        cmd.append(attention_flag)
+        notes.append(f"attention: {settings.attention} ({attention_flag})")
+    else:
+        notes.append(f"attention: {settings.attention} (ComfyUI's own choice, no flag)")
+
+    pinned = _decide_pinned_memory(settings.pinned_memory, memory, notes, warnings)
+    if not pinned and "--disable-pinned-memory" not in extra_flags:
+        cmd.append("--disable-pinned-memory")
+
+    for flag in sorted(extra_flags):
+        if flag in HARMFUL_FLAGS:
+            warnings.append(f"COMFY_EXTRA_ARGS contains {flag}: kept, but it {HARMFUL_FLAGS[flag]}")
+        elif flag in MANAGED_FLAGS:
+            warnings.append(
+                f"COMFY_EXTRA_ARGS contains {flag}: it overrides the worker's own value, so the "
+                "worker may not find ComfyUI or its files; prefer COMFY_HOST/COMFY_PORT/WORKER_DIR"
+            )
+    if extra:
+        cmd += extra
+        notes.append(f"extra arguments from COMFY_EXTRA_ARGS: {' '.join(extra)}")
+
+    for message in warnings:
+        logger.warning("%s", message)
+    return LaunchPlan(command=cmd, notes=notes, warnings=warnings, pinned_memory=pinned)
+
+
+def build_command(settings: Settings, *, memory: MemoryInfo) -> list[str]:
+    """The command line alone (see :func:`plan_launch` for the notes explaining it)."""
+    return plan_launch(settings, memory=memory).command
+
+
+def _decide_pinned_memory(mode: str, memory: MemoryInfo, notes: list[str], warnings: list[str]) -> bool:
+    """True to leave ComfyUI's pinned memory on. The rule is explained in the module docstring."""
+    if mode == "on":
+        notes.append("pinned memory: on (COMFY_PINNED_MEMORY=on)")
+        if memory.limited:
+            warnings.append(
+                f"COMFY_PINNED_MEMORY=on inside a {_gib(memory.cgroup_limit)} memory limit on a "
+                f"{_gib(memory.host_ram)} host: ComfyUI v0.30.0 sizes its pinned memory from the "
+                "host's RAM and may be OOM-killed"
+            )
+        return True
+    if mode == "off":
+        notes.append("pinned memory: off (COMFY_PINNED_MEMORY=off)")
+        return False
+    # auto
+    if memory.host_ram is None:
+        notes.append("pinned memory: on (auto; host RAM unreadable, ComfyUI's default kept)")
+        return True
+    if memory.cgroup_limit is None:
+        notes.append(f"pinned memory: on (auto; no container memory limit, host RAM {_gib(memory.host_ram)})")
+        return True
+    if memory.cgroup_limit < memory.host_ram:
+        notes.append(
+            f"pinned memory: off (auto; container limit {_gib(memory.cgroup_limit)} < host RAM "
+            f"{_gib(memory.host_ram)}, which ComfyUI v0.30.0 sizes its pinned memory from)"
+        )
+        return False
+    notes.append(
+        f"pinned memory: on (auto; container limit {_gib(memory.cgroup_limit)} >= host RAM "
+        f"{_gib(memory.host_ram)})"
+    )
+    return True
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+
+
+def _read_mem_total(meminfo: Path) -> int | None:
+    text = _read_text(meminfo)
+    if text is None:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            parts = line.split()
+            try:
+                value = int(parts[1])
+            except (IndexError, ValueError):
+                return None
+            unit = parts[2].lower() if len(parts) > 2 else "b"
+            return value * 1024 if unit == "kb" else value
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _abs(path: Path) -> Path:
+    """Absolute paths: ComfyUI wants --user-directory absolute, and its cwd is COMFY_DIR."""
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def _gib(value: int | None) -> str:
+    return "?" if value is None else f"{value / GIB:.1f} GiB"

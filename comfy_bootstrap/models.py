@@ -1,0 +1,222 @@
+"""The five model files the workflow loads: where ComfyUI looks for them, and whether it sees them.
+
+Models live on the RunPod network volume. ComfyUI learns the volume's folders from the
+``extra_model_paths.yaml`` the worker writes (:func:`write_extra_model_paths`); the legacy folder
+names ``models/unet`` and ``models/clip`` are searched too, because many existing volumes use them.
+
+Before a prompt is queued, :func:`check_models` asks ComfyUI (``GET /models/{folder}``) what it
+actually lists, so a missing file is reported by name with the folders searched — instead of
+ComfyUI's bare "Value not in list" on the loader node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .errors import ModelsMissing
+
+logger = logging.getLogger(__name__)
+
+#: ComfyUI folder of each model file of ``Settings.models`` (field name -> folder).
+MODEL_FOLDERS: dict[str, str] = {
+    "high_noise": "diffusion_models",
+    "low_noise": "diffusion_models",
+    "text_encoder": "text_encoders",
+    "vae": "vae",
+    "lora": "loras",
+}
+
+#: Folders of the volume (relative to ``VOLUME_PATH``) that ComfyUI searches for each ComfyUI folder,
+#: in the order written to extra_model_paths.yaml. ``unet``/``clip`` are the pre-2025 names.
+VOLUME_SUBDIRS: dict[str, tuple[str, ...]] = {
+    "diffusion_models": ("models/diffusion_models", "models/unet"),
+    "text_encoders": ("models/text_encoders", "models/clip"),
+    "vae": ("models/vae",),
+    "loras": ("models/loras",),
+}
+
+#: Human name and environment variable of each role, for messages.
+ROLE_LABELS: dict[str, tuple[str, str]] = {
+    "high_noise": ("high-noise diffusion model", "MODEL_HIGH_NOISE"),
+    "low_noise": ("low-noise diffusion model", "MODEL_LOW_NOISE"),
+    "text_encoder": ("text encoder", "MODEL_TEXT_ENCODER"),
+    "vae": ("VAE", "MODEL_VAE"),
+    "lora": ("LoRA", "MODEL_LORA"),
+}
+
+#: The YAML section name; any name works for ComfyUI, this one says where the paths come from.
+YAML_SECTION = "runpod_volume"
+
+#: Model file suffixes worth listing in :func:`describe_volume`.
+_MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+_PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9_./+-]+$")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file the workflow needs: ``name`` as ComfyUI lists it inside ``folder``."""
+
+    role: str
+    name: str
+    folder: str
+
+    @property
+    def volume_subdirs(self) -> tuple[str, ...]:
+        return VOLUME_SUBDIRS[self.folder]
+
+
+def manifest(settings: Settings) -> list[ModelFile]:
+    """The five model files of ``settings.models``, each with its ComfyUI folder."""
+    return [ModelFile(role, getattr(settings.models, role), folder) for role, folder in MODEL_FOLDERS.items()]
+
+
+def searched_dirs(settings: Settings, folder: str) -> list[Path]:
+    """Absolute volume folders ComfyUI searches for ``folder`` (through extra_model_paths.yaml)."""
+    return [settings.volume_path / sub for sub in VOLUME_SUBDIRS[folder]]
+
+
+def extra_model_paths_yaml(settings: Settings) -> str:
+    """The text of extra_model_paths.yaml (hand-written: the worker itself does not need PyYAML).
+
+    ComfyUI (``utils/extra_config.py``) reads each value as newline-separated paths and joins each
+    to ``base_path``; a literal block (``|``) keeps one path per line.
+    """
+    lines = [f"{YAML_SECTION}:", f"  base_path: {_yaml_scalar(str(settings.volume_path))}"]
+    for folder, subdirs in VOLUME_SUBDIRS.items():
+        if len(subdirs) == 1:
+            lines.append(f"  {folder}: {_yaml_scalar(subdirs[0])}")
+        else:
+            lines.append(f"  {folder}: |")
+            lines.extend(f"    {sub}" for sub in subdirs)
+    return "\n".join(lines) + "\n"
+
+
+def write_extra_model_paths(settings: Settings) -> Path:
+    """Write ``settings.extra_model_paths_file`` (atomically) and return its path."""
+    path = settings.extra_model_paths_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(extra_model_paths_yaml(settings), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def check_models(settings: Settings, list_folder: Callable[[str], list[str]]) -> None:
+    """Raise :class:`ModelsMissing` naming every model file ComfyUI does not list; else return.
+
+    ``list_folder(folder)`` returns ComfyUI's ``GET /models/{folder}`` (names relative to the folder,
+    ``/``-separated). Only current folder names are asked: ``/models/unet`` and ``/models/clip`` are
+    404 in v0.30.0, their files are listed under ``diffusion_models`` / ``text_encoders``.
+    """
+    files = manifest(settings)
+    listings: dict[str, list[str]] = {}
+    for folder in dict.fromkeys(f.folder for f in files):
+        listings[folder] = list(list_folder(folder))
+
+    missing = [f for f in files if f.name not in listings[f.folder]]
+    if not missing:
+        logger.debug("ComfyUI lists all %d model files", len(files))
+        return
+    raise ModelsMissing(_missing_message(settings, missing, listings))
+
+
+def scan_volume(settings: Settings, *, limit: int = 50) -> dict[str, list[str] | None]:
+    """Model files actually present in each searched volume folder (``None`` = folder missing).
+
+    Keys are the absolute folders; values are paths relative to the folder, ``/``-separated, as
+    ComfyUI would list them. Unreadable folders give an empty list; at most ``limit`` per folder.
+    """
+    result: dict[str, list[str] | None] = {}
+    for subdirs in VOLUME_SUBDIRS.values():
+        for sub in subdirs:
+            root = settings.volume_path / sub
+            if not root.is_dir():
+                result[str(root)] = None
+                continue
+            found: list[str] = []
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                rel_dir = os.path.relpath(dirpath, root)
+                for name in sorted(filenames):
+                    if name.lower().endswith(_MODEL_SUFFIXES):
+                        rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                        found.append(rel.replace(os.sep, "/"))
+                if len(found) >= limit:
+                    found = found[:limit] + ["…"]
+                    break
+            result[str(root)] = found
+    return result
+
+
+def describe_volume(settings: Settings) -> str:
+    """What is on the volume's model folders, one line per folder (for the boot log and errors)."""
+    volume = settings.volume_path
+    if not volume.exists():
+        return f"volume {volume} does not exist (no network volume attached, or VOLUME_PATH is wrong)"
+    if not volume.is_dir():
+        return f"volume {volume} is not a directory"
+    lines = [f"volume {volume}:"]
+    for folder, files in scan_volume(settings).items():
+        if files is None:
+            lines.append(f"  {folder}: (missing)")
+        elif not files:
+            lines.append(f"  {folder}: (no model files)")
+        else:
+            lines.append(f"  {folder}: {', '.join(files)}")
+    return "\n".join(lines)
+
+
+def _missing_message(settings: Settings, missing: list[ModelFile], listings: dict[str, list[str]]) -> str:
+    count = len(missing)
+    head = f"{count} model file{'s' if count != 1 else ''} not found by ComfyUI"
+    if settings.attached:
+        head += f" at {settings.base_url} (it uses its own model paths; the worker expected the volume layout below)"
+    parts = [head + ":"]
+    for f in missing:
+        label, var = ROLE_LABELS.get(f.role, (f.role, f.role.upper()))
+        dirs = searched_dirs(settings, f.folder)
+        where = " or ".join(str(d / f.name) for d in dirs)
+        line = f"- {label} {f.name!r} ({var}): expected at {where}; searched {', '.join(map(str, dirs))}"
+        hints = _same_base_name(settings, f, listings)
+        if hints:
+            line += (
+                f". ComfyUI lists a file of the same name as {'; '.join(hints)}: "
+                f"move it to the expected place, or set {var} to that name"
+            )
+        parts.append(line)
+    if not settings.volume_path.is_dir():
+        parts.append(
+            f"The volume {settings.volume_path} does not exist: is a network volume attached to this endpoint?"
+        )
+    return "\n".join(parts)
+
+
+def _same_base_name(settings: Settings, f: ModelFile, listings: dict[str, list[str]]) -> list[str]:
+    """Where a file with ``f``'s base name is listed instead (the usual mistake: wrong subfolder)."""
+    base = posixpath.basename(f.name.replace("\\", "/"))
+    hints = []
+    for folder, names in listings.items():
+        for name in names:
+            if (folder == f.folder and name == f.name) or posixpath.basename(name.replace("\\", "/")) != base:
+                continue
+            on_volume = [d / name for d in searched_dirs(settings, folder) if (d / name).exists()]
+            hint = f"{name!r} in {folder}"
+            if on_volume:
+                hint += f" ({on_volume[0]})"
+            hints.append(hint)
+    return hints
+
+
+def _yaml_scalar(value: str) -> str:
+    """A YAML scalar for ``value``: plain when safe, else double-quoted (JSON is valid YAML there)."""
+    if _PLAIN_SCALAR.match(value):
+        return value
+    return json.dumps(value, ensure_ascii=False)

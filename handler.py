@@ -1,0 +1,110 @@
+"""RunPod entry point: parse the job, run it in a worker thread, map the result or error.
+
+Everything about ComfyUI lives in ``comfy_bootstrap/``, everything about a job in ``worker/``.
+The handler is ``async`` because RunPod can only cancel async handlers (it cancels the task);
+the blocking pipeline runs in a thread that watches a stop flag, so a cancelled job interrupts
+its ComfyUI prompt and the worker takes the next job normally.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# The SDK logs job inputs (the image) and outputs (the video) at its default level DEBUG, and the
+# whole result at INFO in `python handler.py` test mode: set its level before it is imported.
+_TEST_MODE = "--rp_serve_api" not in sys.argv and "RUNPOD_WEBHOOK_GET_JOB" not in os.environ
+os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if _TEST_MODE else "INFO")
+
+import asyncio  # noqa: E402
+import contextvars  # noqa: E402
+import functools  # noqa: E402
+import logging  # noqa: E402
+import threading  # noqa: E402
+from typing import Any  # noqa: E402
+
+import runpod  # noqa: E402
+
+from comfy_bootstrap.config import ConfigError, Settings  # noqa: E402
+from comfy_bootstrap.errors import ComfyBootError, ComfyError  # noqa: E402
+from worker.errors import WorkerError  # noqa: E402
+from worker.logs import JOB_ID, configure_logging  # noqa: E402
+from worker.pipeline import Runtime, generate_video  # noqa: E402
+
+log = logging.getLogger("wan22.handler")
+
+#: How long a cancelled job waits for its thread to interrupt ComfyUI and clean up.
+CANCEL_GRACE = 15.0
+
+RUNTIME: Runtime | None = None
+
+
+def error_response(exc: WorkerError | ComfyError) -> dict[str, Any]:
+    """RunPod's failed-job answer: ``error`` must be one string (a dict breaks /runsync)."""
+    response: dict[str, Any] = {"error": f"{exc.code}: {exc}"}
+    if exc.refresh_worker:
+        response["refresh_worker"] = True
+    return response
+
+
+async def handler(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job; every failure becomes a clear error string and the worker stays healthy."""
+    job_id = str(job.get("id", "unknown"))
+    JOB_ID.set(job_id)
+    if RUNTIME is None:
+        return {"error": "worker_not_ready: the worker was not started through handler.py's main()"}
+    stop = threading.Event()
+    work = functools.partial(
+        generate_video, job.get("input"), job_id, RUNTIME, stop=stop, send_progress=_progress_sender(job)
+    )
+    future = asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, work)
+    try:
+        result = await asyncio.shield(future)
+    except asyncio.CancelledError:
+        log.warning("job cancelled: interrupting ComfyUI")
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), CANCEL_GRACE)
+        except BaseException:  # the job is gone either way; its own error is logged below
+            pass
+        raise
+    except (WorkerError, ComfyError) as exc:
+        log.warning("job failed: %s: %s", exc.code, exc)
+        return error_response(exc)
+    except Exception as exc:  # a bug in the worker: answer, log the traceback, keep serving
+        log.exception("unexpected error")
+        return {"error": f"internal_error: {type(exc).__name__}: {exc}"}
+    log.info("job done: %s, timings %s", result["filename"], result["timings"])
+    return result
+
+
+def _progress_sender(job: dict[str, Any]):
+    """Progress goes to RunPod only where there is a RunPod to receive it (not in local tests)."""
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        return None
+    return lambda update: runpod.serverless.progress_update(job, update)
+
+
+def main() -> None:
+    """Boot: settings → logging → ComfyUI → RunPod loop. A failed ComfyUI boot is answered per job."""
+    global RUNTIME
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        configure_logging("INFO")
+        log.error("%s", exc)
+        sys.exit(2)
+    configure_logging(settings.log_level)
+    RUNTIME = Runtime.create(settings)
+    RUNTIME.server.install_signal_handlers()
+    try:
+        RUNTIME.server.start()
+    except ComfyBootError as exc:
+        # Keep serving: each job retries the start and, failing, answers with this reason
+        # and refresh_worker, so RunPod replaces the worker instead of it failing silently.
+        log.error("ComfyUI did not start: %s", exc)
+    runpod.serverless.start({"handler": handler})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Run the double inside a test process: ``with DoubleServer(...) as comfy: ...``.
+
+The server runs its own asyncio loop on a background thread, bound to 127.0.0.1 on a free port;
+the executor runs on another thread, exactly as in the child process. Every control of the HTTP
+``/__double__`` API is also a Python method here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .folders import Folders, apply_model_paths, load_extra_model_paths, volume_model_paths
+from .server import DoubleApp
+
+logger = logging.getLogger(__name__)
+
+#: The model files of the worker's stored workflow, as laid out on the volume (``models/...``);
+#: the LoRA sits in ``loras/wan/`` (the worker's default layout).
+WORKFLOW_MODEL_FILES: tuple[str, ...] = (
+    "diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
+    "diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
+    "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    "vae/wan_2.1_vae.safetensors",
+    "loras/wan/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors",
+)
+
+
+def create_model_files(models_root: Path, files: Iterable[str] = WORKFLOW_MODEL_FILES) -> list[Path]:
+    """Create empty model files (only their names matter to the double) under ``models_root``."""
+    created = []
+    for rel in files:
+        path = Path(models_root) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        created.append(path)
+    return created
+
+
+class DoubleServer:
+    """An in-process ComfyUI double serving on ``127.0.0.1:<free port>``.
+
+    ``models_root`` is a volume's ``models`` folder, registered like the worker's
+    extra_model_paths.yaml does (``diffusion_models`` + ``unet``, ``text_encoders`` + ``clip``,
+    ``vae``, ``loras``); ``model_folders`` adds explicit ``{folder_name: [paths]}``;
+    ``extra_model_paths_configs`` are YAML files parsed like ComfyUI. Missing input/output/temp/user
+    folders are created in a temporary base folder removed on close.
+    """
+
+    def __init__(
+        self,
+        *,
+        models_root: Path | None = None,
+        model_folders: Mapping[str, Sequence[Path]] | None = None,
+        extra_model_paths_configs: Sequence[Path] = (),
+        input_dir: Path | None = None,
+        output_dir: Path | None = None,
+        temp_dir: Path | None = None,
+        user_dir: Path | None = None,
+        base_dir: Path | None = None,
+        faults: Any = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._own_base = base_dir is None
+        self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="comfy_double_"))
+        self.folders = Folders.create(
+            self.base_dir, input_dir=input_dir, output_dir=output_dir, temp_dir=temp_dir, user_dir=user_dir
+        )
+        self.models_root = Path(models_root) if models_root else None
+        if self.models_root is not None:
+            apply_model_paths(self.folders, volume_model_paths(self.models_root))
+        if model_folders:
+            apply_model_paths(self.folders, model_folders)
+        for config in extra_model_paths_configs:
+            load_extra_model_paths(self.folders, Path(config))
+        self.folders.ensure_io_dirs()
+        self.host = host
+        self._requested_port = port
+        self.port = 0
+        self.app = DoubleApp(self.folders, argv=[], on_crash=self._on_crash)
+        if faults:
+            self.app.add_faults(faults)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> DoubleServer:
+        self._thread = threading.Thread(target=self._serve, name="comfy-double-http", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("comfy_double did not start within 10 s")
+        if self._startup_error is not None:
+            raise RuntimeError("comfy_double failed to start") from self._startup_error
+        self.app.argv = [
+            "main.py",
+            "--listen",
+            self.host,
+            "--port",
+            str(self.port),
+            "--disable-auto-launch",
+            "--preview-method",
+            "none",
+            "--input-directory",
+            str(self.input_dir),
+            "--output-directory",
+            str(self.output_dir),
+            "--temp-directory",
+            str(self.temp_dir),
+        ]
+        self.app.executor.start()
+        return self
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._start_http())
+        except BaseException as ex:  # noqa: BLE001 - reported to start()
+            self._startup_error = ex
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._stop_http())
+            loop.close()
+
+    async def _start_http(self) -> None:
+        self._runner = web.AppRunner(self.app.web_app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._requested_port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _stop_http(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def close(self) -> None:
+        """Stop everything (releases a hang/freeze first); safe to call twice or after a crash."""
+        if self._closed:
+            return
+        self._closed = True
+        self.app.executor.release_blocks()
+        self.app.executor.stop()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._own_base:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> DoubleServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _on_crash(self, exit_code: int) -> None:
+        """In-process "crash": stop listening and drop every socket, as a dead process would."""
+        logger.error("comfy_double: in-process crash (status %s): listener and sockets closed", exit_code)
+        self.app.crashed = True
+        loop = self._loop
+        if threading.current_thread() is self._thread and loop is not None:
+            loop.create_task(self._stop_http())  # called from a request handler: cannot wait here
+            return
+        if loop is not None and not loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(self._stop_http(), loop)
+            try:
+                future.result(5)
+            except Exception:  # noqa: BLE001 - best effort
+                logger.exception("comfy_double: error while simulating the crash")
+
+    # -- addresses and folders ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ws_url(self, client_id: str) -> str:
+        return f"ws://{self.host}:{self.port}/ws?clientId={client_id}"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.folders.input_dir
+
+    @property
+    def output_dir(self) -> Path:
+        return self.folders.output_dir
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.folders.temp_dir
+
+    @property
+    def user_dir(self) -> Path:
+        return self.folders.user_dir
+
+    @property
+    def crashed(self) -> bool:
+        return self.app.crashed
+
+    # -- controls (same as /__double__) ----------------------------------------------------------------
+
+    def add_faults(self, *specs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Arm faults, e.g. ``add_faults({"mode": "step_delay", "seconds": 0.2})``."""
+        return self.app.add_faults(list(specs))
+
+    def reset(self, **what: bool) -> list[str]:
+        """Clear faults + observations (default); ``history=True``, ``cache=True``, ``queue=True``."""
+        return self.app.reset(**what)
+
+    def state(self) -> dict[str, Any]:
+        """Same as ``GET /__double__/state``, without HTTP (works while frozen)."""
+        return json.loads(json.dumps(self.app.state()))
+
+    def history(self, prompt_id: str | None = None) -> dict[str, Any]:
+        return self.app.queue.history(prompt_id=prompt_id)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until nothing is pending or running."""
+        deadline = time.monotonic() + timeout
+        while self.app.queue.remaining():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"comfy_double still busy after {timeout} s")
+            time.sleep(0.01)
+
+    def wait_history(self, prompt_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait for the history entry of ``prompt_id`` and return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entry = self.history(prompt_id)
+            if entry:
+                return entry[prompt_id]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no history for {prompt_id} after {timeout} s")
+            time.sleep(0.01)
+
+    def get_json(self, path: str) -> Any:
+        """Small helper for tests: ``GET`` a JSON endpoint of this server."""
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:  # noqa: S310 - local URL
+            return json.loads(response.read())

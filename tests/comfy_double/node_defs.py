@@ -1,0 +1,87 @@
+"""The node classes the double knows: recorded definitions with live COMBO lists.
+
+``/object_info`` and ``/prompt`` validation both read the definitions through :class:`NodeCatalog`,
+which rebuilds the model and input-image lists from the disk at every call, as ComfyUI's
+``INPUT_TYPES()`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from . import recordings
+from .folders import Folders
+
+#: COMBO inputs filled from a model folder: (class, input) -> folder name.
+_MODEL_LISTS: dict[tuple[str, str], str] = {
+    ("UNETLoader", "unet_name"): "diffusion_models",
+    ("CLIPLoader", "clip_name"): "text_encoders",
+    ("VAELoader", "vae_name"): "vae",
+    ("LoraLoaderModelOnly", "lora_name"): "loras",
+}
+
+#: Classes whose signature includes their node id (they take the hidden ``UNIQUE_ID`` input).
+_UNIQUE_ID_CLASSES = frozenset({"VHS_VideoCombine"})
+
+#: Classes with a ``VALIDATE_INPUTS`` of their own and the inputs it takes (ComfyUI then skips the
+#: built-in min/max/COMBO checks for those inputs).
+CUSTOM_VALIDATED_INPUTS: dict[str, tuple[str, ...]] = {"LoadImage": ("image",)}
+
+
+class NodeCatalog:
+    """Read access to node definitions, as ``nodes.NODE_CLASS_MAPPINGS`` + ``INPUT_TYPES()``."""
+
+    def __init__(self, folders: Folders) -> None:
+        self._folders = folders
+        self._template = recordings.object_info()
+
+    def class_names(self) -> list[str]:
+        return list(self._template)
+
+    def has(self, class_type: Any) -> bool:
+        return isinstance(class_type, str) and class_type in self._template
+
+    def info(self, class_type: str) -> dict[str, Any]:
+        """``GET /object_info/{class}`` body for one class, with the lists read from disk now."""
+        info = copy.deepcopy(self._template[class_type])
+        required = info["input"]["required"]
+        for (cls, name), folder in _MODEL_LISTS.items():
+            if cls == class_type:
+                files = self._folders.list_models(folder) or []
+                if cls == "VAELoader":
+                    files = files + ["pixel_space"]
+                required[name][0] = files
+        if class_type == "LoadImage":
+            required["image"][0] = self._folders.input_images()
+        return info
+
+    def all_info(self) -> dict[str, dict[str, Any]]:
+        return {name: self.info(name) for name in self._template}
+
+    def input_types(self, class_type: str) -> dict[str, Any]:
+        """``INPUT_TYPES()``: {"required": {...}, "optional": {...}, "hidden": {...}}."""
+        return self.info(class_type)["input"]
+
+    def is_output(self, class_type: str) -> bool:
+        return bool(self._template.get(class_type, {}).get("output_node"))
+
+    def return_types(self, class_type: str) -> list[Any]:
+        return list(self._template[class_type]["output"])
+
+    def includes_node_id_in_signature(self, class_type: str) -> bool:
+        return class_type in _UNIQUE_ID_CLASSES
+
+
+def input_info(spec: list[Any]) -> tuple[Any, dict[str, Any]]:
+    """Split one input spec (``["INT", {...}]``, ``[[choices], {...}]``, ``["IMAGE"]``)."""
+    input_type = spec[0]
+    extra = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return input_type, extra
+
+
+def format_widgets(object_info_vhs: dict[str, Any], video_format: str) -> list[list[Any]]:
+    """The extra widgets VHS adds for ``video_format`` (``pix_fmt``, ``crf``...), from object_info."""
+    spec = object_info_vhs["input"]["required"]["format"]
+    formats = spec[1].get("formats", {}) if len(spec) > 1 else {}
+    return list(formats.get(video_format, []))

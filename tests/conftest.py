@@ -1,0 +1,50 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# ==================================================================================================
+# ComfyUI test double (tests/comfy_double/) - fixtures owned by the double's maintainers.
+# ==================================================================================================
+from tests.comfy_double import WORKFLOW_MODEL_FILES, DoubleServer, create_model_files
+
+
+@pytest.fixture
+def comfy_volume(tmp_path: Path) -> Path:
+    """A fake network volume: ``<volume>/models/...`` holding (empty) files of the stored workflow.
+
+    The LoRA sits in ``models/loras/wan/`` (the worker's default layout). Tests may add or remove
+    files; the double lists model folders from the disk at every request.
+    """
+    volume = tmp_path / "runpod-volume"
+    create_model_files(volume / "models", WORKFLOW_MODEL_FILES)
+    return volume
+
+
+@pytest.fixture
+def comfy_double(tmp_path: Path, comfy_volume: Path) -> Iterator[DoubleServer]:
+    """A running in-process ComfyUI double (``.url``, ``.ws_url(id)``, folders, fault controls).
+
+    Its model folders are ``comfy_volume/models`` registered as the worker's extra_model_paths.yaml
+    does; input/output/temp/user are ``tmp_path/comfy/{input,output,temp,user}``.
+    """
+    base = tmp_path / "comfy"
+    server = DoubleServer(
+        models_root=comfy_volume / "models",
+        base_dir=base,
+        input_dir=base / "input",
+        output_dir=base / "output",
+        temp_dir=base / "temp",
+        user_dir=base / "user",
+    )
+    with server:
+        yield server
+
+
+# ==================================================================================================
+# End of the ComfyUI test double section.
+# ==================================================================================================

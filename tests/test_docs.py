@@ -1,0 +1,72 @@
+"""The docs stay true to the code: the env var table, the pins, the make targets, the error codes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.test_dockerfile import load_pins
+from tests.test_hub import config_env_names, is_config_default
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def env_table(path: Path = DOCS / "deployment.md") -> dict[str, str]:
+    """Rows of the 'Environment variables' table: variable -> default cell."""
+    section = path.read_text().split("## Environment variables", 1)[1]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        match = re.match(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|([^|]*)\|", line)
+        if match:
+            rows[match.group(1)] = match.group(2).strip()
+    return rows
+
+
+def test_every_variable_config_reads_is_in_the_deployment_table() -> None:
+    table = env_table()
+    missing = [name for name in config_env_names() if name not in table]
+    assert not missing, f"docs/deployment.md's table lacks {missing}"
+    unknown = sorted(set(table) - set(config_env_names()))
+    assert not unknown, f"docs/deployment.md documents variables config.py does not read: {unknown}"
+
+
+def test_literal_defaults_in_the_table_are_config_defaults() -> None:
+    checked = 0
+    for name, cell in env_table().items():
+        literal = re.fullmatch(r"`([^`]*)`", cell)
+        if literal:  # prose cells ("unset", "the worker's own Python ...") describe computed defaults
+            assert is_config_default(name, literal.group(1)), f"{name}: documented default {cell}"
+            checked += 1
+    assert checked >= 30
+
+
+def test_deployment_doc_names_the_pins() -> None:
+    text = (DOCS / "deployment.md").read_text()
+    pins = load_pins()
+    for key in ("COMFYUI_REF", "VHS_REF", "ESSENTIALS_REF", "TORCH_VERSION", "TORCHVISION_VERSION",
+                "TORCHAUDIO_VERSION", "XFORMERS_VERSION", "PYTHON_VERSION", "TORCH_INDEX_URL", "BASE_IMAGE"):
+        assert pins[key] in text, f"docs/deployment.md does not show {key}={pins[key]}"
+    for fact in ("driver ≥ 570", "600 s", "`JOB_TIMEOUT`", "models/unet", "models/clip", "models/loras/wan",
+                 "~40 GB", "90–180 s", "COMFY_ATTENTION", "models_missing"):
+        assert fact in text.replace("`JOB_TIMEOUT` (default 540 s)", "`JOB_TIMEOUT`"), fact
+
+
+def test_make_targets_in_the_docs_exist() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE))
+    for doc in DOCS.glob("*.md"):
+        # `make x` in code spans, and command lines starting with make in code blocks
+        for target in re.findall(r"(?:`|^)make ([a-z][a-z-]*)", doc.read_text(), re.MULTILINE):
+            assert target in targets, f"{doc.name} mentions `make {target}`, which the Makefile lacks"
+
+
+def test_troubleshooting_drafts_an_entry_per_error_code() -> None:
+    text = (DOCS / "troubleshooting.md").read_text()
+    section = text.split("## Errors the worker returns", 1)[1]
+    codes = []
+    for module in ("comfy_bootstrap/errors.py", "worker/errors.py"):
+        codes += re.findall(r'^\s+code = "([a-z_]+)"', (ROOT / module).read_text(), re.MULTILINE)
+    assert codes
+    for code in codes:
+        assert f"`{code}`" in section, f"troubleshooting.md has no entry for error code {code}"

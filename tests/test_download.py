@@ -1,0 +1,517 @@
+"""fetch_image against real HTTP(S) servers on 127.0.0.1, and its refusal of non-public hosts.
+
+No test sends a packet anywhere but 127.0.0.1: an autouse fixture wraps ``socket.connect`` and
+fails the test on any other destination. "Public" hosts are names the injected resolver maps to
+public addresses, and the fixture's fake network routes those addresses to the local server, so
+the redirect and pinning rules can be exercised without the internet.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from comfy_bootstrap.config import Limits
+from worker.download import MAX_REDIRECTS, address_problem, fetch_image, redact_url
+from worker.errors import InvalidImage
+
+PUBLIC_IP = "93.184.216.34"
+OTHER_PUBLIC_IP = "93.184.216.35"
+BODY = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+OPEN = Limits(allow_private_image_urls=True, image_url_timeout=2.0)
+CLOSED = Limits(allow_private_image_urls=False, image_url_timeout=2.0)
+PRIVATE_ALLOWED = "(allowed: hosts on the public internet; private addresses are allowed only when the worker runs with ALLOW_PRIVATE_IMAGE_URLS=true)"
+
+
+# --- A fake network that only ever reaches 127.0.0.1 --------------------------------------------------
+
+
+@dataclass
+class Network:
+    """Records every connect; routes chosen public addresses to a local port (None: refused)."""
+
+    routes: dict[str, int | None] = field(default_factory=dict)
+    connects: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(autouse=True)
+def network(monkeypatch: pytest.MonkeyPatch) -> Network:
+    net = Network()
+    real_connect = socket.socket.connect
+
+    def connect(sock: socket.socket, address: tuple) -> None:  # type: ignore[type-arg]
+        host, port = address[0], address[1]
+        net.connects.append(host)
+        if host in net.routes:
+            routed = net.routes[host]
+            if routed is None:
+                raise ConnectionRefusedError(111, "refused by the test network")
+            return real_connect(sock, ("127.0.0.1", routed))
+        if host != "127.0.0.1":
+            raise AssertionError(f"the code under test tried to connect to {host}:{port}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return net
+
+
+def resolver(table: dict[str, list[str]]) -> Callable[[str, int], list[str]]:
+    """A resolver that knows only ``table`` (and IP literals), so no test touches real DNS."""
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host in table:
+            return table[host]
+        if host.replace(".", "").isdigit() or ":" in host:
+            return [host]
+        raise socket.gaierror(socket.EAI_NONAME, "unknown to the test resolver")
+
+    return resolve
+
+
+# --- A local HTTP server ---------------------------------------------------------------------------
+
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class Server:
+    """A threaded HTTP(S) server on 127.0.0.1 whose routes each test sets."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: list[tuple[str, str | None, str | None]] = []  # (path, Host, Accept)
+        self.release = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                server.requests.append((self.path, self.headers.get("Host"), self.headers.get("Accept")))
+                route = server.routes.get(self.path.split("?")[0])
+                if route is None:
+                    self.send_error(404)
+                    return
+                try:
+                    route(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str, host: str = "127.0.0.1", scheme: str = "http") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    def paths(self) -> list[str]:
+        return [path for path, _, _ in self.requests]
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server()
+    yield srv
+    srv.stop()
+
+
+def body(data: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Route:
+    def route(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(status)
+        for name, value in (headers if headers is not None else {"Content-Length": str(len(data))}).items():
+            h.send_header(name, value)
+        h.end_headers()
+        h.wfile.write(data)
+
+    return route
+
+
+def redirect(location: str, status: int = 302) -> Route:
+    return body(b"", status, {"Location": location, "Content-Length": "0"})
+
+
+def fetch_error(url: str, limits: Limits = OPEN, **kwargs: object) -> str:
+    with pytest.raises(InvalidImage) as caught:
+        fetch_image(url, limits, **kwargs)  # type: ignore[arg-type]
+    return str(caught.value)
+
+
+# --- Success ----------------------------------------------------------------------------------------
+
+
+def test_fetches_the_body(server: Server) -> None:
+    server.routes["/cat.png"] = body(BODY)
+    assert fetch_image(server.url("/cat.png"), OPEN) == BODY
+    assert "image/png" in (server.requests[0][2] or "")  # asks for formats the worker decodes
+
+
+def test_connects_to_the_resolved_address_and_sends_the_real_host(server: Server, network: Network) -> None:
+    server.routes["/cat.png"] = body(BODY)
+    calls: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"]
+
+    assert fetch_image(server.url("/cat.png", host="images.test"), OPEN, resolve=resolve) == BODY
+    assert calls == ["images.test"]  # resolved once: the checked address is the one used
+    assert network.connects == ["127.0.0.1"]
+    assert server.requests[0][1] == f"images.test:{server.port}"
+
+
+def test_dns_is_not_asked_twice_so_rebinding_gets_nowhere(server: Server, network: Network) -> None:
+    """A resolver that answers public first and private next: only the first answer is used."""
+    server.routes["/cat.png"] = body(BODY)
+    network.routes[PUBLIC_IP] = server.port
+    answers = iter([[PUBLIC_IP], ["127.0.0.1"]])
+    data = fetch_image(server.url("/cat.png", host="rebind.test"), CLOSED, resolve=lambda h, p: next(answers))
+    assert data == BODY and network.connects == [PUBLIC_IP]
+
+
+def test_environment_proxies_are_ignored(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.routes["/cat.png"] = body(BODY)
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert fetch_image(server.url("/cat.png"), OPEN) == BODY
+
+
+def test_tries_the_next_address_when_one_refuses(server: Server, network: Network) -> None:
+    server.routes["/cat.png"] = body(BODY)
+    network.routes.update({PUBLIC_IP: None, OTHER_PUBLIC_IP: server.port})
+    resolve = resolver({"cdn.test": [PUBLIC_IP, OTHER_PUBLIC_IP]})
+    assert fetch_image(server.url("/cat.png", host="cdn.test"), CLOSED, resolve=resolve) == BODY
+    assert network.connects == [PUBLIC_IP, OTHER_PUBLIC_IP]
+
+
+# --- Redirects -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_follows_redirects(server: Server, status: int) -> None:
+    server.routes["/old"] = redirect(server.url("/cat.png"), status)
+    server.routes["/cat.png"] = body(BODY)
+    assert fetch_image(server.url("/old"), OPEN) == BODY
+
+
+def test_relative_redirect_is_resolved_against_the_url_not_the_address(server: Server, network: Network) -> None:
+    server.routes["/a/old"] = redirect("new.png")
+    server.routes["/a/new.png"] = body(BODY)
+    network.routes[PUBLIC_IP] = server.port
+    resolve = resolver({"cdn.test": [PUBLIC_IP]})
+    assert fetch_image(server.url("/a/old", host="cdn.test"), CLOSED, resolve=resolve) == BODY
+    assert [host for _, host, _ in server.requests] == [f"cdn.test:{server.port}"] * 2
+
+
+def test_at_most_five_redirects(server: Server) -> None:
+    assert MAX_REDIRECTS == 5
+    for hop in range(7):
+        server.routes[f"/r{hop}"] = redirect(f"/r{hop + 1}")
+    server.routes["/r5"] = body(BODY)
+    assert fetch_image(server.url("/r0"), OPEN) == BODY  # five redirects: fine
+    server.routes["/r6"] = body(BODY)
+    server.routes["/r5"] = redirect("/r6")
+    assert fetch_error(server.url("/r0?sig=SECRET")) == (
+        f"image_url: more than 5 redirects starting at http://127.0.0.1:{server.port}/r0?… (allowed: at most 5)"
+    )
+
+
+def test_redirect_without_location(server: Server) -> None:
+    server.routes["/bad"] = body(b"", 302, {"Content-Length": "0"})
+    assert fetch_error(server.url("/bad")) == (
+        f"image_url: http://127.0.0.1:{server.port}/bad: HTTP 302 redirect without a Location header"
+    )
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://example.com/a.png", "gopher://x/"])
+def test_redirect_to_another_scheme_is_refused(server: Server, target: str) -> None:
+    server.routes["/old"] = redirect(target)
+    assert fetch_error(server.url("/old")) == (
+        f"image_url: redirect 1 goes to {target}, which is not an http or https URL (allowed: an http:// or https:// URL)"
+    )
+
+
+def test_redirect_from_a_public_host_to_loopback_is_refused(server: Server, network: Network) -> None:
+    server.routes["/old"] = redirect(server.url("/cat.png?sig=SECRET"))
+    server.routes["/cat.png"] = body(BODY)
+    network.routes[PUBLIC_IP] = server.port
+    resolve = resolver({"cdn.test": [PUBLIC_IP]})
+    message = fetch_error(server.url("/old", host="cdn.test"), CLOSED, resolve=resolve)
+    assert message == (
+        f"image_url: redirect 1 goes to http://127.0.0.1:{server.port}/cat.png?…: "
+        f"127.0.0.1 is a loopback address {PRIVATE_ALLOWED}"
+    )
+    assert server.paths() == ["/old"] and network.connects == [PUBLIC_IP]
+
+
+def test_redirect_to_a_name_resolving_to_a_private_address_is_refused(server: Server, network: Network) -> None:
+    server.routes["/old"] = redirect("http://intranet.test/secret.png")
+    network.routes[PUBLIC_IP] = server.port
+    resolve = resolver({"cdn.test": [PUBLIC_IP], "intranet.test": ["10.0.0.7"]})
+    assert fetch_error(server.url("/old", host="cdn.test"), CLOSED, resolve=resolve) == (
+        "image_url: redirect 1 goes to http://intranet.test/secret.png: "
+        f"intranet.test resolves to 10.0.0.7, which is a private address {PRIVATE_ALLOWED}"
+    )
+
+
+# --- Refused addresses ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "kind"),
+    [
+        ("http://127.0.0.1:8188/view", "127.0.0.1", "a loopback address"),
+        ("http://10.1.2.3/a.png", "10.1.2.3", "a private address"),
+        ("http://192.168.1.1/a.png", "192.168.1.1", "a private address"),
+        ("http://172.16.0.1/a.png", "172.16.0.1", "a private address"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254", "a link-local address"),
+        ("http://0.0.0.0:8188/", "0.0.0.0", "an unspecified address"),
+        ("http://224.0.0.1/", "224.0.0.1", "a multicast address"),
+        ("http://240.0.0.1/", "240.0.0.1", "a private address"),
+        ("http://100.64.0.1/", "100.64.0.1", "a non-public address"),
+        ("http://[::1]:8188/", "::1", "a loopback address"),
+        ("http://[::]/", "::", "an unspecified address"),
+        ("http://[fe80::1]/", "fe80::1", "a link-local address"),
+        ("http://[fc00::1]/", "fc00::1", "a private address"),
+        ("http://[ff02::1]/", "ff02::1", "a multicast address"),
+        ("http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1", "a loopback address"),
+        ("http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254", "a link-local address"),
+        ("http://[2002:a00:1::]/", "2002:a00:1::", "a private address (IPv4 10.0.0.1 inside IPv6)"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::a9fe:a9fe", "a link-local address (IPv4 169.254.169.254 inside IPv6)"),
+    ],
+)
+def test_non_public_ip_literals_are_refused_without_connecting(
+    url: str, address: str, kind: str, network: Network
+) -> None:
+    message = fetch_error(url, CLOSED, resolve=resolver({}))
+    assert message == f"image_url: {redact_url(url)}: {address} is {kind} {PRIVATE_ALLOWED}"
+    assert network.connects == []
+
+
+def test_localhost_is_refused_through_the_system_resolver(network: Network) -> None:
+    message = fetch_error("http://localhost:8188/view?filename=x", CLOSED)
+    assert message.startswith("image_url: http://localhost:8188/view?…: localhost resolves to ")
+    assert "which is a loopback address" in message and network.connects == []
+
+
+def test_a_host_with_any_private_address_is_refused(network: Network) -> None:
+    resolve = resolver({"mixed.test": [PUBLIC_IP, "10.0.0.1"]})
+    assert fetch_error("https://mixed.test/a.png", CLOSED, resolve=resolve) == (
+        f"image_url: https://mixed.test/a.png: mixed.test resolves to 10.0.0.1, which is a private address {PRIVATE_ALLOWED}"
+    )
+    assert network.connects == []
+
+
+def test_public_addresses_pass_the_check() -> None:
+    for address in (PUBLIC_IP, "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::"):
+        assert address_problem(address) is None, address
+
+
+def test_allow_private_lets_loopback_through(server: Server) -> None:
+    server.routes["/cat.png"] = body(BODY)
+    assert fetch_error(server.url("/cat.png"), CLOSED).endswith(f"127.0.0.1 is a loopback address {PRIVATE_ALLOWED}")
+    assert fetch_image(server.url("/cat.png"), OPEN) == BODY
+
+
+def test_unresolvable_host() -> None:
+    assert fetch_error("https://nowhere.test/a.png?sig=SECRET", CLOSED, resolve=resolver({})) == (
+        "image_url: https://nowhere.test/a.png?…: the host nowhere.test cannot be resolved"
+    )
+
+
+def test_url_form_is_checked_before_anything_else(network: Network) -> None:
+    assert fetch_error("file:///etc/passwd") == (
+        "image_url: file:///etc/passwd is not an http or https URL (allowed: an http:// or https:// URL)"
+    )
+    assert network.connects == []
+
+
+# --- HTTP failures ------------------------------------------------------------------------------------------
+
+
+def test_non_2xx_names_the_status(server: Server) -> None:
+    server.routes["/gone"] = body(b"nope", 410)
+    assert fetch_error(server.url("/gone")) == (
+        f"image_url: http://127.0.0.1:{server.port}/gone: the server answered HTTP 410 Gone "
+        "(allowed: a URL that answers 2xx with the image)"
+    )
+    assert "HTTP 404 Not Found" in fetch_error(server.url("/missing"))
+
+
+def test_too_large_content_length_is_refused_before_the_body(server: Server) -> None:
+    server.routes["/huge"] = body(b"x" * 10, headers={"Content-Length": "5000"})
+    assert fetch_error(server.url("/huge"), Limits(allow_private_image_urls=True, max_image_bytes=1000)) == (
+        f"image_url: http://127.0.0.1:{server.port}/huge: the server announces 5000 bytes, too large "
+        "(allowed: at most 1000 bytes)"
+    )
+
+
+def test_body_without_length_is_cut_at_the_limit(server: Server) -> None:
+    server.routes["/stream"] = body(b"x" * 200_000, headers={})  # no Content-Length: read until close
+    limits = Limits(allow_private_image_urls=True, max_image_bytes=100_000)
+    assert fetch_error(server.url("/stream"), limits) == (
+        f"image_url: http://127.0.0.1:{server.port}/stream: the body is larger than the limit "
+        "(allowed: at most 100000 bytes)"
+    )
+    server.routes["/ok"] = body(b"x" * 100_000, headers={})
+    assert len(fetch_image(server.url("/ok"), limits)) == 100_000
+
+
+def test_a_compressed_body_is_limited_after_decompression(server: Server) -> None:
+    bomb = gzip.compress(b"\0" * 5_000_000)
+    server.routes["/bomb"] = body(bomb, headers={"Content-Encoding": "gzip", "Content-Length": str(len(bomb))})
+    message = fetch_error(server.url("/bomb"), Limits(allow_private_image_urls=True, max_image_bytes=2**20))
+    assert message.endswith("the body is larger than the limit (allowed: at most 1048576 bytes (1.0 MiB))")
+
+
+def test_empty_body(server: Server) -> None:
+    server.routes["/empty"] = body(b"")
+    assert fetch_error(server.url("/empty")) == (
+        f"image_url: http://127.0.0.1:{server.port}/empty: the server answered HTTP 200 with an empty body"
+    )
+
+
+def test_slow_server_times_out(server: Server) -> None:
+    def slow(h: BaseHTTPRequestHandler) -> None:
+        server.release.wait(5)
+
+    server.routes["/slow"] = slow
+    started = time.monotonic()
+    message = fetch_error(server.url("/slow"), Limits(allow_private_image_urls=True, image_url_timeout=0.3))
+    assert message == f"image_url: http://127.0.0.1:{server.port}/slow: the server did not answer within 0.3 s"
+    assert time.monotonic() - started < 3
+
+
+def test_body_that_stalls_times_out(server: Server) -> None:
+    def stall(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        h.wfile.write(b"x" * 10)
+        h.wfile.flush()
+        server.release.wait(5)
+
+    server.routes["/stall"] = stall
+    message = fetch_error(server.url("/stall"), Limits(allow_private_image_urls=True, image_url_timeout=0.3))
+    assert message == f"image_url: http://127.0.0.1:{server.port}/stall: the server stopped sending for 0.3 s"
+
+
+def test_connection_refused() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert fetch_error(f"http://127.0.0.1:{port}/a.png") == (
+        f"image_url: http://127.0.0.1:{port}/a.png: could not connect (connection refused, reset or unreachable)"
+    )
+
+
+# --- Secrets stay out of messages and logs ---------------------------------------------------------------
+
+
+def test_query_and_credentials_never_reach_messages_or_logs(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server.routes["/old"] = redirect(server.url("/missing?X-Amz-Signature=SECRET2"))
+    message = fetch_error(f"http://user:SECRET0@127.0.0.1:{server.port}/old?X-Amz-Signature=SECRET1")
+    assert message == (
+        f"image_url: redirect 1 goes to http://127.0.0.1:{server.port}/missing?…: the server answered "
+        "HTTP 404 Not Found (allowed: a URL that answers 2xx with the image)"
+    )
+    worker_logs = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("worker"))
+    assert worker_logs and "SECRET" not in worker_logs and "SECRET" not in message
+    assert server.requests[0][0] == "/old?X-Amz-Signature=SECRET1"  # the query itself is still sent
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:p@h.example/a.png?sig=1#frag", "https://h.example/a.png?…"),
+        ("https://h.example/a.png#frag", "https://h.example/a.png"),
+        ("not a url?x=1", "not a url?…"),
+        ("https://h.example/" + "a" * 300, "https://h.example/" + "a" * 181 + "…"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+# --- HTTPS ----------------------------------------------------------------------------------------------
+
+
+def make_tls(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, str]:
+    """A throwaway CA and a certificate for ``name`` signed by it; returns (server context, CA file)."""
+    pytest.importorskip("cryptography")  # a dependency of runpod
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
+        )
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_cert = certificate("test CA", ca_key, "test CA", ca_key, ca=True)
+    leaf_cert = certificate(name, leaf_key, "test CA", ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(pem))
+    cert_file.write_bytes(leaf_cert.public_bytes(pem))
+    key_file.write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, str(ca_file)
+
+
+def test_https_verifies_the_certificate_against_the_host_name(tmp_path: Path) -> None:
+    context, ca_file = make_tls(tmp_path, "images.test")
+    tls_server = Server(tls=context)
+    try:
+        tls_server.routes["/cat.png"] = body(BODY)
+        resolve = resolver({"images.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+        url = tls_server.url("/cat.png", host="images.test", scheme="https")
+        assert fetch_image(url, OPEN, resolve=resolve, ca_bundle=ca_file) == BODY
+        wrong_name = tls_server.url("/cat.png", host="other.test", scheme="https")
+        assert fetch_error(wrong_name, resolve=resolve, ca_bundle=ca_file) == (
+            f"image_url: {wrong_name}: the TLS handshake failed (is the certificate valid for this host?)"
+        )
+        assert fetch_error(url, resolve=resolve).endswith("the TLS handshake failed (is the certificate valid for this host?)")
+    finally:
+        tls_server.stop()

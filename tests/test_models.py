@@ -1,0 +1,188 @@
+"""Model manifest, extra_model_paths.yaml as ComfyUI reads it, and the missing-model message."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+from comfy_bootstrap.config import ModelFiles, Settings
+from comfy_bootstrap.errors import ModelsMissing
+from comfy_bootstrap.models import (
+    MODEL_FOLDERS,
+    check_models,
+    describe_volume,
+    extra_model_paths_yaml,
+    manifest,
+    write_extra_model_paths,
+)
+
+RECORDINGS = Path(__file__).parent / "recordings"
+EXPECTED_YAML = """\
+runpod_volume:
+  base_path: /runpod-volume
+  diffusion_models: |
+    models/diffusion_models
+    models/unet
+  text_encoders: |
+    models/text_encoders
+    models/clip
+  vae: models/vae
+  loras: models/loras
+"""
+LORA_BASE = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
+
+
+def recorded_listing(folder: str) -> list[str]:
+    """``GET /models/{folder}`` as recorded from ComfyUI v0.30.0; unet/clip are 404 there."""
+    requests_ = json.loads((RECORDINGS / "models_endpoints.json").read_text())["requests"]
+    answer = requests_[f"GET /models/{folder}"]
+    if answer["status"] != 200:
+        raise AssertionError(f"/models/{folder} is {answer['status']} in ComfyUI: the worker must not ask it")
+    return answer["body"]
+
+
+def comfy_reads(yaml_text: str, yaml_dir: Path) -> dict[str, list[str]]:
+    """What ComfyUI's utils/extra_config.py makes of the file: folder -> absolute search paths."""
+    result: dict[str, list[str]] = {}
+    for conf in yaml.safe_load(yaml_text).values():
+        conf = dict(conf)
+        base = os.path.expandvars(os.path.expanduser(conf.pop("base_path")))
+        if not os.path.isabs(base):
+            base = os.path.abspath(os.path.join(yaml_dir, base))
+        conf.pop("is_default", None)
+        for folder, value in conf.items():
+            for line in value.split("\n"):
+                if line:
+                    result.setdefault(folder, []).append(os.path.normpath(os.path.join(base, line)))
+    return result
+
+
+# ---------------------------------------------------------------------------- manifest
+def test_manifest_covers_the_five_files() -> None:
+    assert set(MODEL_FOLDERS) == {f.name for f in fields(ModelFiles)}
+    files = {f.role: f for f in manifest(Settings())}
+    assert files["high_noise"].folder == files["low_noise"].folder == "diffusion_models"
+    assert files["text_encoder"].folder == "text_encoders"
+    assert files["vae"].folder == "vae"
+    assert files["lora"].folder == "loras"
+    assert files["lora"].name == f"wan/{LORA_BASE}"
+    assert files["high_noise"].volume_subdirs == ("models/diffusion_models", "models/unet")
+    assert files["text_encoder"].volume_subdirs == ("models/text_encoders", "models/clip")
+
+
+# ---------------------------------------------------------------------------- yaml
+def test_yaml_is_exactly_the_documented_text() -> None:
+    assert extra_model_paths_yaml(Settings()) == EXPECTED_YAML
+
+
+def test_yaml_as_comfyui_reads_it(tmp_path: Path) -> None:
+    s = Settings(work_dir=tmp_path / "work", volume_path=Path("/runpod-volume"))
+    path = write_extra_model_paths(s)
+    assert path == s.extra_model_paths_file and path.read_text() == EXPECTED_YAML
+    assert comfy_reads(path.read_text(), path.parent) == {
+        "diffusion_models": ["/runpod-volume/models/diffusion_models", "/runpod-volume/models/unet"],
+        "text_encoders": ["/runpod-volume/models/text_encoders", "/runpod-volume/models/clip"],
+        "vae": ["/runpod-volume/models/vae"],
+        "loras": ["/runpod-volume/models/loras"],
+    }
+
+
+@pytest.mark.parametrize("volume", ["/mnt/my volume", "/data/a:b #c", "/vol/ünï'cödé\""])
+def test_yaml_quotes_unusual_volume_paths(volume: str) -> None:
+    read = comfy_reads(extra_model_paths_yaml(Settings(volume_path=Path(volume))), Path("/"))
+    assert read["vae"] == [f"{volume}/models/vae"]
+
+
+# ---------------------------------------------------------------------------- check_models
+def test_check_models_passes_on_recorded_listing() -> None:
+    asked: list[str] = []
+
+    def list_folder(folder: str) -> list[str]:
+        asked.append(folder)
+        return recorded_listing(folder)
+
+    check_models(Settings(), list_folder)
+    assert sorted(asked) == ["diffusion_models", "loras", "text_encoders", "vae"]  # each once, never unet/clip
+
+
+def test_lora_at_folder_root_instead_of_subfolder(tmp_path: Path) -> None:
+    (tmp_path / "models" / "loras").mkdir(parents=True)
+    (tmp_path / "models" / "loras" / LORA_BASE).write_bytes(b"x")
+
+    def list_folder(folder: str) -> list[str]:
+        names = recorded_listing(folder)
+        return [n for n in names if not n.startswith("wan/")]
+
+    with pytest.raises(ModelsMissing) as info:
+        check_models(Settings(volume_path=tmp_path), list_folder)
+    msg = str(info.value)
+    assert msg.startswith("1 model file not found by ComfyUI")
+    assert f"'wan/{LORA_BASE}'" in msg and "MODEL_LORA" in msg
+    assert f"{tmp_path}/models/loras/wan/{LORA_BASE}" in msg  # where it should be
+    assert f"searched {tmp_path}/models/loras" in msg
+    assert f"same name as '{LORA_BASE}' in loras ({tmp_path}/models/loras/{LORA_BASE})" in msg
+    assert "Value not in list" not in msg
+    assert info.value.code == "models_missing" and not info.value.refresh_worker
+
+
+def test_every_missing_file_is_named_with_its_folders() -> None:
+    listings = {"diffusion_models": [], "text_encoders": ["other.safetensors"], "vae": [], "loras": []}
+    with pytest.raises(ModelsMissing) as info:
+        check_models(Settings(volume_path=Path("/runpod-volume")), listings.__getitem__)
+    msg = str(info.value)
+    assert msg.startswith("5 model files not found by ComfyUI")
+    m = ModelFiles()
+    for name in (m.high_noise, m.low_noise, m.text_encoder, m.vae, m.lora):
+        assert repr(name) in msg
+    assert "/runpod-volume/models/diffusion_models, /runpod-volume/models/unet" in msg
+    assert f"/runpod-volume/models/diffusion_models/{m.high_noise} or /runpod-volume/models/unet/{m.high_noise}" in msg
+    assert "/runpod-volume/models/text_encoders, /runpod-volume/models/clip" in msg
+    assert "/runpod-volume/models/vae" in msg
+    assert "does not exist: is a network volume attached" in msg
+
+
+def test_file_in_wrong_folder_is_pointed_out() -> None:
+    m = ModelFiles()
+    listings = {
+        "diffusion_models": [m.high_noise, m.low_noise, m.vae],  # VAE dropped among the diffusion models
+        "text_encoders": [m.text_encoder],
+        "vae": [],
+        "loras": [m.lora],
+    }
+    with pytest.raises(ModelsMissing) as info:
+        check_models(Settings(), listings.__getitem__)
+    assert f"same name as '{m.vae}' in diffusion_models" in str(info.value)
+
+
+def test_attached_message_names_the_url() -> None:
+    s = Settings(comfy_url="http://10.0.0.5:8188")
+    listings = {"diffusion_models": [], "text_encoders": [], "vae": [], "loras": []}
+    with pytest.raises(ModelsMissing, match=r"at http://10\.0\.0\.5:8188"):
+        check_models(s, listings.__getitem__)
+
+
+# ---------------------------------------------------------------------------- describe_volume
+def test_describe_missing_volume(tmp_path: Path) -> None:
+    text = describe_volume(Settings(volume_path=tmp_path / "absent"))
+    assert "does not exist" in text
+
+
+def test_describe_volume_lists_files_and_subfolders(tmp_path: Path) -> None:
+    (tmp_path / "models" / "unet").mkdir(parents=True)
+    (tmp_path / "models" / "unet" / "a.safetensors").write_bytes(b"")
+    (tmp_path / "models" / "loras" / "wan").mkdir(parents=True)
+    (tmp_path / "models" / "loras" / "wan" / "l.safetensors").write_bytes(b"")
+    (tmp_path / "models" / "loras" / "notes.txt").write_text("")
+    (tmp_path / "models" / "vae").mkdir()
+    text = describe_volume(Settings(volume_path=tmp_path))
+    lines = text.splitlines()
+    assert lines[0] == f"volume {tmp_path}:"
+    assert f"  {tmp_path}/models/unet: a.safetensors" in lines
+    assert f"  {tmp_path}/models/loras: wan/l.safetensors" in lines
+    assert f"  {tmp_path}/models/vae: (no model files)" in lines
+    assert f"  {tmp_path}/models/clip: (missing)" in lines

@@ -1,0 +1,331 @@
+"""The ComfyUI child's lifecycle, with real processes: a tiny fake ComfyUI ``main.py`` in a temp dir.
+
+The fake listens on ``--listen``/``--port`` and answers ``GET /system_stats``; env vars make it
+record its argv, fail at boot, start slowly, spawn a grandchild that ignores SIGTERM, or hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from comfy_bootstrap.config import Settings
+from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable
+from comfy_bootstrap.launch import MemoryInfo
+from comfy_bootstrap.process import ComfyServer
+
+REPO = Path(__file__).resolve().parent.parent
+MEMORY = MemoryInfo(host_ram=64 * 1024**3, cgroup_limit=None)
+
+FAKE_MAIN = textwrap.dedent(
+    """
+    import argparse, json, os, subprocess, sys, time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--listen")
+    parser.add_argument("--port", type=int)
+    args, _ = parser.parse_known_args()
+    if os.environ.get("FAKE_ARGV_FILE"):
+        with open(os.environ["FAKE_ARGV_FILE"], "w") as f:
+            json.dump({"argv": sys.argv[1:], "cwd": os.getcwd(), "pid": os.getpid()}, f)
+    print("fake ComfyUI starting", flush=True)
+    if os.environ.get("FAKE_BOOT_FAIL"):
+        print("RuntimeError: fake boot failure: no CUDA GPUs are available", file=sys.stderr, flush=True)
+        sys.exit(3)
+    time.sleep(float(os.environ.get("FAKE_SLOW_START", "0")))
+    if os.environ.get("FAKE_GRANDCHILD_PIDFILE"):
+        code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        child = subprocess.Popen([sys.executable, "-c", code])
+        with open(os.environ["FAKE_GRANDCHILD_PIDFILE"], "w") as f:
+            f.write(str(child.pid))
+    hang_file = os.environ.get("FAKE_HANG_FILE", "")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if hang_file and os.path.exists(hang_file):
+                time.sleep(600)  # single-threaded server: nothing answers any more
+            body = b'{"system": {"comfyui_version": "fake"}}'
+            self.send_response(200 if self.path == "/system_stats" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    print("To see the GUI go to: http://%s:%d" % (args.listen, args.port), flush=True)
+    HTTPServer((args.listen, args.port), Handler).serve_forever()
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture
+def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Factory of ComfyServer over the fake ComfyUI; every server is stopped at the end."""
+    comfy_dir = tmp_path / "comfyui"
+    comfy_dir.mkdir()
+    (comfy_dir / "main.py").write_text(FAKE_MAIN)
+    monkeypatch.setenv("FAKE_ARGV_FILE", str(tmp_path / "argv.json"))
+    servers: list[ComfyServer] = []
+
+    def make(boot_timeout: float = 10.0, **kw) -> ComfyServer:
+        settings = Settings(
+            comfy_dir=comfy_dir,
+            comfy_python=sys.executable,
+            comfy_port=free_port(),
+            work_dir=tmp_path / "work",
+            volume_path=tmp_path / "volume",
+            boot_timeout=boot_timeout,
+        )
+        server = ComfyServer(settings, memory=MEMORY, poll_interval=0.1, health_timeout=0.5, stop_grace=1.0, **kw)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def test_start_waits_for_slow_start_and_passes_flags(comfy, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_SLOW_START", "1.2")
+    server = comfy()
+    t0 = time.monotonic()
+    server.start()
+    assert time.monotonic() - t0 >= 1.1
+    assert server.is_alive() and server.exit_code is None
+
+    recorded = json.loads((tmp_path / "argv.json").read_text())
+    argv = recorded["argv"]
+    assert recorded["cwd"] == str(tmp_path / "comfyui") and recorded["pid"] == server.pid
+    assert argv[argv.index("--listen") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == str(server.settings.comfy_port)
+    for flag in ("--disable-auto-launch", "--use-pytorch-cross-attention"):
+        assert flag in argv
+    assert argv[argv.index("--preview-method") + 1] == "none"
+    assert argv[argv.index("--extra-model-paths-config") + 1] == str(server.settings.extra_model_paths_file)
+    assert "--highvram" not in argv and "--disable-pinned-memory" not in argv
+    for d in (server.settings.input_dir, server.settings.output_dir, server.settings.temp_dir, server.settings.user_dir):
+        assert d.is_dir()
+    assert server.settings.extra_model_paths_file.read_text().startswith("runpod_volume:\n")
+    assert "To see the GUI" in server.log_tail()
+    server.ensure_alive()  # healthy: no restart
+    assert server.restarts == 0
+
+
+def test_boot_failure_raises_with_exit_code_and_log_tail(comfy, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_BOOT_FAIL", "1")
+    server = comfy()
+    with pytest.raises(ComfyBootError) as info:
+        server.start()
+    msg = str(info.value)
+    assert "exited with exit code 3 while starting" in msg
+    assert "RuntimeError: fake boot failure: no CUDA GPUs are available" in msg
+    assert str(server.settings.log_file) in msg
+    assert server.exit_code == 3
+
+
+def test_boot_timeout_stops_the_child(comfy, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_SLOW_START", "60")
+    server = comfy(boot_timeout=1.0)
+    with pytest.raises(ComfyBootError, match=r"did not answer .*/system_stats within 1 s") as info:
+        server.start()
+    assert "fake ComfyUI starting" in str(info.value)
+    assert server.exit_code is not None and not running(server.pid)
+
+
+def test_killed_child_is_detected_and_restarted(comfy) -> None:
+    server = comfy()
+    server.start()
+    old = server.pid
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: server.exit_code is not None)
+    assert not server.is_alive()
+    server.ensure_alive()
+    assert server.pid != old and server.is_alive() and server.restarts == 1
+    assert "fake ComfyUI starting" in server.log_tail()
+
+
+def test_hung_child_is_detected_and_restarted(comfy, tmp_path: Path, monkeypatch) -> None:
+    hang = tmp_path / "hang"
+    monkeypatch.setenv("FAKE_HANG_FILE", str(hang))
+    server = comfy()
+    server.start()
+    old = server.pid
+    hang.touch()
+    assert not server.is_alive()
+    hang.unlink()  # the old server stays stuck in its handler; a new one will answer
+    server.ensure_alive()
+    assert server.pid != old and server.is_alive()
+    assert not running(old)
+
+
+def test_stop_ends_the_whole_group_including_grandchild(comfy, tmp_path: Path, monkeypatch) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    monkeypatch.setenv("FAKE_GRANDCHILD_PIDFILE", str(pidfile))
+    server = comfy()
+    server.start()
+    grandchild = int(pidfile.read_text())
+    assert running(grandchild) and os.getpgid(grandchild) == server.pid
+    server.stop()
+    assert not running(server.pid)
+    assert wait_until(lambda: not running(grandchild), 2.0), "grandchild (ignores SIGTERM) survived stop()"
+    assert server.exit_code is not None and not server.is_alive()
+    server.stop()  # idempotent
+
+
+def test_ensure_alive_gives_up_after_two_failed_restarts(comfy, monkeypatch) -> None:
+    server = comfy()
+    server.start()
+    monkeypatch.setenv("FAKE_BOOT_FAIL", "1")
+    os.kill(server.pid, signal.SIGKILL)
+    with pytest.raises(ComfyUnavailable) as info:
+        server.ensure_alive()
+    assert info.value.refresh_worker is True
+    assert "2 attempts in a row failed" in str(info.value) and "fake boot failure" in str(info.value)
+    with pytest.raises(ComfyUnavailable) as again:  # no more attempts: the worker needs replacing
+        server.ensure_alive()
+    assert again.value.refresh_worker is True
+
+
+def test_missing_main_py_and_busy_port(comfy, tmp_path: Path) -> None:
+    server = comfy()
+    (tmp_path / "comfyui" / "main.py").rename(tmp_path / "comfyui" / "away.py")
+    with pytest.raises(ComfyBootError, match="ComfyUI not found"):
+        server.start()
+    (tmp_path / "comfyui" / "away.py").rename(tmp_path / "comfyui" / "main.py")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", server.settings.comfy_port))
+        busy.listen()
+        with pytest.raises(ComfyBootError, match="already in use"):
+            server.start()
+    assert server.pid is None
+
+
+class _Stats(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/system_stats" else 404)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *a):
+        pass
+
+
+def test_attach_mode_running_then_gone(tmp_path: Path) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Stats)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    server = ComfyServer(Settings(comfy_url=url, work_dir=tmp_path, boot_timeout=5), health_timeout=0.5)
+    server.start()
+    assert server.is_alive() and server.pid is None and server.exit_code is None
+    server.ensure_alive()
+    assert server.log_tail() == ""
+    httpd.shutdown()
+    httpd.server_close()
+    assert not server.is_alive()
+    with pytest.raises(ComfyUnavailable, match=rf"attached ComfyUI at {url.rstrip('/')} does not answer") as info:
+        server.ensure_alive()
+    assert not info.value.refresh_worker
+    with pytest.raises(ComfyUnavailable, match="cannot be restarted"):
+        server.restart("test")
+    server.stop()  # nothing to stop: no error
+
+
+def test_attach_mode_dead_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    server = ComfyServer(Settings(comfy_url=url, work_dir=tmp_path, boot_timeout=0.5), health_timeout=0.3)
+    with pytest.raises(ComfyBootError, match=rf"attached ComfyUI at {url} did not answer"):
+        server.start()
+    assert not server.is_alive()
+    with pytest.raises(ComfyUnavailable, match=rf"attached ComfyUI at {url} does not answer \(connection failed"):
+        server.ensure_alive()
+
+
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import logging, sys, time
+    from pathlib import Path
+    from comfy_bootstrap.config import Settings
+    from comfy_bootstrap.launch import MemoryInfo
+    from comfy_bootstrap.process import ComfyServer
+
+    comfy_dir, work_dir, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    settings = Settings(comfy_dir=Path(comfy_dir), comfy_python=sys.executable, comfy_port=port,
+                        work_dir=Path(work_dir), boot_timeout=10)
+    server = ComfyServer(settings, memory=MemoryInfo(None, None), poll_interval=0.1, stop_grace=1.0)
+    server.install_signal_handlers()
+    server.start()
+    print(server.pid, flush=True)
+    if mode == "wait":
+        time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "sigint", "normal-exit"])
+def test_worker_exit_ends_comfyui(tmp_path: Path, monkeypatch, ending: str) -> None:
+    comfy_dir = tmp_path / "comfyui"
+    comfy_dir.mkdir()
+    (comfy_dir / "main.py").write_text(FAKE_MAIN)
+    pidfile = tmp_path / "gc.pid"
+    monkeypatch.setenv("FAKE_GRANDCHILD_PIDFILE", str(pidfile))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    mode = "exit" if ending == "normal-exit" else "wait"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, str(comfy_dir), str(tmp_path / "w"), str(free_port()), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        comfy_pid = int(worker.stdout.readline())
+        grandchild = int(pidfile.read_text())
+        if ending == "sigterm":
+            worker.send_signal(signal.SIGTERM)
+        elif ending == "sigint":
+            worker.send_signal(signal.SIGINT)
+        code = worker.wait(timeout=10)
+        assert code != 0 if ending != "normal-exit" else code == 0
+        assert wait_until(lambda: not running(comfy_pid) and not running(grandchild), 3.0)
+    finally:
+        worker.kill()
+        worker.wait()
+        worker.stdout.close()

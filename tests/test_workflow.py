@@ -1,0 +1,114 @@
+"""The stored workflow: roles found by title, values injected by role, loud failure on gaps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from comfy_bootstrap.config import Limits, ModelFiles, Settings
+from worker.errors import WorkflowError
+from worker.request import DEFAULT_NEGATIVE_PROMPT, parse_request
+from worker.workflow import ROLES, JobFiles, fill_workflow, job_files, load_template
+
+TEMPLATE = load_template(Settings().workflow_path)
+FILES = JobFiles(image_name="wan22_job1_ab.png", filename_prefix="wan22_job1_ab")
+
+
+def _request(**options):
+    return parse_request({"prompt": "a fox runs", "image": "aGk=", "options": options}, Limits())
+
+
+def _by_role(prompt: dict) -> dict:
+    return {node["_meta"]["title"]: node["inputs"] for node in prompt.values()}
+
+
+def test_template_has_every_role_once() -> None:
+    assert set(TEMPLATE.roles) == set(ROLES)
+
+
+def test_defaults_fill_the_original_workers_values() -> None:
+    filled = fill_workflow(TEMPLATE, _request(seed=7), FILES, ModelFiles(), save_metadata=False)
+    n = _by_role(filled.prompt)
+    assert (n["image_to_video"]["width"], n["image_to_video"]["height"], n["image_to_video"]["length"]) == (832, 832, 81)
+    assert (n["resize_image"]["width"], n["resize_image"]["height"]) == (832, 832)
+    assert n["positive_prompt"]["text"] == "a fox runs"
+    assert n["negative_prompt"]["text"] == DEFAULT_NEGATIVE_PROMPT
+    assert n["input_image"]["image"] == FILES.image_name
+    assert n["video_output"]["filename_prefix"] == FILES.filename_prefix
+    assert n["video_output"]["frame_rate"] == 24.0 and n["video_output"]["save_metadata"] is False
+    assert n["resize_image"]["method"] == "fill / crop"
+    high, low = n["sampler_high_noise"], n["sampler_low_noise"]
+    assert (high["start_at_step"], high["end_at_step"], high["add_noise"], high["return_with_leftover_noise"]) == (0, 3, "enable", "enable")
+    assert (low["start_at_step"], low["add_noise"], low["return_with_leftover_noise"]) == (3, "disable", "disable")
+    assert high["noise_seed"] == low["noise_seed"] == 7 and high["steps"] == low["steps"] == 6 and high["cfg"] == 1.0
+    assert n["lora_high_noise"]["lora_name"] == n["lora_low_noise"]["lora_name"] == ModelFiles().lora
+    assert n["shift_high_noise"]["shift"] == n["shift_low_noise"]["shift"] == 8.0
+    assert n["text_encoder"]["type"] == "wan"
+
+
+def test_options_and_model_overrides_reach_their_nodes() -> None:
+    models = ModelFiles(high_noise="h.safetensors", low_noise="l.safetensors", text_encoder="t.safetensors", vae="v.safetensors", lora="x.safetensors")
+    req = _request(width=480, height=320, length=33, steps=8, split_step=5, cfg=2.5, shift=5.0, sampler_name="uni_pc",
+                   scheduler="beta", lora_strength=0.75, resize="pad", fps=16)
+    n = _by_role(fill_workflow(TEMPLATE, req, FILES, models, save_metadata=True).prompt)
+    assert (n["resize_image"]["width"], n["resize_image"]["height"], n["resize_image"]["method"]) == (480, 320, "pad")
+    assert n["sampler_high_noise"]["end_at_step"] == 5 and n["sampler_low_noise"]["start_at_step"] == 5
+    assert n["sampler_low_noise"]["sampler_name"] == "uni_pc" and n["sampler_high_noise"]["scheduler"] == "beta"
+    assert n["lora_low_noise"]["strength_model"] == 0.75 and n["lora_high_noise"]["lora_name"] == "x.safetensors"
+    assert (n["model_high_noise"]["unet_name"], n["model_low_noise"]["unet_name"]) == ("h.safetensors", "l.safetensors")
+    assert n["text_encoder"]["clip_name"] == "t.safetensors" and n["vae"]["vae_name"] == "v.safetensors"
+    assert n["video_output"]["frame_rate"] == 16.0 and n["video_output"]["save_metadata"] is True
+
+
+def test_filling_does_not_touch_the_template() -> None:
+    before = json.dumps(TEMPLATE.graph, sort_keys=True)
+    fill_workflow(TEMPLATE, _request(), FILES, ModelFiles(), save_metadata=False)
+    assert json.dumps(TEMPLATE.graph, sort_keys=True) == before
+
+
+def test_renumbered_nodes_are_still_found_by_role(tmp_path: Path) -> None:
+    graph = json.loads(Settings().workflow_path.read_text())
+    mapping = {old: str(100 + i) for i, old in enumerate(graph)}
+    renumbered = {}
+    for old, node in graph.items():
+        node = json.loads(json.dumps(node))
+        for key, value in node["inputs"].items():
+            if isinstance(value, list):
+                node["inputs"][key] = [mapping[value[0]], value[1]]
+        renumbered[mapping[old]] = node
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(renumbered))
+    template = load_template(path)
+    n = fill_workflow(template, _request(width=64, height=64, length=5), FILES, ModelFiles(), save_metadata=False).prompt
+    assert n[template.roles["image_to_video"]]["inputs"]["width"] == 64
+    assert template.roles["video_output"] == mapping[TEMPLATE.roles["video_output"]]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda g: g.pop(next(k for k, v in g.items() if v["_meta"]["title"] == "sampler_low_noise")), "role 'sampler_low_noise' found 0 times"),
+        (lambda g: g.__setitem__("99", dict(next(v for v in g.values() if v["_meta"]["title"] == "decode"))), "role 'decode' found 2 times"),
+        (lambda g: next(v for v in g.values() if v["_meta"]["title"] == "vae").__setitem__("class_type", "CLIPLoader"), "role 'vae' is a CLIPLoader, expected VAELoader"),
+    ],
+)
+def test_a_missing_duplicated_or_wrong_role_fails_loudly(tmp_path: Path, mutate, message: str) -> None:
+    graph = json.loads(Settings().workflow_path.read_text())
+    mutate(graph)
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(graph))
+    with pytest.raises(WorkflowError, match=message):
+        load_template(path)
+
+
+def test_unreadable_workflow_is_a_workflow_error(tmp_path: Path) -> None:
+    with pytest.raises(WorkflowError, match="cannot read the workflow"):
+        load_template(tmp_path / "missing.json")
+
+
+def test_job_files_are_unique_and_safe() -> None:
+    a, b = job_files("sync-1/../x"), job_files("sync-1/../x")
+    assert a != b and "/" not in a.image_name and a.image_name.endswith(".png")
+    assert a.filename_prefix.startswith("wan22_sync-1____x_")

@@ -1,0 +1,396 @@
+"""Fetch the job's ``image_url`` without letting a job reach the worker's own network.
+
+A RunPod worker sits next to things a stranger must not reach through it: the cloud metadata
+service (169.254.169.254), ComfyUI itself on 127.0.0.1, other services on the private network.
+So every hop of a download — the URL the user gave and every redirect — is checked before a
+byte is sent:
+
+* the scheme must be http or https;
+* the host is resolved once (``resolve``, injectable so tests never touch real DNS) and every
+  address it resolves to must be a public one: private, loopback, link-local, multicast,
+  reserved, unspecified and shared (CGNAT) addresses are refused, IPv4 and IPv6 alike, and an
+  IPv4 address carried inside IPv6 (``::ffff:10.0.0.1``, 6to4, NAT64) is judged as the IPv4
+  address it is — unless ``Limits.allow_private_image_urls`` is set;
+* the connection then goes to the address that was checked (not to a second DNS answer), so a
+  name that resolves to a public address for the check and to 127.0.0.1 for the connection
+  (DNS rebinding) gets nowhere; TLS still verifies the certificate against the host name;
+* redirects are followed by hand, at most :data:`MAX_REDIRECTS`, each one checked the same way;
+* the body is streamed and abandoned as soon as it exceeds ``Limits.max_image_bytes`` (after
+  content decoding, so a gzip bomb is cut off too); a larger ``Content-Length`` is refused
+  before the body is read.
+
+Messages and logs show URLs through :func:`redact_url`: no query string (it may carry a
+signature), no user:password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import SplitResult, urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+
+from comfy_bootstrap.config import Limits
+from worker.errors import InvalidImage
+
+log = logging.getLogger(__name__)
+
+FIELD = "image_url"
+#: Redirect hops followed before giving up. Not in ``Limits`` yet (see the module's report).
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_CHUNK_BYTES = 64 * 1024
+#: Ask for the formats :mod:`worker.image` accepts, so content-negotiating CDNs do not answer
+#: with AVIF or HEIC.
+_ACCEPT = "image/png,image/jpeg,image/webp,image/gif,image/bmp,image/tiff;q=0.9,*/*;q=0.5"
+_USER_AGENT = "wan22-worker (image_url fetch)"
+
+#: ``resolve(host, port)`` returns the IP addresses (as strings) a connection may use.
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Resolve ``host`` with the system resolver, in its preferred order, without duplicates."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def redact_url(url: str, max_chars: int = 200) -> str:
+    """``url`` fit for a log line or an error: no query, fragment or credentials; truncated.
+
+    Signed URLs (S3, GCS, CDN tokens) carry their secret in the query string, so it becomes
+    ``?…``; ``user:password@`` is dropped for the same reason. Works on malformed URLs too.
+    """
+    base, has_query = _strip_query(url)
+    scheme, separator, rest = base.partition("://")
+    if separator:
+        netloc, slash, path = rest.partition("/")
+        base = f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+    shown = base + ("?…" if has_query else "")
+    if len(shown) > max_chars:
+        shown = shown[: max_chars - 1] + "…"
+    return shown
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be fetched at all (before any resolution), or None when its form is fine."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in _DEFAULT_PORTS:
+        return "is not an http or https URL"
+    if not parts.hostname:
+        return "has no host name"
+    if port == 0:
+        return "has port 0"
+    return None
+
+
+def address_problem(address: str) -> str | None:
+    """What kind of non-public address ``address`` is (e.g. ``"a loopback address"``), or None."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id ("fe80::1%eth0")
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _ip_kind(ip.ipv4_mapped)
+        embedded = ip.sixtofour or _nat64_ipv4(ip)
+        if embedded is not None and _ip_kind(embedded) is not None:
+            return f"{_ip_kind(embedded)} (IPv4 {embedded} inside IPv6)"
+    return _ip_kind(ip)
+
+
+def fetch_image(
+    url: str,
+    limits: Limits,
+    *,
+    resolve: Resolver = resolve_host,
+    ca_bundle: str | None = None,
+) -> bytes:
+    """Download ``url`` under the rules in the module docstring and return the body's bytes.
+
+    ``resolve`` replaces DNS (tests map names to addresses with it); ``ca_bundle`` is a PEM file
+    of trusted CAs instead of requests' default (tests use their own CA). Every failure is an
+    :class:`InvalidImage` whose message starts with ``image_url:`` and never shows the query.
+    """
+    current = url
+    for hop in range(MAX_REDIRECTS + 1):
+        target = _Target.parse(current, hop)
+        addresses = _allowed_addresses(target, limits, resolve)
+        with _open(target, addresses, limits, ca_bundle) as response:
+            if response.status_code in _REDIRECT_STATUSES:
+                current = _redirect_location(target, response)
+                log.info("image_url: HTTP %d redirect to %s", response.status_code, redact_url(current))
+                continue
+            _check_status(target, response)
+            data = _read_body(target, response, limits)
+        log.info("image_url: downloaded %d bytes from %s", len(data), target.shown)
+        return data
+    raise InvalidImage(
+        f"{FIELD}: more than {MAX_REDIRECTS} redirects starting at {redact_url(url)} "
+        f"(allowed: at most {MAX_REDIRECTS})"
+    )
+
+
+# --- One hop ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One URL to fetch, split into what the connection needs."""
+
+    url: str
+    parts: SplitResult
+    host: str  # ASCII (IDNA) host name or IP literal, without brackets
+    port: int
+    hop: int  # 0 for the user's URL, n for the n-th redirect
+
+    @classmethod
+    def parse(cls, url: str, hop: int) -> _Target:
+        problem = url_problem(url)
+        if problem is not None:
+            subject = f"{FIELD}: {redact_url(url)}" if hop == 0 else f"{_where(url, hop)}, which"
+            raise InvalidImage(f"{subject} {problem} (allowed: an http:// or https:// URL)")
+        parts = urlsplit(url)
+        hostname = parts.hostname or ""
+        try:
+            host = hostname.encode("idna").decode("ascii") if not hostname.isascii() else hostname
+        except UnicodeError:
+            raise InvalidImage(f"{_where(url, hop)}: the host name is not valid") from None
+        return cls(url, parts, host, parts.port or _DEFAULT_PORTS[parts.scheme], hop)
+
+    @property
+    def shown(self) -> str:
+        return redact_url(self.url)
+
+    @property
+    def where(self) -> str:
+        return _where(self.url, self.hop)
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == _DEFAULT_PORTS[self.parts.scheme] else f"{host}:{self.port}"
+
+    def url_for(self, address: str) -> str:
+        """This URL with its host replaced by ``address`` (credentials, path and query kept)."""
+        userinfo = self.parts.netloc.rpartition("@")[0]
+        host = f"[{address}]" if ":" in address else address
+        netloc = f"{userinfo + '@' if userinfo else ''}{host}:{self.port}"
+        return self.parts._replace(netloc=netloc, fragment="").geturl()
+
+
+def _where(url: str, hop: int) -> str:
+    """The start of a message about one hop: the field, and which redirect it was."""
+    if hop == 0:
+        return f"{FIELD}: {redact_url(url)}"
+    return f"{FIELD}: redirect {hop} goes to {redact_url(url)}"
+
+
+def _allowed_addresses(target: _Target, limits: Limits, resolve: Resolver) -> list[str]:
+    """Resolve the host and refuse it if any address is not public (unless private ones are allowed)."""
+    try:
+        addresses = [str(a) for a in resolve(target.host, target.port)]
+    except (OSError, UnicodeError) as exc:
+        log.warning("image_url: cannot resolve %s: %s", target.host, type(exc).__name__)
+        raise InvalidImage(f"{target.where}: the host {target.host} cannot be resolved") from None
+    if not addresses:
+        raise InvalidImage(f"{target.where}: the host {target.host} resolves to no address")
+    if limits.allow_private_image_urls:
+        return addresses
+    for address in addresses:
+        try:
+            kind = address_problem(address)
+        except ValueError:
+            kind = "not an IP address"
+        if kind is not None:
+            log.warning("image_url: refused %s: %s is %s", target.shown, address, kind)
+            named = target.host if target.host == address else f"{target.host} resolves to {address}, which"
+            raise InvalidImage(
+                f"{target.where}: {named} is {kind} "
+                "(allowed: hosts on the public internet; private addresses are allowed only "
+                "when the worker runs with ALLOW_PRIVATE_IMAGE_URLS=true)"
+            )
+    return addresses
+
+
+@contextmanager
+def _open(
+    target: _Target, addresses: list[str], limits: Limits, ca_bundle: str | None
+) -> Iterator[requests.Response]:
+    """GET the target (body not read yet) and close the response and its pool afterwards."""
+    adapter = _PinnedAdapter(target.host)
+    try:
+        response = _send_to_first_reachable(adapter, target, addresses, limits, ca_bundle)
+        try:
+            yield response
+        finally:
+            response.close()
+    finally:
+        adapter.close()
+
+
+def _send_to_first_reachable(
+    adapter: HTTPAdapter, target: _Target, addresses: list[str], limits: Limits, ca_bundle: str | None
+) -> requests.Response:
+    """Try the checked addresses in the resolver's order, as urllib3 does for a host name."""
+    failure: Exception | None = None
+    for address in addresses:
+        request = requests.Request(
+            "GET",
+            target.url_for(address),
+            headers={"Host": target.host_header, "Accept": _ACCEPT, "User-Agent": _USER_AGENT},
+        ).prepare()
+        try:
+            return adapter.send(
+                request,
+                stream=True,
+                timeout=(limits.image_url_timeout, limits.image_url_timeout),
+                verify=ca_bundle if ca_bundle is not None else True,
+            )
+        except requests.exceptions.SSLError as exc:
+            failure = exc
+            break  # the certificate belongs to the host, not the address: another one won't help
+        except requests.exceptions.ConnectionError as exc:  # refused, unreachable, ConnectTimeout
+            log.info("image_url: %s via %s failed: %s", target.host, address, type(exc).__name__)
+            failure = exc
+        except requests.exceptions.RequestException as exc:
+            failure = exc
+            break
+    raise InvalidImage(f"{target.where}: {_describe_failure(failure, limits)}")
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """An adapter that connects to an IP address but speaks TLS to ``hostname``.
+
+    The request URL carries the checked IP address (so no second DNS lookup happens); SNI and
+    certificate verification use the real host name through urllib3's ``server_hostname`` and
+    ``assert_hostname`` pool keys. Environment proxies and .netrc are never consulted: the
+    adapter is used directly, without a Session.
+    """
+
+    def __init__(self, hostname: str):
+        super().__init__(max_retries=0)
+        self._hostname = hostname
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host_params.get("scheme") == "https":
+            pool_kwargs["server_hostname"] = self._hostname
+            pool_kwargs["assert_hostname"] = self._hostname
+        return host_params, pool_kwargs
+
+
+def _describe_failure(exc: Exception | None, limits: Limits) -> str:
+    """What went wrong on the wire, in words, without the exception text (it holds the full URL)."""
+    timeout = f"{limits.image_url_timeout:g} s"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"timed out connecting after {timeout}"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"the server did not answer within {timeout}"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed (is the certificate valid for this host?)"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "could not connect (connection refused, reset or unreachable)"
+    return f"the request failed ({type(exc).__name__})"
+
+
+def _redirect_location(target: _Target, response: requests.Response) -> str:
+    """The absolute URL of the next hop, relative to the URL the user knows (not the IP)."""
+    location = response.headers.get("Location")
+    if not location:
+        raise InvalidImage(f"{target.where}: HTTP {response.status_code} redirect without a Location header")
+    return urljoin(target.url, location)
+
+
+def _check_status(target: _Target, response: requests.Response) -> None:
+    if not 200 <= response.status_code < 300:
+        reason = f" {response.reason}" if response.reason else ""
+        raise InvalidImage(
+            f"{target.where}: the server answered HTTP {response.status_code}{reason} "
+            "(allowed: a URL that answers 2xx with the image)"
+        )
+
+
+def _read_body(target: _Target, response: requests.Response, limits: Limits) -> bytes:
+    """The body, streamed, refused as soon as it is known to exceed the byte limit."""
+    cap = limits.max_image_bytes
+    declared = _content_length(response)
+    if declared is not None and declared > cap:
+        raise InvalidImage(f"{target.where}: the server announces {_bytes(declared)}, too large {_over_limit(cap)}")
+    body = bytearray()
+    try:
+        for chunk in response.iter_content(_CHUNK_BYTES):
+            body += chunk
+            if len(body) > cap:
+                raise InvalidImage(f"{target.where}: the body is larger than the limit {_over_limit(cap)}")
+    except requests.exceptions.RequestException as exc:
+        log.warning("image_url: body of %s broke off: %s", target.shown, type(exc).__name__)
+        if exc.args and isinstance(exc.args[0], ReadTimeoutError):
+            detail = f"the server stopped sending for {limits.image_url_timeout:g} s"
+        else:
+            detail = "the connection broke off or the body could not be decoded"
+        raise InvalidImage(f"{target.where}: {detail}") from None
+    if not body:
+        raise InvalidImage(f"{target.where}: the server answered HTTP {response.status_code} with an empty body")
+    return bytes(body)
+
+
+def _content_length(response: requests.Response) -> int | None:
+    raw = response.headers.get("Content-Length", "")
+    return int(raw) if raw.strip().isdigit() else None
+
+
+def _over_limit(cap: int) -> str:
+    return f"(allowed: at most {_bytes(cap)})"
+
+
+def _bytes(size: int) -> str:
+    """``26214400 bytes (25.0 MiB)``: exact for the client, readable for a person."""
+    return f"{size} bytes ({size / 2**20:.1f} MiB)" if size >= 2**20 else f"{size} bytes"
+
+
+# --- Addresses -----------------------------------------------------------------------------------
+
+_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+_KINDS = (
+    ("is_unspecified", "an unspecified address"),
+    ("is_loopback", "a loopback address"),
+    ("is_link_local", "a link-local address"),
+    ("is_multicast", "a multicast address"),
+    ("is_private", "a private address"),
+    ("is_reserved", "a reserved address"),
+)
+
+
+def _ip_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    for attribute, kind in _KINDS:
+        if getattr(ip, attribute):
+            return kind
+    if not ip.is_global:  # e.g. 100.64.0.0/10, carrier-grade NAT
+        return "a non-public address"
+    return None
+
+
+def _nat64_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip in _NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _strip_query(url: str) -> tuple[str, bool]:
+    """``url`` without ``?query`` and ``#fragment``, and whether there was a query."""
+    before_fragment = url.split("#", 1)[0]
+    base, question, _ = before_fragment.partition("?")
+    return base, bool(question)

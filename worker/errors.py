@@ -1,0 +1,37 @@
+"""Errors a job can end with before or after ComfyUI runs, each with a code and a clear message.
+
+ComfyUI-side errors live in :mod:`comfy_bootstrap.errors`; the handler formats both the same way.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base class: the job cannot be done as asked; the message says what to change."""
+
+    code = "worker_error"
+    refresh_worker = False
+
+
+class InvalidInput(WorkerError):
+    """A field of the job input is missing, of the wrong type, out of range or unknown."""
+
+    code = "invalid_input"
+
+
+class InvalidImage(WorkerError):
+    """The image (base64, data URI or URL) cannot be used: not an image, too big, unreachable."""
+
+    code = "invalid_image"
+
+
+class WorkflowError(WorkerError):
+    """The stored workflow lacks a node role the worker injects into (a packaging fault)."""
+
+    code = "workflow_invalid"
+
+
+class OutputTooLarge(WorkerError):
+    """The response would exceed RunPod's payload limit, which drops results silently."""
+
+    code = "output_too_large"

@@ -1,0 +1,43 @@
+"""Logging setup: one format, the job id on every line, and no base64 blobs ever.
+
+The job id travels in a context variable, which ``handler.py`` copies into the worker thread,
+so every module can log plainly and still be attributed to its job.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+
+JOB_ID: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="-")
+
+#: A run of base64 this long in a log line is a payload (image or video), never useful to read.
+_BLOB = re.compile(r"[A-Za-z0-9+/=]{200,}")
+
+
+class _JobContext(logging.Filter):
+    """Adds ``job_id`` to every record and cuts base64 blobs out of the rendered message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job_id = JOB_ID.get()
+        message = record.getMessage()
+        if _BLOB.search(message):
+            record.msg, record.args = _BLOB.sub(lambda mt: f"<{len(mt.group())} chars of base64>", message), None
+        return True
+
+
+def configure_logging(level: str) -> None:
+    """Configure the root logger once (idempotent: a second call replaces the handler)."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_wan22", False):
+            root.removeHandler(old)
+    handler = logging.StreamHandler()
+    handler._wan22 = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(job_id)s] %(name)s: %(message)s"))
+    handler.addFilter(_JobContext())
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("urllib3", "websocket"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
