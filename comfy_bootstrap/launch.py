@@ -72,6 +72,7 @@ MANAGED_FLAGS = (
     "--temp-directory",
     "--user-directory",
     "--base-directory",
+    "--database-url",
 )
 
 #: ComfyUI puts its attention flags in one argparse mutually exclusive group: passing two makes it
@@ -175,8 +176,11 @@ def plan_launch(settings: Settings, *, memory: MemoryInfo) -> LaunchPlan:
         "--output-directory", str(_abs(settings.output_dir)),
         "--temp-directory", str(_abs(settings.temp_dir)),
         "--user-directory", str(_abs(settings.user_dir)),
+        # ComfyUI keeps its database under its own folder even with --user-directory; keep
+        # everything it writes at run time in the worker's folder, so /comfyui can stay read-only.
+        "--database-url", f"sqlite:///{_abs(settings.work_dir) / 'comfyui.db'}",
     ]  # fmt: skip
-    notes.append(f"input/output/temp/user directories under {_abs(settings.work_dir)}")
+    notes.append(f"input/output/temp/user directories and the database under {_abs(settings.work_dir)}")
 
     cmd += ["--extra-model-paths-config", str(_abs(settings.extra_model_paths_file))]
     notes.append(f"models also searched on the volume {settings.volume_path} (extra_model_paths.yaml)")

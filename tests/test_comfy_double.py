@@ -523,13 +523,15 @@ def test_global_interrupt_matches_the_interrupt_recording(recorded_double: Doubl
 
 def test_queue_history_and_delete_while_running(recorded_double: DoubleServer, ws_client: WsClient) -> None:
     recorded = recordings.load_json("queue_and_history_while_running.json")
-    steps = {s["step"].split(" (")[0]: s for s in recorded["steps"]}
+    steps = {step["step"].split(" (")[0]: step for step in recorded["steps"]}
     client_id = client_id_of(ws_client)
-    recorded_double.add_faults({"mode": "step_delay", "seconds": 0.05})
+    recorded_double.add_faults({"mode": "step_delay", "seconds": 0.1})
     prompt_b = recorded_prompt()
     prompt_b["14"]["inputs"]["noise_seed"] = 9
     a = queue(recorded_double, recorded_prompt(), client_id)
+    ws_client.wait_for(lambda m: m["type"] == "execution_start" and m["data"]["prompt_id"] == a)
     b = queue(recorded_double, prompt_b, client_id)
+    ws_client.wait_for(lambda m: m["type"] == "status" and m["data"]["status"]["exec_info"]["queue_remaining"] == 2)
     body = requests.get(f"{recorded_double.url}/queue", timeout=10).json()
     want = steps["GET /queue while A runs and B waits"]["body"]
     for key in ("queue_running", "queue_pending"):
@@ -929,7 +931,8 @@ def test_child_process_runs_a_prompt_then_crashes_on_request(tmp_path: Path) -> 
         ]
         client.wait_done(prompt_id)
         assert (work / "output" / "wan22_00001.mp4").is_file()
-        requests.post(f"{url}/__double__/faults", json={"mode": "crash"}, timeout=5)
+        faults = [{"mode": "step_delay", "seconds": 0.2}, {"mode": "crash"}]  # dies after step 1, 0.2 s in
+        requests.post(f"{url}/__double__/faults", json=faults, timeout=5)
         prompt = recorded_prompt()
         prompt["14"]["inputs"]["noise_seed"] = 2
         requests.post(f"{url}/prompt", json={"prompt": prompt, "client_id": "child"}, timeout=10)

@@ -81,6 +81,7 @@ def test_default_command_exact(tmp_path: Path) -> None:
         "--output-directory", str(work / "output"),
         "--temp-directory", str(work / "temp"),
         "--user-directory", str(work / "user"),
+        "--database-url", f"sqlite:///{work / 'comfyui.db'}",
         "--extra-model-paths-config", str(work / "extra_model_paths.yaml"),
         "--use-pytorch-cross-attention",
     ]  # fmt: skip

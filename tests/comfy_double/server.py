@@ -3,6 +3,19 @@
 Status codes, bodies and content types follow the recordings: JSON answers are
 ``application/json; charset=utf-8``; ``POST /interrupt``, ``POST /queue`` and the 404s of ``/view``
 and ``/models/{folder}`` have an empty body and no content type.
+
+Control API (not part of ComfyUI; also available as ``DoubleServer`` methods):
+
+- ``POST /__double__/faults``: a fault object (see ``faults.py``), a list of them, or
+  ``{"faults": [...]}``; answers ``{"faults": [<active faults>]}``, or 400 ``{"error": ...}``.
+- ``GET /__double__/faults``: ``{"faults": [...]}`` (each with its remaining ``times``).
+- ``POST /__double__/reset``: optional body ``{"faults": true, "observations": true,
+  "history": false, "cache": false, "queue": false}`` (the defaults); resetting faults also releases
+  a ``hang``/``freeze``. Answers ``{"reset": [<what was reset>]}``.
+- ``GET /__double__/state``: what the double saw (``prompts``, ``uploads``, ``interrupts``,
+  ``queue_requests``, ``ws_connections``, ``views``, ``executions``), the ``files`` now in
+  input/output/temp, active ``faults``, ``queue`` ids, ``history_ids``, ``connected_clients``,
+  ``running_prompt_id``, ``frozen``, ``crashed`` and the resolved ``folders``.
 """
 
 from __future__ import annotations

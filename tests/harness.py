@@ -1,0 +1,96 @@
+"""Shared helpers for tests that run the worker against the ComfyUI double launched as its child."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import time
+from pathlib import Path
+
+import av
+import requests
+from PIL import Image
+
+from comfy_bootstrap.config import Settings
+from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
+
+REPO = Path(__file__).resolve().parent.parent
+DOUBLE_DIR = REPO / "tests" / "comfy_double"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_volume(root: Path) -> Path:
+    """A network volume with the five model files (empty: the double never reads weights)."""
+    volume = root / "runpod-volume"
+    create_model_files(volume / "models", WORKFLOW_MODEL_FILES)
+    return volume
+
+
+def worker_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """Environment that makes the worker launch the double as its ComfyUI."""
+    env = {
+        "COMFY_DIR": str(DOUBLE_DIR),
+        "COMFY_PORT": str(free_port()),
+        "VOLUME_PATH": str(make_volume(tmp_path)),
+        "WORKER_DIR": str(tmp_path / "work"),
+        "COMFY_BOOT_TIMEOUT": "60",
+        "COMFY_HTTP_TIMEOUT": "3",
+        "JOB_TIMEOUT": "60",
+        "PROGRESS_INTERVAL": "0",
+    }
+    env.update(overrides)
+    return env
+
+
+def settings_for(tmp_path: Path, **overrides: str) -> Settings:
+    return Settings.from_env(worker_env(tmp_path, **overrides))
+
+
+def set_faults(settings: Settings, *faults: dict) -> None:
+    """Arm faults in the launched double through its control API."""
+    for fault in faults:
+        requests.post(f"{settings.base_url}/__double__/faults", json=fault, timeout=5).raise_for_status()
+
+
+def png_b64(width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 40, 40)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def decode_mp4(data: bytes) -> dict:
+    """Decode an MP4 completely with PyAV: codec, size, frame count, rate, first frame's mean colour."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return {
+            "codec": stream.codec_context.name,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "pix_fmt": stream.codec_context.pix_fmt,
+            "frames": len(frames),
+            "rate": float(stream.average_rate),
+            "first_mean": tuple(int(c) for c in frames[0].reshape(-1, 3).mean(axis=0)),
+            "metadata": dict(container.metadata),
+        }
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []

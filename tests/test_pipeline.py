@@ -1,0 +1,142 @@
+"""The whole job pipeline with the ComfyUI double launched as the worker's child process.
+
+These tests exercise boot, liveness and restart for real: the double is started by
+``ComfyServer`` exactly as ComfyUI would be, and faults make it crash, freeze or misbehave.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from comfy_bootstrap.errors import ComfyUnavailable, ExecutionInterrupted, ExecutionTimeout, ModelsMissing, OutputMissing
+from tests.harness import decode_mp4, files_in, png_b64, set_faults, settings_for
+from worker.errors import InvalidInput, OutputTooLarge
+from worker.pipeline import Runtime, generate_video
+
+SMALL = {"width": 64, "height": 64, "length": 5, "seed": 5}
+
+
+def _job(**options) -> dict:
+    return {"prompt": "a red ball bounces", "image": png_b64(), "options": {**SMALL, **options}}
+
+
+@pytest.fixture
+def make_runtime(tmp_path: Path):
+    runtimes: list[Runtime] = []
+
+    def make(**env: str) -> Runtime:
+        runtime = Runtime.create(settings_for(tmp_path, **env))
+        runtime.server.start()
+        runtimes.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in runtimes:
+        runtime.server.stop()
+
+
+def _assert_clean(runtime: Runtime) -> None:
+    assert files_in(runtime.settings.input_dir) == []
+    assert files_in(runtime.settings.output_dir) == []
+
+
+def test_default_job_returns_the_requested_video_and_leaves_no_files(make_runtime) -> None:
+    runtime = make_runtime()
+    progress: list[dict] = []
+    job = {"prompt": "the sun sets", "image": png_b64(300, 200, (10, 200, 30)), "options": {"seed": 11}}
+    out = generate_video(job, "job-1", runtime, send_progress=progress.append)
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["codec"], video["width"], video["height"], video["frames"], video["rate"]) == ("h264", 832, 832, 81, 24.0)
+    assert video["pix_fmt"] == "yuv420p"
+    assert video["first_mean"][1] > 150 and video["first_mean"][0] < 60  # the green input image
+    assert "prompt" not in video["metadata"]  # the workflow (with the prompt) is not embedded
+    assert out["filename"].endswith(".mp4") and out["files_count"] == 1 and out["seed"] == 11
+    assert (out["width"], out["height"], out["length"], out["frame_rate"]) == (832, 832, 81, 24.0)
+    assert set(out["timings"]) == {"prepare", "upload", "queue_wait", "execution", "output", "total"}
+    assert [p["stage"] for p in progress][:1] == ["high_noise"] and {"decode", "encode"} <= {p["stage"] for p in progress}
+    _assert_clean(runtime)
+
+
+def test_invalid_input_never_reaches_comfyui(make_runtime) -> None:
+    runtime = make_runtime()
+    with pytest.raises(InvalidInput, match=r"options.width: 70 is not a multiple of 16"):
+        generate_video(_job(width=70), "bad", runtime)
+    assert runtime.client.is_answering()
+    assert requests.get(f"{runtime.settings.base_url}/__double__/state", timeout=5).json()["prompts"] == []
+
+
+def test_comfyui_crash_mid_job_is_reported_and_the_next_job_works(make_runtime) -> None:
+    runtime = make_runtime()
+    set_faults(runtime.settings, {"mode": "crash"})
+    started = time.monotonic()
+    with pytest.raises(ComfyUnavailable) as err:
+        generate_video(_job(), "crash", runtime)
+    assert time.monotonic() - started < 20
+    assert "exit code 1" in str(err.value) and "comfyui.log" in str(err.value)
+    out = generate_video(_job(seed=6), "after-crash", runtime)
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
+    assert runtime.server.restarts == 1
+    _assert_clean(runtime)
+
+
+def test_frozen_comfyui_times_out_then_is_restarted_for_the_next_job(make_runtime, monkeypatch) -> None:
+    monkeypatch.setattr("comfy_bootstrap.execution.INTERRUPT_GRACE", 1.0)
+    runtime = make_runtime(JOB_TIMEOUT="2", COMFY_HTTP_TIMEOUT="1")
+    set_faults(runtime.settings, {"mode": "freeze"})
+    with pytest.raises(ExecutionTimeout) as err:
+        generate_video(_job(), "frozen", runtime)
+    assert err.value.unresponsive and runtime.server.restarts == 1
+    out = generate_video(_job(seed=7), "after-freeze", runtime)
+    assert out["length"] == 5
+
+
+def test_cancel_during_sampling_interrupts_and_the_next_job_works(make_runtime) -> None:
+    runtime = make_runtime()
+    set_faults(runtime.settings, {"mode": "step_delay", "seconds": 0.5})
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    with pytest.raises(ExecutionInterrupted, match="cancelled"):
+        generate_video(_job(), "cancel", runtime, stop=stop)
+    assert generate_video(_job(seed=8), "after-cancel", runtime)["frame_rate"] == 24.0
+    _assert_clean(runtime)
+
+
+def test_missing_model_names_the_file_and_folders_then_recovers(make_runtime) -> None:
+    runtime = make_runtime()
+    lora = Path(runtime.settings.volume_path) / "models" / "loras" / runtime.settings.models.lora
+    saved = lora.read_bytes()
+    lora.unlink()
+    with pytest.raises(ModelsMissing) as err:
+        generate_video(_job(), "no-lora", runtime)
+    assert runtime.settings.models.lora in str(err.value) and "models/loras" in str(err.value)
+    lora.write_bytes(saved)
+    assert generate_video(_job(seed=9), "lora-back", runtime)["files_count"] == 1
+
+
+def test_reported_file_that_does_not_exist_is_output_missing(make_runtime) -> None:
+    runtime = make_runtime()
+    set_faults(runtime.settings, {"mode": "missing_output"})
+    with pytest.raises(OutputMissing, match="cannot serve it"):
+        generate_video(_job(), "ghost", runtime)
+    _assert_clean(runtime)
+
+
+def test_video_over_the_payload_limit_is_refused_and_cleaned_up(make_runtime) -> None:
+    runtime = make_runtime(MAX_RESPONSE_BYTES="5000")
+    with pytest.raises(OutputTooLarge, match="MAX_RESPONSE_BYTES"):
+        generate_video(_job(), "big", runtime)
+    _assert_clean(runtime)
+
+
+def test_keep_files_and_save_metadata_when_configured(make_runtime) -> None:
+    runtime = make_runtime(KEEP_FILES="true", SAVE_METADATA="true")
+    out = generate_video(_job(), "keep", runtime)
+    assert "prompt" in decode_mp4(base64.b64decode(out["video"]))["metadata"]
+    assert out["filename"] in files_in(runtime.settings.output_dir)
+    assert len(files_in(runtime.settings.input_dir)) == 1
