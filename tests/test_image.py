@@ -442,3 +442,18 @@ def test_prepare_image_refuses_loopback_urls_by_default(image_server: tuple[str,
     request = parse_request({"prompt": "a cat", "image_url": base + "/cat.png"}, LIMITS)
     with pytest.raises(InvalidImage, match=r"^image_url: .*127\.0\.0\.1 is a loopback address"):
         prepare_image(request, LIMITS)
+
+
+def test_an_rgb_png_needing_no_change_is_uploaded_byte_for_byte() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (9, 99, 199)).save(buf, "PNG")
+    assert decode_image(buf.getvalue(), LIMITS).png == buf.getvalue()
+
+
+def test_a_png_with_alpha_is_reencoded_as_rgb() -> None:
+    buf = io.BytesIO()
+    Image.new("RGBA", (40, 30), (9, 99, 199, 0)).save(buf, "PNG")
+    prepared = decode_image(buf.getvalue(), LIMITS)
+    assert prepared.png != buf.getvalue()
+    with Image.open(io.BytesIO(prepared.png)) as out:
+        assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255)

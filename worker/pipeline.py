@@ -117,6 +117,7 @@ def generate_video(
             reconnect_attempts=settings.ws_reconnect_attempts,
         )
         run = _run(runtime, filled.prompt, options)
+        timer.lap("comfyui")
         videos = find_videos(run.outputs, filled.roles["video_output"])
         data = read_video(runtime.client, videos[0])
         encoded = encode_video(data, response_overhead=RESPONSE_OVERHEAD, limit=settings.max_response_bytes)
