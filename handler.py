@@ -95,7 +95,12 @@ def main() -> None:
         log.error("%s", exc)
         sys.exit(2)
     configure_logging(settings.log_level)
-    RUNTIME = Runtime.create(settings)
+    log.info("settings: %s", settings.describe())
+    try:
+        RUNTIME = Runtime.create(settings)
+    except WorkerError as exc:  # a broken stored workflow: nothing this worker could ever run
+        log.error("%s: %s", exc.code, exc)
+        sys.exit(2)
     RUNTIME.server.install_signal_handlers()
     try:
         RUNTIME.server.start()

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import free_port, wait_http, worker_env  # noqa: E402
+from tests.harness import free_port, start_worker_api, stop_worker_api, worker_env  # noqa: E402
 
 
 def textured_png_b64(width: int, height: int, noise: int) -> str:
@@ -68,12 +66,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, **worker_env(Path(tmp), LOG_LEVEL="WARNING")}
         port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_port", str(port)],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        proc = start_worker_api(env, port)
         try:
-            wait_http(f"http://127.0.0.1:{port}/docs", timeout=120)
             image = textured_png_b64(1280, 720, args.noise)
             rows = []
             stages: list[dict[str, float]] = []
@@ -91,8 +85,7 @@ def main() -> None:
                     rows.append((round_trip, t["total"], t["execution"], len(body["output"]["video"])))
                     stages.append(t)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+            stop_worker_api(proc)
 
     rt = [r[0] for r in rows]
     total = [r[1] for r in rows]

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import av
 import requests
@@ -94,3 +99,28 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def start_worker_api(env: dict[str, str], api_port: int, output: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen:
+    """``python handler.py --rp_serve_api`` as RunPod's local API, answering once ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_port", str(api_port)],
+        cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{api_port}/docs", timeout=120)
+    except TimeoutError:
+        stop_worker_api(proc)
+        raise
+    return proc
+
+
+def stop_worker_api(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, as RunPod stops a worker; SIGKILL the group if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 
-def env_table(path: Path = DOCS / "deployment.md") -> dict[str, str]:
-    """Rows of the 'Environment variables' table: variable -> default cell."""
-    section = path.read_text().split("## Environment variables", 1)[1]
+def env_table(path: Path = DOCS / "deployment.md", heading: str = "## Environment variables") -> dict[str, str]:
+    """Rows of a doc's variables table: variable -> default cell."""
+    section = path.read_text().split(heading, 1)[1].split("\n## ", 1)[0]
     rows: dict[str, str] = {}
     for line in section.splitlines():
         match = re.match(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|([^|]*)\|", line)
@@ -29,6 +29,15 @@ def test_every_variable_config_reads_is_in_the_deployment_table() -> None:
     assert not missing, f"docs/deployment.md's table lacks {missing}"
     unknown = sorted(set(table) - set(config_env_names()))
     assert not unknown, f"docs/deployment.md documents variables config.py does not read: {unknown}"
+
+
+def test_readme_configuration_table_matches_config() -> None:
+    table = env_table(ROOT / "README.md", "## Configuration")
+    assert sorted(table) == sorted(config_env_names())
+    for name, cell in table.items():
+        literal = re.fullmatch(r"`([^`]*)`", cell)
+        if literal:
+            assert is_config_default(name, literal.group(1)), f"README {name}: documented default {cell}"
 
 
 def test_literal_defaults_in_the_table_are_config_defaults() -> None:
@@ -61,12 +70,25 @@ def test_make_targets_in_the_docs_exist() -> None:
             assert target in targets, f"{doc.name} mentions `make {target}`, which the Makefile lacks"
 
 
-def test_troubleshooting_drafts_an_entry_per_error_code() -> None:
-    text = (DOCS / "troubleshooting.md").read_text()
-    section = text.split("## Errors the worker returns", 1)[1]
+#: The base classes' codes: never raised, so never seen by a user.
+BASE_CODES = {"comfyui_error", "worker_error"}
+
+
+def _error_codes() -> list[str]:
     codes = []
     for module in ("comfy_bootstrap/errors.py", "worker/errors.py"):
         codes += re.findall(r'^\s+code = "([a-z_]+)"', (ROOT / module).read_text(), re.MULTILINE)
-    assert codes
-    for code in codes:
+    assert len(codes) > len(BASE_CODES)
+    return [code for code in codes if code not in BASE_CODES]
+
+
+def test_troubleshooting_has_an_entry_per_error_code() -> None:
+    section = (DOCS / "troubleshooting.md").read_text().split("## Errors the worker returns", 1)[1]
+    for code in _error_codes():
         assert f"`{code}`" in section, f"troubleshooting.md has no entry for error code {code}"
+
+
+def test_api_docs_list_every_error_code() -> None:
+    section = (DOCS / "api.md").read_text().split("## Errors", 1)[1]
+    for code in _error_codes():
+        assert f"`{code}`" in section, f"api.md has no entry for error code {code}"

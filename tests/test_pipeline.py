@@ -58,7 +58,7 @@ def test_default_job_returns_the_requested_video_and_leaves_no_files(make_runtim
     assert "prompt" not in video["metadata"]  # the workflow (with the prompt) is not embedded
     assert out["filename"].endswith(".mp4") and out["files_count"] == 1 and out["seed"] == 11
     assert (out["width"], out["height"], out["length"], out["frame_rate"]) == (832, 832, 81, 24.0)
-    assert set(out["timings"]) == {"prepare", "upload", "queue_wait", "execution", "output", "total"}
+    assert set(out["timings"]) == {"prepare", "upload", "comfyui", "queue_wait", "execution", "output", "total"}
     assert [p["stage"] for p in progress][:1] == ["high_noise"] and {"decode", "encode"} <= {p["stage"] for p in progress}
     _assert_clean(runtime)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 import requests
 
 from comfy_bootstrap.config import ModelFiles
-from tests.harness import REPO, decode_mp4, files_in, free_port, png_b64, wait_http, worker_env
+from tests.harness import REPO, decode_mp4, files_in, free_port, png_b64, start_worker_api, stop_worker_api, worker_env
 
 
 class Worker:
@@ -46,19 +45,11 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     api_port = free_port()
     log = tmp / "worker.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_port", str(api_port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        proc = start_worker_api(env, api_port, out)
     try:
-        wait_http(f"http://127.0.0.1:{api_port}/docs", timeout=90)
         yield Worker(env, api_port, log, proc)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_worker_api(proc)
 
 
 def _small(**options) -> dict:
@@ -135,21 +126,16 @@ def test_no_payloads_in_the_worker_log_and_no_files_left(worker: Worker) -> None
 def test_sigterm_stops_comfyui_too(tmp_path: Path) -> None:
     env = {**os.environ, **worker_env(tmp_path)}
     api_port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_port", str(api_port)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    proc = start_worker_api(env, api_port)
     try:
-        wait_http(f"http://127.0.0.1:{api_port}/docs", timeout=90)
         comfy = f"http://127.0.0.1:{env['COMFY_PORT']}/system_stats"
         assert requests.get(comfy, timeout=5).status_code == 200
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_worker_api(proc)
+        assert proc.returncode is not None
         with pytest.raises(requests.ConnectionError):
             requests.get(comfy, timeout=2)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_worker_api(proc)
 
 
 def test_test_input_mode_exits_zero_without_logging_the_video(tmp_path: Path) -> None:
