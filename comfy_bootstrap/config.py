@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
 
@@ -61,6 +62,33 @@ class Limits:
     allow_private_image_urls: bool = False
 
 
+OUTPUT_MODES = ("base64", "s3", "auto")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where videos go in ``s3`` / ``auto`` output mode (AWS S3, Cloudflare R2, MinIO, ...).
+
+    Names follow RunPod's convention (``BUCKET_ENDPOINT_URL``, ``BUCKET_ACCESS_KEY_ID``,
+    ``BUCKET_SECRET_ACCESS_KEY``). The bucket is ``BUCKET_NAME`` or, as RunPod's own helpers do,
+    the first path segment of the endpoint URL (``https://host/<bucket>``). The secret never
+    appears in ``repr`` or the boot log.
+    """
+
+    endpoint_url: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    bucket: str | None = None
+    region: str | None = None
+    prefix: str = "wan22"
+    url_expiry: int = 3600
+
+    @property
+    def configured(self) -> bool:
+        """True when a bucket is known and credentials are given (else ``auto`` means base64)."""
+        return bool(self.bucket and self.access_key_id and self.secret_access_key)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the worker is configured with. Build it with :meth:`from_env`."""
@@ -92,6 +120,15 @@ class Settings:
     save_metadata: bool = False
     ws_reconnect_attempts: int = 5
     log_level: str = "INFO"
+    # --- Output ------------------------------------------------------------------------------
+    #: Default for jobs that give no ``output_mode``: base64 in the response, S3, or S3 when
+    #: configured or when the response would pass ``max_response_bytes``.
+    output_mode: str = "auto"
+    s3: S3Settings = field(default_factory=S3Settings)
+    # --- Warm-up -----------------------------------------------------------------------------
+    #: Run a tiny job through the real workflow at boot, so the first user job finds the models loaded.
+    warmup: bool = False
+    warmup_timeout: float = 600.0
 
     @property
     def attached(self) -> bool:
@@ -174,13 +211,39 @@ class Settings:
             save_metadata=reader.get("SAVE_METADATA", _bool, d.save_metadata),
             ws_reconnect_attempts=reader.get("WS_RECONNECT_ATTEMPTS", int, d.ws_reconnect_attempts, lo=0, hi=100),
             log_level=reader.get("LOG_LEVEL", str.upper, d.log_level, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+            output_mode=reader.get("OUTPUT_MODE", str.lower, d.output_mode, choices=OUTPUT_MODES),
+            s3=_s3_from_env(reader),
+            warmup=reader.get("WARMUP", _bool, d.warmup),
+            warmup_timeout=reader.get("WARMUP_TIMEOUT", float, d.warmup_timeout, lo=1),
         )
         reader.raise_if_errors()
         return settings
 
     def describe(self) -> dict[str, object]:
-        """The settings as plain values, for the boot log line (nothing secret lives here)."""
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        """The settings as plain values, for the boot log line; S3 keys are left out (repr=False)."""
+        return {f.name: repr(getattr(self, f.name)) if f.name == "s3" else str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _s3_from_env(reader: _EnvReader) -> S3Settings:
+    """S3 settings; the bucket comes from BUCKET_NAME or the endpoint URL's first path segment."""
+    d = S3Settings()
+    endpoint = reader.get("BUCKET_ENDPOINT_URL", _url, None)
+    bucket = reader.get("BUCKET_NAME", str, None)
+    if endpoint and not bucket:
+        parsed = urlsplit(endpoint)
+        segment = parsed.path.strip("/").split("/", 1)[0]
+        if segment:
+            bucket = segment
+            endpoint = urlunsplit((parsed.scheme, parsed.netloc, "", "", ""))
+    return S3Settings(
+        endpoint_url=endpoint,
+        access_key_id=reader.get("BUCKET_ACCESS_KEY_ID", str, None),
+        secret_access_key=reader.get("BUCKET_SECRET_ACCESS_KEY", str, None),
+        bucket=bucket,
+        region=reader.get("BUCKET_REGION", str, None),
+        prefix=reader.get("S3_PREFIX", str, d.prefix).strip("/"),
+        url_expiry=reader.get("S3_URL_EXPIRY", int, d.url_expiry, lo=1, hi=604800),
+    )
 
 
 def _bool(raw: str) -> bool:
