@@ -1,0 +1,76 @@
+"""The filled workflow passes ComfyUI's own validation rules, from ``object_info_used_nodes.json``.
+
+The validator is the ComfyUI double's (``tests/comfy_double/validation.py``), which reproduces
+ComfyUI v0.30.0's ``validate_prompt`` against the recorded node definitions: required inputs,
+INT/FLOAT conversion, min/max, COMBO lists (sampler, scheduler, resize method, model files read
+from the model folders), LoadImage's file check, and links between nodes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from comfy_bootstrap.config import Limits, ModelFiles
+from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
+from tests.comfy_double.folders import Folders, apply_model_paths, volume_model_paths
+from tests.comfy_double.node_defs import NodeCatalog
+from tests.comfy_double.validation import PromptValidator
+from tests.test_workflow import TEMPLATE
+from worker.request import RESIZE_METHODS, SAMPLER_NAMES, SCHEDULERS, parse_request
+from worker.workflow import fill_workflow, job_files
+
+LIMITS = Limits()
+
+
+@pytest.fixture
+def validator(tmp_path: Path):
+    folders = Folders.create(tmp_path / "comfy")
+    create_model_files(tmp_path / "volume" / "models", WORKFLOW_MODEL_FILES)
+    apply_model_paths(folders, volume_model_paths(tmp_path / "volume" / "models"))
+    folders.ensure_io_dirs()
+    files = job_files("v")
+    (folders.input_dir / files.image_name).write_bytes(b"png")
+    return PromptValidator(NodeCatalog(folders), folders), files
+
+
+def _validate(validator, **options):
+    checker, files = validator
+    request = parse_request({"prompt": "p", "image": "aGk=", "options": options}, LIMITS)
+    result = checker.validate(fill_workflow(TEMPLATE, request, files, ModelFiles(), save_metadata=False).prompt)
+    return result
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # the original worker's defaults: 832x832, 81 frames, 6 steps, cfg 1, 24 fps
+        {"width": 16, "height": 16, "length": 1, "steps": 1, "split_step": 0, "seed": 0, "cfg": 0, "frame_rate": 1},
+        {"width": LIMITS.max_width, "height": LIMITS.max_height, "length": LIMITS.max_length, "steps": LIMITS.max_steps,
+         "split_step": LIMITS.max_steps, "seed": 2**64 - 1, "cfg": 100, "shift": 100, "lora_strength": -100},
+        {"width": 832, "height": 480, "length": 81, "shift": 0, "lora_strength": 100, "resize": "pad"},
+    ],
+)
+def test_filled_workflow_is_valid_at_every_bound(validator, options) -> None:
+    result = _validate(validator, **options)
+    assert result.valid, (result.error, result.node_errors)
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+def test_every_allowed_sampler_is_valid(validator, sampler) -> None:
+    assert _validate(validator, sampler_name=sampler).valid
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("resize", list(RESIZE_METHODS))
+def test_every_scheduler_and_resize_method_is_valid(validator, scheduler, resize) -> None:
+    assert _validate(validator, scheduler=scheduler, resize=resize).valid
+
+
+def test_a_missing_model_would_be_rejected_by_comfyui(validator, tmp_path: Path) -> None:
+    (tmp_path / "volume" / "models" / "vae" / ModelFiles().vae).unlink()
+    result = _validate(validator)
+    assert not result.valid
+    [errors] = [node["errors"] for node in result.node_errors.values() if node["class_type"] == "VAELoader"]
+    assert errors[0]["type"] == "value_not_in_list"
