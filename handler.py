@@ -28,8 +28,10 @@ import runpod  # noqa: E402
 from comfy_bootstrap.config import ConfigError, Settings  # noqa: E402
 from comfy_bootstrap.errors import ComfyBootError, ComfyError  # noqa: E402
 from worker.errors import WorkerError  # noqa: E402
+from worker.health import Verdict, WorkerHealth  # noqa: E402
 from worker.logs import JOB_ID, configure_logging  # noqa: E402
 from worker.pipeline import Runtime, generate_video  # noqa: E402
+from worker.warmup import Warmup, start_warmup  # noqa: E402
 
 log = logging.getLogger("wan22.handler")
 
@@ -37,22 +39,35 @@ log = logging.getLogger("wan22.handler")
 CANCEL_GRACE = 15.0
 
 RUNTIME: Runtime | None = None
+#: Whether this worker should ask RunPod to replace it after a failure (worker/health.py).
+HEALTH = WorkerHealth()
+WARMUP: Warmup | None = None
 
 
-def error_response(exc: WorkerError | ComfyError) -> dict[str, Any]:
-    """RunPod's failed-job answer: ``error`` must be one string (a dict breaks /runsync)."""
-    response: dict[str, Any] = {"error": f"{exc.code}: {exc}"}
-    if exc.refresh_worker:
+def error_response(exc: WorkerError | ComfyError, verdict: Verdict | None = None) -> dict[str, Any]:
+    """RunPod's failed-job answer: ``error`` must be one string (a dict breaks /runsync).
+
+    ``refresh_worker`` is a separate key: RunPod replaces the worker after this job. The health
+    verdict adds it (GPU fault, persistent out-of-memory) and appends its advice to the string.
+    """
+    message = f"{exc.code}: {exc}"
+    if verdict is not None and verdict.note:
+        message = f"{message.rstrip(' .')}. {verdict.note}"
+    response: dict[str, Any] = {"error": message}
+    if exc.refresh_worker or (verdict is not None and verdict.refresh_worker):
         response["refresh_worker"] = True
     return response
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job; every failure becomes a clear error string and the worker stays healthy."""
+    """Run one job; every failure becomes one clear error string, plus ``refresh_worker`` when the
+    health policy (worker/health.py) says this worker should be replaced."""
     job_id = str(job.get("id", "unknown"))
     JOB_ID.set(job_id)
     if RUNTIME is None:
         return {"error": "worker_not_ready: the worker was not started through handler.py's main()"}
+    if WARMUP is not None and WARMUP.running:
+        log.info("the warm-up still runs: this job waits behind it in ComfyUI's queue")
     stop = threading.Event()
     work = functools.partial(
         generate_video, job.get("input"), job_id, RUNTIME, stop=stop, send_progress=_progress_sender(job)
@@ -70,10 +85,14 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         raise
     except (WorkerError, ComfyError) as exc:
         log.warning("job failed: %s: %s", exc.code, exc)
-        return error_response(exc)
+        verdict = HEALTH.after_failure(exc)
+        if verdict.refresh_worker:
+            log.error("asking RunPod to replace this worker (refresh_worker): %s", verdict.reason)
+        return error_response(exc, verdict)
     except Exception as exc:  # a bug in the worker: answer, log the traceback, keep serving
         log.exception("unexpected error")
         return {"error": f"internal_error: {type(exc).__name__}: {exc}"}
+    HEALTH.after_success()
     log.info("job done: %s, timings %s", result["filename"], result["timings"])
     return result
 
@@ -86,8 +105,13 @@ def _progress_sender(job: dict[str, Any]):
 
 
 def main() -> None:
-    """Boot: settings → logging → ComfyUI → RunPod loop. A failed ComfyUI boot is answered per job."""
-    global RUNTIME
+    """Boot: settings → logging → ComfyUI → warm-up (background) → RunPod loop.
+
+    A failed ComfyUI boot is answered per job. The warm-up (``WARMUP=true``) runs in a thread so
+    that loading the models does not count against RunPod's 7-minute init limit; a job arriving
+    meanwhile queues behind it in ComfyUI (see worker/warmup.py).
+    """
+    global RUNTIME, WARMUP
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -108,6 +132,10 @@ def main() -> None:
         # Keep serving: each job retries the start and, failing, answers with this reason
         # and refresh_worker, so RunPod replaces the worker instead of it failing silently.
         log.error("ComfyUI did not start: %s", exc)
+        if settings.warmup:
+            log.warning("warm-up skipped: ComfyUI did not start")
+    else:
+        WARMUP = start_warmup(RUNTIME)
     runpod.serverless.start({"handler": handler})
 
 

@@ -10,48 +10,89 @@ and prints, per job and as p50/p95:
 - overhead = worker total − execution, and round trip − execution.
 
 Usage: python bench/overhead.py [--jobs 20] [--width 832 --height 480 --length 81]
+(``bench/performance.py`` runs this together with the boot, memory and output-path figures.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
+from dataclasses import dataclass, field
 
-import requests
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.harness import free_port, start_worker_api, stop_worker_api, worker_env  # noqa: E402
+from common import Worker, ms, p50_p95, running_worker, textured_png_b64
 
 
-def textured_png_b64(width: int, height: int, noise: int) -> str:
-    """A gradient with grain, so the MP4 has a realistic size (a flat image encodes to a few KB)."""
-    import base64
-    import io
+@dataclass
+class OverheadRun:
+    """The timings of N measured jobs (a warm-up job is run first and not counted)."""
 
-    import numpy as np
-    from PIL import Image
+    width: int
+    height: int
+    length: int
+    round_trips: list[float] = field(default_factory=list)
+    timings: list[dict[str, float]] = field(default_factory=list)
+    response_bytes: list[int] = field(default_factory=list)
+    video_b64_chars: list[int] = field(default_factory=list)
 
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height) + 64], axis=-1)
-    pixels = np.clip(base + rng.integers(-noise, noise + 1, base.shape), 0, 255).astype("uint8")
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+    def series(self) -> dict[str, list[float]]:
+        totals = [t["total"] for t in self.timings]
+        executions = [t["execution"] for t in self.timings]
+        return {
+            "round trip": self.round_trips,
+            "worker total": totals,
+            "execution (double)": executions,
+            "overhead: worker total - execution": [t - e for t, e in zip(totals, executions, strict=True)],
+            "overhead: round trip - execution": [r - e for r, e in zip(self.round_trips, executions, strict=True)],
+        }
+
+    def stage_p50s(self) -> dict[str, float]:
+        return {stage: statistics.median(t[stage] for t in self.timings) for stage in self.timings[0]}
+
+    def summary(self) -> dict[str, float]:
+        overhead = self.series()["overhead: worker total - execution"]
+        p50, p95 = p50_p95(overhead)
+        return {"p50_overhead_ms": round(p50 * 1000, 1), "p95_overhead_ms": round(p95 * 1000, 1)}
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+def measure_overhead(
+    worker: Worker,
+    jobs: int,
+    *,
+    width: int = 832,
+    height: int = 480,
+    length: int = 81,
+    noise: int = 12,
+    extra_input: dict | None = None,
+) -> OverheadRun:
+    """Send ``jobs`` + 1 jobs (the first warms up: imports, first encoder run) and collect timings.
+
+    ``extra_input`` is merged into every job's input (e.g. ``{"output_mode": "s3"}``).
+    """
+    image = textured_png_b64(1280, 720, noise)
+    run = OverheadRun(width, height, length)
+    for i in range(jobs + 1):
+        job = {"prompt": "a calm lake at dawn", "image": image,
+               "options": {"width": width, "height": height, "length": length, "seed": i}, **(extra_input or {})}  # fmt: skip
+        round_trip, body, size = worker.runsync(job)
+        if body.get("status") != "COMPLETED":
+            raise SystemExit(f"job {i} failed: {body.get('error')}")
+        if i:
+            out = body["output"]
+            run.round_trips.append(round_trip)
+            run.timings.append(out["timings"])
+            run.response_bytes.append(size)
+            run.video_b64_chars.append(len(out.get("video", "")))
+    return run
+
+
+def print_overhead(run: OverheadRun) -> None:
+    video_mb = statistics.median(run.video_b64_chars) / 1e6
+    print(f"{len(run.timings)} jobs of {run.width}x{run.height}, {run.length} frames; video ≈ {video_mb:.2f} MB as base64")
+    for name, values in run.series().items():
+        p50, p95 = p50_p95(values)
+        print(f"  {name:38s} p50 {ms(p50)}   p95 {ms(p95)}")
+    print("  stages (p50 ms): " + ", ".join(f"{k} {v * 1000:.0f}" for k, v in run.stage_p50s().items()))
 
 
 def main() -> None:
@@ -63,43 +104,10 @@ def main() -> None:
     parser.add_argument("--noise", type=int, default=12, help="grain of the input image (bigger → bigger MP4)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, **worker_env(Path(tmp), LOG_LEVEL="WARNING")}
-        port = free_port()
-        proc = start_worker_api(env, port)
-        try:
-            image = textured_png_b64(1280, 720, args.noise)
-            rows = []
-            stages: list[dict[str, float]] = []
-            for i in range(args.jobs + 1):  # job 0 warms up (imports, first encoder run)
-                job = {"prompt": "a calm lake at dawn", "image": image,
-                       "options": {"width": args.width, "height": args.height, "length": args.length, "seed": i}}  # fmt: skip
-                started = time.perf_counter()
-                resp = requests.post(f"http://127.0.0.1:{port}/runsync", json={"input": job}, timeout=300)
-                round_trip = time.perf_counter() - started
-                body = resp.json()
-                if body.get("status") != "COMPLETED":
-                    raise SystemExit(f"job {i} failed: {body.get('error')}")
-                t = body["output"]["timings"]
-                if i:
-                    rows.append((round_trip, t["total"], t["execution"], len(body["output"]["video"])))
-                    stages.append(t)
-        finally:
-            stop_worker_api(proc)
-
-    rt = [r[0] for r in rows]
-    total = [r[1] for r in rows]
-    exe = [r[2] for r in rows]
-    over_worker = [r[1] - r[2] for r in rows]
-    over_rt = [r[0] - r[2] for r in rows]
-    print(f"{args.jobs} jobs of {args.width}x{args.height}, {args.length} frames; video ≈ {rows[0][3] / 1e6:.2f} MB as base64")
-    for name, values in (("round trip", rt), ("worker total", total), ("execution (double)", exe),
-                         ("overhead: worker total - execution", over_worker),
-                         ("overhead: round trip - execution", over_rt)):  # fmt: skip
-        print(f"  {name:38s} p50 {statistics.median(values) * 1000:8.1f} ms   p95 {percentile(values, 95) * 1000:8.1f} ms")
-    print("  stages (p50 ms): " + ", ".join(f"{k} {statistics.median(t[k] for t in stages) * 1000:.0f}" for k in stages[0]))
-    print(json.dumps({"p50_overhead_ms": round(statistics.median(over_worker) * 1000, 1),
-                      "p95_overhead_ms": round(percentile(over_worker, 95) * 1000, 1)}))  # fmt: skip
+    with running_worker() as worker:
+        run = measure_overhead(worker, args.jobs, width=args.width, height=args.height, length=args.length, noise=args.noise)
+    print_overhead(run)
+    print(json.dumps(run.summary()))
 
 
 if __name__ == "__main__":

@@ -44,9 +44,28 @@ class PromptRejected(ComfyError):
 
 
 class ExecutionFailed(ComfyError):
-    """A node raised while the prompt ran (websocket ``execution_error``)."""
+    """A node raised while the prompt ran (websocket ``execution_error``).
+
+    Besides the one-line message, it keeps what ComfyUI reported, so the worker's health policy
+    (``worker/health.py``) can tell a CUDA fault or an out-of-memory from an ordinary error.
+    """
 
     code = "execution_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exception_type: str = "",
+        exception_message: str = "",
+        node_type: str | None = None,
+    ):
+        super().__init__(message)
+        #: ComfyUI's ``exception_type``, e.g. ``torch.OutOfMemoryError`` or ``torch.AcceleratorError``.
+        self.exception_type = exception_type
+        #: ComfyUI's whole ``exception_message`` (the message above keeps only its first line).
+        self.exception_message = exception_message
+        self.node_type = node_type
 
 
 class ExecutionInterrupted(ComfyError):

@@ -130,7 +130,12 @@ class _PromptRun:
         elif isinstance(msg, m.ExecutionCached):
             self.cached = msg.nodes
         elif isinstance(msg, m.ExecutionError):
-            raise ExecutionFailed(_describe_error(msg))
+            raise ExecutionFailed(
+                _describe_error(msg),
+                exception_type=msg.exception_type,
+                exception_message=msg.exception_message,
+                node_type=msg.node_type,
+            )
         elif isinstance(msg, m.ExecutionInterrupted):
             raise ExecutionInterrupted(f"ComfyUI interrupted the prompt at node {msg.node_id} ({msg.node_type})")
         self.opt.on_message(msg)

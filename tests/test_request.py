@@ -314,14 +314,14 @@ def test_unknown_option_lists_the_allowed_names() -> None:
 
 def test_unknown_top_level_field_lists_the_allowed_names() -> None:
     assert error_of({"prompt": "x", "image": IMAGE, "width": 832}) == (
-        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options)"
+        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode)"
     )
 
 
 @pytest.mark.parametrize(("value", "shown"), [("hello", '"hello"'), ([1, 2], "an array of 2 items"), (None, "null"), (7, "7")])
 def test_input_must_be_an_object(value: object, shown: str) -> None:
     assert error_of(value) == (
-        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options)"
+        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode)"
     )
 
 
@@ -445,3 +445,35 @@ def test_request_is_frozen_and_its_repr_and_log_view_hold_no_image() -> None:
     assert described["width"] == 832 and described["seed_randomized"] is True
     by_url = parse({"prompt": "x", "image_url": "https://h.example/a.png?token=SECRET"})
     assert "SECRET" not in repr(by_url) and by_url.describe()["image"] == "url https://h.example/a.png?…"
+
+
+# --- Output mode ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["base64", "s3", "auto"])
+def test_output_mode_is_one_of_the_modes_and_defaults_to_the_worker_setting(mode: str) -> None:
+    assert parse({"prompt": "x", "image": IMAGE, "output_mode": mode}).output_mode == mode
+    assert parse({"prompt": "x", "image": IMAGE}).output_mode is None
+    assert parse({"prompt": "x", "image": IMAGE, "output_mode": None}).output_mode is None
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [("S3", '"S3" is not one of the allowed values'), ("", '"" is not one of the allowed values'), (1, "1 is not a string")],
+)
+def test_output_mode_refuses_other_values(value: object, what: str) -> None:
+    assert error_of({"prompt": "x", "image": IMAGE, "output_mode": value}) == f"output_mode: {what} (allowed: base64, s3, auto)"
+
+
+def test_output_mode_s3_is_refused_where_s3_is_not_configured_with_the_other_problems() -> None:
+    job_input = {"prompt": "", "image": IMAGE, "output_mode": "s3"}
+    with pytest.raises(InvalidInput) as caught:
+        parse_request(job_input, LIMITS, s3_unavailable="S3 output is not configured (the operator sets BUCKET_NAME)")
+    assert str(caught.value) == (
+        'prompt: "" is empty (allowed: a non-empty string of at most 5000 characters); '
+        'output_mode: "s3" is not available on this worker: S3 output is not configured '
+        "(the operator sets BUCKET_NAME) (allowed: base64, auto)"
+    )
+    reason = "not configured"
+    assert parse_request({**job_input, "prompt": "x", "output_mode": "auto"}, LIMITS, s3_unavailable=reason).output_mode == "auto"
+    assert parse_request({**job_input, "prompt": "x"}, LIMITS).output_mode == "s3"  # no reason given: S3 is available

@@ -35,3 +35,9 @@ class OutputTooLarge(WorkerError):
     """The response would exceed RunPod's payload limit, which drops results silently."""
 
     code = "output_too_large"
+
+
+class StorageFailed(WorkerError):
+    """The video could not be put in the S3 bucket: wrong bucket or keys, or an unreachable endpoint."""
+
+    code = "storage_failed"

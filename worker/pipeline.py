@@ -3,6 +3,10 @@
 Everything here blocks and runs in a worker thread (see ``handler.py``); ``stop`` is the flag the
 async handler sets when RunPod cancels the job. Each stage lives in its own module; this one only
 orders them, times them, and makes sure a failed job leaves ComfyUI usable and the disk clean.
+
+The video leaves either as base64 in the response or through S3 (:mod:`worker.storage`) with a
+presigned link: the job's ``output_mode`` or ``OUTPUT_MODE`` decides, and ``auto`` means S3
+whenever the worker has it configured (so a video too large for the response still arrives).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from comfy_bootstrap.errors import ComfyUnavailable, ExecutionTimeout
 from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
 from comfy_bootstrap.models import check_models
 from comfy_bootstrap.process import ComfyServer
+from worker.errors import StorageFailed
 from worker.image import prepare_image
 from worker.progress import ProgressReporter
 from worker.request import VideoRequest, parse_request
+from worker.storage import S3Storage, missing_settings, safe_endpoint
 from worker.video import VideoFile, encode_video, find_videos, read_video, remove_job_files
 from worker.workflow import WorkflowTemplate, fill_workflow, job_files, load_template
 
@@ -36,18 +42,44 @@ ProgressSender = Callable[[dict[str, object]], None]
 
 @dataclass
 class Runtime:
-    """What lives for the whole worker: settings, the ComfyUI child, its client, the workflow."""
+    """What lives for the whole worker: settings, the ComfyUI child, its client, the workflow,
+    and the S3 uploader when S3 output is configured."""
 
     settings: Settings
     server: ComfyServer
     client: ComfyClient
     template: WorkflowTemplate
+    storage: S3Storage | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         """Load the workflow (a broken one fails here, at boot) and prepare, not start, ComfyUI."""
         template = load_template(settings.workflow_path)
-        return cls(settings, ComfyServer(settings), ComfyClient(settings.base_url, timeout=settings.http_timeout), template)
+        client = ComfyClient(settings.base_url, timeout=settings.http_timeout)
+        return cls(settings, ComfyServer(settings), client, template, _create_storage(settings))
+
+    @property
+    def s3_unavailable(self) -> str | None:
+        """Why this worker cannot upload to S3, or None when it can."""
+        if self.storage is not None:
+            return None
+        return f"S3 output is not configured (the operator sets {', '.join(missing_settings(self.settings.s3))})"
+
+
+def _create_storage(settings: Settings) -> S3Storage | None:
+    """The uploader (its client is made on first use); a half-done S3 setup is logged at boot."""
+    s3 = settings.s3
+    if s3.configured:
+        log.info(
+            "S3 output: bucket %s at %s, keys %s/<job id>/<file>.mp4, links valid %d s, default output mode %s",
+            s3.bucket, safe_endpoint(s3), s3.prefix, s3.url_expiry, settings.output_mode,
+        )  # fmt: skip
+        return S3Storage(s3)
+    if settings.output_mode == "s3":
+        log.warning("OUTPUT_MODE=s3 but S3 output is not configured: missing %s", ", ".join(missing_settings(s3)))
+    elif s3.endpoint_url or s3.bucket or s3.access_key_id or s3.secret_access_key:
+        log.warning("S3 output is off, videos go out as base64: missing %s", ", ".join(missing_settings(s3)))
+    return None
 
 
 @dataclass
@@ -86,12 +118,13 @@ def generate_video(
     """Run one job and return RunPod's output dict; raise WorkerError/ComfyError on failure."""
     settings = runtime.settings
     timer = Timer()
-    request = parse_request(job_input, settings.limits)
+    request = parse_request(job_input, settings.limits, s3_unavailable=runtime.s3_unavailable)
+    mode = _output_mode(request, runtime)
     image = prepare_image(request, settings.limits)
     log.info(
-        "job %s: %dx%d, %d frames, %d steps (split %d), seed %d, image %s",
+        "job %s: %dx%d, %d frames, %d steps (split %d), seed %d, image %s, output %s",
         job_id, request.width, request.height, request.length, request.steps, request.split_step, request.seed,
-        image.description,
+        image.description, mode,
     )
     timer.lap("prepare")
     runtime.server.ensure_alive()
@@ -120,12 +153,43 @@ def generate_video(
         timer.lap("comfyui")
         videos = find_videos(run.outputs, filled.roles["video_output"])
         data = read_video(runtime.client, videos[0])
-        encoded = encode_video(data, response_overhead=RESPONSE_OVERHEAD, limit=settings.max_response_bytes)
-        timer.lap("output")
-        return _response(request, run, videos, encoded, timer.result(run))
+        delivered = _deliver(runtime, mode, job_id, videos[0], data, timer)
+        return _response(request, run, videos, delivered, timer.result(run))
     finally:
         if not settings.keep_files:
             remove_job_files(settings.input_dir, settings.output_dir, files.image_name, videos)
+
+
+def _output_mode(request: VideoRequest, runtime: Runtime) -> str:
+    """``s3`` or ``base64`` for this job: ``auto`` means S3 whenever the worker has it."""
+    mode = request.output_mode or runtime.settings.output_mode
+    if mode == "auto":
+        return "s3" if runtime.storage is not None else "base64"
+    if mode == "s3" and runtime.storage is None:  # only through OUTPUT_MODE: a job's own "s3" is refused earlier
+        raise StorageFailed(
+            f'OUTPUT_MODE is "s3" but {runtime.s3_unavailable}; until then a job may ask for output_mode "base64"'
+        )
+    return mode
+
+
+def _deliver(
+    runtime: Runtime, mode: str, job_id: str, video: VideoFile, data: bytes, timer: Timer
+) -> dict[str, Any]:
+    """The response's video fields: ``video`` (base64), or the S3 link after uploading."""
+    storage = runtime.storage
+    if mode == "s3" and storage is not None:
+        timer.lap("output")
+        stored = storage.upload(data, storage.key_for(job_id, video.filename))
+        timer.lap("s3_upload")
+        return stored.response_fields()
+    encoded = encode_video(
+        data,
+        response_overhead=RESPONSE_OVERHEAD,
+        limit=runtime.settings.max_response_bytes,
+        s3_configured=storage is not None,
+    )
+    timer.lap("output")
+    return {"video": encoded}
 
 
 def _run(runtime: Runtime, prompt: dict[str, Any], options: RunOptions) -> RunResult:
@@ -144,10 +208,10 @@ def _run(runtime: Runtime, prompt: dict[str, Any], options: RunOptions) -> RunRe
 
 
 def _response(
-    request: VideoRequest, run: RunResult, videos: list[VideoFile], encoded: str, timings: dict[str, float]
+    request: VideoRequest, run: RunResult, videos: list[VideoFile], delivered: dict[str, Any], timings: dict[str, float]
 ) -> dict[str, Any]:
     return {
-        "video": encoded,
+        **delivered,
         "filename": videos[0].filename,
         "prompt_id": run.prompt_id,
         "files_count": len(videos),

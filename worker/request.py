@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfy_bootstrap.config import Limits
+from comfy_bootstrap.config import OUTPUT_MODES, Limits
 from worker.download import redact_url, url_problem
 from worker.errors import InvalidInput
 
@@ -76,7 +76,7 @@ SHIFT_MAX = 100.0  # ModelSamplingSD3 shift: 0..100
 LORA_STRENGTH_MAX = 100.0  # LoraLoaderModelOnly strength_model: -100..100
 MIN_FRAME_RATE = 1.0  # VHS_VideoCombine frame_rate: min 1
 
-TOP_LEVEL_FIELDS = ("prompt", "image", "image_url", "negative_prompt", "options")
+TOP_LEVEL_FIELDS = ("prompt", "image", "image_url", "negative_prompt", "options", "output_mode")
 _IMAGE_ALLOWED = (
     "exactly one of image (base64 or a data:image/<type>;base64, URI) "
     "or image_url (an http:// or https:// URL)"
@@ -106,6 +106,8 @@ class VideoRequest:
     scheduler: str
     lora_strength: float
     resize: str
+    #: ``base64``, ``s3`` or ``auto``; None means the worker's default (``OUTPUT_MODE``).
+    output_mode: str | None = None
 
     @property
     def resize_method(self) -> str:
@@ -125,11 +127,16 @@ class VideoRequest:
             "image": image,
             **options,
             "seed_randomized": self.seed_randomized,
+            "output_mode": self.output_mode,
         }
 
 
-def parse_request(job_input: object, limits: Limits) -> VideoRequest:
-    """Validate ``job_input`` (the job's ``input``) against ``limits``; raise one InvalidInput."""
+def parse_request(job_input: object, limits: Limits, *, s3_unavailable: str | None = None) -> VideoRequest:
+    """Validate ``job_input`` (the job's ``input``) against ``limits``; raise one InvalidInput.
+
+    ``s3_unavailable`` is why this worker cannot store videos in S3 (None when it can): a job
+    asking for ``output_mode: "s3"`` is then refused here, before any work is done.
+    """
     if not isinstance(job_input, dict):
         raise InvalidInput(
             f"input: {shown(job_input)} is not an object "
@@ -141,6 +148,7 @@ def parse_request(job_input: object, limits: Limits) -> VideoRequest:
     negative_prompt = _parse_negative_prompt(job_input.get("negative_prompt"), limits, problems)
     image_b64, image_url = _parse_image_source(job_input, problems)
     options = _parse_options(job_input.get("options"), limits, problems)
+    output_mode = _parse_output_mode(job_input.get("output_mode"), s3_unavailable, problems)
     problems.raise_if_any()
     request = VideoRequest(
         prompt=prompt,
@@ -148,6 +156,7 @@ def parse_request(job_input: object, limits: Limits) -> VideoRequest:
         image_b64=image_b64,
         image_url=image_url,
         seed_randomized=options.pop("seed_randomized"),
+        output_mode=output_mode,
         **options,
     )
     log.debug("request: %s", request.describe())
@@ -281,6 +290,23 @@ def _parse_image_url(value: object, problems: _Problems) -> str | None:
         problems.add("image_url", f"{shown(redact_url(url, 100))} {problem}", allowed)
         return None
     return url
+
+
+def _parse_output_mode(value: object, s3_unavailable: str | None, problems: _Problems) -> str | None:
+    """One of OUTPUT_MODES, or None for the worker's default; ``s3`` only where S3 is configured."""
+    allowed = ", ".join(OUTPUT_MODES)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.add("output_mode", f"{shown(value)} is not a string", allowed)
+    elif value not in OUTPUT_MODES:
+        problems.add("output_mode", f"{shown(value)} is not one of the allowed values", allowed)
+    elif value == "s3" and s3_unavailable is not None:
+        others = ", ".join(mode for mode in OUTPUT_MODES if mode != "s3")
+        problems.add("output_mode", f'"s3" is not available on this worker: {s3_unavailable}', others)
+    else:
+        return value
+    return None
 
 
 # --- Options ------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Find the MP4 VideoHelperSuite wrote, check it, encode it for RunPod, and clean up after it.
 
+In S3 output mode the bytes go to :mod:`worker.storage` instead of :func:`encode_video`.
+
 VHS reports its files under the ``gifs`` key of the output node (recorded in
 ``e2e_history.json``): ``filename``, ``subfolder``, ``type``, ``format``, ``frame_rate`` and the
 ``workflow`` PNG it writes beside the video. The MP4 is read through ``GET /view``, which works
@@ -64,20 +66,30 @@ def read_video(client: ComfyClient, video: VideoFile) -> bytes:
     return data
 
 
-def encode_video(data: bytes, *, response_overhead: int, limit: int) -> str:
+def encode_video(data: bytes, *, response_overhead: int, limit: int, s3_configured: bool = False) -> str:
     """Base64 of the MP4, refused when the JSON answer would pass RunPod's payload limit.
 
     RunPod drops results over 10 MB (/run) or 20 MB (/runsync) *silently*: the job then shows
-    COMPLETED with no output. A clear error is better than a lost video.
+    COMPLETED with no output. A clear error is better than a lost video. The message names the
+    way out that has no size limit: S3 output (``output_mode`` when the worker has it, else the
+    variables that configure it).
     """
     encoded_size = 4 * ((len(data) + 2) // 3)
     if encoded_size + response_overhead > limit:
         raise OutputTooLarge(
             f"the video is {len(data) / 1e6:.1f} MB ({encoded_size / 1e6:.1f} MB as base64), over the "
             f"{limit / 1e6:.1f} MB response limit (MAX_RESPONSE_BYTES; RunPod accepts 10 MB from /run and "
-            "20 MB from /runsync); ask for fewer frames (options.length) or a smaller size (options.width/height)"
+            "20 MB from /runsync); ask for fewer frames (options.length) or a smaller size (options.width/height), "
+            + (S3_REMEDY_CONFIGURED if s3_configured else S3_REMEDY_UNCONFIGURED)
         )
     return base64.b64encode(data).decode("ascii")
+
+
+S3_REMEDY_CONFIGURED = 'or ask for output_mode "s3" (or "auto"): this worker uploads to S3, which has no size limit'
+S3_REMEDY_UNCONFIGURED = (
+    "or configure S3 output, which has no size limit (BUCKET_ENDPOINT_URL, BUCKET_NAME, "
+    "BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY; see docs/deployment.md)"
+)
 
 
 def remove_job_files(input_dir: Path, output_dir: Path, image_name: str, videos: list[VideoFile]) -> int:

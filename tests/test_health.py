@@ -1,0 +1,168 @@
+"""The self-healing policy: which ComfyUI errors ask RunPod for a new worker, and when.
+
+The texts below are real ``exception_type`` / ``exception_message`` pairs as ComfyUI, PyTorch and
+NVIDIA's libraries write them (sources in ``worker/health.py``); ComfyUI sends the whole message,
+with PyTorch's hint lines, in ``execution_error``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from comfy_bootstrap.errors import ComfyUnavailable, ExecutionFailed, ExecutionInterrupted, ExecutionTimeout
+from tests.comfy_double.faults import DEFAULT_OOM_MESSAGE
+from worker.errors import InvalidImage, InvalidInput
+from worker.health import OOM_STREAK_LIMIT, FailureKind, WorkerHealth, classify, classify_error
+
+_HINTS = (
+    "CUDA kernel errors might be asynchronously reported at some other API call, so the stacktrace below might be incorrect.\n"
+    "For debugging consider passing CUDA_LAUNCH_BLOCKING=1\n"
+    "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.\n"
+)
+
+GPU_FAULTS = [
+    ("torch.AcceleratorError", "CUDA error: an illegal memory access was encountered\n"
+     "Search for `cudaErrorIllegalAddress' in https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html "
+     "for more information.\n" + _HINTS),
+    ("RuntimeError", "CUDA error: an illegal memory access was encountered\n" + _HINTS),
+    ("torch.AcceleratorError", "CUDA error: device-side assert triggered\n"
+     "Search for `cudaErrorAssert' in https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html for more information.\n" + _HINTS),
+    ("RuntimeError", "CUDA error: an illegal instruction was encountered\n" + _HINTS),
+    ("RuntimeError", "CUDA error: unspecified launch failure\n" + _HINTS),
+    ("RuntimeError", "CUDA error: uncorrectable ECC error encountered\n" + _HINTS),
+    ("RuntimeError", "CUDA error: misaligned address\n" + _HINTS),
+    ("RuntimeError", "CUDA error: the launch timed out and was terminated\n" + _HINTS),
+    ("RuntimeError", "CUDA error: all CUDA-capable devices are busy or unavailable\n" + _HINTS),
+    ("RuntimeError", "CUDA error: no kernel image is available for execution on the device\n" + _HINTS),
+    ("RuntimeError", "CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasLtMatmul with transpose_mat1 1 "
+     "transpose_mat2 0 m 320 n 8192 k 320 mat1_ld 320 mat2_ld 320 result_ld 320 abcType 2 computeType 68 scaleType 0`"),
+    ("RuntimeError", "CUDA error: CUBLAS_STATUS_INTERNAL_ERROR when calling `cublasSgemm( handle, opa, opb, m, n, k, "
+     "&alpha, a, lda, b, ldb, &beta, c, ldc)`"),
+    ("RuntimeError", "cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"),
+    ("RuntimeError", "CUDA kernel launch failed: an illegal memory access was encountered"),
+    ("RuntimeError", "cuda runtime error (100) : no CUDA-capable device is detected at /pytorch/aten/src/THC/THCGeneral.cpp:50"),
+    ("RuntimeError", "No CUDA GPUs are available"),
+    ("RuntimeError", "CUDA error: CUDA driver version is insufficient for CUDA runtime version"),
+    ("RuntimeError", "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and installed a driver"),
+    ("RuntimeError", "NVML_SUCCESS == DriverAPI::get()->nvmlInit_v2_() INTERNAL ASSERT FAILED at "
+     "\"../c10/cuda/CUDACachingAllocator.cpp\":1123, please report a bug to PyTorch."),
+    ("RuntimeError", "Failed to initialize NVML: Driver/library version mismatch"),
+    ("torch.AcceleratorError", "CUDA error: operation not supported\n" + _HINTS),
+]
+
+OUT_OF_MEMORY = [
+    ("torch.OutOfMemoryError", DEFAULT_OOM_MESSAGE + "\nThis error means you ran out of memory on your GPU.\n\n"
+     "TIPS: If the workflow worked before you might have accidentally set the batch_size to a large number."),
+    ("torch.OutOfMemoryError", "Allocation on device \n"),
+    ("torch.cuda.OutOfMemoryError", "Allocation on device 0 would exceed allowed memory. (out of memory)\n"
+     "Currently allocated     : 599.22 MiB\nRequested               : 25.00 MiB"),
+    ("torch.AcceleratorError", "CUDA error: out of memory\n" + _HINTS),
+    ("RuntimeError", "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"),
+    ("RuntimeError", "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    ("RuntimeError", "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"),
+    ("RuntimeError", "NVML_SUCCESS == r INTERNAL ASSERT FAILED at \"../c10/cuda/CUDACachingAllocator.cpp\":830, "
+     "please report a bug to PyTorch. "),
+    ("RuntimeError", "[enforce fail at alloc_cpu.cpp:115] data. DefaultCPUAllocator: not enough memory: "
+     "you tried to allocate 3376447488 bytes."),
+]
+
+ORDINARY = [
+    ("PIL.UnidentifiedImageError", "cannot identify image file '/comfyui/input/corrupt_input.png'\n"),
+    ("RuntimeError", "mat1 and mat2 shapes cannot be multiplied (77x768 and 4096x5120)"),
+    ("RuntimeError", "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"),
+    ("RuntimeError", "Given groups=1, weight of size [5120, 36, 1, 2, 2], expected input[1, 16, 21, 104, 60] to have "
+     "36 channels, but got 16 channels instead"),
+    ("AssertionError", "Torch not compiled with CUDA enabled"),
+    ("FileNotFoundError", "[Errno 2] No such file or directory: '/comfyui/models/loras/x.safetensors'"),
+    ("ValueError", "ffmpeg returned a non-zero exit status: Invalid argument"),
+    ("safetensors_rust.SafetensorError", "Error while deserializing header: MetadataIncompleteBuffer"),
+    ("KeyError", "'model.diffusion_model.blocks.0.cross_attn.k.weight'"),
+]
+
+
+def _failed(exception_type: str, exception_message: str) -> ExecutionFailed:
+    first = exception_message.strip().splitlines()[0]
+    return ExecutionFailed(
+        f"node 14 (KSamplerAdvanced) raised {exception_type}: {first}",
+        exception_type=exception_type,
+        exception_message=exception_message.strip(),
+        node_type="KSamplerAdvanced",
+    )
+
+
+@pytest.mark.parametrize(("exception_type", "message"), GPU_FAULTS)
+def test_cuda_faults_are_gpu_faults(exception_type: str, message: str) -> None:
+    kind, rule = classify(exception_type, message)
+    assert kind is FailureKind.GPU_FAULT, (exception_type, message)
+    assert rule is not None and rule.sources
+
+
+@pytest.mark.parametrize(("exception_type", "message"), OUT_OF_MEMORY)
+def test_out_of_memory_texts_are_oom(exception_type: str, message: str) -> None:
+    assert classify(exception_type, message)[0] is FailureKind.OUT_OF_MEMORY, (exception_type, message)
+
+
+@pytest.mark.parametrize(("exception_type", "message"), ORDINARY)
+def test_ordinary_errors_are_not_gpu_trouble(exception_type: str, message: str) -> None:
+    assert classify(exception_type, message) == (FailureKind.OTHER, None)
+
+
+def test_only_execution_errors_are_classified() -> None:
+    cuda = "CUDA error: an illegal memory access was encountered"
+    assert classify_error(_failed("RuntimeError", cuda))[0] is FailureKind.GPU_FAULT
+    # A crash report quoting ComfyUI's log is handled by the restart path, not by this policy.
+    assert classify_error(ComfyUnavailable(f"ComfyUI exited with exit code 1. {cuda}"))[0] is FailureKind.OTHER
+    assert classify_error(InvalidInput(f"prompt: {cuda}"))[0] is FailureKind.OTHER
+    # An ExecutionFailed without ComfyUI's fields (older callers) is read from its message.
+    assert classify_error(ExecutionFailed(f"node 3 (VAEDecode) raised RuntimeError: {cuda}"))[0] is FailureKind.GPU_FAULT
+
+
+def test_a_gpu_fault_refreshes_at_once() -> None:
+    health = WorkerHealth()
+    verdict = health.after_failure(_failed(*GPU_FAULTS[0]))
+    assert verdict.refresh_worker and verdict.kind is FailureKind.GPU_FAULT
+    assert "replaces this worker" in verdict.note and "GPU fault" in verdict.reason
+
+
+def test_one_oom_is_the_requests_size_and_says_so() -> None:
+    health = WorkerHealth()
+    verdict = health.after_failure(_failed(*OUT_OF_MEMORY[0]))
+    assert not verdict.refresh_worker and verdict.kind is FailureKind.OUT_OF_MEMORY
+    assert "fewer frames" in verdict.note and "smaller size" in verdict.note
+    assert health.oom_streak == 1
+
+
+def test_consecutive_ooms_refresh_on_the_limit_and_a_success_resets() -> None:
+    assert OOM_STREAK_LIMIT == 2
+    health = WorkerHealth()
+    oom = _failed(*OUT_OF_MEMORY[0])
+    assert not health.after_failure(oom).refresh_worker
+    health.after_success()
+    assert health.oom_streak == 0
+    assert not health.after_failure(oom).refresh_worker
+    second = health.after_failure(_failed(*OUT_OF_MEMORY[1]))  # any OOM counts, not only the same text
+    assert second.refresh_worker and "2 jobs in a row" in second.note and "fewer frames" in second.note
+    assert health.oom_streak == 0
+
+
+def test_failures_unrelated_to_the_gpu_neither_count_nor_reset() -> None:
+    health = WorkerHealth(oom_streak_limit=3)
+    oom = _failed(*OUT_OF_MEMORY[0])
+    health.after_failure(oom)
+    for other in (
+        InvalidInput("options.width: 70 is not a multiple of 16"),
+        InvalidImage("image: not an image"),
+        ExecutionInterrupted("the job was cancelled"),
+        ExecutionTimeout("too slow"),
+        _failed(*ORDINARY[0]),
+    ):
+        verdict = health.after_failure(other)
+        assert (verdict.refresh_worker, verdict.note) == (False, "")
+    assert health.oom_streak == 1
+    health.after_failure(oom)
+    assert health.after_failure(oom).refresh_worker
+
+
+def test_an_error_that_asks_for_a_new_worker_is_passed_through() -> None:
+    verdict = WorkerHealth().after_failure(ComfyUnavailable("restarts failed; this worker needs replacing", refresh_worker=True))
+    assert verdict.refresh_worker and verdict.note == "" and "comfyui_unavailable" in verdict.reason
