@@ -44,13 +44,22 @@ HEALTH = WorkerHealth()
 WARMUP: Warmup | None = None
 
 
+def utf8_safe(text: str) -> str:
+    """Escape what UTF-8 cannot encode (lone surrogates a client sent, quoted back in an error).
+
+    RunPod posts results as UTF-8: one unencodable character would lose the whole answer
+    (the local API answers HTTP 500, the hosted post raises).
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(exc: WorkerError | ComfyError, verdict: Verdict | None = None) -> dict[str, Any]:
     """RunPod's failed-job answer: ``error`` must be one string (a dict breaks /runsync).
 
     ``refresh_worker`` is a separate key: RunPod replaces the worker after this job. The health
     verdict adds it (GPU fault, persistent out-of-memory) and appends its advice to the string.
     """
-    message = f"{exc.code}: {exc}"
+    message = f"{exc.code}: {utf8_safe(str(exc))}"
     if verdict is not None and verdict.note:
         message = f"{message.rstrip(' .')}. {verdict.note}"
     response: dict[str, Any] = {"error": message}
@@ -84,14 +93,14 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
             pass
         raise
     except (WorkerError, ComfyError) as exc:
-        log.warning("job failed: %s: %s", exc.code, exc)
+        log.warning("job failed: %s: %s", exc.code, utf8_safe(str(exc)))
         verdict = HEALTH.after_failure(exc)
         if verdict.refresh_worker:
             log.error("asking RunPod to replace this worker (refresh_worker): %s", verdict.reason)
         return error_response(exc, verdict)
     except Exception as exc:  # a bug in the worker: answer, log the traceback, keep serving
         log.exception("unexpected error")
-        return {"error": f"internal_error: {type(exc).__name__}: {exc}"}
+        return {"error": f"internal_error: {type(exc).__name__}: {utf8_safe(str(exc))}"}
     HEALTH.after_success()
     log.info("job done: %s, timings %s", result["filename"], result["timings"])
     return result

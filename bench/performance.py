@@ -13,10 +13,10 @@ a real H.264 MP4 of the requested size, no model runs):
    and 10 ms sampling), growth;
 4. output path cost: what returning the video as base64 costs per job — reading and encoding it
    in the worker, the response size, RunPod's API serialising and sending it — plus the input
-   image's base64 path, and the raw encode/decode speed. ``--output-path s3`` is the slot for the
-   S3 path (:func:`s3_output_path`), which comes with S3 output.
+   image's base64 path, and the raw encode/decode speed; and the S3 path (upload + presign to an S3
+   API server on 127.0.0.1, the answer's size, the client's download of the link).
 
-Usage: python bench/performance.py [--jobs 20] [--boots 5] [--soak-jobs 50] [--output-path base64]
+Usage: python bench/performance.py [--jobs 20] [--boots 5] [--soak-jobs 50] [--output-path both]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 import psutil
 import requests
-from common import REPO, Worker, bench_env, comfy_child, ms, p50_p95, running_worker
+from common import REPO, bench_env, comfy_child, ms, p50_p95, running_worker, textured_png_b64
 from overhead import OverheadRun, measure_overhead, print_overhead
 
 from tests.harness import free_port, png_b64, stop_worker_api
@@ -239,16 +239,50 @@ def base64_output_path(run: OverheadRun) -> dict[str, Any]:
     }
 
 
-def s3_output_path(worker: Worker, jobs: int) -> dict[str, Any]:
-    """The S3 path's cost — to be written with S3 output.
+def s3_output_path(jobs: int) -> dict[str, Any]:
+    """What the S3 path costs: the same 832×480, 81-frame jobs with ``output_mode: "s3"``.
 
-    What it should do: start an S3 API server on 127.0.0.1 (moto in server mode, as the S3 tests
-    do), start the worker with ``BUCKET_ENDPOINT_URL`` / ``BUCKET_NAME`` / keys pointing at it, send
-    the jobs with ``{"output_mode": "s3"}`` (``measure_overhead(..., extra_input=...)``) and report
-    the upload and presign time from ``timings`` and the (small) response size, next to
-    :func:`base64_output_path`.
+    An S3 API server runs on 127.0.0.1 (moto in server mode, as in the S3 tests); the worker is
+    started with the ``BUCKET_*`` variables pointing at it. Reported: the upload + presign stage
+    (``timings.s3_upload``), the output stage (reading the MP4), the answer's size, round trip −
+    execution, and the client's download of the presigned link (loopback here).
     """
-    raise NotImplementedError("the S3 output path is not measured yet (see s3_output_path in bench/performance.py)")
+    from tests.test_storage import MotoS3  # the tests' moto server helper
+
+    moto = MotoS3().start()
+    try:
+        with running_worker(**moto.env(moto.new_bucket())) as worker:
+            run = measure_overhead(worker, jobs, extra_input={"output_mode": "s3"})
+            downloads = []
+            for _ in range(min(jobs, 5)):
+                _, body, _ = worker.runsync({"prompt": "a lake", "image": textured_png_b64(1280, 720, 12),
+                                             "options": {"width": 832, "height": 480, "length": 81},
+                                             "output_mode": "s3"})  # fmt: skip
+                started = time.perf_counter()
+                requests.get(body["output"]["video_url"], timeout=60).raise_for_status()
+                downloads.append(time.perf_counter() - started)
+    finally:
+        moto.stop()
+    series = run.series()
+    return {
+        "response_kb": statistics.median(run.response_bytes) / 1e3,
+        "s3_upload_stage": p50_p95([t["s3_upload"] for t in run.timings]),
+        "output_stage": p50_p95([t["output"] for t in run.timings]),
+        "overhead": p50_p95(series["overhead: worker total - execution"]),
+        "round_trip_minus_execution": p50_p95(series["overhead: round trip - execution"]),
+        "client_download": p50_p95(downloads),
+    }
+
+
+def print_s3_path(cost: dict[str, Any]) -> None:
+    print(f"output path S3 (moto on 127.0.0.1): response {cost['response_kb']:.1f} KB")
+    for name, key in (("upload + presign stage (s3_upload)", "s3_upload_stage"),
+                      ("output stage (read MP4)", "output_stage"),
+                      ("overhead: worker total - execution", "overhead"),
+                      ("overhead: round trip - execution", "round_trip_minus_execution"),
+                      ("client downloads the presigned link", "client_download")):  # fmt: skip
+        p50, p95 = cost[key]
+        print(f"  {name:46s} p50 {ms(p50)}   p95 {ms(p95)}")
 
 
 def _best_of(call: Any, repeat: int = 5) -> float:
@@ -297,7 +331,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20, help="measured 832x480x81 jobs for the overhead (plus one warm-up)")
     parser.add_argument("--boots", type=int, default=5, help="worker starts for the boot time")
     parser.add_argument("--soak-jobs", type=int, default=50, help="small jobs for the memory soak")
-    parser.add_argument("--output-path", choices=("base64", "s3"), default="base64", help="how the video leaves the worker")
+    parser.add_argument("--output-path", choices=("base64", "s3", "both"), default="both", help="which output paths to cost")
     args = parser.parse_args()
 
     print(f"python bench/performance.py {' '.join(sys.argv[1:])}".rstrip())
@@ -305,8 +339,6 @@ def main() -> None:
     print("against the ComfyUI test double (no GPU, no model): the worker's own costs only\n")
 
     with running_worker() as worker:
-        if args.output_path == "s3":
-            s3_output_path(worker, args.jobs)
         run = measure_overhead(worker, args.jobs)
         big_job_peak = {
             who: hwm
@@ -329,7 +361,10 @@ def main() -> None:
     print()
 
     print("4. ", end="")
-    print_base64_path(cost)
+    if args.output_path in ("base64", "both"):
+        print_base64_path(cost)
+    if args.output_path in ("s3", "both"):
+        print_s3_path(s3_output_path(args.jobs))
 
     summary = {
         **run.summary(),

@@ -216,6 +216,11 @@ class Settings:
             warmup=reader.get("WARMUP", _bool, d.warmup),
             warmup_timeout=reader.get("WARMUP_TIMEOUT", float, d.warmup_timeout, lo=1),
         )
+        if settings.output_mode == "s3" and not settings.s3.configured:
+            reader.fail(
+                "OUTPUT_MODE='s3' needs S3 output configured: BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY and "
+                "BUCKET_NAME (or the bucket as the path of BUCKET_ENDPOINT_URL); or use OUTPUT_MODE=auto"
+            )
         reader.raise_if_errors()
         return settings
 
@@ -294,6 +299,10 @@ class _EnvReader:
             self._errors.append(f"{name}={raw!r}: must be within {bounds}")
             return default
         return value
+
+    def fail(self, message: str) -> None:
+        """Record a fault that involves several variables at once."""
+        self._errors.append(message)
 
     def raise_if_errors(self) -> None:
         if self._errors:

@@ -194,14 +194,6 @@ def test_logs_hold_no_payload_no_query_string_and_no_secret(run: Run) -> None:
 _SDK_ROOT_HANDLER_LINE = re.compile(r"^[\w.]+\.py\s*:\d+\s+\d{4}-\d\d-\d\d ", re.MULTILINE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "worker bug: runpod 1.12.0's rp_upload module calls logging.basicConfig() at import, adding a second root "
-        "StreamHandler; worker/logs.configure_logging removes only its own handler and attaches the base64 filter "
-        "(_JobContext) to that handler, so every line is printed twice and the copy bypasses the filter"
-    ),
-)
 def test_every_log_line_goes_through_the_workers_filtered_handler_only(run: Run) -> None:
     duplicates = _SDK_ROOT_HANDLER_LINE.findall(run.worker_log)
     assert not duplicates, f"{len(duplicates)} lines printed by an unfiltered root handler, e.g. {duplicates[0]!r}"

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from comfy_bootstrap.config import Settings
+from comfy_bootstrap.config import ConfigError, Settings
 from tests.harness import decode_mp4, files_in, free_port, png_b64, start_worker_api, stop_worker_api, worker_env
 from tests.test_storage import MotoS3
 from worker.errors import InvalidInput, OutputTooLarge, StorageFailed
@@ -164,12 +164,9 @@ def test_unknown_output_mode_lists_the_allowed_values(runtime_with) -> None:
         generate_video(_job("ftp"), "job-ftp", runtime_with())
 
 
-def test_output_mode_s3_default_without_configuration_fails_clearly(runtime_with) -> None:
-    runtime = runtime_with(OUTPUT_MODE="s3")
-    with pytest.raises(StorageFailed, match=r'^OUTPUT_MODE is "s3" but S3 output is not configured \(the operator sets BUCKET_NAME'):
-        generate_video(_job(), "job-env-s3", runtime)
-    assert generate_video(_job("base64"), "job-env-b64", runtime)["video"]
-    _assert_clean(runtime)
+def test_output_mode_s3_default_without_configuration_stops_the_worker_at_boot() -> None:
+    with pytest.raises(ConfigError, match=r"OUTPUT_MODE='s3' needs S3 output configured: BUCKET_ACCESS_KEY_ID"):
+        Settings.from_env({"OUTPUT_MODE": "s3", "BUCKET_NAME": "videos"})
 
 
 def test_missing_bucket_fails_the_job_cleans_up_and_the_next_job_works(moto_s3: MotoS3, runtime_with) -> None:

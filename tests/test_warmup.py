@@ -66,7 +66,7 @@ def _assert_no_files(runtime: Runtime) -> None:
 
 
 def test_warmup_settings_bound_the_prompt_and_keep_nothing(make_runtime) -> None:
-    runtime = make_runtime(WARMUP_TIMEOUT="123", KEEP_FILES="true", OUTPUT_MODE="s3")
+    runtime = make_runtime(WARMUP_TIMEOUT="123", KEEP_FILES="true", OUTPUT_MODE="auto")
     warm = warmup_runtime(runtime)
     assert (warm.settings.job_timeout, warm.settings.keep_files, warm.settings.output_mode) == (123.0, False, "base64")
     assert warm.server is runtime.server and warm.client is runtime.client and warm.template is runtime.template

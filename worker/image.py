@@ -186,7 +186,7 @@ def _decode_base64(payload: str, offset: int, total_chars: int, limits: Limits) 
     if payload and len(payload) % 4 == 0:
         try:
             data = binascii.a2b_base64(payload, strict_mode=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             pass
         else:
             _check_byte_size(len(data), limits, "image")

@@ -28,13 +28,16 @@ class _JobContext(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    """Configure the root logger once (idempotent: a second call replaces the handler)."""
+    """Make the worker's filtered handler the root logger's only one (idempotent).
+
+    Libraries add their own root handlers at import (runpod's ``rp_upload`` calls
+    ``basicConfig``): they would print every line twice, the second time without the job id and
+    the base64 filter, so they are removed.
+    """
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_wan22", False):
-            root.removeHandler(old)
+        root.removeHandler(old)
     handler = logging.StreamHandler()
-    handler._wan22 = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(job_id)s] %(name)s: %(message)s"))
     handler.addFilter(_JobContext())
     root.addHandler(handler)

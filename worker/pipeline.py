@@ -24,7 +24,6 @@ from comfy_bootstrap.errors import ComfyUnavailable, ExecutionTimeout
 from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
 from comfy_bootstrap.models import check_models
 from comfy_bootstrap.process import ComfyServer
-from worker.errors import StorageFailed
 from worker.image import prepare_image
 from worker.progress import ProgressReporter
 from worker.request import VideoRequest, parse_request
@@ -75,9 +74,7 @@ def _create_storage(settings: Settings) -> S3Storage | None:
             s3.bucket, safe_endpoint(s3), s3.prefix, s3.url_expiry, settings.output_mode,
         )  # fmt: skip
         return S3Storage(s3)
-    if settings.output_mode == "s3":
-        log.warning("OUTPUT_MODE=s3 but S3 output is not configured: missing %s", ", ".join(missing_settings(s3)))
-    elif s3.endpoint_url or s3.bucket or s3.access_key_id or s3.secret_access_key:
+    if s3.endpoint_url or s3.bucket or s3.access_key_id or s3.secret_access_key:
         log.warning("S3 output is off, videos go out as base64: missing %s", ", ".join(missing_settings(s3)))
     return None
 
@@ -161,14 +158,14 @@ def generate_video(
 
 
 def _output_mode(request: VideoRequest, runtime: Runtime) -> str:
-    """``s3`` or ``base64`` for this job: ``auto`` means S3 whenever the worker has it."""
+    """``s3`` or ``base64`` for this job: ``auto`` means S3 whenever the worker has it.
+
+    ``s3`` without S3 cannot get here: a job's own ``s3`` is refused by validation, and
+    ``OUTPUT_MODE=s3`` without S3 settings stops the worker at boot (config.py).
+    """
     mode = request.output_mode or runtime.settings.output_mode
     if mode == "auto":
         return "s3" if runtime.storage is not None else "base64"
-    if mode == "s3" and runtime.storage is None:  # only through OUTPUT_MODE: a job's own "s3" is refused earlier
-        raise StorageFailed(
-            f'OUTPUT_MODE is "s3" but {runtime.s3_unavailable}; until then a job may ask for output_mode "base64"'
-        )
     return mode
 
 
@@ -177,7 +174,7 @@ def _deliver(
 ) -> dict[str, Any]:
     """The response's video fields: ``video`` (base64), or the S3 link after uploading."""
     storage = runtime.storage
-    if mode == "s3" and storage is not None:
+    if mode == "s3" and storage is not None:  # always true for s3, see _output_mode
         timer.lap("output")
         stored = storage.upload(data, storage.key_for(job_id, video.filename))
         timer.lap("s3_upload")
