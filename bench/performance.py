@@ -247,7 +247,7 @@ def s3_output_path(jobs: int) -> dict[str, Any]:
     (``timings.s3_upload``), the output stage (reading the MP4), the answer's size, round trip −
     execution, and the client's download of the presigned link (loopback here).
     """
-    from tests.test_storage import MotoS3  # the tests' moto server helper
+    from tests.s3_server import MotoS3  # moto in server mode, as in the S3 tests
 
     moto = MotoS3().start()
     try:

@@ -48,3 +48,37 @@ def comfy_double(tmp_path: Path, comfy_volume: Path) -> Iterator[DoubleServer]:
 # ==================================================================================================
 # End of the ComfyUI test double section.
 # ==================================================================================================
+
+
+# ==================================================================================================
+# The worker's runtime with the double launched as its ComfyUI child, and an S3 API server.
+# ==================================================================================================
+from tests.harness import settings_for  # noqa: E402
+from tests.s3_server import MotoS3  # noqa: E402
+from worker.pipeline import Runtime  # noqa: E402
+
+
+@pytest.fixture
+def make_runtime(tmp_path: Path) -> Iterator:
+    """``make_runtime(**env)``: a started Runtime (the double launched as ComfyUI), stopped after the test."""
+    runtimes: list[Runtime] = []
+
+    def make(**env: str) -> Runtime:
+        runtime = Runtime.create(settings_for(tmp_path, **env))
+        runtime.server.start()
+        runtimes.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in runtimes:
+        runtime.server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_s3() -> Iterator[MotoS3]:
+    """A moto S3 server on 127.0.0.1 shared by a test module (each test makes its own bucket)."""
+    server = MotoS3().start()
+    try:
+        yield server
+    finally:
+        server.stop()

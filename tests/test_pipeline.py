@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from comfy_bootstrap.errors import ComfyUnavailable, ExecutionInterrupted, ExecutionTimeout, ModelsMissing, OutputMissing
-from tests.harness import decode_mp4, files_in, png_b64, set_faults, settings_for
+from tests.harness import decode_mp4, files_in, png_b64, set_faults
 from worker.errors import InvalidInput, OutputTooLarge
 from worker.pipeline import Runtime, generate_video
 
@@ -24,21 +24,6 @@ SMALL = {"width": 64, "height": 64, "length": 5, "seed": 5}
 
 def _job(**options) -> dict:
     return {"prompt": "a red ball bounces", "image": png_b64(), "options": {**SMALL, **options}}
-
-
-@pytest.fixture
-def make_runtime(tmp_path: Path):
-    runtimes: list[Runtime] = []
-
-    def make(**env: str) -> Runtime:
-        runtime = Runtime.create(settings_for(tmp_path, **env))
-        runtime.server.start()
-        runtimes.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in runtimes:
-        runtime.server.stop()
 
 
 def _assert_clean(runtime: Runtime) -> None:

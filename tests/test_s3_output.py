@@ -23,7 +23,7 @@ import requests
 
 from comfy_bootstrap.config import ConfigError, Settings
 from tests.harness import decode_mp4, files_in, free_port, png_b64, start_worker_api, stop_worker_api, worker_env
-from tests.test_storage import MotoS3
+from tests.s3_server import MotoS3
 from worker.errors import InvalidInput, OutputTooLarge, StorageFailed
 from worker.pipeline import Runtime, generate_video
 
@@ -36,15 +36,6 @@ def _job(output_mode: str | None = None, **options) -> dict:
     if output_mode is not None:
         job["output_mode"] = output_mode
     return job
-
-
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[MotoS3]:
-    server = MotoS3().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

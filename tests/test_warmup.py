@@ -18,28 +18,12 @@ from tests.harness import (
     free_port,
     png_b64,
     set_faults,
-    settings_for,
     start_worker_api,
     stop_worker_api,
     worker_env,
 )
 from worker.pipeline import Runtime, generate_video
 from worker.warmup import WARMUP_JOB_ID, run_warmup, start_warmup, warmup_input, warmup_runtime
-
-
-@pytest.fixture
-def make_runtime(tmp_path: Path):
-    runtimes: list[Runtime] = []
-
-    def make(**env: str) -> Runtime:
-        runtime = Runtime.create(settings_for(tmp_path, **env))
-        runtime.server.start()
-        runtimes.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in runtimes:
-        runtime.server.stop()
 
 
 @pytest.fixture
