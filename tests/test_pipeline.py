@@ -104,11 +104,21 @@ def test_missing_model_names_the_file_and_folders_then_recovers(make_runtime) ->
     assert generate_video(_job(seed=9), "lora-back", runtime)["files_count"] == 1
 
 
-def test_reported_file_that_does_not_exist_is_output_missing(make_runtime) -> None:
+def test_reported_file_that_does_not_exist_is_output_missing_and_the_next_job_works(make_runtime) -> None:
     runtime = make_runtime()
     set_faults(runtime.settings, {"mode": "missing_output"})
     with pytest.raises(OutputMissing, match="cannot serve it"):
         generate_video(_job(), "ghost", runtime)
+    _assert_clean(runtime)
+    assert generate_video(_job(seed=10), "after-ghost", runtime)["files_count"] == 1
+
+
+def test_websocket_dropped_mid_run_still_completes_and_the_next_job_works(make_runtime) -> None:
+    runtime = make_runtime()
+    set_faults(runtime.settings, {"mode": "ws_drop"})
+    out = generate_video(_job(), "ws-drop", runtime)
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
+    assert generate_video(_job(seed=11), "after-drop", runtime)["files_count"] == 1
     _assert_clean(runtime)
 
 
