@@ -289,16 +289,18 @@ class ComfyServer:
             all_lines = all_lines[1:]  # the first line was cut by the seek
         return "\n".join(all_lines[-lines:]) if lines > 0 else ""
 
-    def crash_report(self) -> str:
+    def crash_report(self, wait: float = 3.0) -> str:
         """Why the launched child is gone, with its log tail; "" while it runs or when attached.
 
         Appended to a job's error when ComfyUI died under it (a crash or the OOM killer), so the
-        user sees the cause instead of a bare "connection refused".
+        user sees the cause instead of a bare "connection refused". A dying process closes its
+        sockets a moment before its exit is visible, so this waits up to ``wait`` seconds for it.
         """
         if self.settings.attached or self._proc is None:
             return ""
-        code = self._proc.poll()
-        if code is None:
+        try:
+            code = self._proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
             return ""
         return f"ComfyUI exited with {self._describe_exit(code)}. {self._tail_block(15)}"
 
