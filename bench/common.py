@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.harness import free_port, start_worker_api, stop_worker_api, worker_env  # noqa: E402
+from tests.harness import free_port, process_env, start_worker_api, stop_worker_api  # noqa: E402
 
 
 def textured_png_b64(width: int, height: int, noise: int) -> str:
@@ -99,9 +98,7 @@ class Worker:
 
 def bench_env(folder: Path, **overrides: str) -> dict[str, str]:
     """The worker's environment for a benchmark: the test harness's, quieter, payload-safe."""
-    env = {**os.environ, **worker_env(folder, LOG_LEVEL="WARNING", **overrides)}
-    env.pop("RUNPOD_LOG_LEVEL", None)
-    return env
+    return process_env(folder, **{"LOG_LEVEL": "WARNING", **overrides})
 
 
 @contextmanager

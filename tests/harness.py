@@ -53,6 +53,16 @@ def worker_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def process_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The full environment for a worker subprocess: this one's, plus :func:`worker_env`.
+
+    ``RUNPOD_LOG_LEVEL`` is dropped so the worker sets the SDK's level itself, as in production.
+    """
+    env = {**os.environ, **worker_env(tmp_path, **overrides)}
+    env.pop("RUNPOD_LOG_LEVEL", None)
+    return env
+
+
 def settings_for(tmp_path: Path, **overrides: str) -> Settings:
     return Settings.from_env(worker_env(tmp_path, **overrides))
 

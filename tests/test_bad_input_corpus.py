@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -40,7 +39,16 @@ import requests
 
 from tests.bad_inputs import PUBLIC_IP, Case, load_cases
 from tests.bad_inputs.network import ImageSite, guard_events, guarded_env
-from tests.harness import decode_mp4, files_in, free_port, png_b64, settings_for, start_worker_api, stop_worker_api, worker_env
+from tests.harness import (
+    decode_mp4,
+    files_in,
+    free_port,
+    png_b64,
+    process_env,
+    settings_for,
+    start_worker_api,
+    stop_worker_api,
+)
 
 CASES = load_cases()
 HTTP_CASES = [case for case in CASES if case.http_status is not None]
@@ -96,8 +104,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusWorker]:
     guard_log = tmp / "netguard.jsonl"
     log = tmp / "worker.log"
     with ImageSite() as site:
-        env = {**os.environ, **worker_env(tmp), **guarded_env(guard_log, site.port)}
-        env.pop("RUNPOD_LOG_LEVEL", None)
+        env = {**process_env(tmp), **guarded_env(guard_log, site.port)}
         env.pop("ALLOW_PRIVATE_IMAGE_URLS", None)  # the default (false) is what is tested
         api_port = free_port()
         with open(log, "wb") as out:

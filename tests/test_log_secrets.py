@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from PIL import Image
 
 from tests.bad_inputs import PUBLIC_HOST
 from tests.bad_inputs.network import ImageSite, guard_events, guarded_env
-from tests.harness import files_in, free_port, start_worker_api, stop_worker_api, worker_env
+from tests.harness import files_in, free_port, process_env, start_worker_api, stop_worker_api
 
 SIGNATURE = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
 QUERY_TOKEN = "secretquerytoken42"
@@ -101,8 +100,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     answers: list[str] = []
 
     with ImageSite() as site:
-        env = {**os.environ, **worker_env(tmp, LOG_LEVEL="DEBUG"), **FAKE_SECRETS, **guarded_env(guard_log, site.port)}
-        env.pop("RUNPOD_LOG_LEVEL", None)
+        env = {**process_env(tmp, LOG_LEVEL="DEBUG"), **FAKE_SECRETS, **guarded_env(guard_log, site.port)}
         env.pop("ALLOW_PRIVATE_IMAGE_URLS", None)
         for name in ("OUTPUT_MODE", "BUCKET_ENDPOINT_URL", "BUCKET_NAME"):
             env.pop(name, None)  # S3 stays unconfigured: the keys are read, the video goes out as base64

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +19,16 @@ import pytest
 import requests
 
 from comfy_bootstrap.config import ModelFiles
-from tests.harness import REPO, decode_mp4, files_in, free_port, png_b64, start_worker_api, stop_worker_api, worker_env
+from tests.harness import (
+    REPO,
+    decode_mp4,
+    files_in,
+    free_port,
+    png_b64,
+    process_env,
+    start_worker_api,
+    stop_worker_api,
+)
 
 
 class Worker:
@@ -40,8 +48,7 @@ class Worker:
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("rp")
-    env = {**os.environ, **worker_env(tmp)}
-    env.pop("RUNPOD_LOG_LEVEL", None)
+    env = process_env(tmp)
     api_port = free_port()
     log = tmp / "worker.log"
     with open(log, "wb") as out:
@@ -124,7 +131,7 @@ def test_no_payloads_in_the_worker_log_and_no_files_left(worker: Worker) -> None
 
 
 def test_sigterm_stops_comfyui_too(tmp_path: Path) -> None:
-    env = {**os.environ, **worker_env(tmp_path)}
+    env = process_env(tmp_path)
     api_port = free_port()
     proc = start_worker_api(env, api_port)
     try:
@@ -139,8 +146,7 @@ def test_sigterm_stops_comfyui_too(tmp_path: Path) -> None:
 
 
 def test_test_input_mode_exits_zero_without_logging_the_video(tmp_path: Path) -> None:
-    env = {**os.environ, **worker_env(tmp_path)}
-    env.pop("RUNPOD_LOG_LEVEL", None)
+    env = process_env(tmp_path)
     done = subprocess.run([sys.executable, "handler.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "AAAA" * 40 not in done.stdout + done.stderr

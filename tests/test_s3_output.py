@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import requests
 
 from comfy_bootstrap.config import ConfigError, Settings
-from tests.harness import decode_mp4, files_in, free_port, png_b64, start_worker_api, stop_worker_api, worker_env
+from tests.harness import decode_mp4, files_in, free_port, png_b64, process_env, start_worker_api, stop_worker_api, worker_env
 from tests.s3_server import MotoS3
 from worker.errors import InvalidInput, OutputTooLarge, StorageFailed
 from worker.pipeline import Runtime, generate_video
@@ -187,8 +186,7 @@ def test_runsync_with_s3_answers_a_link_and_logs_no_secret(moto_s3: MotoS3, tmp_
     """Credential checks on: the upload must be signed with the configured secret to pass."""
     bucket = moto_s3.new_bucket()
     with moto_s3.credentials_checked() as (key, secret):
-        env = {**os.environ, **worker_env(tmp_path), **moto_s3.env(bucket, key, secret), "LOG_LEVEL": "DEBUG"}
-        env.pop("RUNPOD_LOG_LEVEL", None)
+        env = process_env(tmp_path, **moto_s3.env(bucket, key, secret), LOG_LEVEL="DEBUG")
         log_path = tmp_path / "worker.log"
         api_port = free_port()
         with open(log_path, "wb") as log_file:

@@ -20,14 +20,13 @@ job 5 (a worker that forgot to close its socket per job would pile them up there
 from __future__ import annotations
 
 import base64
-import os
 import time
 from pathlib import Path
 
 import psutil
 import requests
 
-from tests.harness import decode_mp4, files_in, free_port, png_b64, start_worker_api, stop_worker_api, worker_env
+from tests.harness import decode_mp4, files_in, free_port, png_b64, process_env, start_worker_api, stop_worker_api
 
 JOBS = 50
 FIRST_SAMPLE = 5
@@ -50,8 +49,7 @@ def _sample(proc: psutil.Process, comfy_url: str) -> dict[str, int]:
 
 
 def test_fifty_small_jobs_leave_no_files_threads_or_sockets_behind(tmp_path: Path) -> None:
-    env = {**os.environ, **worker_env(tmp_path)}
-    env.pop("RUNPOD_LOG_LEVEL", None)
+    env = process_env(tmp_path)
     api_port = free_port()
     comfy_url = f"http://127.0.0.1:{env['COMFY_PORT']}"
     with open(tmp_path / "worker.log", "wb") as out:

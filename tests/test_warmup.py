@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from tests.harness import (
     files_in,
     free_port,
     png_b64,
+    process_env,
     set_faults,
     start_worker_api,
     stop_worker_api,
-    worker_env,
 )
 from worker.pipeline import Runtime, generate_video
 from worker.warmup import WARMUP_JOB_ID, run_warmup, start_warmup, warmup_input, warmup_runtime
@@ -142,8 +141,7 @@ def test_warmup_off_runs_nothing(make_runtime, warmup_log) -> None:
 
 
 def test_worker_api_with_warmup_answers_a_job_and_logs_the_warmup(tmp_path: Path) -> None:
-    env = {**os.environ, **worker_env(tmp_path, WARMUP="true")}
-    env.pop("RUNPOD_LOG_LEVEL", None)
+    env = process_env(tmp_path, WARMUP="true")
     api_port = free_port()
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
