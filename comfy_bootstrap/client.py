@@ -21,6 +21,9 @@ from comfy_bootstrap.errors import ComfyUnavailable, PromptRejected
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Cheap, answered as soon as the server listens, and still answered while a prompt runs.
+HEALTH_PATH = "/system_stats"
+
 #: The errors that mean "ComfyUI is not there (any more)" rather than "ComfyUI said no".
 NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSError, websocket.WebSocketException)
 
@@ -36,12 +39,27 @@ class ComfyClient:
         self._http.trust_env = not self.base_url.startswith(("http://127.", "http://localhost", "http://[::1]"))
 
     # --- health --------------------------------------------------------------------------
+    def health_error(self, timeout: float = 3.0) -> str | None:
+        """None when ``GET /system_stats`` answers HTTP 200 within ``timeout``, else what went wrong.
+
+        A fresh connection every time: a pooled one may belong to a ComfyUI that has since died,
+        and readiness, liveness and reconnect checks must see the server as it is now.
+        """
+        try:
+            with requests.Session() as session:
+                session.trust_env = self._http.trust_env
+                resp = session.get(self._url(HEALTH_PATH), timeout=timeout)
+        except requests.Timeout:
+            return f"no answer within {timeout:g} s"
+        except requests.ConnectionError as exc:
+            return f"connection failed ({_short(exc)})"
+        except requests.RequestException as exc:
+            return f"request failed ({exc})"
+        return None if resp.status_code == 200 else f"HTTP {resp.status_code}"
+
     def is_answering(self, timeout: float = 3.0) -> bool:
         """True when ComfyUI answers ``GET /system_stats`` with HTTP 200 within ``timeout``."""
-        try:
-            return self._http.get(self._url("/system_stats"), timeout=timeout).status_code == 200
-        except NETWORK_ERRORS:
-            return False
+        return self.health_error(timeout) is None
 
     # --- inputs ----------------------------------------------------------------------------
     def upload_image(self, name: str, data: bytes) -> str:
@@ -178,8 +196,9 @@ def _json_or_text(resp: requests.Response) -> Any:
 def _short(exc: BaseException) -> str:
     """A one-line description of a network error (requests' messages nest several reprs)."""
     text = str(exc) or type(exc).__name__
-    if "Connection refused" in text:
-        return "connection refused"
+    for marker in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
+        if marker in text:
+            return marker.lower()
     if isinstance(exc, (requests.Timeout, TimeoutError, websocket.WebSocketTimeoutException)):
         return "timed out"
     return text.splitlines()[0][:200]

@@ -21,8 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-import requests
-
+from .client import HEALTH_PATH, ComfyClient
 from .config import Settings
 from .errors import ComfyBootError, ComfyUnavailable
 from .launch import LaunchPlan, MemoryInfo, plan_launch, read_memory_info
@@ -30,9 +29,6 @@ from .models import describe_volume, write_extra_model_paths
 
 logger = logging.getLogger(__name__)
 
-#: Readiness and liveness both ask this endpoint: cheap, answered as soon as the server listens,
-#: and still answered while a prompt runs (execution happens on another thread).
-HEALTH_PATH = "/system_stats"
 
 
 class ComfyServer:
@@ -60,6 +56,8 @@ class ComfyServer:
         liveness probe: short, because it runs before every job.
         """
         self.settings = settings
+        #: Readiness and liveness both ask ComfyUI's health endpoint through the worker's client.
+        self._client = ComfyClient(settings.base_url, timeout=settings.http_timeout)
         self.poll_interval = poll_interval
         self.health_timeout = health_timeout if health_timeout is not None else min(5.0, settings.http_timeout)
         self.stop_grace = stop_grace
@@ -132,7 +130,7 @@ class ComfyServer:
                         f"(after {time.monotonic() - started:.1f} s).\n{self._tail_block()}"
                     )
             now = time.monotonic()
-            last_error = self._http_error(min(max(deadline - now, 0.1), 2.0))
+            last_error = self._client.health_error(min(max(deadline - now, 0.1), 2.0))
             if last_error is None:
                 if self.settings.attached:
                     logger.info("the attached ComfyUI at %s answers", self.url)
@@ -169,7 +167,7 @@ class ComfyServer:
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 return False
-        return self._http_error(self.health_timeout) is None
+        return self._client.health_error(self.health_timeout) is None
 
     def ensure_alive(self) -> None:
         """Call before each job: if ComfyUI died or stopped answering, say why and restart it.
@@ -179,7 +177,7 @@ class ComfyServer:
         replaces this worker instead of feeding it more jobs. Attached: no restart is possible.
         """
         if self.settings.attached:
-            error = self._http_error(self.health_timeout)
+            error = self._client.health_error(self.health_timeout)
             if error is not None:
                 raise ComfyUnavailable(
                     f"the attached ComfyUI at {self.url} does not answer ({error}); the worker did not "
@@ -382,34 +380,17 @@ class ComfyServer:
         code = proc.poll()
         if code is not None:
             return f"ComfyUI (pid {proc.pid}) exited with {self._describe_exit(code)}"
-        error = self._http_error(self.health_timeout)
+        error = self._client.health_error(self.health_timeout)
         if error is None:
             return None
         time.sleep(min(self.poll_interval, 0.5))  # one miss can be a busy moment: ask once more
         code = proc.poll()
         if code is not None:
             return f"ComfyUI (pid {proc.pid}) exited with {self._describe_exit(code)}"
-        error = self._http_error(self.health_timeout)
+        error = self._client.health_error(self.health_timeout)
         if error is None:
             return None
         return f"ComfyUI (pid {proc.pid}) runs but does not answer {self.url}{HEALTH_PATH}: {error}"
-
-    def _http_error(self, timeout: float) -> str | None:
-        """None when ``GET /system_stats`` answers 200 within ``timeout``, else what went wrong."""
-        try:
-            with requests.Session() as session:
-                # A launched ComfyUI is local: never route it through an HTTP(S)_PROXY from the env.
-                session.trust_env = self.settings.attached
-                response = session.get(self.url + HEALTH_PATH, timeout=timeout)
-        except requests.Timeout:
-            return f"no answer within {timeout:g} s"
-        except requests.ConnectionError as exc:
-            return f"connection failed ({_short_reason(exc)})"
-        except requests.RequestException as exc:
-            return f"request failed ({exc})"
-        if response.status_code != 200:
-            return f"HTTP {response.status_code}"
-        return None
 
     def _describe_exit(self, code: int) -> str:
         if code >= 0:
@@ -520,11 +501,3 @@ def _port_in_use(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _short_reason(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
-        if marker in text:
-            return marker
-    return text[:200]
