@@ -53,8 +53,8 @@ RUN python -m pip install --index-url "${TORCH_INDEX_URL}" \
         "xformers==${XFORMERS_VERSION}"
 
 # ComfyUI and the two node packs at their pins, their requirements, and a CPU boot of ComfyUI
-# that checks every node class of the workflow registers (install.sh reads these ARGs from the
-# environment; they win over pins.env).
+# that checks every node class of the stored graphs (workflows/, copied for that) registers
+# (install.sh reads these ARGs from the environment; they win over pins.env).
 ARG COMFYUI_REPO=https://github.com/Comfy-Org/ComfyUI.git
 ARG COMFYUI_VERSION=v0.30.0
 ARG COMFYUI_REF=b1693ecba9f5b65f8c80ab36b195ab963ec92413
@@ -64,6 +64,7 @@ ARG ESSENTIALS_REPO=https://github.com/cubiq/ComfyUI_essentials.git
 ARG ESSENTIALS_REF=33ff89fd354d8ec3ab6affb605a79a931b445d99
 ENV COMFY_DIR=/comfyui
 COPY comfy_bootstrap/pins.env comfy_bootstrap/install.sh comfy_bootstrap/verify_nodes.py /opt/wan22-install/
+COPY workflows/ /opt/workflows/
 RUN bash /opt/wan22-install/install.sh comfyui
 
 # Optional SageAttention 2.2 (COMFY_ATTENTION=sage), compiled for 8.9;9.0;12.0 by default. The CUDA

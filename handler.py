@@ -25,12 +25,13 @@ from typing import Any  # noqa: E402
 
 import runpod  # noqa: E402
 
-from comfy_bootstrap.config import ConfigError, Settings  # noqa: E402
+from comfy_bootstrap.child import stop_on_exit  # noqa: E402
 from comfy_bootstrap.errors import ComfyBootError, ComfyError  # noqa: E402
 from worker.errors import WorkerError  # noqa: E402
 from worker.health import Verdict, WorkerHealth  # noqa: E402
 from worker.logs import JOB_ID, configure_logging  # noqa: E402
 from worker.pipeline import Runtime, generate_video  # noqa: E402
+from worker.settings import ConfigError, Settings  # noqa: E402
 from worker.warmup import Warmup, start_warmup  # noqa: E402
 
 log = logging.getLogger("wan22.handler")
@@ -131,10 +132,10 @@ def main() -> None:
     log.info("settings: %s", settings.describe())
     try:
         RUNTIME = Runtime.create(settings)
-    except WorkerError as exc:  # a broken stored workflow: nothing this worker could ever run
+    except WorkerError as exc:  # a broken stored graph: a task this worker could never run
         log.error("%s: %s", exc.code, exc)
         sys.exit(2)
-    RUNTIME.server.install_signal_handlers()
+    stop_on_exit(RUNTIME.server.shutdown)
     try:
         RUNTIME.server.start()
     except ComfyBootError as exc:

@@ -42,7 +42,6 @@ class RunResult:
     queued_at: float
     started_at: float | None
     finished_at: float
-    cached_nodes: tuple[str, ...] = ()
     reconnects: int = 0
 
     @property
@@ -82,7 +81,6 @@ class _PromptRun:
         self.prompt_id = str(uuid.uuid4())
         self.deadline = time.monotonic() + options.timeout
         self.started_at: float | None = None
-        self.cached: tuple[str, ...] = ()
         self.reconnects = 0
         self.sock: websocket.WebSocket | None = None
 
@@ -97,7 +95,7 @@ class _PromptRun:
             except StopRequested:
                 self._abort()  # always raises
             history = self._settled_history()
-            return RunResult(self.prompt_id, history, queued_at, self.started_at, time.monotonic(), self.cached, self.reconnects)
+            return RunResult(self.prompt_id, history, queued_at, self.started_at, time.monotonic(), self.reconnects)
         finally:
             self._close_socket()
 
@@ -127,8 +125,6 @@ class _PromptRun:
             return False
         if isinstance(msg, m.ExecutionStart):
             self.started_at = time.monotonic()
-        elif isinstance(msg, m.ExecutionCached):
-            self.cached = msg.nodes
         elif isinstance(msg, m.ExecutionError):
             raise ExecutionFailed(
                 _describe_error(msg),

@@ -17,7 +17,7 @@
 #   SKIP_PIP=1       install no Python package (tests, or an environment prepared by hand)
 #   SKIP_VERIFY=1    skip the ComfyUI boot test and the node class check
 #   WORKFLOWS        workflow files whose node classes must register (default: ../workflows/*.json
-#                    next to this script when present, else verify_nodes.py's built-in list)
+#                    and ../workflows/fragments/*.json next to this script)
 #   PINS_FILE        the pins file (default: pins.env next to this script)
 set -euo pipefail
 
@@ -160,8 +160,11 @@ verify_install() {
     if [ -n "${WORKFLOWS:-}" ]; then
         read -r -a files <<<"$WORKFLOWS"
     else
-        for f in "$SCRIPT_DIR"/../workflows/*.json; do [ -f "$f" ] && files+=("$f"); done
+        for f in "$SCRIPT_DIR"/../workflows/*.json "$SCRIPT_DIR"/../workflows/fragments/*.json; do
+            [ -f "$f" ] && files+=("$f")
+        done
     fi
+    [ "${#files[@]}" -gt 0 ] || die "no workflow to check: set WORKFLOWS, or keep workflows/ next to comfy_bootstrap/"
     for f in "${files[@]}"; do workflow_args+=(--workflow "$f"); done
     "$PYTHON" "$SCRIPT_DIR/verify_nodes.py" --comfy-dir "$COMFY_DIR" "${workflow_args[@]}" \
         || die "the node classes listed above are missing: the workflow cannot run on this install"

@@ -1,30 +1,8 @@
 """Choose ComfyUI's command line: pure functions, so every choice is testable and printed at boot.
 
-The worker starts ComfyUI v0.30.0 itself (see :mod:`comfy_bootstrap.process`). Everything that
-decides *how* it is started lives here: which flags, and why. The only inputs are the
-:class:`~comfy_bootstrap.config.Settings` and a :class:`MemoryInfo` snapshot of the container's
-memory, read by :func:`read_memory_info` from paths the tests can point at temp files.
-
-Pinned memory rule (``COMFY_PINNED_MEMORY=auto``)
--------------------------------------------------
-ComfyUI v0.30.0 page-locks ("pins") host RAM for fast weight transfers, and sizes that budget from
-``psutil.virtual_memory().total`` — the *host's* RAM, not the container's cgroup limit (upstream
-made it cgroup-aware only in v0.35.0, Comfy-Org/ComfyUI PR #15927). Pinned pages cannot be swapped
-or reclaimed, so in a memory-limited container the budget can exceed the limit and the kernel
-OOM-kills ComfyUI without a traceback.
-
-The exact v0.30.0 line could not be read here (the source store holds other commits than
-``b1693ecb``, and shared/comfyui/gpu-settings.md only says "near :1545"). Public write-ups quote
-the Linux formula of v0.32.0 (comfy/model_management.py:1575-1578) as::
-
-    MAX_PINNED_MEMORY = max(ram * 0.40, min(ram * 0.90, ram - 4 GiB, ram + swap - 16 GiB))
-
-and Comfy-Org/ComfyUI PR #15272 measured 42.5 GiB on a 58.5 GiB host, which fits it. That budget
-is at most 90 % and at least 40 % of host RAM. Because the v0.30.0 line is unverified, the worker
-uses the documented fact instead (gpu-settings.md: the budget is sized from host RAM): **pinning
-is disabled whenever the cgroup limit is below the host's RAM**. That is never less safe than the
-formula: a budget of 40-90 % of host RAM inside a limit below host RAM leaves too little room for
-ComfyUI's RAM cache, the text encoder and the VAE anyway.
+The inputs are the :class:`~comfy_bootstrap.config.ComfySettings` and a :class:`MemoryInfo`
+snapshot of the container's memory. Why each flag is chosen is explained in docs/deployment.md
+("ComfyUI's launch arguments").
 """
 
 from __future__ import annotations
@@ -34,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ATTENTION_FLAGS, Settings
+from .config import ATTENTION_FLAGS, ComfySettings
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +22,19 @@ GIB = 1024**3
 #: (PAGE_COUNTER_MAX pages) when unlimited, and no real machine has 1 EiB of RAM.
 UNLIMITED_THRESHOLD = 1 << 60
 
-#: Flags a user may pass in COMFY_EXTRA_ARGS that make Wan 2.2 slower on RunPod; kept, but warned
-#: about. ComfyUI enables dynamic VRAM unless --disable-dynamic-vram/--highvram/--gpu-only/
-#: --novram/--cpu is given (comfy/cli_args.py ``enables_dynamic_vram``, :310-313 in v0.30.0).
+#: Flags a user may pass in COMFY_EXTRA_ARGS that make large video models slower; kept, but warned
+#: about (each of the first five turns ComfyUI's dynamic VRAM off).
 HARMFUL_FLAGS: dict[str, str] = {
-    "--highvram": "turns dynamic VRAM off; on 24-48 GB cards the two 14B experts then cannot swap "
+    "--highvram": "turns dynamic VRAM off; on 24-48 GB cards large models then cannot swap "
     "in and out efficiently and jobs get much slower or run out of VRAM",
-    "--gpu-only": "turns dynamic VRAM off and forces the text encoder and VAE into VRAM too; the "
-    "two 14B experts then run out of VRAM on most cards",
+    "--gpu-only": "turns dynamic VRAM off and forces the text encoder and VAE into VRAM too; "
+    "large models then run out of VRAM on most cards",
     "--novram": "turns dynamic VRAM off and streams every weight from RAM at every step (very slow)",
-    "--cpu": "turns the GPU off entirely: a 14B video model on the CPU takes hours per job",
+    "--cpu": "turns the GPU off entirely: a video model on the CPU takes hours per job",
     "--disable-dynamic-vram": "turns dynamic VRAM off: weights are loaded by estimate instead of on "
     "demand, usually slower and more prone to VRAM exhaustion",
-    "--disable-smart-memory": "unloads every model after every prompt, so each job re-reads ~36 GB "
-    "of weights",
+    "--disable-smart-memory": "unloads every model after every prompt, so each job re-reads all its "
+    "weights",
     "--cache-none": "disables ComfyUI's node cache, so the model loaders and the text encoder re-run "
     "for every job",
 }
@@ -148,25 +125,25 @@ def read_memory_info(
     return MemoryInfo(host_ram=_read_mem_total(meminfo), cgroup_limit=limit, cgroup_source=source)
 
 
-def plan_launch(settings: Settings, *, memory: MemoryInfo) -> LaunchPlan:
+def plan_launch(settings: ComfySettings, *, memory: MemoryInfo) -> LaunchPlan:
     """Decide ComfyUI's command line and explain each choice; warnings are also logged."""
     notes: list[str] = []
     warnings: list[str] = []
-    extra = list(settings.comfy_extra_args)
+    extra = list(settings.extra_args)
     extra_flags = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
 
     cmd = [settings.comfy_python, "main.py"]
 
-    host = settings.comfy_host
-    cmd += ["--listen", host, "--port", str(settings.comfy_port)]
+    host = settings.host
+    cmd += ["--listen", host, "--port", str(settings.port)]
     if _is_loopback(host):
-        notes.append(f"listen on {host}:{settings.comfy_port}: loopback only, the worker is the only client")
+        notes.append(f"listen on {host}:{settings.port}: loopback only, the worker is the only client")
     else:
         warnings.append(
             f"COMFY_HOST={host} is not a loopback address: ComfyUI's API (no authentication, can "
             "run any workflow and read any output) is reachable from the network"
         )
-        notes.append(f"listen on {host}:{settings.comfy_port} (COMFY_HOST, not loopback)")
+        notes.append(f"listen on {host}:{settings.port} (COMFY_HOST, not loopback)")
 
     cmd += ["--disable-auto-launch", "--preview-method", "none"]
     notes.append("no browser, no latent previews (nobody watches them; they cost time per step)")
@@ -219,13 +196,13 @@ def plan_launch(settings: Settings, *, memory: MemoryInfo) -> LaunchPlan:
     return LaunchPlan(command=cmd, notes=notes, warnings=warnings, pinned_memory=pinned)
 
 
-def build_command(settings: Settings, *, memory: MemoryInfo) -> list[str]:
+def build_command(settings: ComfySettings, *, memory: MemoryInfo) -> list[str]:
     """The command line alone (see :func:`plan_launch` for the notes explaining it)."""
     return plan_launch(settings, memory=memory).command
 
 
 def _decide_pinned_memory(mode: str, memory: MemoryInfo, notes: list[str], warnings: list[str]) -> bool:
-    """True to leave ComfyUI's pinned memory on. The rule is explained in the module docstring."""
+    """True to leave ComfyUI's pinned memory on (the rule: docs/deployment.md, "ComfyUI's launch arguments")."""
     if mode == "on":
         notes.append("pinned memory: on (COMFY_PINNED_MEMORY=on)")
         if memory.limited:

@@ -1,12 +1,13 @@
-"""The five model files the workflow loads: where ComfyUI looks for them, and whether it sees them.
+"""Model files on the volume: where ComfyUI looks for them, and whether it lists the ones a graph needs.
 
-Models live on the RunPod network volume. ComfyUI learns the volume's folders from the
+Models live on the network volume. ComfyUI learns the volume's folders from the
 ``extra_model_paths.yaml`` the worker writes (:func:`write_extra_model_paths`); the legacy folder
 names ``models/unet`` and ``models/clip`` are searched too, because many existing volumes use them.
 
 Before a prompt is queued, :func:`check_models` asks ComfyUI (``GET /models/{folder}``) what it
-actually lists, so a missing file is reported by name with the folders searched — instead of
-ComfyUI's bare "Value not in list" on the loader node.
+actually lists, so a missing file is reported by name with the folders searched, instead of
+ComfyUI's bare "Value not in list" on the loader node. Which files a graph needs is the caller's
+knowledge; this module only knows ComfyUI's folders.
 """
 
 from __future__ import annotations
@@ -16,23 +17,14 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from .config import ComfySettings
 from .errors import ModelsMissing
 
 logger = logging.getLogger(__name__)
-
-#: ComfyUI folder of each model file of ``Settings.models`` (field name -> folder).
-MODEL_FOLDERS: dict[str, str] = {
-    "high_noise": "diffusion_models",
-    "low_noise": "diffusion_models",
-    "text_encoder": "text_encoders",
-    "vae": "vae",
-    "lora": "loras",
-}
 
 #: Folders of the volume (relative to ``VOLUME_PATH``) that ComfyUI searches for each ComfyUI folder,
 #: in the order written to extra_model_paths.yaml. ``unet``/``clip`` are the pre-2025 names.
@@ -41,15 +33,6 @@ VOLUME_SUBDIRS: dict[str, tuple[str, ...]] = {
     "text_encoders": ("models/text_encoders", "models/clip"),
     "vae": ("models/vae",),
     "loras": ("models/loras",),
-}
-
-#: Human name and environment variable of each role, for messages.
-ROLE_LABELS: dict[str, tuple[str, str]] = {
-    "high_noise": ("high-noise diffusion model", "MODEL_HIGH_NOISE"),
-    "low_noise": ("low-noise diffusion model", "MODEL_LOW_NOISE"),
-    "text_encoder": ("text encoder", "MODEL_TEXT_ENCODER"),
-    "vae": ("VAE", "MODEL_VAE"),
-    "lora": ("LoRA", "MODEL_LORA"),
 }
 
 #: The YAML section name; any name works for ComfyUI, this one says where the paths come from.
@@ -62,28 +45,28 @@ _PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9_./+-]+$")
 
 @dataclass(frozen=True)
 class ModelFile:
-    """One file the workflow needs: ``name`` as ComfyUI lists it inside ``folder``."""
+    """One file a graph needs: ``name`` as ComfyUI lists it inside ``folder``.
 
-    role: str
-    name: str
+    ``label`` says what it is ("VAE") and ``setting`` how the operator changes it (an environment
+    variable), both for messages.
+    """
+
     folder: str
+    name: str
+    label: str = "model file"
+    setting: str = ""
 
     @property
     def volume_subdirs(self) -> tuple[str, ...]:
         return VOLUME_SUBDIRS[self.folder]
 
 
-def manifest(settings: Settings) -> list[ModelFile]:
-    """The five model files of ``settings.models``, each with its ComfyUI folder."""
-    return [ModelFile(role, getattr(settings.models, role), folder) for role, folder in MODEL_FOLDERS.items()]
-
-
-def searched_dirs(settings: Settings, folder: str) -> list[Path]:
+def searched_dirs(settings: ComfySettings, folder: str) -> list[Path]:
     """Absolute volume folders ComfyUI searches for ``folder`` (through extra_model_paths.yaml)."""
     return [settings.volume_path / sub for sub in VOLUME_SUBDIRS[folder]]
 
 
-def extra_model_paths_yaml(settings: Settings) -> str:
+def extra_model_paths_yaml(settings: ComfySettings) -> str:
     """The text of extra_model_paths.yaml (hand-written: the worker itself does not need PyYAML).
 
     ComfyUI (``utils/extra_config.py``) reads each value as newline-separated paths and joins each
@@ -99,7 +82,7 @@ def extra_model_paths_yaml(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_extra_model_paths(settings: Settings) -> Path:
+def write_extra_model_paths(settings: ComfySettings) -> Path:
     """Write ``settings.extra_model_paths_file`` (atomically) and return its path."""
     path = settings.extra_model_paths_file
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,14 +92,15 @@ def write_extra_model_paths(settings: Settings) -> Path:
     return path
 
 
-def check_models(settings: Settings, list_folder: Callable[[str], list[str]]) -> None:
-    """Raise :class:`ModelsMissing` naming every model file ComfyUI does not list; else return.
+def check_models(
+    settings: ComfySettings, files: Sequence[ModelFile], list_folder: Callable[[str], list[str]], *, subject: str = ""
+) -> None:
+    """Raise :class:`ModelsMissing` naming every one of ``files`` ComfyUI does not list; else return.
 
-    ``list_folder(folder)`` returns ComfyUI's ``GET /models/{folder}`` (names relative to the folder,
+    ``subject`` starts the message (which job needs the files). ``list_folder(folder)`` returns ComfyUI's ``GET /models/{folder}`` (names relative to the folder,
     ``/``-separated). Only current folder names are asked: ``/models/unet`` and ``/models/clip`` are
     404 in v0.30.0, their files are listed under ``diffusion_models`` / ``text_encoders``.
     """
-    files = manifest(settings)
     listings: dict[str, list[str]] = {}
     for folder in dict.fromkeys(f.folder for f in files):
         listings[folder] = list(list_folder(folder))
@@ -125,10 +109,10 @@ def check_models(settings: Settings, list_folder: Callable[[str], list[str]]) ->
     if not missing:
         logger.debug("ComfyUI lists all %d model files", len(files))
         return
-    raise ModelsMissing(_missing_message(settings, missing, listings))
+    raise ModelsMissing(subject + _missing_message(settings, missing, listings))
 
 
-def scan_volume(settings: Settings, *, limit: int = 50) -> dict[str, list[str] | None]:
+def scan_volume(settings: ComfySettings, *, limit: int = 50) -> dict[str, list[str] | None]:
     """Model files actually present in each searched volume folder (``None`` = folder missing).
 
     Keys are the absolute folders; values are paths relative to the folder, ``/``-separated, as
@@ -156,7 +140,7 @@ def scan_volume(settings: Settings, *, limit: int = 50) -> dict[str, list[str] |
     return result
 
 
-def describe_volume(settings: Settings) -> str:
+def describe_volume(settings: ComfySettings) -> str:
     """What is on the volume's model folders, one line per folder (for the boot log and errors)."""
     volume = settings.volume_path
     if not volume.exists():
@@ -174,22 +158,22 @@ def describe_volume(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def _missing_message(settings: Settings, missing: list[ModelFile], listings: dict[str, list[str]]) -> str:
+def _missing_message(settings: ComfySettings, missing: list[ModelFile], listings: dict[str, list[str]]) -> str:
     count = len(missing)
     head = f"{count} model file{'s' if count != 1 else ''} not found by ComfyUI"
     if settings.attached:
         head += f" at {settings.base_url} (it uses its own model paths; the worker expected the volume layout below)"
     parts = [head + ":"]
     for f in missing:
-        label, var = ROLE_LABELS.get(f.role, (f.role, f.role.upper()))
         dirs = searched_dirs(settings, f.folder)
         where = " or ".join(str(d / f.name) for d in dirs)
-        line = f"- {label} {f.name!r} ({var}): expected at {where}; searched {', '.join(map(str, dirs))}"
+        setting = f" ({f.setting})" if f.setting else ""
+        line = f"- {f.label} {f.name!r}{setting}: expected at {where}; searched {', '.join(map(str, dirs))}"
         hints = _same_base_name(settings, f, listings)
         if hints:
             line += (
                 f". ComfyUI lists a file of the same name as {'; '.join(hints)}: "
-                f"move it to the expected place, or set {var} to that name"
+                "move it to the expected place" + (f", or set {f.setting} to that name" if f.setting else "")
             )
         parts.append(line)
     if not settings.volume_path.is_dir():
@@ -199,7 +183,7 @@ def _missing_message(settings: Settings, missing: list[ModelFile], listings: dic
     return "\n".join(parts)
 
 
-def _same_base_name(settings: Settings, f: ModelFile, listings: dict[str, list[str]]) -> list[str]:
+def _same_base_name(settings: ComfySettings, f: ModelFile, listings: dict[str, list[str]]) -> list[str]:
     """Where a file with ``f``'s base name is listed instead (the usual mistake: wrong subfolder)."""
     base = posixpath.basename(f.name.replace("\\", "/"))
     hints = []

@@ -1,9 +1,9 @@
-"""Check that ComfyUI registers every node class the workflow uses; exit non-zero naming the missing.
+"""Check that ComfyUI registers every node class the workflows use; exit non-zero naming the missing.
 
 Run by ``install.sh`` after ComfyUI and the node packs are installed, with the Python that will run
 ComfyUI (standard library only; the working directory does not matter):
 
-    python comfy_bootstrap/verify_nodes.py --comfy-dir /comfyui --workflow workflows/wan22_i2v_14b_lightx2v.json
+    python comfy_bootstrap/verify_nodes.py --comfy-dir /comfyui --workflow workflows/<graph>.json [--workflow ...]
 
 Why not just ``python main.py --cpu --quick-test-for-ci``: ComfyUI logs a custom node pack that
 fails to import and carries on (exit code 0), and its log lists packs, not node classes. This check
@@ -30,24 +30,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-
-#: The classes of workflows/wan22_i2v_14b_lightx2v.json, used when no --workflow is given (the
-#: Docker build installs ComfyUI before the workflow is copied in). tests/test_install.py keeps
-#: this list equal to the workflow's class types.
-DEFAULT_REQUIRED: tuple[str, ...] = (
-    "CLIPLoader",
-    "CLIPTextEncode",
-    "ImageResize+",
-    "KSamplerAdvanced",
-    "LoadImage",
-    "LoraLoaderModelOnly",
-    "ModelSamplingSD3",
-    "UNETLoader",
-    "VAEDecode",
-    "VAELoader",
-    "VHS_VideoCombine",
-    "WanImageToVideo",
-)
 
 #: Where a class that is not part of ComfyUI itself comes from (the pin to check in pins.env).
 PROVIDERS: dict[str, str] = {
@@ -131,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"verify_nodes: {exc}", file=sys.stderr)
         return 2
-    required = required or set(DEFAULT_REQUIRED)
+    if not required:
+        print("verify_nodes: nothing to check: give --workflow files or --require classes", file=sys.stderr)
+        return 2
 
     log = _Collect()
     try:

@@ -17,8 +17,12 @@ import av
 import requests
 from PIL import Image
 
-from comfy_bootstrap.config import Settings
 from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
+from worker.graph import Graph, JobFiles, job_files
+from worker.pipeline import Runtime, build_graph
+from worker.request import parse_request
+from worker.settings import Settings
+from worker.tasks import REGISTRY
 
 REPO = Path(__file__).resolve().parent.parent
 DOUBLE_DIR = REPO / "tests" / "comfy_double"
@@ -67,10 +71,22 @@ def settings_for(tmp_path: Path, **overrides: str) -> Settings:
     return Settings.from_env(worker_env(tmp_path, **overrides))
 
 
+def filled_graph(job_input: dict, settings: Settings | None = None, files: JobFiles | None = None) -> Graph:
+    """The graph the pipeline would send to ComfyUI for ``job_input`` (no ComfyUI needed)."""
+    settings = settings or Settings()
+    request = parse_request(job_input, settings)
+    return build_graph(Runtime.create(settings), REGISTRY[request.task], request, files or job_files("job1"))
+
+
+def by_role(graph: Graph) -> dict[str, dict]:
+    """Each node's inputs by its role (``_meta.title``)."""
+    return {node["_meta"]["title"]: node["inputs"] for node in graph.prompt.values()}
+
+
 def set_faults(settings: Settings, *faults: dict) -> None:
     """Arm faults in the launched double through its control API."""
     for fault in faults:
-        requests.post(f"{settings.base_url}/__double__/faults", json=fault, timeout=5).raise_for_status()
+        requests.post(f"{settings.comfy.base_url}/__double__/faults", json=fault, timeout=5).raise_for_status()
 
 
 def png_b64(width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 40, 40)) -> str:

@@ -28,8 +28,8 @@ import requests
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from comfy_bootstrap.config import S3Settings
 from tests.harness import free_port
+from worker.settings import S3Settings
 
 #: Any key works while moto's credential checks are off.
 OPEN_KEY, OPEN_SECRET = "AKIAOPENTESTKEY00001", "open/test/secret/key/0000000000000000000"

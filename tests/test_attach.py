@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from comfy_bootstrap.config import Settings
 from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable
 from tests.harness import decode_mp4, files_in, free_port, png_b64
 from worker.pipeline import Runtime, generate_video
+from worker.settings import Settings
 
 
 def _attached(tmp_path: Path, url: str, volume: Path) -> Runtime:

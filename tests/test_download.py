@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from comfy_bootstrap.config import Limits
 from worker.download import MAX_REDIRECTS, address_problem, fetch_image, redact_url
 from worker.errors import InvalidImage
+from worker.settings import Limits
 
 PUBLIC_IP = "93.184.216.34"
 OTHER_PUBLIC_IP = "93.184.216.35"

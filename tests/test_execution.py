@@ -11,24 +11,23 @@ import pytest
 
 from comfy_bootstrap import messages as m
 from comfy_bootstrap.client import ComfyClient
-from comfy_bootstrap.config import Limits, ModelFiles, Settings
 from comfy_bootstrap.errors import ComfyUnavailable, ExecutionFailed, ExecutionInterrupted, ExecutionTimeout, PromptRejected
 from comfy_bootstrap.execution import RunOptions, run_prompt
-from tests.test_workflow import TEMPLATE
-from worker.request import parse_request
-from worker.video import find_videos, read_video
-from worker.workflow import fill_workflow, job_files
+from tests.harness import filled_graph
+from worker.graph import job_files
+from worker.outputs import find_videos, read_video
+from worker.settings import Settings
 
 PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 
 
-def _prompt(client: ComfyClient, *, models: ModelFiles | None = None, **options):
-    """A filled workflow whose input image is uploaded, as the pipeline builds it."""
+def _prompt(client: ComfyClient, *, env: dict[str, str] | None = None, **options):
+    """A filled graph whose input image is uploaded, as the pipeline builds it."""
     options = {"width": 64, "height": 64, "length": 5, "seed": 1, **options}
-    request = parse_request({"prompt": "a red square", "image": PNG_1PX, "options": options}, Limits())
     files = job_files("t")
-    client.upload_image(files.image_name, base64.b64decode(PNG_1PX))
-    return fill_workflow(TEMPLATE, request, files, models or ModelFiles(), save_metadata=False)
+    client.upload_image(files.image_name("image"), base64.b64decode(PNG_1PX))
+    job = {"prompt": "a red square", "image": PNG_1PX, "options": options}
+    return filled_graph(job, Settings.from_env(env or {}), files)
 
 
 @pytest.fixture
@@ -64,7 +63,7 @@ def test_prompt_id_is_a_lowercase_uuid_sent_with_our_client_id(client, comfy_dou
 
 
 def test_rejected_prompt_names_node_role_and_input(client, comfy_double) -> None:
-    filled = _prompt(client, models=ModelFiles(vae="nope.safetensors"))
+    filled = _prompt(client, env={"MODEL_VAE": "nope.safetensors"})
     with pytest.raises(PromptRejected) as err:
         run_prompt(client, filled.prompt, RunOptions(timeout=30))
     text = str(err.value)
@@ -134,12 +133,8 @@ def test_nothing_listening_is_comfy_unavailable() -> None:
 
 
 def test_list_models_sees_files_as_comfyui_does(client, comfy_volume) -> None:
-    assert ModelFiles().lora in client.list_models("loras")
+    assert Settings().model_names["MODEL_LORA"] in client.list_models("loras")
     (comfy_volume / "models" / "vae" / "added.safetensors").write_bytes(b"")
     assert "added.safetensors" in client.list_models("vae")
     with pytest.raises(ComfyUnavailable, match="HTTP 404"):
         client.list_models("unet")
-
-
-def test_settings_default_workflow_matches_template() -> None:
-    assert Settings().workflow_path == TEMPLATE.path

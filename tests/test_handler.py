@@ -58,10 +58,10 @@ def test_cancelling_the_task_interrupts_comfyui_and_the_next_job_works(runtime) 
             await task
 
     asyncio.run(run_and_cancel())
-    state = requests.get(f"{runtime.settings.base_url}/__double__/state", timeout=5).json()
+    state = requests.get(f"{runtime.settings.comfy.base_url}/__double__/state", timeout=5).json()
     assert [i["effective"] for i in state["interrupts"]] == [True]
     assert state["running_prompt_id"] is None
-    assert files_in(runtime.settings.input_dir) == []
+    assert files_in(runtime.settings.comfy.input_dir) == []
     out = asyncio.run(handler.handler(_job("next", seed=2)))
     assert out["files_count"] == 1
 

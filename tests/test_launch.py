@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_bootstrap.config import Settings
+from comfy_bootstrap.config import ComfySettings as Settings
 from comfy_bootstrap.launch import (
     GIB,
     HARMFUL_FLAGS,
@@ -21,7 +21,7 @@ NO_LIMIT = MemoryInfo(host_ram=64 * GIB, cgroup_limit=None)
 
 
 def make_settings(tmp_path: Path, **kw) -> Settings:
-    base = {"work_dir": tmp_path / "work", "comfy_python": "/usr/bin/python3", "comfy_port": 8190}
+    base = {"work_dir": tmp_path / "work", "comfy_python": "/usr/bin/python3", "port": 8190}
     base.update(kw)
     return Settings(**base)
 
@@ -124,7 +124,7 @@ def test_xformers_needs_no_flag(tmp_path: Path) -> None:
 
 def test_user_attention_flag_replaces_ours(tmp_path: Path) -> None:
     """ComfyUI's attention flags are mutually exclusive: two of them make it exit at boot."""
-    s = make_settings(tmp_path, comfy_extra_args=("--use-sage-attention",))
+    s = make_settings(tmp_path, extra_args=("--use-sage-attention",))
     cmd = build_command(s, memory=NO_LIMIT)
     assert cmd.count("--use-sage-attention") == 1
     assert "--use-pytorch-cross-attention" not in cmd
@@ -134,14 +134,14 @@ def test_user_attention_flag_replaces_ours(tmp_path: Path) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
 def test_loopback_host_no_warning(tmp_path: Path, host: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        plan = plan_launch(make_settings(tmp_path, comfy_host=host), memory=NO_LIMIT)
+        plan = plan_launch(make_settings(tmp_path, host=host), memory=NO_LIMIT)
     assert plan.command[plan.command.index("--listen") + 1] == host
     assert plan.warnings == [] and not caplog.records
 
 
 def test_non_loopback_host_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        plan = plan_launch(make_settings(tmp_path, comfy_host="0.0.0.0"), memory=NO_LIMIT)
+        plan = plan_launch(make_settings(tmp_path, host="0.0.0.0"), memory=NO_LIMIT)
     assert plan.command[plan.command.index("--listen") + 1] == "0.0.0.0"
     assert "not a loopback address" in caplog.text
     assert len(plan.warnings) == 1
@@ -175,7 +175,7 @@ def test_pinned_memory_forced(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
 
 
 def test_pinned_memory_flag_not_duplicated(tmp_path: Path) -> None:
-    s = make_settings(tmp_path, pinned_memory="off", comfy_extra_args=("--disable-pinned-memory",))
+    s = make_settings(tmp_path, pinned_memory="off", extra_args=("--disable-pinned-memory",))
     assert build_command(s, memory=NO_LIMIT).count("--disable-pinned-memory") == 1
 
 
@@ -184,7 +184,7 @@ def test_pinned_memory_flag_not_duplicated(tmp_path: Path) -> None:
     "flag", ["--highvram", "--gpu-only", "--novram", "--cpu", "--disable-smart-memory", "--cache-none"]
 )
 def test_harmful_extra_flag_kept_with_warning(tmp_path: Path, flag: str, caplog: pytest.LogCaptureFixture) -> None:
-    s = make_settings(tmp_path, comfy_extra_args=(flag, "--reserve-vram", "1.5"))
+    s = make_settings(tmp_path, extra_args=(flag, "--reserve-vram", "1.5"))
     with caplog.at_level(logging.WARNING, logger="comfy_bootstrap.launch"):
         cmd = build_command(s, memory=NO_LIMIT)
     assert cmd[-3:] == [flag, "--reserve-vram", "1.5"]  # user's args last, unchanged
@@ -192,7 +192,7 @@ def test_harmful_extra_flag_kept_with_warning(tmp_path: Path, flag: str, caplog:
 
 
 def test_managed_flag_in_extra_args_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    s = make_settings(tmp_path, comfy_extra_args=("--port=9000",))
+    s = make_settings(tmp_path, extra_args=("--port=9000",))
     with caplog.at_level(logging.WARNING):
         cmd = build_command(s, memory=NO_LIMIT)
     assert cmd[-1] == "--port=9000"

@@ -1,25 +1,21 @@
-"""Model manifest, extra_model_paths.yaml as ComfyUI reads it, and the missing-model message."""
+"""A task's model files, extra_model_paths.yaml as ComfyUI reads it, and the missing-model message."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
-from comfy_bootstrap.config import ModelFiles, Settings
+from comfy_bootstrap.config import ComfySettings as Settings
 from comfy_bootstrap.errors import ModelsMissing
-from comfy_bootstrap.models import (
-    MODEL_FOLDERS,
-    check_models,
-    describe_volume,
-    extra_model_paths_yaml,
-    manifest,
-    write_extra_model_paths,
-)
+from comfy_bootstrap.models import VOLUME_SUBDIRS, check_models, describe_volume, extra_model_paths_yaml, write_extra_model_paths
+from worker.settings import Settings as WorkerSettings
+from worker.tasks import REGISTRY
+
+I2V_FILES = REGISTRY["i2v"].model_files(WorkerSettings().model_names)
 
 RECORDINGS = Path(__file__).parent / "recordings"
 EXPECTED_YAML = """\
@@ -62,17 +58,18 @@ def comfy_reads(yaml_text: str, yaml_dir: Path) -> dict[str, list[str]]:
     return result
 
 
-# ---------------------------------------------------------------------------- manifest
-def test_manifest_covers_the_five_files() -> None:
-    assert set(MODEL_FOLDERS) == {f.name for f in fields(ModelFiles)}
-    files = {f.role: f for f in manifest(Settings())}
-    assert files["high_noise"].folder == files["low_noise"].folder == "diffusion_models"
-    assert files["text_encoder"].folder == "text_encoders"
-    assert files["vae"].folder == "vae"
-    assert files["lora"].folder == "loras"
-    assert files["lora"].name == f"wan/{LORA_BASE}"
-    assert files["high_noise"].volume_subdirs == ("models/diffusion_models", "models/unet")
-    assert files["text_encoder"].volume_subdirs == ("models/text_encoders", "models/clip")
+# ---------------------------------------------------------------------------- a task's files
+def test_i2v_needs_the_original_workers_five_files_in_their_folders() -> None:
+    files = {f.setting: f for f in I2V_FILES}
+    assert set(files) == {"MODEL_HIGH_NOISE", "MODEL_LOW_NOISE", "MODEL_TEXT_ENCODER", "MODEL_VAE", "MODEL_LORA"}
+    assert files["MODEL_HIGH_NOISE"].folder == files["MODEL_LOW_NOISE"].folder == "diffusion_models"
+    assert files["MODEL_TEXT_ENCODER"].folder == "text_encoders"
+    assert files["MODEL_VAE"].folder == "vae"
+    assert files["MODEL_LORA"].folder == "loras"
+    assert files["MODEL_LORA"].name == f"wan/{LORA_BASE}"
+    assert files["MODEL_HIGH_NOISE"].volume_subdirs == ("models/diffusion_models", "models/unet")
+    assert files["MODEL_TEXT_ENCODER"].volume_subdirs == ("models/text_encoders", "models/clip")
+    assert {f.folder for task in REGISTRY.values() for f in task.model_files(WorkerSettings().model_names)} <= set(VOLUME_SUBDIRS)
 
 
 # ---------------------------------------------------------------------------- yaml
@@ -106,7 +103,7 @@ def test_check_models_passes_on_recorded_listing() -> None:
         asked.append(folder)
         return recorded_listing(folder)
 
-    check_models(Settings(), list_folder)
+    check_models(Settings(), I2V_FILES, list_folder)
     assert sorted(asked) == ["diffusion_models", "loras", "text_encoders", "vae"]  # each once, never unet/clip
 
 
@@ -119,7 +116,7 @@ def test_lora_at_folder_root_instead_of_subfolder(tmp_path: Path) -> None:
         return [n for n in names if not n.startswith("wan/")]
 
     with pytest.raises(ModelsMissing) as info:
-        check_models(Settings(volume_path=tmp_path), list_folder)
+        check_models(Settings(volume_path=tmp_path), I2V_FILES, list_folder)
     msg = str(info.value)
     assert msg.startswith("1 model file not found by ComfyUI")
     assert f"'wan/{LORA_BASE}'" in msg and "MODEL_LORA" in msg
@@ -133,37 +130,38 @@ def test_lora_at_folder_root_instead_of_subfolder(tmp_path: Path) -> None:
 def test_every_missing_file_is_named_with_its_folders() -> None:
     listings = {"diffusion_models": [], "text_encoders": ["other.safetensors"], "vae": [], "loras": []}
     with pytest.raises(ModelsMissing) as info:
-        check_models(Settings(volume_path=Path("/runpod-volume")), listings.__getitem__)
+        check_models(Settings(volume_path=Path("/runpod-volume")), I2V_FILES, listings.__getitem__, subject="task i2v: ")
     msg = str(info.value)
-    assert msg.startswith("5 model files not found by ComfyUI")
-    m = ModelFiles()
-    for name in (m.high_noise, m.low_noise, m.text_encoder, m.vae, m.lora):
-        assert repr(name) in msg
+    assert msg.startswith("task i2v: 5 model files not found by ComfyUI")
+    for f in I2V_FILES:
+        assert f"- {f.label} {f.name!r} ({f.setting}): expected at" in msg
+    high = I2V_FILES[0].name
     assert "/runpod-volume/models/diffusion_models, /runpod-volume/models/unet" in msg
-    assert f"/runpod-volume/models/diffusion_models/{m.high_noise} or /runpod-volume/models/unet/{m.high_noise}" in msg
+    assert f"/runpod-volume/models/diffusion_models/{high} or /runpod-volume/models/unet/{high}" in msg
     assert "/runpod-volume/models/text_encoders, /runpod-volume/models/clip" in msg
     assert "/runpod-volume/models/vae" in msg
     assert "does not exist: is a network volume attached" in msg
 
 
 def test_file_in_wrong_folder_is_pointed_out() -> None:
-    m = ModelFiles()
+    names = {f.setting: f.name for f in I2V_FILES}
     listings = {
-        "diffusion_models": [m.high_noise, m.low_noise, m.vae],  # VAE dropped among the diffusion models
-        "text_encoders": [m.text_encoder],
+        "diffusion_models": [names["MODEL_HIGH_NOISE"], names["MODEL_LOW_NOISE"], names["MODEL_VAE"]],  # VAE misplaced
+        "text_encoders": [names["MODEL_TEXT_ENCODER"]],
         "vae": [],
-        "loras": [m.lora],
+        "loras": [names["MODEL_LORA"]],
     }
     with pytest.raises(ModelsMissing) as info:
-        check_models(Settings(), listings.__getitem__)
-    assert f"same name as '{m.vae}' in diffusion_models" in str(info.value)
+        check_models(Settings(), I2V_FILES, listings.__getitem__)
+    assert f"same name as '{names['MODEL_VAE']}' in diffusion_models" in str(info.value)
+    assert "or set MODEL_VAE to that name" in str(info.value)
 
 
 def test_attached_message_names_the_url() -> None:
-    s = Settings(comfy_url="http://10.0.0.5:8188")
+    s = Settings(url="http://10.0.0.5:8188")
     listings = {"diffusion_models": [], "text_encoders": [], "vae": [], "loras": []}
     with pytest.raises(ModelsMissing, match=r"at http://10\.0\.0\.5:8188"):
-        check_models(s, listings.__getitem__)
+        check_models(s, I2V_FILES, listings.__getitem__)
 
 
 # ---------------------------------------------------------------------------- describe_volume

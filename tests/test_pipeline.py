@@ -27,8 +27,8 @@ def _job(**options) -> dict:
 
 
 def _assert_clean(runtime: Runtime) -> None:
-    assert files_in(runtime.settings.input_dir) == []
-    assert files_in(runtime.settings.output_dir) == []
+    assert files_in(runtime.settings.comfy.input_dir) == []
+    assert files_in(runtime.settings.comfy.output_dir) == []
 
 
 def test_default_job_returns_the_requested_video_and_leaves_no_files(make_runtime) -> None:
@@ -53,7 +53,7 @@ def test_invalid_input_never_reaches_comfyui(make_runtime) -> None:
     with pytest.raises(InvalidInput, match=r"options.width: 70 is not a multiple of 16"):
         generate_video(_job(width=70), "bad", runtime)
     assert runtime.client.is_answering()
-    assert requests.get(f"{runtime.settings.base_url}/__double__/state", timeout=5).json()["prompts"] == []
+    assert requests.get(f"{runtime.settings.comfy.base_url}/__double__/state", timeout=5).json()["prompts"] == []
 
 
 def test_comfyui_crash_mid_job_is_reported_and_the_next_job_works(make_runtime) -> None:
@@ -94,12 +94,12 @@ def test_cancel_during_sampling_interrupts_and_the_next_job_works(make_runtime) 
 
 def test_missing_model_names_the_file_and_folders_then_recovers(make_runtime) -> None:
     runtime = make_runtime()
-    lora = Path(runtime.settings.volume_path) / "models" / "loras" / runtime.settings.models.lora
+    lora = Path(runtime.settings.comfy.volume_path) / "models" / "loras" / runtime.settings.model_names["MODEL_LORA"]
     saved = lora.read_bytes()
     lora.unlink()
     with pytest.raises(ModelsMissing) as err:
         generate_video(_job(), "no-lora", runtime)
-    assert runtime.settings.models.lora in str(err.value) and "models/loras" in str(err.value)
+    assert runtime.settings.model_names["MODEL_LORA"] in str(err.value) and "models/loras" in str(err.value)
     lora.write_bytes(saved)
     assert generate_video(_job(seed=9), "lora-back", runtime)["files_count"] == 1
 
@@ -133,5 +133,5 @@ def test_keep_files_and_save_metadata_when_configured(make_runtime) -> None:
     runtime = make_runtime(KEEP_FILES="true", SAVE_METADATA="true")
     out = generate_video(_job(), "keep", runtime)
     assert "prompt" in decode_mp4(base64.b64decode(out["video"]))["metadata"]
-    assert out["filename"] in files_in(runtime.settings.output_dir)
-    assert len(files_in(runtime.settings.input_dir)) == 1
+    assert out["filename"] in files_in(runtime.settings.comfy.output_dir)
+    assert len(files_in(runtime.settings.comfy.input_dir)) == 1

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from comfy_bootstrap.config import Settings
+from comfy_bootstrap.config import ComfySettings as Settings
 from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable
 from comfy_bootstrap.launch import MemoryInfo
-from comfy_bootstrap.process import ComfyServer
+from comfy_bootstrap.server import ComfyServer
 
 REPO = Path(__file__).resolve().parent.parent
 MEMORY = MemoryInfo(host_ram=64 * 1024**3, cgroup_limit=None)
@@ -109,7 +109,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         settings = Settings(
             comfy_dir=comfy_dir,
             comfy_python=sys.executable,
-            comfy_port=free_port(),
+            port=free_port(),
             work_dir=tmp_path / "work",
             volume_path=tmp_path / "volume",
             boot_timeout=boot_timeout,
@@ -135,7 +135,7 @@ def test_start_waits_for_slow_start_and_passes_flags(comfy, tmp_path: Path, monk
     argv = recorded["argv"]
     assert recorded["cwd"] == str(tmp_path / "comfyui") and recorded["pid"] == server.pid
     assert argv[argv.index("--listen") + 1] == "127.0.0.1"
-    assert argv[argv.index("--port") + 1] == str(server.settings.comfy_port)
+    assert argv[argv.index("--port") + 1] == str(server.settings.port)
     for flag in ("--disable-auto-launch", "--use-pytorch-cross-attention"):
         assert flag in argv
     assert argv[argv.index("--preview-method") + 1] == "none"
@@ -231,7 +231,7 @@ def test_missing_main_py_and_busy_port(comfy, tmp_path: Path) -> None:
         server.start()
     (tmp_path / "comfyui" / "away.py").rename(tmp_path / "comfyui" / "main.py")
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", server.settings.comfy_port))
+        busy.bind(("127.0.0.1", server.settings.port))
         busy.listen()
         with pytest.raises(ComfyBootError, match="already in use"):
             server.start()
@@ -254,7 +254,7 @@ def test_attach_mode_running_then_gone(tmp_path: Path) -> None:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    server = ComfyServer(Settings(comfy_url=url, work_dir=tmp_path, boot_timeout=5), health_timeout=0.5)
+    server = ComfyServer(Settings(url=url, work_dir=tmp_path, boot_timeout=5), health_timeout=0.5)
     server.start()
     assert server.is_alive() and server.pid is None and server.exit_code is None
     server.ensure_alive()
@@ -272,7 +272,7 @@ def test_attach_mode_running_then_gone(tmp_path: Path) -> None:
 
 def test_attach_mode_dead_url(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    server = ComfyServer(Settings(comfy_url=url, work_dir=tmp_path, boot_timeout=0.5), health_timeout=0.3)
+    server = ComfyServer(Settings(url=url, work_dir=tmp_path, boot_timeout=0.5), health_timeout=0.3)
     with pytest.raises(ComfyBootError, match=rf"attached ComfyUI at {url} did not answer"):
         server.start()
     assert not server.is_alive()
@@ -284,15 +284,16 @@ WORKER_SCRIPT = textwrap.dedent(
     """
     import logging, sys, time
     from pathlib import Path
-    from comfy_bootstrap.config import Settings
+    from comfy_bootstrap.config import ComfySettings as Settings
+    from comfy_bootstrap.child import stop_on_exit
     from comfy_bootstrap.launch import MemoryInfo
-    from comfy_bootstrap.process import ComfyServer
+    from comfy_bootstrap.server import ComfyServer
 
     comfy_dir, work_dir, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    settings = Settings(comfy_dir=Path(comfy_dir), comfy_python=sys.executable, comfy_port=port,
+    settings = Settings(comfy_dir=Path(comfy_dir), comfy_python=sys.executable, port=port,
                         work_dir=Path(work_dir), boot_timeout=10)
     server = ComfyServer(settings, memory=MemoryInfo(None, None), poll_interval=0.1, stop_grace=1.0)
-    server.install_signal_handlers()
+    stop_on_exit(server.shutdown)
     server.start()
     print(server.pid, flush=True)
     if mode == "wait":

@@ -7,7 +7,8 @@ from tests.recorded import ws_texts
 from worker.progress import ProgressReporter
 
 # Node ids of the recorded workflow (recordings use the same graph as workflows/).
-ROLES = {"sampler_high_noise": "14", "sampler_low_noise": "15", "decode": "16", "video_output": "17"}
+SAMPLERS = {"14": ("high_noise", 0), "15": ("low_noise", 3)}
+NODES = {"decode": "16", "encode": "17"}
 
 
 class FakeClock:
@@ -27,7 +28,7 @@ def _feed(reporter: ProgressReporter, name: str, clock: FakeClock, step: float) 
 def test_recorded_run_reports_each_stage_in_order_with_rising_percent() -> None:
     sent: list[dict] = []
     clock = FakeClock()
-    reporter = ProgressReporter(ROLES, steps=6, split_step=3, frames=5, send=sent.append, interval=0.0, clock=clock)
+    reporter = ProgressReporter(SAMPLERS, **NODES, steps=6, frames=5, send=sent.append, interval=0.0, clock=clock)
     _feed(reporter, "e2e_ws.jsonl", clock, 1.0)
     stages = [u["stage"] for u in sent]
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == ["high_noise", "low_noise", "decode", "encode"]
@@ -43,14 +44,14 @@ def test_recorded_run_reports_each_stage_in_order_with_rising_percent() -> None:
 def test_throttle_keeps_stage_changes_but_drops_fast_repeats() -> None:
     sent: list[dict] = []
     clock = FakeClock()
-    reporter = ProgressReporter(ROLES, steps=6, split_step=3, frames=5, send=sent.append, interval=5.0, clock=clock)
+    reporter = ProgressReporter(SAMPLERS, **NODES, steps=6, frames=5, send=sent.append, interval=5.0, clock=clock)
     _feed(reporter, "e2e_ws.jsonl", clock, 0.01)  # all messages within half a second
     assert [u["stage"] for u in sent] == ["high_noise", "low_noise", "decode", "encode"]
 
 
 def test_messages_of_other_nodes_report_nothing() -> None:
     sent: list[dict] = []
-    reporter = ProgressReporter(ROLES, steps=6, split_step=3, frames=5, send=sent.append, interval=0.0)
+    reporter = ProgressReporter(SAMPLERS, **NODES, steps=6, frames=5, send=sent.append, interval=0.0)
     reporter.on_message(m.Executing(node="3", prompt_id="p"))
     reporter.on_message(m.Progress(prompt_id="p", node="7", value=1, max=2))
     assert sent == []

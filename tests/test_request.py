@@ -9,17 +9,12 @@ from typing import Any
 
 import pytest
 
-from comfy_bootstrap.config import Limits
 from worker import request as request_module
 from worker.errors import InvalidInput
-from worker.request import (
-    DEFAULT_NEGATIVE_PROMPT,
-    RESIZE_METHODS,
-    SAMPLER_NAMES,
-    SCHEDULERS,
-    VideoRequest,
-    parse_request,
-)
+from worker.request import DEFAULT_NEGATIVE_PROMPT, SAMPLER_NAMES, SCHEDULERS, VideoRequest, parse_request
+from worker.settings import Limits, Settings
+from worker.tasks import REGISTRY
+from worker.tasks.common import RESIZE_METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECT_INFO = json.loads((ROOT / "tests" / "recordings" / "object_info_used_nodes.json").read_text(encoding="utf-8"))
@@ -33,12 +28,12 @@ def job(**options: Any) -> dict[str, Any]:
 
 
 def parse(job_input: object, limits: Limits = LIMITS) -> VideoRequest:
-    return parse_request(job_input, limits)
+    return parse_request(job_input, Settings(limits=limits))
 
 
 def error_of(job_input: object, limits: Limits = LIMITS) -> str:
     with pytest.raises(InvalidInput) as caught:
-        parse_request(job_input, limits)
+        parse_request(job_input, Settings(limits=limits))
     return str(caught.value)
 
 
@@ -55,8 +50,9 @@ def test_minimal_job_gets_every_default() -> None:
     assert (req.cfg, req.frame_rate, req.shift, req.lora_strength) == (1.0, 24.0, 8.0, 1.0)
     assert (req.sampler_name, req.scheduler, req.resize) == ("euler", "simple", "crop")
     assert req.negative_prompt == DEFAULT_NEGATIVE_PROMPT
-    assert req.image_b64 == IMAGE and req.image_url is None
+    assert req.images == (request_module.ImageInput("image", b64=IMAGE),) and req.image("image").url is None
     assert req.seed_randomized is True and 0 <= req.seed <= 2**64 - 1
+    assert (req.task, req.return_last_frame, req.output_mode) == ("i2v", False, None)
 
 
 def test_values_have_the_types_the_workflow_needs() -> None:
@@ -79,13 +75,13 @@ def test_sampler_and_scheduler_lists_are_comfyuis() -> None:
 def test_resize_methods_are_imageresize_methods() -> None:
     assert set(RESIZE_METHODS) == {"crop", "pad", "stretch"}
     assert set(RESIZE_METHODS.values()) <= set(comfy_input("ImageResize+", "method")[0])
-    assert parse(job(resize="pad")).resize_method == "pad"
-    assert parse(job()).resize_method == "fill / crop"
+    assert parse(job(resize="pad")).resize == "pad"
+    assert parse(job()).resize == "crop"
 
 
 def test_fixed_bounds_are_comfyuis() -> None:
     wan = OBJECT_INFO["WanImageToVideo"]["input"]["required"]
-    assert (request_module.MIN_DIMENSION, request_module.DIMENSION_STEP) == (wan["width"][1]["min"], wan["width"][1]["step"])
+    assert REGISTRY["i2v"].size_step == wan["width"][1]["min"] == wan["width"][1]["step"]
     assert request_module.LENGTH_STEP == wan["length"][1]["step"]
     assert request_module.CFG_MAX == comfy_input("KSamplerAdvanced", "cfg")[1]["max"]
     assert request_module.SEED_MAX == comfy_input("KSamplerAdvanced", "noise_seed")[1]["max"]
@@ -308,20 +304,20 @@ def test_alias_and_canonical_together_is_an_error(options: dict[str, Any], messa
 def test_unknown_option_lists_the_allowed_names() -> None:
     assert error_of(job(widht=832)) == (
         "options.widht: unknown option (allowed: width, height, length, num_frames, steps, split_step, cfg, "
-        "guidance_scale, cfg_scale, frame_rate, fps, seed, shift, sampler_name, scheduler, lora_strength, resize)"
+        "guidance_scale, cfg_scale, frame_rate, fps, seed, shift, sampler_name, scheduler, lora_strength, resize, resolution, aspect_ratio, duration)"
     )
 
 
 def test_unknown_top_level_field_lists_the_allowed_names() -> None:
     assert error_of({"prompt": "x", "image": IMAGE, "width": 832}) == (
-        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode)"
+        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame)"
     )
 
 
 @pytest.mark.parametrize(("value", "shown"), [("hello", '"hello"'), ([1, 2], "an array of 2 items"), (None, "null"), (7, "7")])
 def test_input_must_be_an_object(value: object, shown: str) -> None:
     assert error_of(value) == (
-        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode)"
+        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame)"
     )
 
 
@@ -338,7 +334,7 @@ def test_every_problem_is_reported_in_one_message() -> None:
         "prompt: missing (allowed: a non-empty string of at most 5000 characters)",
         "image: 5 is not a string (allowed: a base64 string or a data:image/<type>;base64, URI)",
         "options.x: unknown option (allowed: width, height, length, num_frames, steps, split_step, cfg, "
-        "guidance_scale, cfg_scale, frame_rate, fps, seed, shift, sampler_name, scheduler, lora_strength, resize)",
+        "guidance_scale, cfg_scale, frame_rate, fps, seed, shift, sampler_name, scheduler, lora_strength, resize, resolution, aspect_ratio, duration)",
         "options.width: 70 is not a multiple of 16 (allowed: multiples of 16 from 16 to 1280)",
         "options.steps: 0 is less than 1 (allowed: integers from 1 to 60)",
         'options.resize: "fit" is not one of the allowed values (allowed: crop, pad, stretch)',
@@ -394,12 +390,13 @@ IMAGE_ALLOWED = (
 
 def test_image_url_is_accepted_instead_of_image() -> None:
     req = parse({"prompt": "x", "image_url": " https://cdn.example.com/cat.png?sig=1 "})
-    assert (req.image_url, req.image_b64) == ("https://cdn.example.com/cat.png?sig=1", None)
+    assert (req.image("image").url, req.image("image").b64) == ("https://cdn.example.com/cat.png?sig=1", None)
 
 
 def test_exactly_one_image_source() -> None:
-    assert error_of({"prompt": "x"}) == f"image: missing (and no image_url) {IMAGE_ALLOWED}"
-    assert error_of({"prompt": "x", "image": None, "image_url": None}) == f"image: missing (and no image_url) {IMAGE_ALLOWED}"
+    t2v_hint = IMAGE_ALLOWED[:-1] + '; or task "t2v" for a video from the prompt alone)'
+    assert error_of({"prompt": "x"}) == f"image: missing (and no image_url) {t2v_hint}"
+    assert error_of({"prompt": "x", "image": None, "image_url": None}) == f"image: missing (and no image_url) {t2v_hint}"
     assert error_of({"prompt": "x", "image": IMAGE, "image_url": "https://a.example/b.png"}) == (
         f"image, image_url: both given {IMAGE_ALLOWED}"
     )
@@ -467,13 +464,14 @@ def test_output_mode_refuses_other_values(value: object, what: str) -> None:
 
 def test_output_mode_s3_is_refused_where_s3_is_not_configured_with_the_other_problems() -> None:
     job_input = {"prompt": "", "image": IMAGE, "output_mode": "s3"}
+    unavailable = {"s3": "S3 output is not configured (the operator sets BUCKET_NAME)"}
     with pytest.raises(InvalidInput) as caught:
-        parse_request(job_input, LIMITS, s3_unavailable="S3 output is not configured (the operator sets BUCKET_NAME)")
+        parse_request(job_input, Settings(), unavailable_modes=unavailable)
     assert str(caught.value) == (
         'prompt: "" is empty (allowed: a non-empty string of at most 5000 characters); '
         'output_mode: "s3" is not available on this worker: S3 output is not configured '
         "(the operator sets BUCKET_NAME) (allowed: base64, auto)"
     )
-    reason = "not configured"
-    assert parse_request({**job_input, "prompt": "x", "output_mode": "auto"}, LIMITS, s3_unavailable=reason).output_mode == "auto"
-    assert parse_request({**job_input, "prompt": "x"}, LIMITS).output_mode == "s3"  # no reason given: S3 is available
+    fixed = {**job_input, "prompt": "x", "output_mode": "auto"}
+    assert parse_request(fixed, Settings(), unavailable_modes=unavailable).output_mode == "auto"
+    assert parse_request({**job_input, "prompt": "x"}, Settings()).output_mode == "s3"  # S3 available

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from comfy_bootstrap.config import ModelFiles
 from tests.harness import (
     REPO,
     decode_mp4,
@@ -29,6 +28,7 @@ from tests.harness import (
     start_worker_api,
     stop_worker_api,
 )
+from worker.settings import Settings
 
 
 class Worker:
@@ -92,7 +92,7 @@ def test_bad_input_fails_with_one_clear_string(worker: Worker) -> None:
 
 
 def test_missing_model_is_named_with_the_folders_searched(worker: Worker) -> None:
-    high = Path(worker.env["VOLUME_PATH"]) / "models" / "diffusion_models" / ModelFiles().high_noise
+    high = Path(worker.env["VOLUME_PATH"]) / "models" / "diffusion_models" / Settings().model_names["MODEL_HIGH_NOISE"]
     data = high.read_bytes()
     high.unlink()
     try:
@@ -100,7 +100,7 @@ def test_missing_model_is_named_with_the_folders_searched(worker: Worker) -> Non
     finally:
         high.write_bytes(data)
     assert body["status"] == "FAILED"
-    assert body["error"].startswith("models_missing: ") and ModelFiles().high_noise in body["error"]
+    assert body["error"].startswith("models_missing: ") and Settings().model_names["MODEL_HIGH_NOISE"] in body["error"]
     assert "models/unet" in body["error"] and "models/diffusion_models" in body["error"]
     assert worker.runsync(_small())["status"] == "COMPLETED"
 

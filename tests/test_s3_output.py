@@ -20,11 +20,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from comfy_bootstrap.config import ConfigError, Settings
 from tests.harness import decode_mp4, files_in, free_port, png_b64, process_env, start_worker_api, stop_worker_api, worker_env
 from tests.s3_server import MotoS3
 from worker.errors import InvalidInput, OutputTooLarge, StorageFailed
 from worker.pipeline import Runtime, generate_video
+from worker.settings import ConfigError, Settings
 
 SMALL = {"width": 64, "height": 48, "length": 9, "seed": 5}
 BASE_TIMINGS = {"prepare", "upload", "comfyui", "queue_wait", "execution", "output", "total"}
@@ -62,12 +62,12 @@ def runtime_with(comfy: Runtime):
 
 
 def _double_state(runtime: Runtime) -> dict:
-    return requests.get(f"{runtime.settings.base_url}/__double__/state", timeout=5).json()
+    return requests.get(f"{runtime.settings.comfy.base_url}/__double__/state", timeout=5).json()
 
 
 def _assert_clean(runtime: Runtime) -> None:
-    assert files_in(runtime.settings.input_dir) == []
-    assert files_in(runtime.settings.output_dir) == []
+    assert files_in(runtime.settings.comfy.input_dir) == []
+    assert files_in(runtime.settings.comfy.output_dir) == []
 
 
 def _assert_s3_response(out: dict, moto_s3: MotoS3, bucket: str, job_id: str, frames: int = 9) -> dict:

@@ -22,6 +22,7 @@ from tests.harness import (
     stop_worker_api,
 )
 from worker.pipeline import Runtime, generate_video
+from worker.tasks import REGISTRY
 from worker.warmup import WARMUP_JOB_ID, run_warmup, start_warmup, warmup_input, warmup_runtime
 
 
@@ -32,7 +33,7 @@ def warmup_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def _state(runtime: Runtime) -> dict:
-    return requests.get(f"{runtime.settings.base_url}/__double__/state", timeout=5).json()
+    return requests.get(f"{runtime.settings.comfy.base_url}/__double__/state", timeout=5).json()
 
 
 def _node_inputs(prompt: dict, class_type: str) -> list[dict]:
@@ -44,7 +45,7 @@ def _job(seed: int = 5) -> dict:
 
 
 def _assert_no_files(runtime: Runtime) -> None:
-    s = runtime.settings
+    s = runtime.settings.comfy
     assert (files_in(s.input_dir), files_in(s.output_dir), files_in(s.temp_dir)) == ([], [], [])
 
 
@@ -52,11 +53,12 @@ def test_warmup_settings_bound_the_prompt_and_keep_nothing(make_runtime) -> None
     runtime = make_runtime(WARMUP_TIMEOUT="123", KEEP_FILES="true", OUTPUT_MODE="auto")
     warm = warmup_runtime(runtime)
     assert (warm.settings.job_timeout, warm.settings.keep_files, warm.settings.output_mode) == (123.0, False, "base64")
-    assert warm.server is runtime.server and warm.client is runtime.client and warm.template is runtime.template
+    assert warm.server is runtime.server and warm.client is runtime.client and warm.templates is runtime.templates
     assert (runtime.settings.job_timeout, runtime.settings.keep_files) == (60.0, True)  # the jobs' own settings
-    job = warmup_input()
+    job = warmup_input(REGISTRY["i2v"])
     assert set(job["options"]) == {"width", "height", "length", "seed"}  # default steps
-    assert warmup_input() == job  # fixed: same image, same seed
+    assert job["task"] == "i2v" and job["image"]
+    assert warmup_input(REGISTRY["i2v"]) == job  # fixed: same image, same seed
 
 
 def test_warmup_runs_one_small_prompt_logs_its_time_and_leaves_no_files(make_runtime, warmup_log, monkeypatch) -> None:

@@ -1,4 +1,4 @@
-"""The stored workflow: roles found by title, values injected by role, loud failure on gaps."""
+"""The stored graphs and the task fill: roles found by title, values injected by role, loud failure on gaps."""
 
 from __future__ import annotations
 
@@ -7,35 +7,36 @@ from pathlib import Path
 
 import pytest
 
-from comfy_bootstrap.config import Limits, ModelFiles, Settings
+from tests.harness import by_role, filled_graph
 from worker.errors import WorkflowError
+from worker.graph import JobFiles, job_files, load_template
+from worker.pipeline import Runtime, build_graph
 from worker.request import DEFAULT_NEGATIVE_PROMPT, parse_request
-from worker.workflow import ROLES, JobFiles, fill_workflow, job_files, load_template
+from worker.settings import Settings
+from worker.tasks import REGISTRY
 
-TEMPLATE = load_template(Settings().workflow_path)
-FILES = JobFiles(image_name="wan22_job1_ab.png", filename_prefix="wan22_job1_ab")
+I2V = REGISTRY["i2v"]
+I2V_PATH = Settings().workflows_dir / I2V.workflow
+TEMPLATE = load_template(I2V_PATH, I2V.roles)
+FILES = JobFiles("wan22_job1_ab")
+LORA = "wan/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
 
 
-def _request(**options):
-    return parse_request({"prompt": "a fox runs", "image": "aGk=", "options": options}, Limits())
-
-
-def _by_role(prompt: dict) -> dict:
-    return {node["_meta"]["title"]: node["inputs"] for node in prompt.values()}
+def _job(**options) -> dict:
+    return {"prompt": "a fox runs", "image": "aGk=", "options": options}
 
 
 def test_template_has_every_role_once() -> None:
-    assert set(TEMPLATE.roles) == set(ROLES)
+    assert set(TEMPLATE.roles) == set(I2V.roles)
 
 
 def test_defaults_fill_the_original_workers_values() -> None:
-    filled = fill_workflow(TEMPLATE, _request(seed=7), FILES, ModelFiles(), save_metadata=False)
-    n = _by_role(filled.prompt)
-    assert (n["image_to_video"]["width"], n["image_to_video"]["height"], n["image_to_video"]["length"]) == (832, 832, 81)
+    n = by_role(filled_graph(_job(seed=7), files=FILES))
+    assert (n["latent"]["width"], n["latent"]["height"], n["latent"]["length"]) == (832, 832, 81)
     assert (n["resize_image"]["width"], n["resize_image"]["height"]) == (832, 832)
     assert n["positive_prompt"]["text"] == "a fox runs"
     assert n["negative_prompt"]["text"] == DEFAULT_NEGATIVE_PROMPT
-    assert n["input_image"]["image"] == FILES.image_name
+    assert n["load_image"]["image"] == FILES.image_name("image")
     assert n["video_output"]["filename_prefix"] == FILES.filename_prefix
     assert n["video_output"]["frame_rate"] == 24.0 and n["video_output"]["save_metadata"] is False
     assert n["resize_image"]["method"] == "fill / crop"
@@ -43,16 +44,17 @@ def test_defaults_fill_the_original_workers_values() -> None:
     assert (high["start_at_step"], high["end_at_step"], high["add_noise"], high["return_with_leftover_noise"]) == (0, 3, "enable", "enable")
     assert (low["start_at_step"], low["add_noise"], low["return_with_leftover_noise"]) == (3, "disable", "disable")
     assert high["noise_seed"] == low["noise_seed"] == 7 and high["steps"] == low["steps"] == 6 and high["cfg"] == 1.0
-    assert n["lora_high_noise"]["lora_name"] == n["lora_low_noise"]["lora_name"] == ModelFiles().lora
+    assert n["lora_high_noise"]["lora_name"] == n["lora_low_noise"]["lora_name"] == LORA
     assert n["shift_high_noise"]["shift"] == n["shift_low_noise"]["shift"] == 8.0
     assert n["text_encoder"]["type"] == "wan"
 
 
 def test_options_and_model_overrides_reach_their_nodes() -> None:
-    models = ModelFiles(high_noise="h.safetensors", low_noise="l.safetensors", text_encoder="t.safetensors", vae="v.safetensors", lora="x.safetensors")
-    req = _request(width=480, height=320, length=33, steps=8, split_step=5, cfg=2.5, shift=5.0, sampler_name="uni_pc",
-                   scheduler="beta", lora_strength=0.75, resize="pad", fps=16)
-    n = _by_role(fill_workflow(TEMPLATE, req, FILES, models, save_metadata=True).prompt)
+    env = {"MODEL_HIGH_NOISE": "h.safetensors", "MODEL_LOW_NOISE": "l.safetensors", "MODEL_TEXT_ENCODER": "t.safetensors",
+           "MODEL_VAE": "v.safetensors", "MODEL_LORA": "x.safetensors", "SAVE_METADATA": "true"}  # fmt: skip
+    job = _job(width=480, height=320, length=33, steps=8, split_step=5, cfg=2.5, shift=5.0, sampler_name="uni_pc",
+               scheduler="beta", lora_strength=0.75, resize="pad", fps=16)  # fmt: skip
+    n = by_role(filled_graph(job, Settings.from_env(env)))
     assert (n["resize_image"]["width"], n["resize_image"]["height"], n["resize_image"]["method"]) == (480, 320, "pad")
     assert n["sampler_high_noise"]["end_at_step"] == 5 and n["sampler_low_noise"]["start_at_step"] == 5
     assert n["sampler_low_noise"]["sampler_name"] == "uni_pc" and n["sampler_high_noise"]["scheduler"] == "beta"
@@ -62,14 +64,19 @@ def test_options_and_model_overrides_reach_their_nodes() -> None:
     assert n["video_output"]["frame_rate"] == 16.0 and n["video_output"]["save_metadata"] is True
 
 
-def test_filling_does_not_touch_the_template() -> None:
-    before = json.dumps(TEMPLATE.graph, sort_keys=True)
-    fill_workflow(TEMPLATE, _request(), FILES, ModelFiles(), save_metadata=False)
-    assert json.dumps(TEMPLATE.graph, sort_keys=True) == before
+def test_filling_does_not_touch_the_loaded_graphs() -> None:
+    runtime = Runtime.create(Settings())
+    def snapshot() -> str:
+        return json.dumps([{name: t.graph for name, t in loaded.items()} for loaded in (runtime.templates, runtime.fragments)])
+
+    before = snapshot()
+    request = parse_request({**_job(), "return_last_frame": True}, runtime.settings)
+    build_graph(runtime, I2V, request, FILES)
+    assert snapshot() == before
 
 
 def test_renumbered_nodes_are_still_found_by_role(tmp_path: Path) -> None:
-    graph = json.loads(Settings().workflow_path.read_text())
+    graph = json.loads(I2V_PATH.read_text())
     mapping = {old: str(100 + i) for i, old in enumerate(graph)}
     renumbered = {}
     for old, node in graph.items():
@@ -78,12 +85,14 @@ def test_renumbered_nodes_are_still_found_by_role(tmp_path: Path) -> None:
             if isinstance(value, list):
                 node["inputs"][key] = [mapping[value[0]], value[1]]
         renumbered[mapping[old]] = node
-    path = tmp_path / "wf.json"
-    path.write_text(json.dumps(renumbered))
-    template = load_template(path)
-    n = fill_workflow(template, _request(width=64, height=64, length=5), FILES, ModelFiles(), save_metadata=False).prompt
-    assert n[template.roles["image_to_video"]]["inputs"]["width"] == 64
-    assert template.roles["video_output"] == mapping[TEMPLATE.roles["video_output"]]
+    (tmp_path / "fragments").mkdir()
+    for fragment in (Settings().workflows_dir / "fragments").iterdir():
+        (tmp_path / "fragments" / fragment.name).write_text(fragment.read_text())
+    (tmp_path / I2V.workflow).write_text(json.dumps(renumbered))
+    settings = Settings(workflows_dir=tmp_path)
+    filled = filled_graph(_job(width=64, height=64, length=5), settings)
+    assert filled.prompt[filled.roles["latent"]]["inputs"]["width"] == 64
+    assert filled.roles["video_output"] == mapping[TEMPLATE.roles["video_output"]]
 
 
 @pytest.mark.parametrize(
@@ -95,20 +104,20 @@ def test_renumbered_nodes_are_still_found_by_role(tmp_path: Path) -> None:
     ],
 )
 def test_a_missing_duplicated_or_wrong_role_fails_loudly(tmp_path: Path, mutate, message: str) -> None:
-    graph = json.loads(Settings().workflow_path.read_text())
+    graph = json.loads(I2V_PATH.read_text())
     mutate(graph)
     path = tmp_path / "wf.json"
     path.write_text(json.dumps(graph))
     with pytest.raises(WorkflowError, match=message):
-        load_template(path)
+        load_template(path, I2V.roles)
 
 
 def test_unreadable_workflow_is_a_workflow_error(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError, match="cannot read the workflow"):
-        load_template(tmp_path / "missing.json")
+        load_template(tmp_path / "missing.json", I2V.roles)
 
 
 def test_job_files_are_unique_and_safe() -> None:
     a, b = job_files("sync-1/../x"), job_files("sync-1/../x")
-    assert a != b and "/" not in a.image_name and a.image_name.endswith(".png")
+    assert a != b and "/" not in a.image_name("image") and a.image_name("image").endswith(".png")
     assert a.filename_prefix.startswith("wan22_sync-1____x_")

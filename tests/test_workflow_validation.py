@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from comfy_bootstrap.config import Limits, ModelFiles
 from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
 from tests.comfy_double.folders import Folders, apply_model_paths, volume_model_paths
 from tests.comfy_double.node_defs import NodeCatalog
 from tests.comfy_double.validation import PromptValidator
-from tests.test_workflow import TEMPLATE
-from worker.request import RESIZE_METHODS, SAMPLER_NAMES, SCHEDULERS, parse_request
-from worker.workflow import fill_workflow, job_files
+from tests.harness import filled_graph
+from worker.graph import job_files
+from worker.request import SAMPLER_NAMES, SCHEDULERS
+from worker.settings import Limits, Settings
+from worker.tasks.common import RESIZE_METHODS
 
 LIMITS = Limits()
 
@@ -31,15 +32,13 @@ def validator(tmp_path: Path):
     apply_model_paths(folders, volume_model_paths(tmp_path / "volume" / "models"))
     folders.ensure_io_dirs()
     files = job_files("v")
-    (folders.input_dir / files.image_name).write_bytes(b"png")
+    (folders.input_dir / files.image_name("image")).write_bytes(b"png")
     return PromptValidator(NodeCatalog(folders), folders), files
 
 
 def _validate(validator, **options):
     checker, files = validator
-    request = parse_request({"prompt": "p", "image": "aGk=", "options": options}, LIMITS)
-    result = checker.validate(fill_workflow(TEMPLATE, request, files, ModelFiles(), save_metadata=False).prompt)
-    return result
+    return checker.validate(filled_graph({"prompt": "p", "image": "aGk=", "options": options}, files=files).prompt)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +68,7 @@ def test_every_scheduler_and_resize_method_is_valid(validator, scheduler, resize
 
 
 def test_a_missing_model_would_be_rejected_by_comfyui(validator, tmp_path: Path) -> None:
-    (tmp_path / "volume" / "models" / "vae" / ModelFiles().vae).unlink()
+    (tmp_path / "volume" / "models" / "vae" / Settings().model_names["MODEL_VAE"]).unlink()
     result = _validate(validator)
     assert not result.valid
     [errors] = [node["errors"] for node in result.node_errors.values() if node["class_type"] == "VAELoader"]

@@ -38,12 +38,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
-from comfy_bootstrap.config import Limits
 from worker.errors import InvalidImage
+from worker.settings import Limits
 
 log = logging.getLogger(__name__)
 
-FIELD = "image_url"
 #: Redirect hops followed before giving up. Not in ``Limits`` yet (see the module's report).
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -113,6 +112,7 @@ def fetch_image(
     url: str,
     limits: Limits,
     *,
+    field: str = "image_url",
     resolve: Resolver = resolve_host,
     ca_bundle: str | None = None,
 ) -> bytes:
@@ -120,23 +120,23 @@ def fetch_image(
 
     ``resolve`` replaces DNS (tests map names to addresses with it); ``ca_bundle`` is a PEM file
     of trusted CAs instead of requests' default (tests use their own CA). Every failure is an
-    :class:`InvalidImage` whose message starts with ``image_url:`` and never shows the query.
+    :class:`InvalidImage` whose message starts with ``field`` (``image_url:``) and never shows the query.
     """
     current = url
     for hop in range(MAX_REDIRECTS + 1):
-        target = _Target.parse(current, hop)
+        target = _Target.parse(current, hop, field)
         addresses = _allowed_addresses(target, limits, resolve)
         with _open(target, addresses, limits, ca_bundle) as response:
             if response.status_code in _REDIRECT_STATUSES:
                 current = _redirect_location(target, response)
-                log.info("image_url: HTTP %d redirect to %s", response.status_code, redact_url(current))
+                log.info("%s: HTTP %d redirect to %s", field, response.status_code, redact_url(current))
                 continue
             _check_status(target, response)
             data = _read_body(target, response, limits)
-        log.info("image_url: downloaded %d bytes from %s", len(data), target.shown)
+        log.info("%s: downloaded %d bytes from %s", field, len(data), target.shown)
         return data
     raise InvalidImage(
-        f"{FIELD}: more than {MAX_REDIRECTS} redirects starting at {redact_url(url)} "
+        f"{field}: more than {MAX_REDIRECTS} redirects starting at {redact_url(url)} "
         f"(allowed: at most {MAX_REDIRECTS})"
     )
 
@@ -153,20 +153,21 @@ class _Target:
     host: str  # ASCII (IDNA) host name or IP literal, without brackets
     port: int
     hop: int  # 0 for the user's URL, n for the n-th redirect
+    field: str  # the request field, first word of every message
 
     @classmethod
-    def parse(cls, url: str, hop: int) -> _Target:
+    def parse(cls, url: str, hop: int, field: str) -> _Target:
         problem = url_problem(url)
         if problem is not None:
-            subject = f"{FIELD}: {redact_url(url)}" if hop == 0 else f"{_where(url, hop)}, which"
+            subject = f"{field}: {redact_url(url)}" if hop == 0 else f"{_where(url, hop, field)}, which"
             raise InvalidImage(f"{subject} {problem} (allowed: an http:// or https:// URL)")
         parts = urlsplit(url)
         hostname = parts.hostname or ""
         try:
             host = hostname.encode("idna").decode("ascii") if not hostname.isascii() else hostname
         except UnicodeError:
-            raise InvalidImage(f"{_where(url, hop)}: the host name is not valid") from None
-        return cls(url, parts, host, parts.port or _DEFAULT_PORTS[parts.scheme], hop)
+            raise InvalidImage(f"{_where(url, hop, field)}: the host name is not valid") from None
+        return cls(url, parts, host, parts.port or _DEFAULT_PORTS[parts.scheme], hop, field)
 
     @property
     def shown(self) -> str:
@@ -174,7 +175,7 @@ class _Target:
 
     @property
     def where(self) -> str:
-        return _where(self.url, self.hop)
+        return _where(self.url, self.hop, self.field)
 
     @property
     def host_header(self) -> str:
@@ -189,11 +190,11 @@ class _Target:
         return self.parts._replace(netloc=netloc, fragment="").geturl()
 
 
-def _where(url: str, hop: int) -> str:
+def _where(url: str, hop: int, field: str) -> str:
     """The start of a message about one hop: the field, and which redirect it was."""
     if hop == 0:
-        return f"{FIELD}: {redact_url(url)}"
-    return f"{FIELD}: redirect {hop} goes to {redact_url(url)}"
+        return f"{field}: {redact_url(url)}"
+    return f"{field}: redirect {hop} goes to {redact_url(url)}"
 
 
 def _allowed_addresses(target: _Target, limits: Limits, resolve: Resolver) -> list[str]:
@@ -201,7 +202,7 @@ def _allowed_addresses(target: _Target, limits: Limits, resolve: Resolver) -> li
     try:
         addresses = [str(a) for a in resolve(target.host, target.port)]
     except (OSError, UnicodeError) as exc:
-        log.warning("image_url: cannot resolve %s: %s", target.host, type(exc).__name__)
+        log.warning("%s: cannot resolve %s: %s", target.field, target.host, type(exc).__name__)
         raise InvalidImage(f"{target.where}: the host {target.host} cannot be resolved") from None
     if not addresses:
         raise InvalidImage(f"{target.where}: the host {target.host} resolves to no address")
@@ -213,7 +214,7 @@ def _allowed_addresses(target: _Target, limits: Limits, resolve: Resolver) -> li
         except ValueError:
             kind = "not an IP address"
         if kind is not None:
-            log.warning("image_url: refused %s: %s is %s", target.shown, address, kind)
+            log.warning("%s: refused %s: %s is %s", target.field, target.shown, address, kind)
             named = target.host if target.host == address else f"{target.host} resolves to {address}, which"
             raise InvalidImage(
                 f"{target.where}: {named} is {kind} "
@@ -261,7 +262,7 @@ def _send_to_first_reachable(
             failure = exc
             break  # the certificate belongs to the host, not the address: another one won't help
         except requests.exceptions.ConnectionError as exc:  # refused, unreachable, ConnectTimeout
-            log.info("image_url: %s via %s failed: %s", target.host, address, type(exc).__name__)
+            log.info("%s: %s via %s failed: %s", target.field, target.host, address, type(exc).__name__)
             failure = exc
         except requests.exceptions.RequestException as exc:
             failure = exc
@@ -336,7 +337,7 @@ def _read_body(target: _Target, response: requests.Response, limits: Limits) -> 
             if len(body) > cap:
                 raise InvalidImage(f"{target.where}: the body is larger than the limit {_over_limit(cap)}")
     except requests.exceptions.RequestException as exc:
-        log.warning("image_url: body of %s broke off: %s", target.shown, type(exc).__name__)
+        log.warning("%s: body of %s broke off: %s", target.field, target.shown, type(exc).__name__)
         if exc.args and isinstance(exc.args[0], ReadTimeoutError):
             detail = f"the server stopped sending for {limits.image_url_timeout:g} s"
         else:

@@ -48,12 +48,12 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from comfy_bootstrap.config import Limits
 from worker.download import fetch_image, redact_url
-from worker.errors import InvalidImage, InvalidInput
+from worker.errors import InvalidImage
+from worker.settings import Limits
 
 if TYPE_CHECKING:
-    from worker.request import VideoRequest
+    from worker.request import ImageInput
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +84,21 @@ class PreparedImage:
     description: str = ""
 
 
-def prepare_image(request: VideoRequest, limits: Limits) -> PreparedImage:
-    """The job's image, whichever way it came (base64 / data URI or URL), ready to upload."""
-    if request.image_b64 is not None:
-        image = decode_base64_image(request.image_b64, limits)
-    elif request.image_url is not None:
-        image = decode_image(fetch_image(request.image_url, limits), limits, field="image_url")
-    else:  # parse_request guarantees one of them; this guards hand-built requests
-        raise InvalidInput("image: missing (allowed: exactly one of image or image_url)")
-    source = "image_url " + redact_url(request.image_url) if request.image_url else "image (base64)"
+def prepare_image(given: ImageInput, limits: Limits) -> PreparedImage:
+    """One of the job's images, whichever way it came (base64 / data URI or URL), ready to upload."""
+    field = given.source_field
+    if given.b64 is not None:
+        image = decode_base64_image(given.b64, limits, field=field)
+        source = f"{field} (base64)"
+    else:
+        image = decode_image(fetch_image(given.url or "", limits, field=field), limits, field=field)
+        source = f"{field} {redact_url(given.url or '')}"
     log.info("%s: %s", source, image.description)
     return image
 
 
-def decode_base64_image(value: str, limits: Limits) -> PreparedImage:
-    """Decode the ``image`` field: raw base64 or a ``data:image/<type>;base64,`` URI.
+def decode_base64_image(value: str, limits: Limits, *, field: str = "image") -> PreparedImage:
+    """Decode an image field (``image``, ``end_image``): raw base64 or a ``data:image/<type>;base64,`` URI.
 
     Accepted: the standard alphabet (``+/``) or the URL-safe one (``-_``), not mixed; ``=``
     padding present, partial or absent; ASCII whitespace anywhere (line-wrapped output of
@@ -106,9 +106,9 @@ def decode_base64_image(value: str, limits: Limits) -> PreparedImage:
     a length no base64 encoder produces. The data URI's media type must be an image type; the
     bytes' real format decides how they are decoded (a mislabelled PNG is still read as PNG).
     """
-    payload, offset = _strip_data_uri(value)
-    data = _decode_base64(payload, offset, len(value), limits)
-    return decode_image(data, limits, field="image")
+    payload, offset = _strip_data_uri(value, field)
+    data = _decode_base64(payload, offset, len(value), limits, field)
+    return decode_image(data, limits, field=field)
 
 
 def decode_image(data: bytes, limits: Limits, *, field: str = "image") -> PreparedImage:
@@ -143,7 +143,7 @@ _WHITESPACE = re.compile(r"\s+")
 _LEADING_WHITESPACE = re.compile(r"\s*")
 
 
-def _strip_data_uri(value: str) -> tuple[str, int]:
+def _strip_data_uri(value: str, field: str) -> tuple[str, int]:
     """The base64 part of ``value`` and where it starts (for positions in messages).
 
     Without a ``data:`` prefix the whole value is the payload. With one, the header must be
@@ -153,34 +153,34 @@ def _strip_data_uri(value: str) -> tuple[str, int]:
     prefix = value[start : start + 8].lower()
     if not prefix.startswith("data:"):
         if prefix.startswith(("http://", "https://")):
-            raise InvalidImage(f"image: a URL is not base64 (allowed: {_BASE64_ALLOWED}; send URLs as image_url)")
+            raise InvalidImage(f"{field}: a URL is not base64 (allowed: {_BASE64_ALLOWED}; send URLs as {field}_url)")
         return value, 0
     comma = value.find(",", start, start + _DATA_URI_HEADER_MAX)
     if comma < 0:
-        raise InvalidImage(f"image: a data URI without ',' after its header (allowed: {_BASE64_ALLOWED})")
+        raise InvalidImage(f"{field}: a data URI without ',' after its header (allowed: {_BASE64_ALLOWED})")
     header = value[start + 5 : comma]
     media_type, *parameters = [part.strip() for part in header.split(";")]
     kind, _, subtype = media_type.lower().partition("/")
     if kind != "image" or subtype not in DATA_URI_TYPES:
         found = _quote(media_type) if media_type else "no media type"
         raise InvalidImage(
-            f"image: data URI media type {found} is not an allowed image type "
+            f"{field}: data URI media type {found} is not an allowed image type "
             f"(allowed: data:image/<{'|'.join(DATA_URI_TYPES)}>;base64,)"
         )
     if not parameters or parameters[-1].lower() != "base64":
         raise InvalidImage(
-            f"image: data URI {_quote('data:' + header + ',')} is not base64-encoded "
+            f"{field}: data URI {_quote('data:' + header + ',')} is not base64-encoded "
             f"(allowed: data:image/{subtype};base64,<data>)"
         )
     return value[comma + 1 :], comma + 1
 
 
-def _decode_base64(payload: str, offset: int, total_chars: int, limits: Limits) -> bytes:
+def _decode_base64(payload: str, offset: int, total_chars: int, limits: Limits, field: str) -> bytes:
     """Strict base64 decoding (see :func:`decode_base64_image`), size-checked before decoding."""
     what = f"a base64 string of {total_chars} characters"
     # Cheap first: a string far longer than any allowed image is refused before any copy.
     if len(payload) > _max_base64_chars(limits.max_image_bytes) * 2:
-        _too_many_bytes("image", len(payload) * 3 // 4, limits, estimated=True)
+        _too_many_bytes(field, len(payload) * 3 // 4, limits, estimated=True)
     # Fast path for what nearly every client sends (standard alphabet, padded, one line): C-speed
     # strict decoding; anything else goes through the checks below for a precise message.
     if payload and len(payload) % 4 == 0:
@@ -189,35 +189,35 @@ def _decode_base64(payload: str, offset: int, total_chars: int, limits: Limits) 
         except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             pass
         else:
-            _check_byte_size(len(data), limits, "image")
+            _check_byte_size(len(data), limits, field)
             return data
     urlsafe = "-" in payload or "_" in payload
     bad = (_NOT_URLSAFE if urlsafe else _NOT_STANDARD).search(payload)
     if bad is not None:
         mixed = " (standard and URL-safe alphabets are mixed)" if urlsafe and bad.group() in "+/" else ""
         raise InvalidImage(
-            f"image: {what} is not valid base64: character {_quote(bad.group())} at position "
+            f"{field}: {what} is not valid base64: character {_quote(bad.group())} at position "
             f"{offset + bad.start()}{mixed} (allowed: {_BASE64_ALLOWED})"
         )
     compact = _WHITESPACE.sub("", payload).rstrip("=")
     if not compact:
-        raise InvalidImage(f"image: {what} holds no data (allowed: {_BASE64_ALLOWED})")
+        raise InvalidImage(f"{field}: {what} holds no data (allowed: {_BASE64_ALLOWED})")
     if "=" in compact:
         raise InvalidImage(
-            f"image: {what} is not valid base64: '=' padding before the end (allowed: {_BASE64_ALLOWED})"
+            f"{field}: {what} is not valid base64: '=' padding before the end (allowed: {_BASE64_ALLOWED})"
         )
     if len(compact) % 4 == 1:
         raise InvalidImage(
-            f"image: {what} is not valid base64: {len(compact)} data characters is not a possible "
+            f"{field}: {what} is not valid base64: {len(compact)} data characters is not a possible "
             f"length (truncated?) (allowed: {_BASE64_ALLOWED})"
         )
-    _check_byte_size(len(compact) * 3 // 4, limits, "image")
+    _check_byte_size(len(compact) * 3 // 4, limits, field)
     if urlsafe:
         compact = compact.translate(_URLSAFE_TO_STANDARD)
     try:
         return binascii.a2b_base64(compact + "=" * (-len(compact) % 4), strict_mode=True)
     except binascii.Error:
-        raise InvalidImage(f"image: {what} is not valid base64 (allowed: {_BASE64_ALLOWED})") from None
+        raise InvalidImage(f"{field}: {what} is not valid base64 (allowed: {_BASE64_ALLOWED})") from None
 
 
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")

@@ -1,12 +1,8 @@
-"""One job, start to end: input → request → image → workflow → ComfyUI run → video → response.
+"""One job, start to end: input → request → task → images → graph → ComfyUI run → outputs → response.
 
 Everything here blocks and runs in a worker thread (see ``handler.py``); ``stop`` is the flag the
 async handler sets when RunPod cancels the job. Each stage lives in its own module; this one only
 orders them, times them, and makes sure a failed job leaves ComfyUI usable and the disk clean.
-
-The video leaves either as base64 in the response or through S3 (:mod:`worker.storage`) with a
-presigned link: the job's ``output_mode`` or ``OUTPUT_MODE`` decides, and ``auto`` means S3
-whenever the worker has it configured (so a video too large for the response still arrives).
 """
 
 from __future__ import annotations
@@ -19,50 +15,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfy_bootstrap.client import ComfyClient
-from comfy_bootstrap.config import Settings
 from comfy_bootstrap.errors import ComfyUnavailable, ExecutionTimeout
 from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
 from comfy_bootstrap.models import check_models
-from comfy_bootstrap.process import ComfyServer
+from comfy_bootstrap.server import ComfyServer
+from worker.delivery import Artifact, Delivery, choose_delivery, unavailable_modes
+from worker.graph import Graph, JobFiles, Template, add_last_frame, job_files, load_fragments, load_template
 from worker.image import prepare_image
+from worker.outputs import OutputFile, find_image, find_videos, read_png, read_video, remove_job_files
 from worker.progress import ProgressReporter
-from worker.request import VideoRequest, parse_request
+from worker.request import VideoRequest, fit_to_image, parse_request
+from worker.settings import Settings
 from worker.storage import S3Storage, missing_settings, safe_endpoint
-from worker.video import VideoFile, encode_video, find_videos, read_video, remove_job_files
-from worker.workflow import WorkflowTemplate, fill_workflow, job_files, load_template
+from worker.tasks import REGISTRY
+from worker.tasks.base import FillInputs, Task
 
 log = logging.getLogger(__name__)
-
-#: Room for the response's fields other than the video (names, timings, JSON punctuation).
-RESPONSE_OVERHEAD = 4096
 
 ProgressSender = Callable[[dict[str, object]], None]
 
 
 @dataclass
 class Runtime:
-    """What lives for the whole worker: settings, the ComfyUI child, its client, the workflow,
+    """What lives for the whole worker: settings, ComfyUI, its client, the served tasks' graphs,
     and the S3 uploader when S3 output is configured."""
 
     settings: Settings
     server: ComfyServer
     client: ComfyClient
-    template: WorkflowTemplate
+    templates: dict[str, Template]
+    #: Pieces added to a task's graph on request (``workflows/fragments/``).
+    fragments: dict[str, Template]
     storage: S3Storage | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
-        """Load the workflow (a broken one fails here, at boot) and prepare, not start, ComfyUI."""
-        template = load_template(settings.workflow_path)
-        client = ComfyClient(settings.base_url, timeout=settings.http_timeout)
-        return cls(settings, ComfyServer(settings), client, template, _create_storage(settings))
-
-    @property
-    def s3_unavailable(self) -> str | None:
-        """Why this worker cannot upload to S3, or None when it can."""
-        if self.storage is not None:
-            return None
-        return f"S3 output is not configured (the operator sets {', '.join(missing_settings(self.settings.s3))})"
+        """Load every served task's graph (a broken one fails here, at boot) and prepare, not start, ComfyUI."""
+        templates = {
+            name: load_template(settings.workflows_dir / REGISTRY[name].workflow, REGISTRY[name].roles) for name in settings.tasks
+        }
+        fragments = load_fragments(settings.workflows_dir / "fragments")
+        client = ComfyClient(settings.comfy.base_url, timeout=settings.comfy.http_timeout)
+        return cls(settings, ComfyServer(settings.comfy), client, templates, fragments, _create_storage(settings))
 
 
 def _create_storage(settings: Settings) -> S3Storage | None:
@@ -70,12 +64,12 @@ def _create_storage(settings: Settings) -> S3Storage | None:
     s3 = settings.s3
     if s3.configured:
         log.info(
-            "S3 output: bucket %s at %s, keys %s/<job id>/<file>.mp4, links valid %d s, default output mode %s",
+            "S3 output: bucket %s at %s, keys %s/<job id>/<file>, links valid %d s, default output mode %s",
             s3.bucket, safe_endpoint(s3), s3.prefix, s3.url_expiry, settings.output_mode,
         )  # fmt: skip
         return S3Storage(s3)
     if s3.endpoint_url or s3.bucket or s3.access_key_id or s3.secret_access_key:
-        log.warning("S3 output is off, videos go out as base64: missing %s", ", ".join(missing_settings(s3)))
+        log.warning("S3 output is off, files go out as base64: missing %s", ", ".join(missing_settings(s3)))
     return None
 
 
@@ -116,84 +110,82 @@ def generate_video(
     """Run one job and return RunPod's output dict; raise WorkerError/ComfyError on failure."""
     settings = runtime.settings
     timer = Timer()
-    request = parse_request(job_input, settings.limits, s3_unavailable=runtime.s3_unavailable)
-    mode = _output_mode(request, runtime)
-    image = prepare_image(request, settings.limits)
+    request = parse_request(job_input, settings, unavailable_modes=unavailable_modes(settings, runtime.storage))
+    delivery = choose_delivery(request.output_mode, settings, runtime.storage)
+    task = REGISTRY[request.task]
+    images = {image.field: prepare_image(image, settings.limits) for image in request.images}
+    if images:
+        first = next(iter(images.values()))
+        request = fit_to_image(request, first.width, first.height, settings.limits)
     log.info(
-        "job %s: %dx%d, %d frames, %d steps (split %d), seed %d, image %s, output %s",
-        job_id, request.width, request.height, request.length, request.steps, request.split_step, request.seed,
-        image.description, mode,
-    )
+        "job %s: task %s, %dx%d, %d frames, %d steps, seed %d, images %s, output %s",
+        job_id, task.name, request.width, request.height, request.length, request.steps, request.seed,
+        {name: image.description for name, image in images.items()} or "none", delivery.mode,
+    )  # fmt: skip
     timer.lap("prepare")
     runtime.server.ensure_alive()
-    check_models(settings, runtime.client.list_models)
+    check_models(settings.comfy, task.model_files(settings.model_names), runtime.client.list_models, subject=f"task {task.name}: ")
     files = job_files(job_id)
-    videos: list[VideoFile] = []
+    uploaded: list[str] = []
+    produced: list[OutputFile] = []
     try:
-        runtime.client.upload_image(files.image_name, image.png)
-        filled = fill_workflow(runtime.template, request, files, settings.models, save_metadata=settings.save_metadata)
+        for name, image in images.items():
+            uploaded.append(files.image_name(name))
+            runtime.client.upload_image(uploaded[-1], image.png)
+        graph = build_graph(runtime, task, request, files)
         timer.lap("upload")
-        reporter = ProgressReporter(
-            filled.roles,
-            steps=request.steps,
-            split_step=request.split_step,
-            frames=request.length,
-            send=send_progress or (lambda _update: None),
-            interval=settings.progress_interval,
-        )
-        options = RunOptions(
-            timeout=settings.job_timeout,
-            stop=stop or threading.Event(),
-            on_message=reporter.on_message,
-            reconnect_attempts=settings.ws_reconnect_attempts,
-        )
-        run = _run(runtime, filled.prompt, options)
+        run = _run(runtime, graph, _options(runtime, task, request, graph, stop, send_progress))
         timer.lap("comfyui")
-        videos = find_videos(run.outputs, filled.roles["video_output"])
-        data = read_video(runtime.client, videos[0])
-        delivered = _deliver(runtime, mode, job_id, videos[0], data, timer)
+        videos, artifacts = _collect(runtime.client, request, graph, run, produced)
+        delivered = _deliver(delivery, job_id, artifacts, timer)
         return _response(request, run, videos, delivered, timer.result(run))
     finally:
         if not settings.keep_files:
-            remove_job_files(settings.input_dir, settings.output_dir, files.image_name, videos)
+            remove_job_files(settings.comfy.input_dir, settings.comfy.output_dir, uploaded, produced)
 
 
-def _output_mode(request: VideoRequest, runtime: Runtime) -> str:
-    """``s3`` or ``base64`` for this job: ``auto`` means S3 whenever the worker has it.
+def build_graph(runtime: Runtime, task: Task, request: VideoRequest, files: JobFiles) -> Graph:
+    """The task's graph filled for this job, with the last frame saved when asked."""
+    settings = runtime.settings
+    graph = Graph(runtime.templates[task.name])
+    uploaded = {image.field: files.image_name(image.field) for image in request.images}
+    models = task.model_names(settings.model_names)
+    task.fill(graph, FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata))
+    if request.return_last_frame:
+        add_last_frame(graph, runtime.fragments, files.last_frame_prefix)
+    return graph
 
-    ``s3`` without S3 cannot get here: a job's own ``s3`` is refused by validation, and
-    ``OUTPUT_MODE=s3`` without S3 settings stops the worker at boot (config.py).
-    """
-    mode = request.output_mode or runtime.settings.output_mode
-    if mode == "auto":
-        return "s3" if runtime.storage is not None else "base64"
-    return mode
 
-
-def _deliver(
-    runtime: Runtime, mode: str, job_id: str, video: VideoFile, data: bytes, timer: Timer
-) -> dict[str, Any]:
-    """The response's video fields: ``video`` (base64), or the S3 link after uploading."""
-    storage = runtime.storage
-    if mode == "s3" and storage is not None:  # always true for s3, see _output_mode
-        timer.lap("output")
-        stored = storage.upload(data, storage.key_for(job_id, video.filename))
-        timer.lap("s3_upload")
-        return stored.response_fields()
-    encoded = encode_video(
-        data,
-        response_overhead=RESPONSE_OVERHEAD,
-        limit=runtime.settings.max_response_bytes,
-        s3_configured=storage is not None,
+def _options(
+    runtime: Runtime,
+    task: Task,
+    request: VideoRequest,
+    graph: Graph,
+    stop: threading.Event | None,
+    send_progress: ProgressSender | None,
+) -> RunOptions:
+    settings = runtime.settings
+    reporter = ProgressReporter(
+        {graph.roles[role]: stage for role, stage in task.sampler_stages(request).items()},
+        decode=graph.roles["decode"],
+        encode=graph.roles["video_output"],
+        steps=request.steps,
+        frames=request.length,
+        send=send_progress or (lambda _update: None),
+        interval=settings.progress_interval,
     )
-    timer.lap("output")
-    return {"video": encoded}
+    return RunOptions(
+        timeout=settings.job_timeout,
+        stop=stop or threading.Event(),
+        on_message=reporter.on_message,
+        reconnect_attempts=settings.ws_reconnect_attempts,
+    )
 
 
-def _run(runtime: Runtime, prompt: dict[str, Any], options: RunOptions) -> RunResult:
+def _run(runtime: Runtime, graph: Graph, options: RunOptions) -> RunResult:
     """Run the prompt; after a crash or a hang, leave ComfyUI restarted for the next job."""
     try:
-        return run_prompt(runtime.client, prompt, options)
+        return run_prompt(runtime.client, graph.prompt, options)
     except ExecutionTimeout as exc:
         if exc.unresponsive:
             runtime.server.restart("ComfyUI did not stop the timed-out prompt")
@@ -205,14 +197,39 @@ def _run(runtime: Runtime, prompt: dict[str, Any], options: RunOptions) -> RunRe
         raise
 
 
+def _collect(
+    client: ComfyClient, request: VideoRequest, graph: Graph, run: RunResult, produced: list[OutputFile]
+) -> tuple[list[OutputFile], list[Artifact]]:
+    """The videos the run reported and the response's files (the first video, the last frame when
+    asked); ``produced`` collects every reported file for the cleanup."""
+    videos = find_videos(run.outputs, graph.roles["video_output"])
+    produced.extend(videos)
+    artifacts = [Artifact("video", videos[0].filename, read_video(client, videos[0]), "video/mp4")]
+    if request.return_last_frame:
+        frame = find_image(run.outputs, graph.roles["save_last_frame"])
+        produced.append(frame)
+        artifacts.append(Artifact("last_frame", frame.filename, read_png(client, frame), "image/png"))
+    return videos, artifacts
+
+
+def _deliver(delivery: Delivery, job_id: str, artifacts: list[Artifact], timer: Timer) -> dict[str, Any]:
+    """Hand the files to the delivery; an upload gets a lap of its own after the reading."""
+    if delivery.upload_lap:
+        timer.lap("output")
+    fields = delivery.deliver(job_id, artifacts)
+    timer.lap(delivery.upload_lap or "output")
+    return fields
+
+
 def _response(
-    request: VideoRequest, run: RunResult, videos: list[VideoFile], delivered: dict[str, Any], timings: dict[str, float]
+    request: VideoRequest, run: RunResult, videos: list[OutputFile], delivered: dict[str, Any], timings: dict[str, float]
 ) -> dict[str, Any]:
     return {
         **delivered,
         "filename": videos[0].filename,
         "prompt_id": run.prompt_id,
         "files_count": len(videos),
+        "task": request.task,
         "seed": request.seed,
         "width": request.width,
         "height": request.height,

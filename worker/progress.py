@@ -1,7 +1,7 @@
 """Turn ComfyUI's websocket messages into RunPod progress updates ``{stage, step, steps, percent}``.
 
-Stages: ``high_noise`` and ``low_noise`` (sampling steps, counted over the whole schedule),
-``decode`` (VAEDecode runs; ComfyUI reports no steps for it) and ``encode`` (VHS writes frames).
+Stages: one per sampler node as the task names them (``high_noise`` and ``low_noise`` for the
+two A14B experts, ``sampling`` for one model; steps counted over the whole schedule), ``decode`` (VAEDecode runs; ComfyUI reports no steps for it) and ``encode`` (VHS writes frames).
 ComfyUI's ``progress`` messages are sparse (the recordings show 1/3 then 3/3), so the reporter
 never assumes every step arrives; it reports the latest known position.
 
@@ -13,7 +13,7 @@ an update sent just before the result can land after it, so the last encode step
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from comfy_bootstrap import messages as m
@@ -40,23 +40,20 @@ class ProgressReporter:
 
     def __init__(
         self,
-        roles: dict[str, str],
+        samplers: Mapping[str, tuple[str, int]],
         *,
+        decode: str,
+        encode: str,
         steps: int,
-        split_step: int,
         frames: int,
         send: Callable[[dict[str, object]], None],
         interval: float,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self._stage_of = {
-            roles["sampler_high_noise"]: "high_noise",
-            roles["sampler_low_noise"]: "low_noise",
-            roles["decode"]: "decode",
-            roles["video_output"]: "encode",
-        }
+        """``samplers``: sampler node id → (stage, the step it starts at); ``decode``/``encode``: node ids."""
+        self._stage_of = {node: stage for node, (stage, _) in samplers.items()} | {decode: "decode", encode: "encode"}
+        self._offset = {stage: first for stage, first in samplers.values()}
         self._steps = max(steps, 1)
-        self._split = split_step
         self._frames = max(frames, 1)
         self._send = send
         self._interval = interval
@@ -85,9 +82,8 @@ class ProgressReporter:
         return None
 
     def _at(self, stage: str, value: int, of: int | None) -> ProgressUpdate:
-        if stage in ("high_noise", "low_noise"):
-            offset = 0 if stage == "high_noise" else self._split
-            step = min(offset + value, self._steps)
+        if stage in self._offset:
+            step = min(self._offset[stage] + value, self._steps)
             return ProgressUpdate(stage, step, self._steps, round(SAMPLING_SHARE * step / self._steps, 1))
         if stage == "decode":
             return ProgressUpdate(stage, 0, 1, DECODE_AT)

@@ -6,9 +6,10 @@ every value is checked here, before ComfyUI sees it. Each problem becomes one cl
 request are joined with ``"; "`` into a single :class:`InvalidInput`, so a client fixes every
 field in one round trip.
 
-The options are described by a table (:data:`OPTION_SPECS`): one entry per option with its
-parser (type), its rule (bounds, step), its default and its aliases. Adding an option means
-adding one row.
+The job's task (:mod:`worker.tasks`) is read first, because it decides which images and options
+the job may have and their defaults. The options are described by a table
+(:data:`OPTION_SPECS`): one entry per option with its parser (type), its rule (bounds, step),
+its default and its aliases. Adding an option means adding one row.
 
 Conventions the API documents:
 
@@ -28,16 +29,20 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from comfy_bootstrap.config import OUTPUT_MODES, Limits
+from worker import sizes
 from worker.download import redact_url, url_problem
 from worker.errors import InvalidInput
+from worker.settings import OUTPUT_MODES, Limits, Settings
+from worker.tasks import REGISTRY
+from worker.tasks.base import Task
+from worker.tasks.common import RESIZE_METHODS
 
 log = logging.getLogger(__name__)
 
-#: Wan's standard negative prompt (the same text the workflow file holds).
+#: Wan's standard negative prompt (the same text the workflow files hold).
 DEFAULT_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
     "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
@@ -63,40 +68,59 @@ SCHEDULERS: tuple[str, ...] = (
     "linear_quadratic", "kl_optimal",
 )  # fmt: skip
 
-#: The user's word for fitting an image of another aspect ratio → ``ImageResize+``'s ``method``.
-RESIZE_METHODS: dict[str, str] = {"crop": "fill / crop", "pad": "pad", "stretch": "stretch"}
-
-# ComfyUI's own bounds (object_info of v0.30.0); the upper bounds of a job come from Limits.
-DIMENSION_STEP = 16  # WanImageToVideo width/height: min 16, step 16
-MIN_DIMENSION = 16
-LENGTH_STEP = 4  # WanImageToVideo length: min 1, step 4 → 4n+1 frames
+# ComfyUI's own bounds (object_info of v0.30.0); the upper bounds of a job come from Limits, the
+# width/height step and minimum from the task's latent node.
+LENGTH_STEP = 4  # length: min 1, step 4 → 4n+1 frames
 SEED_MAX = 2**64 - 1  # KSamplerAdvanced noise_seed
 CFG_MAX = 100.0  # KSamplerAdvanced cfg: 0..100
 SHIFT_MAX = 100.0  # ModelSamplingSD3 shift: 0..100
 LORA_STRENGTH_MAX = 100.0  # LoraLoaderModelOnly strength_model: -100..100
 MIN_FRAME_RATE = 1.0  # VHS_VideoCombine frame_rate: min 1
 
-TOP_LEVEL_FIELDS = ("prompt", "image", "image_url", "negative_prompt", "options", "output_mode")
-_IMAGE_ALLOWED = (
-    "exactly one of image (base64 or a data:image/<type>;base64, URI) "
-    "or image_url (an http:// or https:// URL)"
-)
+TOP_LEVEL_FIELDS = (
+    "prompt", "image", "image_url", "negative_prompt", "options", "output_mode",
+    "task", "end_image", "end_image_url", "return_last_frame",
+)  # fmt: skip
+#: The image fields of every task, in the order a job's images are prepared.
+IMAGE_FIELDS = ("image", "end_image")
+
+
+def _image_allowed(name: str) -> str:
+    return (
+        f"exactly one of {name} (base64 or a data:image/<type>;base64, URI) "
+        f"or {name}_url (an http:// or https:// URL)"
+    )
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image of the job as given: base64 / data URI, or a URL. Decoded by :mod:`worker.image`."""
+
+    field: str
+    b64: str | None = field(default=None, repr=False)
+    url: str | None = field(default=None, repr=False)
+
+    @property
+    def source_field(self) -> str:
+        """The request field it came in: ``image`` or ``image_url`` (``end_image``…)."""
+        return self.field if self.b64 is not None else f"{self.field}_url"
+
+    def describe(self) -> str:
+        return f"base64, {len(self.b64)} characters" if self.b64 is not None else f"url {redact_url(self.url or '')}"
 
 
 @dataclass(frozen=True)
 class VideoRequest:
-    """A job, validated: every value is in range and of the type the workflow needs."""
+    """A job, validated: every value is in range and of the type the task's graph needs."""
 
+    task: str
     prompt: str
     negative_prompt: str
-    #: The ``image`` field as given (raw base64 or a data URI); decoded by :mod:`worker.image`.
-    image_b64: str | None = field(repr=False)
-    image_url: str | None = field(repr=False)
+    images: tuple[ImageInput, ...]
     width: int
     height: int
     length: int
     steps: int
-    split_step: int
     cfg: float
     frame_rate: float
     seed: int
@@ -104,39 +128,42 @@ class VideoRequest:
     shift: float
     sampler_name: str
     scheduler: str
-    lora_strength: float
-    resize: str
+    #: Dual-expert tasks only (None for the others).
+    split_step: int | None = None
+    lora_strength: float | None = None
+    #: Tasks with images only.
+    resize: str | None = None
     #: ``base64``, ``s3`` or ``auto``; None means the worker's default (``OUTPUT_MODE``).
     output_mode: str | None = None
+    return_last_frame: bool = False
+    #: A ``resolution`` whose size follows the start image (``aspect_ratio`` auto); see :func:`fit_to_image`.
+    fit_resolution: str | None = None
 
-    @property
-    def resize_method(self) -> str:
-        """``resize`` as ComfyUI's ``ImageResize+`` calls it."""
-        return RESIZE_METHODS[self.resize]
+    def image(self, name: str) -> ImageInput | None:
+        return next((image for image in self.images if image.field == name), None)
 
     def describe(self) -> dict[str, object]:
         """The request for a log line: no image data, no URL query, no prompt text."""
-        if self.image_b64 is not None:
-            image = f"base64, {len(self.image_b64)} characters"
-        else:
-            image = f"url {redact_url(self.image_url or '')}"
-        options = {name: getattr(self, name) for name in _OPTION_NAMES}
+        options = {name: getattr(self, name) for name in _OPTION_FIELDS}
         return {
+            "task": self.task,
             "prompt_chars": len(self.prompt),
             "negative_prompt_chars": len(self.negative_prompt),
-            "image": image,
+            **{image.field: image.describe() for image in self.images},
             **options,
             "seed_randomized": self.seed_randomized,
             "output_mode": self.output_mode,
+            "return_last_frame": self.return_last_frame,
         }
 
 
-def parse_request(job_input: object, limits: Limits, *, s3_unavailable: str | None = None) -> VideoRequest:
-    """Validate ``job_input`` (the job's ``input``) against ``limits``; raise one InvalidInput.
+def parse_request(job_input: object, settings: Settings, *, unavailable_modes: Mapping[str, str] | None = None) -> VideoRequest:
+    """Validate ``job_input`` (the job's ``input``) for this worker's tasks and limits; raise one InvalidInput.
 
-    ``s3_unavailable`` is why this worker cannot store videos in S3 (None when it can): a job
-    asking for ``output_mode: "s3"`` is then refused here, before any work is done.
+    ``unavailable_modes`` are output modes this worker cannot serve, each with why
+    (:func:`worker.delivery.unavailable_modes`).
     """
+    limits, tasks = settings.limits, settings.tasks
     if not isinstance(job_input, dict):
         raise InvalidInput(
             f"input: {shown(job_input)} is not an object "
@@ -144,23 +171,43 @@ def parse_request(job_input: object, limits: Limits, *, s3_unavailable: str | No
         )
     problems = _Problems()
     _check_unknown(job_input, "", TOP_LEVEL_FIELDS, "field", problems)
+    task = _parse_task(job_input, tasks, problems)
     prompt = _parse_prompt(job_input.get("prompt"), limits, problems)
     negative_prompt = _parse_negative_prompt(job_input.get("negative_prompt"), limits, problems)
-    image_b64, image_url = _parse_image_source(job_input, problems)
-    options = _parse_options(job_input.get("options"), limits, problems)
-    output_mode = _parse_output_mode(job_input.get("output_mode"), s3_unavailable, problems)
+    images: tuple[ImageInput, ...] = ()
+    options: dict[str, Any] = {}
+    if task is not None:  # else reported: the task decides which images and options a job may have
+        images = _parse_images(job_input, task, tasks, problems)
+        defaults = {**task.defaults, "frame_rate": task.defaults.get("frame_rate") or settings.default_frame_rate}
+        options = _parse_options(job_input.get("options"), _Context(limits, task, defaults, bool(images), {}), problems)
+    output_mode = _parse_output_mode(job_input.get("output_mode"), unavailable_modes or {}, problems)
+    return_last_frame = _parse_flag(job_input, "return_last_frame", problems)
     problems.raise_if_any()
+    assert task is not None  # a missing task is always one of the problems
     request = VideoRequest(
+        task=task.name,
         prompt=prompt,
         negative_prompt=negative_prompt,
-        image_b64=image_b64,
-        image_url=image_url,
-        seed_randomized=options.pop("seed_randomized"),
+        images=images,
         output_mode=output_mode,
+        return_last_frame=return_last_frame,
         **options,
     )
     log.debug("request: %s", request.describe())
     return request
+
+
+def fit_to_image(request: VideoRequest, image_width: int, image_height: int, limits: Limits) -> VideoRequest:
+    """The request with the size of ``aspect_ratio: auto`` worked out from the start image's size."""
+    if request.fit_resolution is None:
+        return request
+    step = REGISTRY[request.task].size_step
+    width, height = sizes.image_size(
+        request.fit_resolution, image_width, image_height, step,
+        _multiple_below(limits.max_width, step), _multiple_below(limits.max_height, step),
+    )  # fmt: skip
+    log.info("resolution %s, aspect_ratio auto: %dx%d image → %dx%d", request.fit_resolution, image_width, image_height, width, height)
+    return replace(request, width=width, height=height, fit_resolution=None)
 
 
 # --- Showing values -------------------------------------------------------------------------
@@ -218,7 +265,71 @@ def _check_unknown(
             problems.add(f"{prefix}{name}", f"unknown {noun}", ", ".join(known))
 
 
-# --- Prompts and image ------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects every problem of a request, so one error names them all."""
+
+    def __init__(self) -> None:
+        self._clauses: list[str] = []
+
+    def add(self, path: str, what: str, allowed: str) -> None:
+        self._clauses.append(f"{path}: {what} (allowed: {allowed})")
+
+    def raise_if_any(self) -> None:
+        if self._clauses:
+            raise InvalidInput("; ".join(self._clauses))
+
+
+def _check_unknown(
+    given: Mapping[Any, Any], prefix: str, known: tuple[str, ...], noun: str, problems: _Problems
+) -> None:
+    """Report every key of ``given`` that is not in ``known`` (a typo must not be ignored)."""
+    for key in given:
+        if key not in known:
+            name = str(key) if len(str(key)) <= 40 else str(key)[:39] + "…"
+            problems.add(f"{prefix}{name}", f"unknown {noun}", ", ".join(known))
+
+
+# --- Task -------------------------------------------------------------------------------------------
+
+
+def _tasks_taking(name: str, served: tuple[str, ...]) -> list[str]:
+    return [task for task in served if REGISTRY[task].slot(name) is not None]
+
+
+def _parse_task(job_input: Mapping[str, Any], served: tuple[str, ...], problems: _Problems) -> Task | None:
+    """The job's task: ``task`` as given, else chosen by the images given (end image → flf2v, image → i2v)."""
+    value = job_input.get("task")
+    allowed = ", ".join(served)
+    if value is None:
+        given = {name for name in IMAGE_FIELDS if job_input.get(name) is not None or job_input.get(f"{name}_url") is not None}
+        if "end_image" in given:
+            name, why = "flf2v", "end_image was given"
+        elif "image" in given:
+            name, why = "i2v", "an image was given"
+        else:
+            problems.add(
+                "image", "missing (and no image_url)",
+                f'{_image_allowed("image")}; or task "t2v" for a video from the prompt alone',
+            )  # fmt: skip
+            return None
+        if name not in served:
+            problems.add("task", f'"{name}" (chosen because {why}) is not served by this worker', allowed)
+            return None
+        return REGISTRY[name]
+    if not isinstance(value, str):
+        problems.add("task", f"{shown(value)} is not a string", allowed)
+    elif value not in REGISTRY:
+        problems.add("task", f"{shown(value)} is not a task", allowed)
+    elif value not in served:
+        problems.add("task", f"{shown(value)} is not served by this worker (TASKS)", allowed)
+    else:
+        return REGISTRY[value]
+    return None
+
+
+# --- Prompts and images -------------------------------------------------------------------------
 
 
 def _parse_prompt(value: object, limits: Limits, problems: _Problems) -> str:
@@ -249,51 +360,68 @@ def _parse_negative_prompt(value: object, limits: Limits, problems: _Problems) -
     return ""
 
 
-def _parse_image_source(job_input: Mapping[str, Any], problems: _Problems) -> tuple[str | None, str | None]:
-    """Exactly one of ``image`` / ``image_url``; only their type and form are checked here.
+def _parse_images(
+    job_input: Mapping[str, Any], task: Task, served: tuple[str, ...], problems: _Problems
+) -> tuple[ImageInput, ...]:
+    """The task's images, each as exactly one of ``<field>`` / ``<field>_url``; others refused.
 
-    The base64 payload is decoded (and its errors reported) by :mod:`worker.image`. The image is
+    Only type and form are checked here; the data is decoded by :mod:`worker.image`. An image is
     never echoed: a string is described by its length.
     """
-    image, url = job_input.get("image"), job_input.get("image_url")
-    if image is None and url is None:
-        problems.add("image", "missing (and no image_url)", _IMAGE_ALLOWED)
-        return None, None
-    if image is not None and url is not None:
-        problems.add("image, image_url", "both given", _IMAGE_ALLOWED)
-        return None, None
-    if image is not None:
-        return _parse_image(image, problems), None
-    return None, _parse_image_url(url, problems)
+    images = []
+    for name in IMAGE_FIELDS:
+        url_name = f"{name}_url"
+        data, url = job_input.get(name), job_input.get(url_name)
+        slot = task.slot(name)
+        if slot is None:
+            for given in (name, url_name):
+                if job_input.get(given) is not None:
+                    takers = ", ".join(_tasks_taking(name, served)) or "none on this worker"
+                    problems.add(given, f"not used by task {task.name}", f"only with task {takers}")
+            continue
+        if data is None and url is None:
+            if slot.required:
+                problems.add(name, f"missing (and no {url_name})", _image_allowed(name))
+        elif data is not None and url is not None:
+            problems.add(f"{name}, {url_name}", "both given", _image_allowed(name))
+        elif data is not None:
+            b64 = _parse_image(name, data, problems)
+            if b64 is not None:
+                images.append(ImageInput(name, b64=b64))
+        else:
+            checked = _parse_image_url(url_name, url, problems)
+            if checked is not None:
+                images.append(ImageInput(name, url=checked))
+    return tuple(images)
 
 
-def _parse_image(value: object, problems: _Problems) -> str | None:
+def _parse_image(name: str, value: object, problems: _Problems) -> str | None:
     allowed = "a base64 string or a data:image/<type>;base64, URI"
     if not isinstance(value, str):
-        problems.add("image", f"{shown(value)} is not a string", allowed)
+        problems.add(name, f"{shown(value)} is not a string", allowed)
     elif not value.strip():
         blank = "an empty string" if not value else f"a string of {len(value)} whitespace characters"
-        problems.add("image", blank, allowed)
+        problems.add(name, blank, allowed)
     else:
         return value
     return None
 
 
-def _parse_image_url(value: object, problems: _Problems) -> str | None:
+def _parse_image_url(name: str, value: object, problems: _Problems) -> str | None:
     allowed = "an http:// or https:// URL"
     if not isinstance(value, str):
-        problems.add("image_url", f"{shown(value)} is not a string", allowed)
+        problems.add(name, f"{shown(value)} is not a string", allowed)
         return None
     url = value.strip()
     problem = url_problem(url)
     if problem is not None:
-        problems.add("image_url", f"{shown(redact_url(url, 100))} {problem}", allowed)
+        problems.add(name, f"{shown(redact_url(url, 100))} {problem}", allowed)
         return None
     return url
 
 
-def _parse_output_mode(value: object, s3_unavailable: str | None, problems: _Problems) -> str | None:
-    """One of OUTPUT_MODES, or None for the worker's default; ``s3`` only where S3 is configured."""
+def _parse_output_mode(value: object, unavailable: Mapping[str, str], problems: _Problems) -> str | None:
+    """One of OUTPUT_MODES this worker serves, or None for the worker's default."""
     allowed = ", ".join(OUTPUT_MODES)
     if value is None:
         return None
@@ -301,12 +429,20 @@ def _parse_output_mode(value: object, s3_unavailable: str | None, problems: _Pro
         problems.add("output_mode", f"{shown(value)} is not a string", allowed)
     elif value not in OUTPUT_MODES:
         problems.add("output_mode", f"{shown(value)} is not one of the allowed values", allowed)
-    elif value == "s3" and s3_unavailable is not None:
-        others = ", ".join(mode for mode in OUTPUT_MODES if mode != "s3")
-        problems.add("output_mode", f'"s3" is not available on this worker: {s3_unavailable}', others)
+    elif value in unavailable:
+        others = ", ".join(mode for mode in OUTPUT_MODES if mode not in unavailable)
+        problems.add("output_mode", f"{shown(value)} is not available on this worker: {unavailable[value]}", others)
     else:
         return value
     return None
+
+
+def _parse_flag(job_input: Mapping[str, Any], name: str, problems: _Problems) -> bool:
+    value = job_input.get(name)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    problems.add(name, f"{shown(value)} is not a boolean", "true or false")
+    return False
 
 
 # --- Options ------------------------------------------------------------------------------------
@@ -356,43 +492,55 @@ _FLOAT_TEXT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\
 
 @dataclass(frozen=True)
 class _Context:
-    """What a rule may look at: the limits and the options already parsed (in table order)."""
+    """What a rule may look at: the limits, the task and its defaults, and the options parsed so far."""
 
     limits: Limits
+    task: Task
+    defaults: Mapping[str, Any]
+    has_image: bool
     values: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return self.task.size_step
+
+
+def _const(value: float) -> Callable[[_Context], float]:
+    return lambda c: value
 
 
 @dataclass(frozen=True)
 class _Range:
     """A numeric rule: ``lo <= value <= hi`` and ``value % step == offset``.
 
-    ``hi`` is a function of the context because it comes from :class:`Limits` or from another
-    option (``split_step <= steps``); ``hi_name`` names it in messages when it is not a constant.
+    ``lo``, ``hi`` and ``step`` are functions of the context: they come from :class:`Limits`, from
+    the task (its size step) or from another option (``split_step <= steps``); ``hi_name`` names
+    the upper bound in messages when it is not a constant.
     """
 
-    lo: float
+    lo: Callable[[_Context], float]
     hi: Callable[[_Context], float]
     integer: bool = True
-    step: int = 1
+    step: Callable[[_Context], int] = _const(1)  # type: ignore[assignment]
     offset: int = 0
     hi_name: Callable[[_Context], str] | None = None
 
     def allowed(self, ctx: _Context) -> str:
         hi = self.hi_name(ctx) if self.hi_name else _number(self.hi(ctx))
-        span = f"from {_number(self.lo)} to {hi}"
-        if self.step != 1 and self.offset == 0:
-            return f"multiples of {self.step} {span}"
-        if self.step != 1:
-            return f"{self.step}n+{self.offset} {span} ({_example_series(self, ctx)})"
+        span = f"from {_number(self.lo(ctx))} to {hi}"
+        step = self.step(ctx)
+        if step != 1 and self.offset == 0:
+            return f"multiples of {step} {span}"
+        if step != 1:
+            return f"{step}n+{self.offset} {span} ({_example_series(self, ctx)})"
         return f"{'integers' if self.integer else 'numbers'} {span}"
 
     def problem(self, value: float, ctx: _Context) -> str | None:
-        if self.step != 1 and value % self.step != self.offset:
-            if self.offset == 0:
-                return f"is not a multiple of {self.step}"
-            return f"is not {self.step}n+{self.offset}"
-        if value < self.lo:
-            return f"is less than {_number(self.lo)}"
+        step = self.step(ctx)
+        if step != 1 and value % step != self.offset:
+            return f"is not a multiple of {step}" if self.offset == 0 else f"is not {step}n+{self.offset}"
+        if value < self.lo(ctx):
+            return f"is less than {_number(self.lo(ctx))}"
         if value > self.hi(ctx):
             return f"is greater than {self.hi_name(ctx) if self.hi_name else _number(self.hi(ctx))}"
         return None
@@ -400,7 +548,7 @@ class _Range:
 
 def _example_series(rule: _Range, ctx: _Context) -> str:
     """``1, 5, 9, …, 161`` — what ``4n+1`` means, spelled out."""
-    first = [int(rule.lo) + i * rule.step for i in range(3)]
+    first = [int(rule.lo(ctx)) + i * rule.step(ctx) for i in range(3)]
     return ", ".join(str(v) for v in first) + f", …, {_number(rule.hi(ctx))}"
 
 
@@ -451,95 +599,189 @@ def _split_default(ctx: _Context) -> int | None:
     return None if steps is None else steps // 2  # None only when steps itself was refused
 
 
-#: Every option, in the order it is checked (``split_step`` after ``steps``, which it depends on).
+def _task_default(name: str) -> Callable[[_Context], Any]:
+    return lambda c: c.defaults.get(name)
+
+
+def _max_length(ctx: _Context) -> int:
+    return _multiple_below(ctx.limits.max_length, LENGTH_STEP, 1)
+
+
+def _max_duration(ctx: _Context) -> float:
+    return (_max_length(ctx) - 1) / ctx.values.get("frame_rate", ctx.defaults["frame_rate"])
+
+
+def _dimension(name: str, limit: Callable[[Limits], int]) -> OptionSpec:
+    return OptionSpec(
+        name,
+        _parse_int,
+        _Range(lambda c: c.step, lambda c: _multiple_below(limit(c.limits), c.step), step=lambda c: c.step),
+        _task_default(name),
+    )
+
+
+#: Every option, in the order it is checked (``split_step`` after ``steps``, ``duration`` after
+#: ``frame_rate``, which they depend on). A task takes the ones it lists (``Task.options``).
 OPTION_SPECS: tuple[OptionSpec, ...] = (
-    OptionSpec(
-        "width",
-        _parse_int,
-        _Range(MIN_DIMENSION, lambda c: _multiple_below(c.limits.max_width, DIMENSION_STEP), step=DIMENSION_STEP),
-        lambda c: 832,
-    ),
-    OptionSpec(
-        "height",
-        _parse_int,
-        _Range(MIN_DIMENSION, lambda c: _multiple_below(c.limits.max_height, DIMENSION_STEP), step=DIMENSION_STEP),
-        lambda c: 832,
-    ),
+    _dimension("width", lambda limits: limits.max_width),
+    _dimension("height", lambda limits: limits.max_height),
     OptionSpec(
         "length",
         _parse_int,
-        _Range(1, lambda c: _multiple_below(c.limits.max_length, LENGTH_STEP, 1), step=LENGTH_STEP, offset=1),
-        lambda c: 81,
+        _Range(_const(1), _max_length, step=_const(LENGTH_STEP), offset=1),
+        _task_default("length"),
         aliases=("num_frames",),
     ),
-    OptionSpec("steps", _parse_int, _Range(1, lambda c: c.limits.max_steps), lambda c: 6),
+    OptionSpec("steps", _parse_int, _Range(_const(1), lambda c: c.limits.max_steps), _task_default("steps")),
     OptionSpec(
         "split_step",
         _parse_int,
-        _Range(0, lambda c: c.values.get("steps", c.limits.max_steps), hi_name=_steps_name),
+        _Range(_const(0), lambda c: c.values.get("steps", c.limits.max_steps), hi_name=_steps_name),
         _split_default,
     ),
     OptionSpec(
         "cfg",
         _parse_float,
-        _Range(0.0, lambda c: CFG_MAX, integer=False),
-        lambda c: 1.0,
+        _Range(_const(0.0), _const(CFG_MAX), integer=False),
+        _task_default("cfg"),
         aliases=("guidance_scale", "cfg_scale"),
     ),
     OptionSpec(
         "frame_rate",
         _parse_float,
-        _Range(MIN_FRAME_RATE, lambda c: c.limits.max_frame_rate, integer=False),
-        lambda c: 24.0,
+        _Range(_const(MIN_FRAME_RATE), lambda c: c.limits.max_frame_rate, integer=False),
+        _task_default("frame_rate"),
         aliases=("fps",),
     ),
-    OptionSpec("seed", _parse_int, _Range(0, lambda c: SEED_MAX), _random_seed),
-    OptionSpec("shift", _parse_float, _Range(0.0, lambda c: SHIFT_MAX, integer=False), lambda c: 8.0),
-    OptionSpec("sampler_name", _parse_str, _Choice(SAMPLER_NAMES), lambda c: "euler"),
-    OptionSpec("scheduler", _parse_str, _Choice(SCHEDULERS), lambda c: "simple"),
+    OptionSpec("seed", _parse_int, _Range(_const(0), _const(SEED_MAX)), _random_seed),
+    OptionSpec("shift", _parse_float, _Range(_const(0.0), _const(SHIFT_MAX), integer=False), _task_default("shift")),
+    OptionSpec("sampler_name", _parse_str, _Choice(SAMPLER_NAMES), _task_default("sampler_name")),
+    OptionSpec("scheduler", _parse_str, _Choice(SCHEDULERS), _task_default("scheduler")),
     OptionSpec(
         "lora_strength",
         _parse_float,
-        _Range(-LORA_STRENGTH_MAX, lambda c: LORA_STRENGTH_MAX, integer=False),
-        lambda c: 1.0,
+        _Range(_const(-LORA_STRENGTH_MAX), _const(LORA_STRENGTH_MAX), integer=False),
+        _task_default("lora_strength"),
     ),
-    OptionSpec("resize", _parse_str, _Choice(tuple(RESIZE_METHODS)), lambda c: "crop"),
+    OptionSpec("resize", _parse_str, _Choice(tuple(RESIZE_METHODS)), _task_default("resize")),
+    OptionSpec("resolution", _parse_str, _Choice(sizes.RESOLUTIONS), lambda c: None),
+    OptionSpec("aspect_ratio", _parse_str, _Choice(sizes.ASPECT_RATIOS), lambda c: None),
+    OptionSpec(
+        "duration",
+        _parse_float,
+        _Range(_const(0.0), _max_duration, integer=False, hi_name=lambda c: f"{_number(round(_max_duration(c), 3))} s"),
+        lambda c: None,
+    ),
 )
 
-_OPTION_NAMES = tuple(spec.name for spec in OPTION_SPECS)
-_KNOWN_OPTION_KEYS = tuple(name for spec in OPTION_SPECS for name in spec.names)
+_SPECS = {spec.name: spec for spec in OPTION_SPECS}
+#: The request's fields that come from options (presets are turned into width, height and length).
+_OPTION_FIELDS = tuple(name for name in _SPECS if name not in ("resolution", "aspect_ratio", "duration"))
+#: Options every task takes on top of its own: sizes and length by name.
+_PRESET_OPTIONS = ("resolution", "aspect_ratio", "duration")
 
 
-def _parse_options(value: object, limits: Limits, problems: _Problems) -> dict[str, Any]:
-    """Every option, parsed and checked against its spec; defaults fill what was not given.
+def _task_specs(task: Task) -> tuple[OptionSpec, ...]:
+    accepted = set(task.options) | set(_PRESET_OPTIONS)
+    return tuple(spec for spec in OPTION_SPECS if spec.name in accepted)
 
-    Returns the option values by canonical name plus ``seed_randomized``.
+
+def _parse_options(value: object, ctx: _Context, problems: _Problems) -> dict[str, Any]:
+    """Every option of the task, parsed and checked; defaults fill what was not given; presets applied.
+
+    Returns the request's option fields by canonical name, plus ``seed_randomized`` and ``fit_resolution``.
     """
+    specs = _task_specs(ctx.task)
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        problems.add("options", f"{shown(value)} is not an object", f"an object with {', '.join(_OPTION_NAMES)}")
+        names = ", ".join(spec.name for spec in specs)
+        problems.add("options", f"{shown(value)} is not an object", f"an object with {names}")
         value = {}
-    _check_unknown(value, "options.", _KNOWN_OPTION_KEYS, "option", problems)
-    ctx = _Context(limits, {})
-    for spec in OPTION_SPECS:
-        given = [name for name in spec.names if value.get(name) is not None]
-        if len(given) > 1:
+    known = tuple(name for spec in specs for name in spec.names)
+    for key in value:
+        spec = next((s for s in OPTION_SPECS if key in s.names), None)
+        if spec is not None and spec not in specs and value[key] is not None:
+            problems.add(f"options.{key}", f"not used by task {ctx.task.name}", ", ".join(known))
+    _check_unknown({k: v for k, v in value.items() if not any(k in s.names for s in OPTION_SPECS)}, "options.", known, "option", problems)
+    given: dict[str, str] = {}
+    for spec in specs:
+        names = [name for name in spec.names if value.get(name) is not None]
+        if len(names) > 1:
             problems.add(
-                f"options.{given[1]}",
-                f"given together with options.{given[0]}",
-                f"only one of {', '.join(spec.names)}",
+                f"options.{names[1]}", f"given together with options.{names[0]}", f"only one of {', '.join(spec.names)}"
             )
-        elif given:
-            parsed = _parse_option(spec, given[0], value[given[0]], ctx, problems)
+        elif names:
+            given[spec.name] = names[0]
+            parsed = _parse_option(spec, names[0], value[names[0]], ctx, problems)
             if parsed is not None:
                 ctx.values[spec.name] = parsed
         else:
             default = spec.default(ctx)
             if default is not None:
                 ctx.values[spec.name] = default
-    ctx.values["seed_randomized"] = value.get("seed") is None
-    return ctx.values
+    values = ctx.values
+    values["seed_randomized"] = value.get("seed") is None
+    values["fit_resolution"] = _apply_resolution(given, ctx, problems)
+    _apply_duration(given, ctx, problems)
+    for name in _PRESET_OPTIONS:
+        values.pop(name, None)
+    return values
+
+
+def _apply_resolution(given: Mapping[str, str], ctx: _Context, problems: _Problems) -> str | None:
+    """``resolution`` (+ ``aspect_ratio``) → width and height; returns the resolution left to fit to the image."""
+    values = ctx.values
+    if "resolution" not in given:
+        if "aspect_ratio" in given:
+            problems.add("options.aspect_ratio", "given without options.resolution", "together with options.resolution")
+        return None
+    for name in ("width", "height"):
+        if name in given:
+            problems.add(
+                f"options.{given[name]}", "given together with options.resolution",
+                "either resolution (with aspect_ratio) or width and height",
+            )  # fmt: skip
+    resolution = values.get("resolution")
+    if resolution is None or any(name in given for name in ("width", "height")):
+        return None
+    aspect = values.get("aspect_ratio") or ("auto" if ctx.has_image else "16:9")
+    if aspect == "auto":
+        if not ctx.has_image:
+            fixed = ", ".join(a for a in sizes.ASPECT_RATIOS if a != "auto")
+            problems.add("options.aspect_ratio", '"auto" needs an image to take the aspect from', fixed)
+            return None
+        values["width"], values["height"] = sizes.preset_size(resolution, "16:9", ctx.step)
+        return resolution
+    width, height = sizes.preset_size(resolution, aspect, ctx.step)
+    if not _fits(width, height, ctx):
+        fitting = [r for r in sizes.RESOLUTIONS if _fits(*sizes.preset_size(r, aspect, ctx.step), ctx)]
+        largest = f"{_multiple_below(ctx.limits.max_width, ctx.step)}x{_multiple_below(ctx.limits.max_height, ctx.step)}"
+        problems.add(
+            "options.resolution",
+            f'"{resolution}" at {aspect} is {width}x{height}, larger than this worker allows ({largest})',
+            ", ".join(fitting) or "width and height within the maximum",
+        )
+        return None
+    values["width"], values["height"] = width, height
+    return None
+
+
+def _fits(width: int, height: int, ctx: _Context) -> bool:
+    return width <= ctx.limits.max_width and height <= ctx.limits.max_height
+
+
+def _apply_duration(given: Mapping[str, str], ctx: _Context, problems: _Problems) -> None:
+    """``duration`` (seconds) → ``length``, the nearest 4n+1 frame count at the job's frame rate."""
+    if "duration" not in given:
+        return
+    if "length" in given:
+        problems.add(f"options.{given['length']}", "given together with options.duration", "only one of length or duration")
+        return
+    duration, frame_rate = ctx.values.get("duration"), ctx.values.get("frame_rate")
+    if duration is None or frame_rate is None:
+        return  # already reported
+    ctx.values["length"] = min(sizes.length_for(duration, frame_rate), _max_length(ctx))
 
 
 def _parse_option(spec: OptionSpec, key: str, raw: object, ctx: _Context, problems: _Problems) -> Any:

@@ -1,4 +1,4 @@
-"""Put the MP4 in an S3-compatible bucket and hand back a presigned GET URL.
+"""Put a job's files in an S3-compatible bucket and hand back presigned GET URLs.
 
 Works with AWS S3, Cloudflare R2, MinIO and other S3 APIs through boto3 directly (RunPod's
 ``rp_upload`` labels an MP4 ``image/mp4`` and silently writes to a local folder when credentials
@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from comfy_bootstrap.config import S3Settings
 from worker.errors import StorageFailed
+from worker.settings import S3Settings
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "video/mp4"
 #: Seconds to open a connection; with ``ATTEMPTS`` this bounds an unreachable endpoint (~10 s).
 CONNECT_TIMEOUT = 5.0
 #: Seconds to wait for the answer once the body is sent (sending itself is not cut short).
@@ -39,22 +38,13 @@ _QUIET_LOGGERS = ("botocore", "boto3", "s3transfer")
 
 
 @dataclass(frozen=True)
-class StoredVideo:
-    """Where an uploaded video is, and the link that fetches it until it expires."""
+class StoredFile:
+    """Where an uploaded file is, and the link that fetches it until it expires."""
 
     url: str
     key: str
     bucket: str
     expires_in: int
-
-    def response_fields(self) -> dict[str, Any]:
-        """The response's fields for an uploaded video (replacing ``video``)."""
-        return {
-            "video_url": self.url,
-            "video_key": self.key,
-            "video_bucket": self.bucket,
-            "video_url_expires_in": self.expires_in,
-        }
 
 
 def missing_settings(s3: S3Settings) -> list[str]:
@@ -93,7 +83,7 @@ def _safe_segment(text: str) -> str:
 
 
 class S3Storage:
-    """Uploads videos to the configured bucket; ``upload`` is safe to call from several threads."""
+    """Uploads files to the configured bucket; ``upload`` is safe to call from several threads."""
 
     def __init__(self, s3: S3Settings):
         if not s3.configured:
@@ -107,12 +97,12 @@ class S3Storage:
     def key_for(self, job_id: str, filename: str) -> str:
         return object_key(self.settings.prefix, job_id, filename)
 
-    def upload(self, data: bytes, key: str) -> StoredVideo:
-        """Put ``data`` at ``key`` as ``video/mp4``; return a presigned GET URL for it."""
+    def upload(self, data: bytes, key: str, content_type: str = "video/mp4") -> StoredFile:
+        """Put ``data`` at ``key``; return a presigned GET URL for it."""
         started = time.monotonic()
         try:
             client = self._get_client()
-            client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=CONTENT_TYPE)
+            client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
             url = client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.settings.url_expiry
             )
@@ -122,7 +112,7 @@ class S3Storage:
             "uploaded %d bytes to bucket %s, key %s at %s in %.2f s (link valid %d s)",
             len(data), self.bucket, key, self.endpoint, time.monotonic() - started, self.settings.url_expiry,
         )  # fmt: skip
-        return StoredVideo(url=url, key=key, bucket=self.bucket, expires_in=self.settings.url_expiry)
+        return StoredFile(url=url, key=key, bucket=self.bucket, expires_in=self.settings.url_expiry)
 
     def _get_client(self) -> Any:
         client = self._client
@@ -135,7 +125,7 @@ class S3Storage:
 
     def _failure(self, key: str, exc: Exception) -> str:
         reason = _scrub(_explain(exc), self.settings)
-        return f"uploading the video to bucket {self.bucket!r} (key {key}) at {self.endpoint} failed: {reason}"
+        return f"uploading {key.rsplit('/', 1)[-1]} to bucket {self.bucket!r} (key {key}) at {self.endpoint} failed: {reason}"
 
 
 def _make_client(s3: S3Settings) -> Any:

@@ -1,8 +1,9 @@
-"""Warm-up: one tiny job through the real workflow at boot, so the first user job finds the models loaded.
+"""Warm-up: one tiny job through the real graph at boot, so the first user job finds the models loaded.
 
-Opt-in with ``WARMUP=true``. The warm-up is an ordinary job for :func:`worker.pipeline.generate_video`
-(a generated 64×64 image, 5 frames, the default steps, a fixed seed), so it loads exactly what a
-real job loads: both experts with their LoRA, the text encoder and the VAE, from the network volume.
+Opt-in with ``WARMUP=true``. The warm-up is an ordinary job of ``WARMUP_TASK`` for
+:func:`worker.pipeline.generate_video` (generated 64×64 images for the task's image fields, 5
+frames, the default steps, a fixed seed), so it loads exactly what a real job of that task loads:
+its diffusion models with their LoRAs, the text encoder and the VAE, from the network volume.
 
 **When it runs: in a background thread, started right before the worker takes jobs.**
 Reading ~36 GB of weights from a network volume takes minutes (~90–180 s at 200–400 MB/s, more on
@@ -41,6 +42,8 @@ from comfy_bootstrap.errors import ComfyError, ExecutionTimeout
 from worker.errors import WorkerError
 from worker.logs import JOB_ID
 from worker.pipeline import Runtime, generate_video
+from worker.tasks import REGISTRY
+from worker.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +65,16 @@ class WarmupResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def warmup_input() -> dict[str, Any]:
-    """The warm-up's job input: a generated image, the smallest useful clip, default steps, fixed seed."""
+def warmup_input(task: Task) -> dict[str, Any]:
+    """The warm-up's job input: a generated image for each of the task's image fields, the smallest
+    useful clip, default steps, fixed seed."""
     buf = io.BytesIO()
     Image.new("RGB", (WARMUP_SIZE, WARMUP_SIZE), (128, 128, 128)).save(buf, "PNG")
+    image = base64.b64encode(buf.getvalue()).decode("ascii")
     return {
+        "task": task.name,
         "prompt": WARMUP_PROMPT,
-        "image": base64.b64encode(buf.getvalue()).decode("ascii"),
+        **{slot.field: image for slot in task.images},
         "options": {"width": WARMUP_SIZE, "height": WARMUP_SIZE, "length": WARMUP_LENGTH, "seed": WARMUP_SEED},
     }
 
@@ -96,13 +102,14 @@ def run_warmup(runtime: Runtime, *, stop: threading.Event | None = None) -> Warm
 def _warm_up(runtime: Runtime, stop: threading.Event | None) -> WarmupResult:
     started = time.monotonic()
     timeout = runtime.settings.warmup_timeout
+    task = REGISTRY[runtime.settings.warmup_task]
     log.info(
-        "warm-up: a %dx%d, %d-frame job through the workflow to load the models (WARMUP_TIMEOUT=%g s); "
+        "warm-up: a %dx%d, %d-frame %s job to load its models (WARMUP_TIMEOUT=%g s); "
         "jobs that arrive meanwhile wait behind it in ComfyUI's queue",
-        WARMUP_SIZE, WARMUP_SIZE, WARMUP_LENGTH, timeout,
+        WARMUP_SIZE, WARMUP_SIZE, WARMUP_LENGTH, task.name, timeout,
     )  # fmt: skip
     try:
-        out = generate_video(warmup_input(), WARMUP_JOB_ID, warmup_runtime(runtime), stop=stop, send_progress=None)
+        out = generate_video(warmup_input(task), WARMUP_JOB_ID, warmup_runtime(runtime), stop=stop, send_progress=None)
     except ExecutionTimeout:
         error = f"timeout: the warm-up did not finish within WARMUP_TIMEOUT={timeout:g} s and was interrupted"
         return _failed(started, error)
@@ -132,7 +139,6 @@ class Warmup:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.result: WarmupResult | None = None
-        self.stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="warmup", daemon=True)
 
     def start(self) -> Warmup:
@@ -149,7 +155,7 @@ class Warmup:
         return self.result
 
     def _run(self) -> None:
-        self.result = run_warmup(self.runtime, stop=self.stop)
+        self.result = run_warmup(self.runtime)
 
 
 def start_warmup(runtime: Runtime) -> Warmup | None:

@@ -1,0 +1,234 @@
+"""The ComfyUI child process: spawned in its own session, its output in a log file, ended as a group.
+
+:class:`ComfyChild` owns one process and nothing else: it knows whether the process runs, why it
+exited, what it last wrote, and how to end it together with everything it spawned (ffmpeg,
+custom-node helpers). When to start, wait for or restart ComfyUI is :mod:`comfy_bootstrap.server`'s
+business.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Bytes of the log read for a tail: enough for 40 long lines, cheap on a big log.
+_TAIL_BYTES = 256 * 1024
+
+
+class ComfyChild:
+    """One running (or exited) ComfyUI process and its process group."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_file: Path, log_offset: int, *, stop_grace: float = 5.0):
+        self._proc = proc
+        self.log_file = log_file
+        self._log_offset = log_offset
+        self.stop_grace = stop_grace
+        self._stopped_by_us = False
+
+    @classmethod
+    def spawn(cls, command: list[str], *, cwd: Path, log_file: Path, stop_grace: float = 5.0) -> ComfyChild:
+        """Start ``command`` in its own session with stdout and stderr appended to ``log_file``."""
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the file (and the error tail) at once
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as log:
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            log.write(f"\n===== {stamp} worker starts ComfyUI: {shlex.join(command)}\n".encode())
+            log.flush()
+            offset = log.tell()
+            proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # own process group: stop() ends all of it
+            )
+        return cls(proc, log_file, offset, stop_grace=stop_grace)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """Exit status (negative = killed by that signal); ``None`` while it runs."""
+        return self._proc.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit status once the process is gone, or None if it still runs after ``timeout``."""
+        try:
+            return self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def describe_exit(self, code: int) -> str:
+        """``exit code 3``, ``signal SIGKILL (killed from outside; …)``."""
+        if code >= 0:
+            return f"exit code {code}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        text = f"signal {name}"
+        if -code == signal.SIGKILL and not self._stopped_by_us:
+            text += " (killed from outside; in a container usually the out-of-memory killer)"
+        elif self._stopped_by_us:
+            text += " (stopped by the worker)"
+        return text
+
+    def stop(self) -> None:
+        """End the process and its whole group: SIGTERM, grace period, SIGKILL. Idempotent, lock-free."""
+        proc, pgid = self._proc, self._proc.pid  # start_new_session: the child leads its group
+        if proc.poll() is None or _group_members(pgid):
+            if proc.poll() is None:
+                self._stopped_by_us = True
+            logger.info("stopping ComfyUI (pid %d and its process group)", pgid)
+            _signal_group(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + self.stop_grace
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                pass
+            while proc.returncode is not None and _group_members(pgid) and time.monotonic() < deadline:
+                _reap(pgid)
+                time.sleep(0.05)
+            if proc.poll() is None or _group_members(pgid):
+                logger.warning("ComfyUI's process group did not exit within %.0f s of SIGTERM; sending SIGKILL", self.stop_grace)
+                _signal_group(pgid, signal.SIGKILL)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                logger.error("ComfyUI (pid %d) did not die after SIGKILL", pgid)
+            self.reap_group(wait=2.0)
+        if _group_members(pgid):
+            logger.error("processes of ComfyUI's group %d survive: %s", pgid, _group_members(pgid))
+
+    def reap_group(self, wait: float = 0.0) -> None:
+        """After the child exited: kill what is left of its group and reap what we are parent of."""
+        pgid = self._proc.pid
+        if self._proc.poll() is None:
+            return
+        if _group_members(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+        end = time.monotonic() + wait
+        while True:
+            _reap(pgid)
+            if not _group_members(pgid) or time.monotonic() >= end:
+                return
+            time.sleep(0.02)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines this process wrote ("" when none)."""
+        try:
+            with open(self.log_file, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                offset = self._log_offset if self._log_offset <= size else 0
+                start = max(offset, size - _TAIL_BYTES)
+                fh.seek(start)
+                data = fh.read()
+        except OSError:
+            return ""
+        all_lines = data.decode("utf-8", errors="replace").splitlines()
+        if start > offset and all_lines:
+            all_lines = all_lines[1:]  # the first line was cut by the seek
+        return "\n".join(all_lines[-lines:]) if lines > 0 else ""
+
+    def tail_block(self, lines: int = 40) -> str:
+        """The log tail as a paragraph for an error message."""
+        tail = self.log_tail(lines)
+        if not tail:
+            return f"ComfyUI wrote nothing to {self.log_file}."
+        return f"Last lines of {self.log_file}:\n{tail}"
+
+
+def stop_on_exit(stop: Callable[[], None]) -> None:
+    """Call ``stop`` at interpreter exit and on SIGTERM/SIGINT, then behave as before.
+
+    The previous signal handlers are chained, so the worker's own reaction is unchanged. Signal
+    handlers can only be set from the main thread; elsewhere only the exit hook is registered.
+    """
+    atexit.register(stop)
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("stop_on_exit() called outside the main thread; only atexit is hooked")
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _chained(signum, signal.getsignal(signum), stop))
+
+
+def _chained(signum: int, previous: object, stop: Callable[[], None]) -> Callable[[int, object], None]:
+    def handler(received: int, frame: object) -> None:
+        logger.warning("worker got %s: stopping ComfyUI", signal.Signals(received).name)
+        stop()
+        if callable(previous):
+            previous(received, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        elif received == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:  # SIG_DFL: die of the same signal, as the worker would have without us
+            signal.signal(received, signal.SIG_DFL)
+            os.kill(os.getpid(), received)
+
+    return handler
+
+
+# ---------------------------------------------------------------------- process-group helpers
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        logger.error("cannot signal ComfyUI's process group %d: %s", pgid, exc)
+
+
+def _reap(pgid: int) -> None:
+    """Collect exited members of the group that are our children (reparented to us if we are PID 1)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, read from /proc."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():  # not Linux: ask the kernel whether the group has any member
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members

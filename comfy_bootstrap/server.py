@@ -1,0 +1,302 @@
+"""ComfyUI as the worker sees it: started, ready or not, restarted when it dies.
+
+:class:`ComfyServer` is the readiness and restart policy. It launches a :class:`ComfyChild` (or,
+attached to a ComfyUI it did not start via ``COMFY_URL``, has no child at all and only checks
+HTTP), waits until ``GET /system_stats`` answers, checks the server before every job, and
+restarts a dead or hung child, giving up after :attr:`ComfyServer.MAX_FAILED_RESTARTS` failures
+in a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import socket
+import threading
+import time
+
+from .child import ComfyChild
+from .client import HEALTH_PATH, ComfyClient
+from .config import ComfySettings
+from .errors import ComfyBootError, ComfyUnavailable
+from .launch import LaunchPlan, MemoryInfo, plan_launch, read_memory_info
+from .models import describe_volume, write_extra_model_paths
+
+logger = logging.getLogger(__name__)
+
+
+class ComfyServer:
+    """One ComfyUI, launched by the worker or attached to; thread-safe for the worker's use.
+
+    ``start``/``restart``/``ensure_alive`` serialise on a lock; ``stop`` does not take it, so a
+    signal handler can always end the child.
+    """
+
+    #: Consecutive failed restarts after which the worker asks RunPod to replace it.
+    MAX_FAILED_RESTARTS = 2
+
+    def __init__(
+        self,
+        settings: ComfySettings,
+        *,
+        memory: MemoryInfo | None = None,
+        poll_interval: float = 0.25,
+        health_timeout: float | None = None,
+        stop_grace: float = 5.0,
+    ):
+        """``memory`` overrides the cgroup/meminfo reading (tests); the rest tune waits, in seconds.
+
+        ``health_timeout`` (default: the smaller of 5 s and ``COMFY_HTTP_TIMEOUT``) bounds one
+        liveness probe: short, because it runs before every job.
+        """
+        self.settings = settings
+        self._client = ComfyClient(settings.base_url, timeout=settings.http_timeout)
+        self.poll_interval = poll_interval
+        self.health_timeout = health_timeout if health_timeout is not None else min(5.0, settings.http_timeout)
+        self.stop_grace = stop_grace
+        self.plan: LaunchPlan | None = None
+        self.restarts = 0
+        self._memory = memory
+        self._child: ComfyChild | None = None
+        self._lock = threading.RLock()
+        self._failed_restarts = 0
+        self._first_failure: str | None = None
+        self._shutting_down = False
+        self._volume_logged = False
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the current (or last) ComfyUI child; ``None`` when none was launched."""
+        return self._child.pid if self._child is not None else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """Exit status of the last child (negative = killed by that signal); ``None`` while it runs."""
+        return self._child.exit_code if self._child is not None else None
+
+    # ------------------------------------------------------------------ verbs
+    def start(self) -> None:
+        """Launch ComfyUI (attached: nothing to launch) and return once it answers HTTP.
+
+        Raises :class:`ComfyBootError` with the exit code and the log tail if it exits or does not
+        answer within ``COMFY_BOOT_TIMEOUT``.
+        """
+        with self._lock:
+            if self.settings.attached:
+                logger.info("attaching to the ComfyUI at %s (no process is launched)", self.url)
+            elif self._child is None or not self._child.running:
+                self._launch()
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Poll ``GET /system_stats`` until it answers, the child exits, or ``COMFY_BOOT_TIMEOUT`` passes."""
+        timeout = self.settings.boot_timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        next_report = started + 30.0
+        while True:
+            self._raise_if_child_exited(started)
+            now = time.monotonic()
+            last_error = self._client.health_error(min(max(deadline - now, 0.1), 2.0))
+            if last_error is None:
+                if self._child is None:
+                    logger.info("the attached ComfyUI at %s answers", self.url)
+                    return
+                if self._child.running:
+                    logger.info("ComfyUI is ready after %.1f s (pid %d)", time.monotonic() - started, self._child.pid)
+                    return
+                continue  # it answered but our child just died: another server owns the port
+            now = time.monotonic()
+            if now >= deadline:
+                raise self._boot_timeout(timeout, last_error)
+            if now >= next_report:
+                last = self.log_tail(1)
+                logger.info(
+                    "still waiting for ComfyUI at %s (%.0f s of %.0f s)%s",
+                    self.url, now - started, timeout, f"; last log line: {last}" if last else "",
+                )  # fmt: skip
+                next_report += 30.0
+            time.sleep(min(self.poll_interval, max(deadline - now, 0.0)))
+
+    def is_alive(self) -> bool:
+        """True when the child runs (if there is one) and HTTP answers within ``health_timeout``."""
+        if not self.settings.attached and (self._child is None or not self._child.running):
+            return False
+        return self._client.health_error(self.health_timeout) is None
+
+    def ensure_alive(self) -> None:
+        """Call before each job: if ComfyUI died or stopped answering, say why and restart it.
+
+        Raises :class:`ComfyUnavailable` when it cannot be brought back; after
+        ``MAX_FAILED_RESTARTS`` consecutive failed restarts with ``refresh_worker=True``. The
+        message keeps quoting the first failure, so later jobs still show the cause.
+        """
+        if self.settings.attached:
+            error = self._client.health_error(self.health_timeout)
+            if error is not None:
+                raise ComfyUnavailable(
+                    f"the attached ComfyUI at {self.url} does not answer ({error}); the worker did not "
+                    "start it and cannot restart it"
+                )
+            return
+        with self._lock:
+            reason = self._why_not_alive()
+            if reason is None:
+                self._failed_restarts, self._first_failure = 0, None
+                return
+            if self._failed_restarts >= self.MAX_FAILED_RESTARTS:
+                raise ComfyUnavailable(
+                    f"ComfyUI is down ({reason}) and {self._failed_restarts} restarts in a row failed; "
+                    f"the first failure: {self._first_failure}",
+                    refresh_worker=True,
+                )
+            logger.warning("ComfyUI is not usable: %s; restarting it", reason)
+            while True:
+                try:
+                    self.restart(reason)
+                except ComfyBootError as exc:
+                    self._failed_restarts += 1
+                    self._first_failure = self._first_failure or str(exc)
+                    if self._failed_restarts >= self.MAX_FAILED_RESTARTS:
+                        raise ComfyUnavailable(
+                            f"ComfyUI could not be restarted ({self._failed_restarts} attempts in a row "
+                            f"failed) after: {reason}. Last error: {exc}",
+                            refresh_worker=True,
+                        ) from exc
+                    logger.warning("restart %d of ComfyUI failed: %s; trying again", self._failed_restarts, exc)
+                    continue
+                self._failed_restarts, self._first_failure = 0, None
+                return
+
+    def restart(self, reason: str) -> None:
+        """Stop the child's whole process group and start a fresh one (raises ComfyBootError)."""
+        if self.settings.attached:
+            raise ComfyUnavailable(f"the attached ComfyUI at {self.url} cannot be restarted by the worker ({reason})")
+        with self._lock:
+            logger.warning("restarting ComfyUI: %s", reason)
+            self.stop()
+            self.restarts += 1
+            self._launch()
+            self.wait_ready()
+
+    def stop(self) -> None:
+        """End the child and its process group (nothing to do when attached). Idempotent."""
+        child = self._child
+        if child is not None:
+            child.stop()
+
+    def shutdown(self) -> None:
+        """Stop ComfyUI for good (worker exit): no later start or restart will launch it again."""
+        self._shutting_down = True
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines ComfyUI wrote since its latest launch ("" when none/attached)."""
+        return self._child.log_tail(lines) if self._child is not None else ""
+
+    def crash_report(self, wait: float = 3.0) -> str:
+        """Why the launched child is gone, with its log tail; "" while it runs or when attached.
+
+        A dying process closes its sockets a moment before its exit is visible, so this waits up
+        to ``wait`` seconds for the exit.
+        """
+        child = self._child
+        if child is None:
+            return ""
+        code = child.wait_exit(wait)
+        if code is None:
+            return ""
+        return f"ComfyUI exited with {child.describe_exit(code)}. {child.tail_block(15)}"
+
+    # ------------------------------------------------------------------ internals
+    def _launch(self) -> None:
+        s = self.settings
+        if self._shutting_down:
+            raise ComfyBootError("the worker is shutting down; ComfyUI is not started again")
+        main = s.comfy_dir / "main.py"
+        if not main.is_file():
+            raise ComfyBootError(f"ComfyUI not found: {main} does not exist (COMFY_DIR={s.comfy_dir})")
+        try:
+            for folder in (s.input_dir, s.output_dir, s.temp_dir, s.user_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            write_extra_model_paths(s)
+        except OSError as exc:
+            raise ComfyBootError(f"cannot prepare the worker directory {s.work_dir}: {exc}") from exc
+        if not self._volume_logged:
+            self._volume_logged = True
+            logger.info("%s", describe_volume(s))
+
+        plan = plan_launch(s, memory=self._memory if self._memory is not None else read_memory_info())
+        self.plan = plan
+        logger.info("ComfyUI command: %s\n%s", shlex.join(plan.command), "\n".join(f"  - {n}" for n in plan.notes))
+        if _port_in_use(s.host, s.port):
+            raise ComfyBootError(
+                f"port {s.port} on {s.host} is already in use by another process; set "
+                "COMFY_PORT to a free port, or COMFY_URL to use the server that listens there"
+            )
+        try:
+            self._child = ComfyChild.spawn(plan.command, cwd=s.comfy_dir, log_file=s.log_file, stop_grace=self.stop_grace)
+        except OSError as exc:
+            raise ComfyBootError(f"cannot start ComfyUI with {shlex.join(plan.command[:2])}: {exc}") from exc
+        logger.info(
+            "ComfyUI started (pid %d); waiting up to %.0f s for %s%s; log: %s",
+            self._child.pid, s.boot_timeout, self.url, HEALTH_PATH, s.log_file,
+        )  # fmt: skip
+
+    def _raise_if_child_exited(self, started: float) -> None:
+        if self.settings.attached:
+            return
+        child = self._child
+        if child is None:
+            raise ComfyBootError("ComfyUI is not running: it was never started or was stopped")
+        code = child.exit_code
+        if code is not None:
+            child.reap_group()
+            raise ComfyBootError(
+                f"ComfyUI exited with {child.describe_exit(code)} while starting "
+                f"(after {time.monotonic() - started:.1f} s).\n{child.tail_block()}"
+            )
+
+    def _boot_timeout(self, timeout: float, last_error: str) -> ComfyBootError:
+        if self._child is None:
+            return ComfyBootError(
+                f"the attached ComfyUI at {self.url} did not answer {HEALTH_PATH} within "
+                f"{timeout:g} s (COMFY_BOOT_TIMEOUT; last: {last_error}); check COMFY_URL"
+            )
+        tail = self._child.tail_block()
+        self.stop()
+        return ComfyBootError(
+            f"ComfyUI did not answer {self.url}{HEALTH_PATH} within {timeout:g} s "
+            f"(COMFY_BOOT_TIMEOUT; last: {last_error}) and was stopped.\n{tail}"
+        )
+
+    def _why_not_alive(self) -> str | None:
+        """None when usable, else a one-line reason for the log and the error message."""
+        child = self._child
+        if child is None:
+            return "ComfyUI was not started"
+        for attempt in range(2):  # one miss can be a busy moment: ask once more
+            code = child.exit_code
+            if code is not None:
+                return f"ComfyUI (pid {child.pid}) exited with {child.describe_exit(code)}"
+            error = self._client.health_error(self.health_timeout)
+            if error is None:
+                return None
+            if attempt == 0:
+                time.sleep(min(self.poll_interval, 0.5))
+        return f"ComfyUI (pid {child.pid}) runs but does not answer {self.url}{HEALTH_PATH}: {error}"
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """True when something already accepts connections on (host, port)."""
+    probe = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        with socket.create_connection((probe, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

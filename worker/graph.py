@@ -1,0 +1,139 @@
+"""Stored API-format graphs, addressed by node role, and the per-job copy a task fills in.
+
+Roles are the nodes' ``_meta.title`` in ``workflows/*.json``. Numeric node ids are never used: a
+graph re-exported from ComfyUI's editor renumbers nodes but keeps titles. A role a task needs that
+is missing (or present twice, or of the wrong class) fails at boot, not mid-job.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker.errors import WorkflowError
+
+
+@dataclass(frozen=True)
+class Template:
+    """A stored graph with its role → node id map, checked once at load time."""
+
+    graph: dict[str, Any]
+    roles: dict[str, str]
+    path: Path
+
+
+def load_template(path: Path, roles: Mapping[str, str]) -> Template:
+    """Read the graph and map each of ``roles`` (role → class_type) to its node; raise WorkflowError on any gap."""
+    try:
+        graph = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WorkflowError(f"cannot read the workflow {path}: {exc}") from exc
+    if not isinstance(graph, dict):
+        raise WorkflowError(f"{path} is not an API-format workflow (expected an object of nodes)")
+    found: dict[str, list[str]] = {}
+    for node_id, node in graph.items():
+        title = (node.get("_meta") or {}).get("title") if isinstance(node, dict) else None
+        if title in roles:
+            found.setdefault(title, []).append(node_id)
+    problems = []
+    for role, class_type in roles.items():
+        ids = found.get(role, [])
+        if len(ids) != 1:
+            problems.append(f"role '{role}' found {len(ids)} times (expected once)")
+        elif graph[ids[0]].get("class_type") != class_type:
+            problems.append(f"role '{role}' is a {graph[ids[0]].get('class_type')}, expected {class_type}")
+    if problems:
+        raise WorkflowError(f"workflow {path} cannot be filled: " + "; ".join(problems))
+    return Template(graph, {role: ids[0] for role, ids in found.items()}, path)
+
+
+class Graph:
+    """One job's copy of a template: set inputs, remove and add nodes, all by role."""
+
+    def __init__(self, template: Template):
+        self.prompt: dict[str, Any] = copy.deepcopy(template.graph)
+        self.roles: dict[str, str] = dict(template.roles)
+
+    def inputs(self, role: str) -> dict[str, Any]:
+        return self.prompt[self.roles[role]]["inputs"]
+
+    def set(self, role: str, **values: Any) -> None:
+        self.inputs(role).update(values)
+
+    def link(self, role: str, output: int = 0) -> list[Any]:
+        """A link to output ``output`` of the node ``role`` (``[node id, index]``)."""
+        return [self.roles[role], output]
+
+    def remove(self, *roles: str) -> None:
+        """Drop nodes; the caller unlinks whatever consumed them."""
+        for role in roles:
+            del self.prompt[self.roles.pop(role)]
+
+    def splice(self, fragment: Template, connect: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add a stored fragment's nodes under new ids (its inner links follow), then set the inputs
+        ``connect`` names (role → {input: value}), typically links into this graph."""
+        first = max((int(k) for k in self.prompt if k.isdigit()), default=0) + 1
+        new_ids = {old: str(first + n) for n, old in enumerate(fragment.graph)}
+        for old, node in fragment.graph.items():
+            copied = copy.deepcopy(node)
+            for name, value in copied["inputs"].items():
+                if _is_link(value) and value[0] in new_ids:
+                    copied["inputs"][name] = [new_ids[value[0]], value[1]]
+            self.prompt[new_ids[old]] = copied
+        self.roles.update({role: new_ids[node_id] for role, node_id in fragment.roles.items()})
+        for role, values in connect.items():
+            self.set(role, **values)
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Per-job names, so ComfyUI's cache can never hand back another job's output."""
+
+    stem: str
+
+    def image_name(self, field: str) -> str:
+        """The uploaded name of the job's image given in ``field`` (``image``, ``end_image``)."""
+        return f"{self.stem}_{field}.png"
+
+    @property
+    def filename_prefix(self) -> str:
+        return self.stem
+
+    @property
+    def last_frame_prefix(self) -> str:
+        return f"{self.stem}_last"
+
+
+def job_files(job_id: str) -> JobFiles:
+    """Names unique to the job: a job-unique image and prefix make every run write its own file."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in job_id)[:64] or "job"
+    # Local test runs reuse ids (``local_test``), so a random tail keeps names unique anyway.
+    return JobFiles(f"wan22_{safe}_{uuid.uuid4().hex[:8]}")
+
+
+#: Stored pieces of graph the worker adds to a task's graph when a job asks: file → role → class.
+FRAGMENTS: dict[str, dict[str, str]] = {
+    "last_frame.json": {"last_frame": "ImageFromBatch", "save_last_frame": "SaveImage"},
+}
+
+
+def load_fragments(folder: Path) -> dict[str, Template]:
+    return {name: load_template(folder / name, roles) for name, roles in FRAGMENTS.items()}
+
+
+def add_last_frame(graph: Graph, fragments: Mapping[str, Template], prefix: str) -> None:
+    """Save the video's last frame as a PNG: ``ImageFromBatch`` (index −1) of the frames the video
+    node encodes → ``SaveImage`` (recorded in flf2v_lora_lastframe_*)."""
+    frames = graph.inputs("video_output")["images"]
+    graph.splice(
+        fragments["last_frame.json"], {"last_frame": {"image": frames}, "save_last_frame": {"filename_prefix": prefix}}
+    )

@@ -1,0 +1,109 @@
+"""What a finished graph made: find its files in ComfyUI's history, read them, delete them afterwards.
+
+VHS reports its video under the ``gifs`` key of its node (``filename``, ``subfolder``, ``type``,
+``format``, ``frame_rate`` and the ``workflow`` PNG it writes beside the video); ``SaveImage``
+reports ``images`` (recorded in ``e2e_history.json`` and ``flf2v_lora_lastframe_history.json``).
+Files are read through ``GET /view``, which works for a launched and an attached ComfyUI alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from comfy_bootstrap.client import ComfyClient
+from comfy_bootstrap.errors import OutputMissing
+
+log = logging.getLogger(__name__)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file a node reported, and the files written beside it (VHS's workflow PNG)."""
+
+    filename: str
+    subfolder: str = ""
+    folder_type: str = "output"
+    companions: tuple[str, ...] = ()
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any], *companion_keys: str) -> OutputFile:
+        companions = tuple(str(entry[key]) for key in companion_keys if entry.get(key))
+        return cls(str(entry["filename"]), str(entry.get("subfolder") or ""), str(entry.get("type") or "output"), companions)
+
+
+def find_videos(outputs: dict[str, Any], node: str) -> list[OutputFile]:
+    """The MP4 entries of the video node; raise OutputMissing when there are none."""
+    entries = (outputs.get(node) or {}).get("gifs") or []
+    videos = [
+        OutputFile.from_entry(e, "workflow")
+        for e in entries
+        if isinstance(e, dict) and str(e.get("filename", "")).lower().endswith(".mp4")
+    ]
+    if not videos:
+        raise OutputMissing(
+            f"ComfyUI finished but its video node ({node}) reported no MP4 "
+            f"(outputs: {sorted(outputs)}); check VideoHelperSuite in ComfyUI's log"
+        )
+    return videos
+
+
+def find_image(outputs: dict[str, Any], node: str) -> OutputFile:
+    """The first PNG a ``SaveImage`` node reported; raise OutputMissing when there is none."""
+    entries = [e for e in (outputs.get(node) or {}).get("images") or [] if isinstance(e, dict) and e.get("filename")]
+    if not entries:
+        raise OutputMissing(f"ComfyUI finished but its image node ({node}) reported no image (outputs: {sorted(outputs)})")
+    return OutputFile.from_entry(entries[0])
+
+
+def read_video(client: ComfyClient, video: OutputFile) -> bytes:
+    """Download the MP4 and check it really is one (an ``ftyp`` box at offset 4)."""
+    data = _view(client, video)
+    if len(data) < 12 or data[4:8] != b"ftyp":
+        raise OutputMissing(f"{video.filename} is not an MP4 file ({len(data)} bytes, no ftyp box)")
+    return data
+
+
+def read_png(client: ComfyClient, image: OutputFile) -> bytes:
+    data = _view(client, image)
+    if not data.startswith(PNG_SIGNATURE):
+        raise OutputMissing(f"{image.filename} is not a PNG file ({len(data)} bytes)")
+    return data
+
+
+def _view(client: ComfyClient, file: OutputFile) -> bytes:
+    data = client.view(file.filename, subfolder=file.subfolder, folder_type=file.folder_type)
+    if data is None:
+        raise OutputMissing(f"ComfyUI reported {file.filename} but cannot serve it (HTTP 404)")
+    return data
+
+
+def remove_job_files(input_dir: Path, output_dir: Path, inputs: Iterable[str], outputs: Iterable[OutputFile]) -> int:
+    """Delete the job's uploaded images and every file its nodes wrote; returns how many went.
+
+    Warm workers serve jobs for hours: without this their disks fill with inputs and videos.
+    Only names inside our own folders are touched.
+    """
+    targets = [input_dir / name for name in inputs]
+    for file in outputs:
+        folder = output_dir / file.subfolder if file.subfolder else output_dir
+        targets.extend(folder / name for name in (file.filename, *file.companions))
+    removed = 0
+    for path in targets:
+        resolved = path.resolve()
+        if not (resolved.is_relative_to(input_dir.resolve()) or resolved.is_relative_to(output_dir.resolve())):
+            log.warning("not removing %s: outside the worker's folders", path)
+            continue
+        try:
+            resolved.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove %s: %s", path, exc)
+    return removed

@@ -1,0 +1,95 @@
+"""What a task is: a stored graph, the model files it loads, the inputs it takes, and how it fills the graph.
+
+A task module builds one :class:`Task`; :mod:`worker.tasks` registers it under its name. The
+request parser asks the task which images and options it accepts and with which defaults, the
+pipeline asks it for its model files and its progress stages, and the task fills its own graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from comfy_bootstrap.models import ModelFile
+
+if TYPE_CHECKING:
+    from worker.graph import Graph
+    from worker.request import VideoRequest
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """Where a model file is published on the Hugging Face Hub (``repo`` / ``path``)."""
+
+    repo: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model file a task loads: its ComfyUI folder, default name and the variable that overrides it."""
+
+    role: str
+    folder: str
+    default: str
+    env: str
+    label: str
+    source: HubFile | None = None
+
+
+@dataclass(frozen=True)
+class ImageSlot:
+    """An image a task takes: the request field (``image``; ``image_url`` is its URL form) and whether it is required."""
+
+    field: str
+    required: bool
+
+    @property
+    def url_field(self) -> str:
+        return f"{self.field}_url"
+
+
+@dataclass(frozen=True)
+class FillInputs:
+    """What a task's fill function puts into its graph for one job."""
+
+    request: VideoRequest
+    #: Model file name by the spec's role (``high_noise`` → ``wan2.2_i2v_high_noise_…``).
+    models: Mapping[str, str]
+    #: Uploaded image name by request field (``image`` → ``wan22_<job>_image.png``).
+    images: Mapping[str, str]
+    filename_prefix: str
+    save_metadata: bool
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    summary: str
+    #: The stored graph, a file in ``workflows/``.
+    workflow: str
+    #: Every role the task fills, with the class its node must have.
+    roles: Mapping[str, str]
+    models: tuple[ModelSpec, ...]
+    images: tuple[ImageSlot, ...]
+    #: Names of the options (``options.<name>``) this task accepts; see worker/request.py.
+    options: tuple[str, ...]
+    #: Option defaults; ``frame_rate`` None means the worker's ``DEFAULT_FRAME_RATE``.
+    defaults: Mapping[str, Any]
+    #: Width and height must be multiples of this (ComfyUI's latent node's ``step``).
+    size_step: int
+    fill: Callable[[Graph, FillInputs], None]
+    #: Progress stages of the sampler nodes: role → (stage name, first step), for one request.
+    sampler_stages: Callable[[VideoRequest], Mapping[str, tuple[str, int]]]
+
+    def model_files(self, names: Mapping[str, str]) -> list[ModelFile]:
+        """This task's files as ComfyUI must list them, given the configured names by variable."""
+        return [ModelFile(spec.folder, names[spec.env], spec.label, spec.env) for spec in self.models]
+
+    def model_names(self, names: Mapping[str, str]) -> dict[str, str]:
+        """Configured file name by model role, for :attr:`fill`."""
+        return {spec.role: names[spec.env] for spec in self.models}
+
+    def slot(self, field: str) -> ImageSlot | None:
+        return next((slot for slot in self.images if slot.field == field), None)

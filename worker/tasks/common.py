@@ -1,0 +1,78 @@
+"""Model files and fill steps the Wan 2.2 tasks share: text encoder, VAE, images, latent size, video output.
+
+Each function fills the roles it names; a task's own module calls the ones its graph has.
+"""
+
+from __future__ import annotations
+
+from worker.graph import Graph
+from worker.tasks.base import FillInputs, HubFile, ModelSpec
+
+REPACKAGED_22 = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
+
+TEXT_ENCODER = ModelSpec(
+    "text_encoder", "text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "MODEL_TEXT_ENCODER", "text encoder",
+    HubFile(REPACKAGED_22, "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+)  # fmt: skip
+WAN21_VAE = ModelSpec(
+    "vae", "vae", "wan_2.1_vae.safetensors", "MODEL_VAE", "VAE",
+    HubFile(REPACKAGED_22, "split_files/vae/wan_2.1_vae.safetensors"),
+)  # fmt: skip
+
+#: The roles every task's graph has, with their node classes.
+TEXT_ROLES: dict[str, str] = {
+    "text_encoder": "CLIPLoader",
+    "positive_prompt": "CLIPTextEncode",
+    "negative_prompt": "CLIPTextEncode",
+    "vae": "VAELoader",
+    "decode": "VAEDecode",
+    "video_output": "VHS_VideoCombine",
+}
+
+#: The user's word for fitting an image of another aspect ratio → ``ImageResize+``'s ``method``.
+RESIZE_METHODS: dict[str, str] = {"crop": "fill / crop", "pad": "pad", "stretch": "stretch"}
+
+#: The options every task takes (``options.<name>``); image tasks add ``resize``.
+COMMON_OPTIONS: tuple[str, ...] = (
+    "width", "height", "length", "steps", "cfg", "frame_rate", "seed", "shift", "sampler_name", "scheduler",
+)  # fmt: skip
+
+
+def image_roles(field: str) -> dict[str, str]:
+    """The two nodes that bring in the image of request field ``field``: load, then resize."""
+    return {f"load_{field}": "LoadImage", f"resize_{field}": "ImageResize+"}
+
+
+def fill_text(graph: Graph, job: FillInputs) -> None:
+    """Text encoder, both prompts, VAE."""
+    graph.set("text_encoder", clip_name=job.models["text_encoder"], type="wan")
+    graph.set("positive_prompt", text=job.request.prompt)
+    graph.set("negative_prompt", text=job.request.negative_prompt)
+    graph.set("vae", vae_name=job.models["vae"])
+
+
+def fill_image(graph: Graph, job: FillInputs, field: str, latent_input: str) -> None:
+    """The image of ``field`` resized to the frame size, or, when the job has none, its nodes removed
+    and the latent node's ``latent_input`` unlinked (the input is optional there)."""
+    request = job.request
+    if field not in job.images:
+        graph.remove(f"load_{field}", f"resize_{field}")
+        graph.inputs("latent").pop(latent_input, None)
+        return
+    graph.set(f"load_{field}", image=job.images[field])
+    graph.set(f"resize_{field}", width=request.width, height=request.height, method=RESIZE_METHODS[request.resize])
+
+
+def fill_latent(graph: Graph, job: FillInputs) -> None:
+    request = job.request
+    graph.set("latent", width=request.width, height=request.height, length=request.length)
+
+
+def fill_video_output(graph: Graph, job: FillInputs) -> None:
+    graph.set(
+        "video_output",
+        frame_rate=float(job.request.frame_rate),
+        filename_prefix=job.filename_prefix,
+        format="video/h264-mp4",
+        save_metadata=job.save_metadata,
+    )
