@@ -515,3 +515,15 @@ def test_save_image_names_files_like_comfyui(double: DoubleServer) -> None:
         assert png.size == (6, 8)
     with Image.open(output / "last_00009_.png") as png:
         assert json.loads(png.text["prompt"]) == {"1": {}} and np.asarray(png)[0, 0, 0] == 10
+
+
+def test_save_image_refuses_to_leave_the_output_folder(double: DoubleServer) -> None:
+    """``folder_paths.get_save_image_path`` (v0.30.0): a bare Exception with this message."""
+    frames = [np.zeros((8, 8, 3), dtype=np.uint8)]
+    with pytest.raises(Exception, match=r"^\*\*\*\* ERROR: Saving image outside the output folder is not allowed\.") as info:
+        save_image(_context(double), Images(frames), "../escape/last")
+    assert str(info.value).splitlines()[1:] == [
+        f" full_output_folder: {double.output_dir.parent / 'escape'}",
+        f"         output_dir: {double.output_dir}",
+    ]
+    assert not (double.output_dir.parent / "escape").exists()

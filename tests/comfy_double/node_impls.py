@@ -543,17 +543,25 @@ def _save_path(filename_prefix: str, output_dir: Path, width: int = 0, height: i
     subfolder = os.path.dirname(normalized)
     filename = os.path.basename(normalized)
     full = Path(os.path.join(output_dir, subfolder))
-    if os.path.commonpath((str(output_dir), os.path.abspath(full))) != str(output_dir):
+    if not _is_within_directory(str(output_dir), str(full)):
         message = (
-            "**** ERROR: Saving image outside the output folder is not allowed.\n"
-            f" full_output_folder: {os.path.abspath(full)}\n"
-            f"         output_dir: {output_dir}\n"
-            f"         commonpath: {os.path.commonpath((str(output_dir), os.path.abspath(full)))}"
+            "**** ERROR: Saving image outside the output folder is not allowed."
+            f"\n full_output_folder: {os.path.abspath(full)}"
+            f"\n         output_dir: {output_dir}"
         )
         logger.error(message)
         raise Exception(message)  # noqa: TRY002 - ComfyUI raises a bare Exception
     full.mkdir(parents=True, exist_ok=True)
     return full, filename, subfolder, prefix
+
+
+def _is_within_directory(directory: str, target: str) -> bool:
+    """``folder_paths.is_within_directory`` (v0.30.0): both resolved, symlinks included."""
+    try:
+        directory = os.path.realpath(directory)
+        return os.path.commonpath((directory, os.path.realpath(target))) == directory
+    except ValueError:  # a NUL byte in the path
+        return False
 
 
 def _expand_vars(prefix: str, width: int = 0, height: int = 0) -> str:
