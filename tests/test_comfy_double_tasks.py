@@ -527,3 +527,20 @@ def test_save_image_refuses_to_leave_the_output_folder(double: DoubleServer) -> 
         f"         output_dir: {double.output_dir}",
     ]
     assert not (double.output_dir.parent / "escape").exists()
+
+
+def test_disable_metadata_keeps_the_prompt_out_of_saved_images(tmp_path: Path) -> None:
+    """ComfyUI's SaveImage writes PNG text chunks only without ``--disable-metadata``."""
+    create_model_files(tmp_path / "models", ALL_MODEL_FILES + STYLE_LORAS)
+    with DoubleServer(models_root=tmp_path / "models", base_dir=tmp_path / "comfy", disable_metadata=True) as server:
+        assert server.get_json("/system_stats")["system"]["argv"][-1] == "--disable-metadata"
+        session = Session(server)
+        try:
+            prompt_id, _ = session.run(recorded_graph("flf2v_lora_lastframe", end=GREEN))
+        finally:
+            session.ws.close()
+        png_name = server.history(prompt_id)[prompt_id]["outputs"]["23"]["images"][0]["filename"]
+        with Image.open(server.output_dir / png_name) as png:
+            assert png.text == {}
+        with Image.open(server.output_dir / "wan22_00001.png") as workflow_png:  # VHS ignores the flag
+            assert "prompt" in workflow_png.text

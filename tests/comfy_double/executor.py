@@ -136,8 +136,10 @@ class PromptExecutor:
         faults: FaultBoard,
         observations: Observations,
         on_crash: Callable[[int], None],
+        disable_metadata: bool = False,
     ) -> None:
         self.queue = queue
+        self.disable_metadata = disable_metadata  # ComfyUI's --disable-metadata (SaveImage)
         self.hub = hub
         self.catalog = catalog
         self.folders = folders
@@ -498,6 +500,7 @@ class PromptRun:
             progress=progress,
             step_delay=self.armed.step_delay,
             missing_output=self.armed.first("missing_output") is not None,
+            disable_metadata=self.ex.disable_metadata,
         )
 
     # -- faults ---------------------------------------------------------------------------------------

@@ -110,7 +110,8 @@ class DoubleServer:
     extra_model_paths.yaml does (``diffusion_models`` + ``unet``, ``text_encoders`` + ``clip``,
     ``vae``, ``loras``); ``model_folders`` adds explicit ``{folder_name: [paths]}``;
     ``extra_model_paths_configs`` are YAML files parsed like ComfyUI. Missing input/output/temp/user
-    folders are created in a temporary base folder removed on close.
+    folders are created in a temporary base folder removed on close. ``disable_metadata`` is
+    ComfyUI's ``--disable-metadata`` (the worker passes it): SaveImage then writes bare PNGs.
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class DoubleServer:
         user_dir: Path | None = None,
         base_dir: Path | None = None,
         faults: Any = None,
+        disable_metadata: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -144,7 +146,8 @@ class DoubleServer:
         self.host = host
         self._requested_port = port
         self.port = 0
-        self.app = DoubleApp(self.folders, argv=[], on_crash=self._on_crash)
+        self.disable_metadata = disable_metadata
+        self.app = DoubleApp(self.folders, argv=[], on_crash=self._on_crash, disable_metadata=disable_metadata)
         if faults:
             self.app.add_faults(faults)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -178,7 +181,7 @@ class DoubleServer:
             str(self.output_dir),
             "--temp-directory",
             str(self.temp_dir),
-        ]
+        ] + (["--disable-metadata"] if self.disable_metadata else [])
         self.app.executor.start()
         return self
 

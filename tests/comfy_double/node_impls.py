@@ -133,6 +133,7 @@ class NodeContext:
     progress: Callable[..., None]  # progress(value, total, delay=0.0): interrupt check + report
     step_delay: float = 0.0
     missing_output: bool = False
+    disable_metadata: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -366,16 +367,18 @@ def save_image(
     extra_pnginfo: dict[str, Any] | None = None,
 ) -> NodeResult:
     """One PNG per image, ``<prefix>_<counter:05>_.png``, reported under ``images`` (node 23 of
-    ``flf2v_lora_lastframe_history.json``); the prompt is kept in PNG text chunks, as ComfyUI does."""
+    ``flf2v_lora_lastframe_history.json``); the prompt is kept in PNG text chunks unless ComfyUI
+    runs with ``--disable-metadata`` (VHS ignores that flag; SaveImage honours it)."""
     frames = _image_frames(images)
     height, width = frames[0].shape[:2]
     full_folder, filename, subfolder, prefix = _save_path(filename_prefix, ctx.folders.output_dir, width, height)
     counter = _comfy_counter(full_folder, filename, prefix)
     text: dict[str, str] = {}
-    if prompt is not None:
-        text["prompt"] = json.dumps(prompt)
-    for key, value in (extra_pnginfo or {}).items():
-        text[str(key)] = json.dumps(value)
+    if not ctx.disable_metadata:
+        if prompt is not None:
+            text["prompt"] = json.dumps(prompt)
+        for key, value in (extra_pnginfo or {}).items():
+            text[str(key)] = json.dumps(value)
     results = []
     for batch_number, frame in enumerate(frames):
         file = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
