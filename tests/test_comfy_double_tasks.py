@@ -544,3 +544,19 @@ def test_disable_metadata_keeps_the_prompt_out_of_saved_images(tmp_path: Path) -
             assert png.text == {}
         with Image.open(server.output_dir / "wan22_00001.png") as workflow_png:  # VHS ignores the flag
             assert "prompt" in workflow_png.text
+
+
+def test_sampler_faults_fire_at_the_ksampler_of_the_ti2v_graph(session: Session) -> None:
+    """The default ``runtime_error`` hits the sampler, ``KSampler`` here; ``step_delay`` reports every step."""
+    session.server.add_faults({"mode": "step_delay", "seconds": 0.01})
+    _, produced = session.run(recorded_graph("ti2v5b_no_image"))
+    steps = [(m["data"]["node"], m["data"]["value"], m["data"]["max"]) for m in produced if m["type"] == "progress"]
+    assert [s for s in steps if s[0] == "9"] == [("9", v, 6) for v in range(1, 7)]
+
+    session.server.add_faults({"mode": "runtime_error"})
+    prompt = recorded_graph("ti2v5b_no_image")
+    prompt["9"]["inputs"]["seed"] = 7
+    prompt_id, produced = session.run(prompt)
+    error = next(m for m in produced if m["type"] == "execution_error")["data"]
+    assert (error["node_id"], error["node_type"], error["exception_type"]) == ("9", "KSampler", "torch.OutOfMemoryError")
+    assert session.server.history(prompt_id)[prompt_id]["status"]["status_str"] == "error"
