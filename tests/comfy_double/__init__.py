@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .faults import FaultSpecError
-    from .inprocess import WORKFLOW_MODEL_FILES, DoubleServer, create_model_files
+    from .inprocess import ALL_MODEL_FILES, WORKFLOW_MODEL_FILES, DoubleServer, create_model_files
 
-__all__ = ["DoubleServer", "FaultSpecError", "WORKFLOW_MODEL_FILES", "create_model_files"]
+__all__ = ["ALL_MODEL_FILES", "DoubleServer", "FaultSpecError", "WORKFLOW_MODEL_FILES", "create_model_files"]
 
 _LAZY = {
+    "ALL_MODEL_FILES": "inprocess",
     "DoubleServer": "inprocess",
     "WORKFLOW_MODEL_FILES": "inprocess",
     "create_model_files": "inprocess",

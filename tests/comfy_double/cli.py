@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("Python version: %s", sys.version)
     logger.info("ComfyUI version: %s", recordings.COMFYUI_VERSION)
     folders = build_folders(args)
-    app = DoubleApp(folders, argv=list(sys.argv), on_crash=hard_exit)
+    app = DoubleApp(folders, argv=list(sys.argv), on_crash=hard_exit, disable_metadata=args.disable_metadata)
     app.add_faults([f for f in faults if f.mode not in ("boot_exit", "boot_delay")])
     if args.quick_test_for_ci:  # everything is loaded; exit before touching any folder
         return 0

@@ -136,8 +136,10 @@ class PromptExecutor:
         faults: FaultBoard,
         observations: Observations,
         on_crash: Callable[[int], None],
+        disable_metadata: bool = False,
     ) -> None:
         self.queue = queue
+        self.disable_metadata = disable_metadata  # ComfyUI's --disable-metadata (SaveImage)
         self.hub = hub
         self.catalog = catalog
         self.folders = folders
@@ -272,10 +274,13 @@ class PromptRun:
             self.ex.hub.send_sync(event, data, self.client_id)
 
     def _progress_entry(self, node_id: str) -> dict[str, Any]:
+        """ComfyUI's ``ensure_entry``: a node never started (served from the cache) keeps the
+        integers ``0``/``1``, so it finishes as ``1``/``1`` (nodes 18, 19 of
+        ``flf2v_lora_lastframe_ws.jsonl``); a started node has ``0.0``/``1.0``."""
         if node_id not in self.progress_nodes:
             self.progress_nodes[node_id] = {
-                "value": 0.0,
-                "max": 1.0,
+                "value": 0,
+                "max": 1,
                 "state": "pending",
                 "node_id": node_id,
                 "prompt_id": self.prompt_id,
@@ -443,7 +448,8 @@ class PromptRun:
         self.executed.add(node_id)
 
     def _resolve_inputs(self, node_id: str) -> dict[str, Any]:
-        """``get_input_data``: declared inputs (all for VHS), links replaced by upstream outputs."""
+        """``get_input_data``: declared inputs (all for VHS), links replaced by upstream outputs,
+        plus the hidden inputs the class declares (``PROMPT``, ``EXTRA_PNGINFO``, ``UNIQUE_ID``)."""
         node = self.prompt[node_id]
         class_type = node["class_type"]
         declared = self.ex.catalog.input_types(class_type)
@@ -454,10 +460,10 @@ class PromptRun:
                 values[name] = self._output_of(value[0])[value[1]]
             elif name in names or class_type in ACCEPTS_ANY_INPUT:
                 values[name] = value
-        if "hidden" in declared:
-            values["prompt"] = self.prompt
-            values["extra_pnginfo"] = self.item.extra_data.get("extra_pnginfo")
-            values["unique_id"] = node_id
+        hidden = {"PROMPT": self.prompt, "EXTRA_PNGINFO": self.item.extra_data.get("extra_pnginfo"), "UNIQUE_ID": node_id}
+        for name, kind in declared.get("hidden", {}).items():  # only the ones the class declares
+            if kind in hidden:
+                values[name] = hidden[kind]
         return values
 
     def _output_of(self, node_id: str) -> tuple[Any, ...]:
@@ -494,6 +500,7 @@ class PromptRun:
             progress=progress,
             step_delay=self.armed.step_delay,
             missing_output=self.armed.first("missing_output") is not None,
+            disable_metadata=self.ex.disable_metadata,
         )
 
     # -- faults ---------------------------------------------------------------------------------------

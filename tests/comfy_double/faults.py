@@ -7,12 +7,12 @@ the ``COMFY_DOUBLE_FAULTS`` environment variable (a fault object or a list of th
 
 Modes and their fields (all optional except ``mode``):
 
-- ``runtime_error``: ``node_type`` (default ``KSamplerAdvanced``) or ``node_id``; ``exception_type``
+- ``runtime_error``: ``node_type`` (default: a sampler, ``KSamplerAdvanced`` or ``KSampler``) or ``node_id``; ``exception_type``
   (default ``torch.OutOfMemoryError``), ``exception_message`` (default a CUDA OOM text). The node fails
   right after its ``executing`` message with the recorded ``execution_error`` shape.
 - ``step_delay``: ``seconds`` per sampler step (default 0.5); progress is then sent for every step
   and every VHS frame, and ``/interrupt`` is honoured between steps.
-- ``hang``: after the ``executing`` message of ``node_type`` (default ``KSamplerAdvanced``) nothing
+- ``hang``: after the ``executing`` message of ``node_type`` (default: a sampler) nothing
   more is sent and ``/interrupt`` is ignored; HTTP keeps answering. Released by reset/close.
 - ``freeze``: at the same point (or at once with ``"immediate": true``) the server's event loop
   blocks: no HTTP, no websocket. ``seconds`` limits it (default: until reset/close or kill).
@@ -44,12 +44,14 @@ DEFAULT_OOM_MESSAGE = (
     "is reserved by PyTorch but unallocated."
 )
 
-_DEFAULT_NODE_TYPE = {
-    "runtime_error": "KSamplerAdvanced",
-    "hang": "KSamplerAdvanced",
-    "freeze": "KSamplerAdvanced",
-    "crash": "KSamplerAdvanced",
-    "ws_drop": "VAEDecode",
+_SAMPLERS = ("KSamplerAdvanced", "KSampler")  # the I2V/T2V graphs' and the TI2V-5B graph's
+
+_DEFAULT_NODE_TYPES: dict[str, tuple[str, ...]] = {
+    "runtime_error": _SAMPLERS,
+    "hang": _SAMPLERS,
+    "freeze": _SAMPLERS,
+    "crash": _SAMPLERS,
+    "ws_drop": ("VAEDecode",),
 }
 
 _FIELDS = {
@@ -90,7 +92,9 @@ class Fault:
         """True when this node-level fault fires at this node."""
         if self.node_id is not None:
             return node_id == self.node_id
-        return class_type == (self.node_type or _DEFAULT_NODE_TYPE.get(self.mode))
+        if self.node_type is not None:
+            return class_type == self.node_type
+        return class_type in _DEFAULT_NODE_TYPES.get(self.mode, ())
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

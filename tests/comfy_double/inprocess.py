@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import shutil
+import struct
 import tempfile
 import threading
 import time
@@ -37,13 +39,66 @@ WORKFLOW_MODEL_FILES: tuple[str, ...] = (
 )
 
 
+#: Every model file of the graphs the double has recordings of: the stored workflow's, plus
+#: T2V-A14B (``t2v_*``), TI2V-5B with the Wan 2.2 VAE (``ti2v5b_*``) and the 4-step LoRA preset
+#: (``i2v4step_*``), named as in ``object_info_used_nodes.json``'s model lists.
+ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
+    "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+    "diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+    "diffusion_models/wan2.2_ti2v_5B_fp16.safetensors",
+    "vae/wan2.2_vae.safetensors",
+    "loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
+    "loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
+)
+
+#: One tiny tensor per stand-in, named like a tensor of that kind of model; a LoRA gets a
+#: ``lora_down`` / ``lora_up`` pair (rank 1), as LoRA files hold.
+_STAND_IN_TENSORS: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
+    "diffusion_models": (("blocks.0.self_attn.q.weight", (4, 4)),),
+    "unet": (("blocks.0.self_attn.q.weight", (4, 4)),),
+    "text_encoders": (("shared.weight", (4, 4)),),
+    "clip": (("shared.weight", (4, 4)),),
+    "vae": (("decoder.head.2.weight", (4, 4)),),
+    "loras": (
+        ("diffusion_model.blocks.0.self_attn.q.lora_down.weight", (1, 4)),
+        ("diffusion_model.blocks.0.self_attn.q.lora_up.weight", (4, 1)),
+    ),
+}
+_DEFAULT_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("weight", (4, 4)),)
+
+
+def safetensors_stand_in(rel: str) -> bytes:
+    """A minimal valid ``.safetensors`` file for the model ``rel`` (``<folder>/.../<name>``).
+
+    The format: an 8-byte little-endian header length, the JSON header (tensor name -> dtype,
+    shape, ``data_offsets`` into the data; ``__metadata__`` string -> string), padded with spaces
+    to a multiple of 8, then the tensors' bytes (zeros, float16) back to back.
+    """
+    tensors = _STAND_IN_TENSORS.get(Path(rel).parts[0], _DEFAULT_TENSORS)
+    header: dict[str, object] = {}
+    offset = 0
+    for name, shape in tensors:
+        size = math.prod(shape) * 2  # F16
+        header[name] = {"dtype": "F16", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {"format": "pt", "comfy_double": f"stand-in for {Path(rel).name}"}
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded + bytes(offset)
+
+
 def create_model_files(models_root: Path, files: Iterable[str] = WORKFLOW_MODEL_FILES) -> list[Path]:
-    """Create empty model files (only their names matter to the double) under ``models_root``."""
+    """Create model files under ``models_root``: for ``.safetensors`` names a minimal valid
+    safetensors file (:func:`safetensors_stand_in`, so a header check passes), else an empty file.
+    The double itself only looks at the names."""
     created = []
     for rel in files:
         path = Path(models_root) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        if path.suffix == ".safetensors":
+            path.write_bytes(safetensors_stand_in(rel))
+        else:
+            path.touch()
         created.append(path)
     return created
 
@@ -55,7 +110,8 @@ class DoubleServer:
     extra_model_paths.yaml does (``diffusion_models`` + ``unet``, ``text_encoders`` + ``clip``,
     ``vae``, ``loras``); ``model_folders`` adds explicit ``{folder_name: [paths]}``;
     ``extra_model_paths_configs`` are YAML files parsed like ComfyUI. Missing input/output/temp/user
-    folders are created in a temporary base folder removed on close.
+    folders are created in a temporary base folder removed on close. ``disable_metadata`` is
+    ComfyUI's ``--disable-metadata`` (the worker passes it): SaveImage then writes bare PNGs.
     """
 
     def __init__(
@@ -70,6 +126,7 @@ class DoubleServer:
         user_dir: Path | None = None,
         base_dir: Path | None = None,
         faults: Any = None,
+        disable_metadata: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -89,7 +146,8 @@ class DoubleServer:
         self.host = host
         self._requested_port = port
         self.port = 0
-        self.app = DoubleApp(self.folders, argv=[], on_crash=self._on_crash)
+        self.disable_metadata = disable_metadata
+        self.app = DoubleApp(self.folders, argv=[], on_crash=self._on_crash, disable_metadata=disable_metadata)
         if faults:
             self.app.add_faults(faults)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,7 +181,7 @@ class DoubleServer:
             str(self.output_dir),
             "--temp-directory",
             str(self.temp_dir),
-        ]
+        ] + (["--disable-metadata"] if self.disable_metadata else [])
         self.app.executor.start()
         return self
 

@@ -162,16 +162,33 @@ def center_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FramePlan:
-    """What VAEDecode "decoded": the first frame, the frame count, and how each frame moves."""
+    """What VAEDecode "decoded": the first frame, the frame count, and how each frame moves.
+
+    Without ``last`` the first frame pans (image-to-video, text-to-video); with ``last`` (a
+    first-last-frame latent's end image) the frames cross-fade from ``first`` to exactly ``last``.
+    """
 
     first: np.ndarray
     count: int
+    last: np.ndarray | None = None
 
     def frame(self, index: int) -> np.ndarray:
-        """Frame ``index``: the first frame panned left by up to a quarter of its width."""
+        """Frame ``index`` of ``count``."""
+        if self.last is not None:
+            return self._cross_fade(index)
         width = self.first.shape[1]
         shift = round(index * width * 0.25 / max(1, self.count - 1))
         return self.first if shift == 0 else np.roll(self.first, -shift, axis=1)
+
+    def _cross_fade(self, index: int) -> np.ndarray:
+        """``first`` at 0, ``last`` at ``count - 1`` (and for a single frame, as the end image is
+        written over the start image in ``WanFirstLastFrameToVideo``), linear in between."""
+        assert self.last is not None
+        if index >= self.count - 1:
+            return self.last
+        alpha = index / (self.count - 1)
+        mixed = self.first.astype(np.float32) * (1.0 - alpha) + self.last.astype(np.float32) * alpha
+        return np.ascontiguousarray(np.rint(mixed).astype(np.uint8))
 
 
 def gray_frame(width: int, height: int) -> np.ndarray:

@@ -21,9 +21,6 @@ _MODEL_LISTS: dict[tuple[str, str], str] = {
     ("LoraLoaderModelOnly", "lora_name"): "loras",
 }
 
-#: Classes whose signature includes their node id (they take the hidden ``UNIQUE_ID`` input).
-_UNIQUE_ID_CLASSES = frozenset({"VHS_VideoCombine"})
-
 #: Classes with a ``VALIDATE_INPUTS`` of their own and the inputs it takes (ComfyUI then skips the
 #: built-in min/max/COMBO checks for those inputs).
 CUSTOM_VALIDATED_INPUTS: dict[str, tuple[str, ...]] = {"LoadImage": ("image",)}
@@ -70,7 +67,9 @@ class NodeCatalog:
         return list(self._template[class_type]["output"])
 
     def includes_node_id_in_signature(self, class_type: str) -> bool:
-        return class_type in _UNIQUE_ID_CLASSES
+        """``include_unique_id_in_input``: classes taking the hidden ``UNIQUE_ID`` input (VHS)."""
+        hidden = self._template.get(class_type, {}).get("input", {}).get("hidden", {})
+        return "UNIQUE_ID" in hidden.values()
 
 
 def input_info(spec: list[Any]) -> tuple[Any, dict[str, Any]]:

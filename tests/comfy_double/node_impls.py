@@ -2,14 +2,18 @@
 
 No model is loaded, but everything a client can observe is computed as the real node would:
 loaders fail when their file vanished after validation, ``LoadImage`` really opens the file with
-Pillow, ``ImageResize+`` and ``WanImageToVideo`` fit the image with the same rules, the sampler
-reports its own step span, VAEDecode yields ``width//8*8 x height//8*8`` and ``((length-1)//4)*4+1``
-frames per batch item (the Wan latent is ``length`` -> ``(length-1)//4+1`` frames of ``w/8 x h/8``),
-and ``VHS_VideoCombine`` writes a real video plus its "workflow" PNG with VHS's file naming.
+Pillow, ``ImageResize+`` and ``WanImageToVideo`` fit the image with the same rules, the samplers
+report their own step span, VAEDecode yields ``width//s*s x height//s*s`` and ``((length-1)//4)*4+1``
+frames per batch item (a Wan latent is ``length`` -> ``(length-1)//4+1`` frames of ``w/s x h/s``,
+``s`` = 8, or 16 for ``Wan22ImageToVideoLatent``'s Wan 2.2 VAE latent), ``VHS_VideoCombine``
+writes a real video plus its "workflow" PNG with VHS's file naming and ``SaveImage`` real PNGs
+with ComfyUI's. Facts are from ComfyUI v0.30.0 (``nodes.py``, ``comfy_extras/nodes_wan.py``,
+``nodes_hunyuan.py``, ``nodes_images.py``, ``nodes_torch_compile.py``) and the recordings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -66,7 +70,12 @@ class Images:
 
 @dataclass
 class Latent:
-    """A Wan video latent: what VAEDecode needs to know to "decode" it."""
+    """A Wan video latent: what VAEDecode needs to know to "decode" it.
+
+    ``start`` / ``end`` are the images the latent was conditioned on (first / last frame), already
+    fitted to ``width x height``; ``spatial`` is the VAE's spatial compression (8 for the Wan 2.1
+    VAE, 16 for the Wan 2.2 VAE) and ``channels`` the latent's (16, or 48 for Wan 2.2).
+    """
 
     width: int
     height: int
@@ -74,14 +83,18 @@ class Latent:
     batch: int
     start: np.ndarray | None
     seed: int | None = None
+    end: np.ndarray | None = None
+    spatial: int = 8
+    channels: int = 16
 
     def __str__(self) -> str:
-        return f"<LATENT {self.batch}x16x{(self.length - 1) // 4 + 1}x{self.height // 8}x{self.width // 8}>"
+        frames = (self.length - 1) // 4 + 1
+        return f"<LATENT {self.batch}x{self.channels}x{frames}x{self.height // self.spatial}x{self.width // self.spatial}>"
 
 
 @dataclass
 class DecodedVideo:
-    """VAEDecode's IMAGE output, produced lazily frame by frame."""
+    """VAEDecode's IMAGE output, produced lazily frame by frame (batch items one after the other)."""
 
     plan: media.FramePlan
     batch: int
@@ -94,6 +107,10 @@ class DecodedVideo:
         for _ in range(self.batch):
             for index in range(self.plan.count):
                 yield self.plan.frame(index)
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` of the whole IMAGE batch (``0 <= index < count``)."""
+        return self.plan.frame(index % self.plan.count)
 
     def __str__(self) -> str:
         h, w = self.plan.first.shape[:2]
@@ -116,10 +133,18 @@ class NodeContext:
     progress: Callable[..., None]  # progress(value, total, delay=0.0): interrupt check + report
     step_delay: float = 0.0
     missing_output: bool = False
+    disable_metadata: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
 
 
 NodeResult = tuple[tuple[Any, ...], dict[str, Any] | None]
+
+
+def _image_frames(image: Images | DecodedVideo | None) -> list[np.ndarray]:
+    """The frames of an IMAGE input, whether a loaded image or VAEDecode's lazy output."""
+    if image is None:
+        return []
+    return list(image.frames()) if isinstance(image, DecodedVideo) else image.frames
 
 
 def _require_model(ctx: NodeContext, folder: str, name: str) -> Path:
@@ -222,25 +247,145 @@ def ksampler_advanced(
     span = max(0, min(end_at_step, steps) - start_at_step)
     for step in range(1, span + 1):
         ctx.progress(step, span, delay=ctx.step_delay)
-    out = Latent(
-        width=latent_image.width,
-        height=latent_image.height,
-        length=latent_image.length,
-        batch=latent_image.batch,
-        start=latent_image.start,
-        seed=noise_seed,
-    )
-    return (out,), None
+    return (dataclasses.replace(latent_image, seed=noise_seed),), None
+
+
+def ksampler(
+    ctx: NodeContext,
+    model: Handle,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: Conditioning,
+    negative: Conditioning,
+    latent_image: Latent,
+    denoise: float = 1.0,
+) -> NodeResult:
+    """Progress ``max`` is ``steps`` (``ti2v5b_*_ws.jsonl``: 1/6 then 6/6): a denoise below 1 takes
+    the last ``steps`` of ``int(steps / denoise)`` sigmas; a denoise of 0 leaves no step at all."""
+    span = steps if denoise > 0.0 else 0
+    for step in range(1, span + 1):
+        ctx.progress(step, span, delay=ctx.step_delay)
+    return (dataclasses.replace(latent_image, seed=seed),), None
+
+
+def empty_hunyuan_latent_video(ctx: NodeContext, width: int, height: int, length: int, batch_size: int = 1) -> NodeResult:
+    """A ``batch_size x 16 x ((length-1)//4+1) x h/8 x w/8`` latent with nothing in it (T2V)."""
+    return (Latent(width=width, height=height, length=length, batch=batch_size, start=None),), None
+
+
+def wan22_image_to_video_latent(
+    ctx: NodeContext,
+    vae: Handle,
+    width: int,
+    height: int,
+    length: int,
+    batch_size: int,
+    start_image: Images | DecodedVideo | None = None,
+) -> NodeResult:
+    """A 48-channel latent at 1/16 of the size (the Wan 2.2 VAE); its first frame is the start
+    image fitted like ``WanImageToVideo`` does. Without a start image the node returns its
+    one-item latent as is: ``batch_size`` only repeats a latent that has a start image."""
+    start = None
+    batch = 1
+    if frames := _image_frames(start_image):
+        start = media.upscale_center(frames[0], width, height)
+        batch = batch_size
+    latent = Latent(width=width, height=height, length=length, batch=batch, start=start, spatial=16, channels=48)
+    return (latent,), None
+
+
+def wan_first_last_frame_to_video(
+    ctx: NodeContext,
+    positive: Conditioning,
+    negative: Conditioning,
+    vae: Handle,
+    width: int,
+    height: int,
+    length: int,
+    batch_size: int,
+    start_image: Images | DecodedVideo | None = None,
+    end_image: Images | DecodedVideo | None = None,
+    clip_vision_start_image: Any = None,
+    clip_vision_end_image: Any = None,
+) -> NodeResult:
+    """The first frame is the start image and the last the end image (both fitted like
+    ``WanImageToVideo``: bilinear, centre crop), when given.
+
+    The real node sizes the latent by ``vae.spacial_compression_encode()``, read from the VAE's
+    weights; the double's VAE is only a name, so it uses the Wan 2.1 VAE's 8, the VAE of the
+    recorded graphs (``flf2v_*_history.json``).
+    """
+    start = end = None
+    if starts := _image_frames(start_image):
+        start = media.upscale_center(starts[0], width, height)
+    if ends := _image_frames(end_image):  # ``end_image[-length:]``: the batch's last frame ends the video
+        end = media.upscale_center(ends[-1], width, height)
+    latent = Latent(width=width, height=height, length=length, batch=batch_size, start=start, end=end)
+    return (positive, negative, latent), None
 
 
 def vae_decode(ctx: NodeContext, samples: Latent, vae: Handle) -> NodeResult:
-    width, height = samples.width // 8 * 8, samples.height // 8 * 8
+    scale = samples.spatial
+    width, height = samples.width // scale * scale, samples.height // scale * scale
     count = ((samples.length - 1) // 4) * 4 + 1
     if samples.start is not None:
         first = media.center_crop(samples.start, width, height)
     else:
         first = media.gray_frame(width, height)
-    return (DecodedVideo(media.FramePlan(first, count), max(1, samples.batch)),), None
+    last = media.center_crop(samples.end, width, height) if samples.end is not None else None
+    return (DecodedVideo(media.FramePlan(first, count, last), max(1, samples.batch)),), None
+
+
+def torch_compile_model(ctx: NodeContext, model: Handle, backend: str) -> NodeResult:
+    """Nothing is compiled here: the model passes through, marked with its backend."""
+    return (Handle(model.kind, model.name, model.patches + (f"compile:{backend}",)),), None
+
+
+def image_from_batch(ctx: NodeContext, image: DecodedVideo | Images, batch_index: int, length: int) -> NodeResult:
+    """``length`` frames from ``batch_index`` (negative counts from the end), clamped to the batch."""
+    total = image.count if isinstance(image, DecodedVideo) else len(image.frames)
+    if batch_index < 0:
+        batch_index += total
+    batch_index = max(0, min(total - 1, batch_index))
+    length = min(total - batch_index, length)
+    indexes = range(batch_index, batch_index + length)
+    if isinstance(image, DecodedVideo):
+        frames = [image.frame(i) for i in indexes]
+    else:
+        frames = [image.frames[i] for i in indexes]
+    return (Images(frames),), None
+
+
+def save_image(
+    ctx: NodeContext,
+    images: DecodedVideo | Images,
+    filename_prefix: str = "ComfyUI",
+    prompt: dict[str, Any] | None = None,
+    extra_pnginfo: dict[str, Any] | None = None,
+) -> NodeResult:
+    """One PNG per image, ``<prefix>_<counter:05>_.png``, reported under ``images`` (node 23 of
+    ``flf2v_lora_lastframe_history.json``); the prompt is kept in PNG text chunks unless ComfyUI
+    runs with ``--disable-metadata`` (VHS ignores that flag; SaveImage honours it)."""
+    frames = _image_frames(images)
+    height, width = frames[0].shape[:2]
+    full_folder, filename, subfolder, prefix = _save_path(filename_prefix, ctx.folders.output_dir, width, height)
+    counter = _comfy_counter(full_folder, filename, prefix)
+    text: dict[str, str] = {}
+    if not ctx.disable_metadata:
+        if prompt is not None:
+            text["prompt"] = json.dumps(prompt)
+        for key, value in (extra_pnginfo or {}).items():
+            text[str(key)] = json.dumps(value)
+    results = []
+    for batch_number, frame in enumerate(frames):
+        file = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
+        media.write_png(full_folder / file, frame, text)
+        results.append({"filename": file, "subfolder": subfolder, "type": "output"})
+        counter += 1
+    return (images,), {"images": results}
 
 
 def vhs_video_combine(
@@ -261,9 +406,9 @@ def vhs_video_combine(
         return ((save_output, []),), None
     frames = list(images.frames) if isinstance(images, Images) else None
     total = len(frames) if frames is not None else images.count
-    first = frames[0] if frames is not None else images.plan.first
+    first = frames[0] if frames is not None else images.frame(0)
     output_dir = ctx.folders.output_dir if save_output else ctx.folders.temp_dir
-    full_folder, filename, subfolder = _save_path(filename_prefix, output_dir)
+    full_folder, filename, subfolder, _ = _save_path(filename_prefix, output_dir)
     counter = _next_counter(full_folder, filename)
 
     workflow_png = f"{filename}_{counter:05}.png"
@@ -389,33 +534,46 @@ def _format_widget_values(ctx: NodeContext, video_format: str, kwargs: dict[str,
     return values
 
 
-def _save_path(filename_prefix: str, output_dir: Path) -> tuple[Path, str, str]:
-    """``folder_paths.get_save_image_path``: split ``sub/prefix``; refuse leaving the folder."""
-    prefix = _expand_vars(filename_prefix)
+def _save_path(filename_prefix: str, output_dir: Path, width: int = 0, height: int = 0) -> tuple[Path, str, str, str]:
+    """``folder_paths.get_save_image_path``: split ``sub/prefix``; refuse leaving the folder.
+
+    Returns the folder, the file name prefix, the subfolder and the prefix with its ``%...%``
+    variables expanded (``%width%``/``%height%`` are 0 unless the caller gives the image size:
+    SaveImage does, VHS does not).
+    """
+    prefix = _expand_vars(filename_prefix, width, height)
     normalized = os.path.normpath(prefix)
     subfolder = os.path.dirname(normalized)
     filename = os.path.basename(normalized)
     full = Path(os.path.join(output_dir, subfolder))
-    if os.path.commonpath((str(output_dir), os.path.abspath(full))) != str(output_dir):
+    if not _is_within_directory(str(output_dir), str(full)):
         message = (
-            "**** ERROR: Saving image outside the output folder is not allowed.\n"
-            f" full_output_folder: {os.path.abspath(full)}\n"
-            f"         output_dir: {output_dir}\n"
-            f"         commonpath: {os.path.commonpath((str(output_dir), os.path.abspath(full)))}"
+            "**** ERROR: Saving image outside the output folder is not allowed."
+            f"\n full_output_folder: {os.path.abspath(full)}"
+            f"\n         output_dir: {output_dir}"
         )
         logger.error(message)
         raise Exception(message)  # noqa: TRY002 - ComfyUI raises a bare Exception
     full.mkdir(parents=True, exist_ok=True)
-    return full, filename, subfolder
+    return full, filename, subfolder, prefix
 
 
-def _expand_vars(prefix: str) -> str:
+def _is_within_directory(directory: str, target: str) -> bool:
+    """``folder_paths.is_within_directory`` (v0.30.0): both resolved, symlinks included."""
+    try:
+        directory = os.path.realpath(directory)
+        return os.path.commonpath((directory, os.path.realpath(target))) == directory
+    except ValueError:  # a NUL byte in the path
+        return False
+
+
+def _expand_vars(prefix: str, width: int = 0, height: int = 0) -> str:
     if "%" not in prefix:
         return prefix
     now = time.localtime()
     for key, value in {
-        "%width%": "0",
-        "%height%": "0",
+        "%width%": str(width),
+        "%height%": str(height),
         "%year%": str(now.tm_year),
         "%month%": f"{now.tm_mon:02}",
         "%day%": f"{now.tm_mday:02}",
@@ -438,6 +596,27 @@ def _next_counter(folder: Path, filename: str) -> int:
     return highest + 1
 
 
+def _comfy_counter(folder: Path, filename: str, prefix: str) -> int:
+    """ComfyUI's counter (``get_save_image_path``), which SaveImage uses and VHS does not.
+
+    A file counts when its name starts with ``filename`` + ``_``, compared over the length of the
+    prefix's base name; its number is what follows, up to the first ``.`` then the first ``_``
+    (0 if that is not a number). So VHS's ``<prefix>_00003.mp4`` counts as 3 for a SaveImage with
+    the same prefix, and the counter is one more than the highest number.
+    """
+    prefix_len = len(os.path.basename(prefix))
+    numbers = []
+    for existing in os.listdir(folder):
+        head = existing[: prefix_len + 1]
+        if os.path.normcase(head[:-1]) != os.path.normcase(filename) or head[-1:] != "_":
+            continue
+        try:
+            numbers.append(int(existing[prefix_len + 1 :].split(".")[0].split("_")[0]))
+        except ValueError:
+            numbers.append(0)
+    return max(numbers, default=0) + 1
+
+
 #: class_type -> implementation.
 NODE_FUNCTIONS: dict[str, Callable[..., NodeResult]] = {
     "LoadImage": load_image,
@@ -452,10 +631,17 @@ NODE_FUNCTIONS: dict[str, Callable[..., NodeResult]] = {
     "KSamplerAdvanced": ksampler_advanced,
     "VAEDecode": vae_decode,
     "VHS_VideoCombine": vhs_video_combine,
+    "EmptyHunyuanLatentVideo": empty_hunyuan_latent_video,
+    "Wan22ImageToVideoLatent": wan22_image_to_video_latent,
+    "KSampler": ksampler,
+    "WanFirstLastFrameToVideo": wan_first_last_frame_to_video,
+    "ImageFromBatch": image_from_batch,
+    "SaveImage": save_image,
+    "TorchCompileModel": torch_compile_model,
 }
 
 #: Classes that receive every input of the node, declared or not (VHS's ``ContainsAll`` hidden dict).
 ACCEPTS_ANY_INPUT = frozenset({"VHS_VideoCombine"})
 
 #: Classes that report progress while running (a "crash" fault fires after their first step).
-PROGRESS_CLASSES = frozenset({"KSamplerAdvanced", "VHS_VideoCombine"})
+PROGRESS_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "VHS_VideoCombine"})

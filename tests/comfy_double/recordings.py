@@ -36,9 +36,49 @@ def load_jsonl(name: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in stream if line.strip()]
 
 
+#: The recorded ``GET /object_info/{class}`` captures, merged in this order by :func:`object_info`.
+OBJECT_INFO_FILES: tuple[str, ...] = (
+    "object_info_used_nodes.json",  # the 12 classes of the I2V workflow
+    "object_info_more_nodes.json",  # EmptyHunyuanLatentVideo, Wan22ImageToVideoLatent, KSampler
+    "object_info_flf2v_nodes.json",  # WanFirstLastFrameToVideo, ImageFromBatch, SaveImage, LoraLoaderModelOnly
+    "object_info_torch_compile.json",  # TorchCompileModel
+)
+
+
 def object_info() -> dict[str, dict[str, Any]]:
-    """``GET /object_info/{class}`` bodies of the 12 node classes of the workflow, as recorded."""
-    return load_json("object_info_used_nodes.json")
+    """``GET /object_info/{class}`` bodies of every recorded node class, merged.
+
+    A class recorded in two files (``LoraLoaderModelOnly``: ``object_info_used_nodes.json`` and
+    ``object_info_flf2v_nodes.json``) takes the later file's body, at the position of its first
+    appearance. The two bodies may differ only in COMBO choice lists; for ``LoraLoaderModelOnly``
+    they do, in ``lora_name``: the files each recording's volume held (the flf2v volume has
+    ``style/*`` LoRAs, the other the 4-step ones). The double rebuilds model lists from its own
+    folders at every request anyway, so which recording's list is kept never reaches a client. Any
+    other difference would mean the captures disagree about the node, so it is refused instead of
+    silently picking one.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for name in OBJECT_INFO_FILES:
+        for class_type, info in load_json(name).items():
+            if class_type in merged:
+                _check_same_definition(class_type, merged[class_type], info, name)
+            merged[class_type] = info
+    return merged
+
+
+def _check_same_definition(class_type: str, first: dict[str, Any], later: dict[str, Any], name: str) -> None:
+    """Equal apart from COMBO choice lists, or ``ValueError``."""
+
+    def without_name_lists(info: dict[str, Any]) -> dict[str, Any]:
+        info = copy.deepcopy(info)
+        for inputs in info["input"].values():
+            for spec in inputs.values():
+                if isinstance(spec, list) and spec and isinstance(spec[0], list):
+                    spec[0] = None
+        return info
+
+    if without_name_lists(first) != without_name_lists(later):
+        raise ValueError(f"{name}: {class_type} differs from its earlier recording in more than a COMBO list")
 
 
 def system_stats() -> dict[str, Any]:

@@ -73,6 +73,7 @@ class DoubleApp:
         *,
         argv: list[str],
         on_crash: Callable[[int], None],
+        disable_metadata: bool = False,
     ) -> None:
         self.folders = folders
         self.argv = argv
@@ -94,6 +95,7 @@ class DoubleApp:
             faults=self.faults,
             observations=self.observations,
             on_crash=on_crash,
+            disable_metadata=disable_metadata,
         )
         self.crashed = False
         self._number = 0

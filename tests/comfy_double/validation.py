@@ -332,8 +332,10 @@ def _check_range_and_choices(name: str, value: Any, input_type: Any, extra: dict
             name,
             {"input_name": name, "input_config": info, "received_value": value},
         )
-    if isinstance(input_type, list):
-        choices = input_type
+    if isinstance(input_type, list) or input_type == "COMBO":
+        # ``["COMBO", {"options": [...]}]`` is how v3 nodes declare a list (TorchCompileModel's
+        # ``backend`` in object_info_torch_compile.json); ComfyUI checks both forms alike.
+        choices = extra.get("options", []) if input_type == "COMBO" else input_type
         if isinstance(value, str) and "\\" in value:
             value = value.replace("\\", "/")
         if all(isinstance(c, str) for c in choices):
@@ -348,7 +350,7 @@ def _check_range_and_choices(name: str, value: Any, input_type: Any, extra: dict
             return _reason(
                 "value_not_in_list",
                 "Value not in list",
-                f"{name}: '{value}' not in {listing}",
+                f"{name}: {value!r} not in {listing}",
                 {"input_name": name, "input_config": config, "received_value": value},
             )
     return None
