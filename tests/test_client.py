@@ -15,6 +15,7 @@ import importlib.util
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -436,6 +437,25 @@ def test_the_platform_stays_faithful_to_the_status_shape(stack: Stack) -> None:
     assert requests.post(f"{url}/status/nope", headers=auth, timeout=5).status_code == 404
     health = requests.get(f"{url}/health", headers=auth, timeout=5).json()
     assert health["jobs"]["completed"] >= 1 and health["workers"]["idle"] + health["workers"]["running"] == 1
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("bash", "curl", "jq", "base64")), reason="needs bash, curl, jq")
+def test_the_documented_curl_script_makes_a_video_and_fails_loudly(stack: Stack, tmp_path: Path) -> None:
+    script = re.search(r"```bash\n(#!/usr/bin/env bash\n.*?)```", (REPO / "docs" / "client.md").read_text(), re.DOTALL)
+    assert script, "docs/client.md lost its curl script"
+    (tmp_path / "make.sh").write_text(script.group(1))
+    (tmp_path / "cat.png").write_bytes(stack.image.read_bytes())
+    env = {**stack.client_env(), "ENDPOINT_ID": stack.platform.endpoint_id}
+    done = subprocess.run(["bash", "make.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    video = decode_mp4((tmp_path / "out.mp4").read_bytes())
+    assert (video["width"], video["height"], video["frames"]) == (832, 480, 81)
+    assert '"executionTime":' in done.stdout
+    (tmp_path / "out.mp4").unlink()
+    refused = subprocess.run(
+        ["bash", "make.sh"], cwd=tmp_path, env={**env, "RUNPOD_API_KEY": "wrong"}, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode != 0 and "401" in refused.stderr and not (tmp_path / "out.mp4").exists()
 
 
 # ---- the SDK's local API -----------------------------------------------------------------------------
