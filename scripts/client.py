@@ -26,6 +26,7 @@ import argparse
 import base64
 import binascii
 import json
+import logging
 import math
 import os
 import re
@@ -146,10 +147,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, kind in OPTIONS:
         job.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper())
     out = parser.add_argument_group("output")
-    out.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="where to write the MP4 (default out.mp4)")
+    out.add_argument(
+        "-o", "--output", type=Path, default=Path("out.mp4"), metavar="FILE", help="where to write the MP4 (default out.mp4)"
+    )
     out.add_argument("--last-frame", type=Path, metavar="FILE", help="ask for the last frame and write it here (PNG)")
-    out.add_argument("--timeout", type=_positive, default=1800.0, help="overall seconds before the job is cancelled (1800)")
-    out.add_argument("--poll", type=_positive, default=2.0, help="seconds between /status calls (2)")
+    out.add_argument(
+        "--timeout", type=_positive, default=1800.0, metavar="SECONDS", help="overall seconds before the job is cancelled (1800)"
+    )
+    out.add_argument("--poll", type=_positive, default=2.0, metavar="SECONDS", help="seconds between /status calls (2)")
     return parser.parse_args(argv)
 
 
@@ -333,6 +338,8 @@ class EndpointApi:
         except ImportError:
             raise UsageError("--endpoint needs RunPod's SDK: pip install runpod") from None
 
+        # the SDK's transport logs each connection retry as a warning; this client reports the outcome
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
         self.endpoint = runpod.Endpoint(endpoint_id, api_key=api_key)
         self.base = f"{runpod.endpoint_url_base}/{endpoint_id}"
         self.secret = api_key
