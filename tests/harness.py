@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -17,7 +19,8 @@ import av
 import requests
 from PIL import Image
 
-from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
+from tests.comfy_double import create_model_files
+from tests.comfy_double.inprocess import ALL_MODEL_FILES
 from worker.graph import Graph, JobFiles, job_files
 from worker.pipeline import Runtime, build_graph
 from worker.request import parse_request
@@ -35,9 +38,9 @@ def free_port() -> int:
 
 
 def make_volume(root: Path) -> Path:
-    """A network volume with the five model files (empty: the double never reads weights)."""
+    """A network volume with every task's model files (tiny stand-ins: the double never reads weights)."""
     volume = root / "runpod-volume"
-    create_model_files(volume / "models", WORKFLOW_MODEL_FILES)
+    create_model_files(volume / "models", ALL_MODEL_FILES)
     return volume
 
 
@@ -108,6 +111,7 @@ def decode_mp4(data: bytes) -> dict:
             "frames": len(frames),
             "rate": float(stream.average_rate),
             "first_mean": tuple(int(c) for c in frames[0].reshape(-1, 3).mean(axis=0)),
+            "last_mean": tuple(int(c) for c in frames[-1].reshape(-1, 3).mean(axis=0)),
             "metadata": dict(container.metadata),
         }
 
@@ -150,3 +154,33 @@ def stop_worker_api(proc: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+class WorkerAPI:
+    """A running ``python handler.py --rp_serve_api`` and the ComfyUI double it launched."""
+
+    def __init__(self, env: dict[str, str], api_port: int, log: Path, proc: subprocess.Popen):
+        self.env, self.api_port, self.log, self.proc = env, api_port, log, proc
+
+    def runsync(self, job_input: object, timeout: float = 120) -> dict:
+        resp = requests.post(f"http://127.0.0.1:{self.api_port}/runsync", json={"input": job_input}, timeout=timeout)
+        assert resp.status_code == 200, resp.text[:500]
+        return resp.json()
+
+    def fault(self, fault: dict) -> None:
+        url = f"http://127.0.0.1:{self.env['COMFY_PORT']}/__double__/faults"
+        requests.post(url, json=fault, timeout=5).raise_for_status()
+
+
+@contextlib.contextmanager
+def running_worker(tmp: Path, **overrides: str) -> Iterator[WorkerAPI]:
+    """The worker's local API in a subprocess for the duration of the block; its log in ``tmp/worker.log``."""
+    env = process_env(tmp, **overrides)
+    api_port = free_port()
+    log = tmp / "worker.log"
+    with open(log, "wb") as out:
+        proc = start_worker_api(env, api_port, out)
+    try:
+        yield WorkerAPI(env, api_port, log, proc)
+    finally:
+        stop_worker_api(proc)

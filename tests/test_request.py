@@ -394,7 +394,7 @@ def test_image_url_is_accepted_instead_of_image() -> None:
 
 
 def test_exactly_one_image_source() -> None:
-    t2v_hint = IMAGE_ALLOWED[:-1] + '; or task "t2v" for a video from the prompt alone)'
+    t2v_hint = IMAGE_ALLOWED[:-1] + '; or task "t2v" or "ti2v-5b" for a video from the prompt alone)'
     assert error_of({"prompt": "x"}) == f"image: missing (and no image_url) {t2v_hint}"
     assert error_of({"prompt": "x", "image": None, "image_url": None}) == f"image: missing (and no image_url) {t2v_hint}"
     assert error_of({"prompt": "x", "image": IMAGE, "image_url": "https://a.example/b.png"}) == (
@@ -475,3 +475,155 @@ def test_output_mode_s3_is_refused_where_s3_is_not_configured_with_the_other_pro
     fixed = {**job_input, "prompt": "x", "output_mode": "auto"}
     assert parse_request(fixed, Settings(), unavailable_modes=unavailable).output_mode == "auto"
     assert parse_request({**job_input, "prompt": "x"}, Settings()).output_mode == "s3"  # S3 available
+
+
+# --- Tasks ---------------------------------------------------------------------------------------------------
+
+
+def test_the_task_follows_the_images_when_not_given() -> None:
+    assert parse({"prompt": "x", "image": IMAGE}).task == "i2v"
+    assert parse({"prompt": "x", "end_image": IMAGE}).task == "flf2v"
+    assert parse({"prompt": "x", "image": IMAGE, "end_image_url": "https://a.example/b.png"}).task == "flf2v"
+    assert parse({"prompt": "x", "task": "t2v"}).task == "t2v"
+    both = parse({"prompt": "x", "image": IMAGE, "end_image": IMAGE})
+    assert [image.field for image in both.images] == ["image", "end_image"]
+
+
+def test_a_task_is_one_of_the_served_ones() -> None:
+    served = Settings(tasks=("i2v", "t2v"))
+    assert error_of_with({"prompt": "x", "task": "i2V"}, served) == 'task: "i2V" is not a task (allowed: i2v, t2v)'
+    assert error_of_with({"prompt": "x", "task": 2}, served) == "task: 2 is not a string (allowed: i2v, t2v)"
+    assert error_of_with({"prompt": "x", "task": "ti2v-5b"}, served) == (
+        'task: "ti2v-5b" is not served by this worker (TASKS) (allowed: i2v, t2v)'
+    )
+    assert error_of_with({"prompt": "x", "end_image": IMAGE}, served) == (
+        'task: "flf2v" (chosen because end_image was given) is not served by this worker (allowed: i2v, t2v)'
+    )
+
+
+def error_of_with(job_input: object, settings: Settings) -> str:
+    with pytest.raises(InvalidInput) as caught:
+        parse_request(job_input, settings)
+    return str(caught.value)
+
+
+def test_images_a_task_does_not_take_are_refused_by_name() -> None:
+    assert error_of({"prompt": "x", "task": "t2v", "image": IMAGE}) == (
+        "image: not used by task t2v (allowed: only with task i2v, flf2v, ti2v-5b)"
+    )
+    assert error_of({"prompt": "x", "image": IMAGE, "task": "i2v", "end_image_url": "https://a.example/e.png"}) == (
+        "end_image_url: not used by task i2v (allowed: only with task flf2v)"
+    )
+    assert error_of({"prompt": "x", "task": "flf2v", "image": IMAGE}) == (
+        "end_image: missing (and no end_image_url) (allowed: exactly one of end_image (base64 or a "
+        "data:image/<type>;base64, URI) or end_image_url (an http:// or https:// URL))"
+    )
+    assert error_of({"prompt": "x", "end_image": IMAGE, "end_image_url": "https://a.example/e.png"}).startswith(
+        "end_image, end_image_url: both given (allowed: exactly one of end_image"
+    )
+
+
+def test_the_5b_task_has_its_own_defaults_and_a_32_pixel_step() -> None:
+    req = parse({"prompt": "x", "task": "ti2v-5b"})
+    assert (req.width, req.height, req.length, req.frame_rate, req.steps, req.cfg) == (1280, 704, 121, 24.0, 20, 5.0)
+    assert (req.sampler_name, req.scheduler, req.shift, req.split_step, req.lora_strength) == ("uni_pc", "simple", 8.0, None, None)
+    assert req.images == ()
+    assert error_of({"prompt": "x", "task": "ti2v-5b", "options": {"width": 848}}) == (
+        "options.width: 848 is not a multiple of 32 (allowed: multiples of 32 from 32 to 1280)"
+    )
+    assert error_of({"prompt": "x", "task": "ti2v-5b", "options": {"split_step": 3, "lora_strength": 1}}).startswith(
+        "options.split_step: not used by task ti2v-5b (allowed: width, height, length, num_frames, steps, cfg"
+    )
+
+
+def test_options_a_task_does_not_take_are_refused_but_null_is_ignored() -> None:
+    assert error_of({"prompt": "x", "task": "t2v", "options": {"resize": "pad"}}).startswith(
+        "options.resize: not used by task t2v (allowed: width, height"
+    )
+    assert parse({"prompt": "x", "task": "t2v", "options": {"resize": None}}).resize is None
+
+
+def test_default_frame_rate_is_the_workers_for_the_14b_tasks_only() -> None:
+    settings = Settings(default_frame_rate=16.0)
+    assert parse_request({"prompt": "x", "task": "t2v"}, settings).frame_rate == 16.0
+    assert parse_request({"prompt": "x", "image": IMAGE}, settings).frame_rate == 16.0
+    assert parse_request({"prompt": "x", "task": "ti2v-5b"}, settings).frame_rate == 24.0
+
+
+def test_return_last_frame_is_a_boolean() -> None:
+    assert parse({**job(), "return_last_frame": True}).return_last_frame is True
+    assert parse({**job(), "return_last_frame": None}).return_last_frame is False
+    assert error_of({**job(), "return_last_frame": "yes"}) == 'return_last_frame: "yes" is not a boolean (allowed: true or false)'
+
+
+# --- Sizes and length by preset ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "resolution", "aspect", "size"),
+    [
+        ("t2v", "480p", "16:9", (832, 480)),
+        ("t2v", "480p", "9:16", (480, 832)),
+        ("t2v", "576p", "4:3", (768, 576)),
+        ("t2v", "720p", "1:1", (720, 720)),
+        ("t2v", "720p", "3:4", (720, 960)),
+        ("ti2v-5b", "720p", "16:9", (1280, 704)),
+        ("ti2v-5b", "720p", "9:16", (704, 1280)),
+        ("ti2v-5b", "480p", "1:1", (480, 480)),
+    ],
+)
+def test_resolution_and_aspect_ratio_give_the_documented_size(task: str, resolution: str, aspect: str, size: tuple) -> None:
+    req = parse({"prompt": "x", "task": task, "options": {"resolution": resolution, "aspect_ratio": aspect}})
+    assert (req.width, req.height) == size and req.fit_resolution is None
+
+
+def test_resolution_without_aspect_follows_the_image_or_is_16_9() -> None:
+    assert parse({"prompt": "x", "image": IMAGE, "options": {"resolution": "480p"}}).fit_resolution == "480p"
+    req = parse({"prompt": "x", "task": "t2v", "options": {"resolution": "720p"}})
+    assert (req.width, req.height, req.fit_resolution) == (1280, 720, None)
+    assert error_of({"prompt": "x", "task": "t2v", "options": {"resolution": "720p", "aspect_ratio": "auto"}}) == (
+        'options.aspect_ratio: "auto" needs an image to take the aspect from (allowed: 16:9, 9:16, 1:1, 4:3, 3:4)'
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "resolution", "size"),
+    [((1920, 1080), "480p", (848, 480)), ((1080, 1920), "720p", (720, 1280)), ((1000, 1000), "576p", (576, 576)),
+     ((4000, 1000), "720p", (1280, 320)), ((640, 480), "480p", (640, 480))],
+)  # fmt: skip
+def test_auto_aspect_keeps_the_images_shape_within_the_maxima(image: tuple, resolution: str, size: tuple) -> None:
+    req = parse({"prompt": "x", "image": IMAGE, "options": {"resolution": resolution}})
+    fitted = request_module.fit_to_image(req, *image, LIMITS)
+    assert (fitted.width, fitted.height) == size and fitted.fit_resolution is None
+
+
+def test_presets_and_explicit_sizes_do_not_mix() -> None:
+    assert error_of(job(resolution="480p", width=832)) == (
+        "options.width: given together with options.resolution "
+        "(allowed: either resolution (with aspect_ratio) or width and height)"
+    )
+    assert error_of(job(aspect_ratio="1:1")) == (
+        "options.aspect_ratio: given without options.resolution (allowed: together with options.resolution)"
+    )
+    assert error_of(job(resolution="1080p")) == (
+        'options.resolution: "1080p" is not one of the allowed values (allowed: 480p, 576p, 720p)'
+    )
+    assert error_of(job(resolution="720p", aspect_ratio="16:9"), Limits(max_width=1024)) == (
+        'options.resolution: "720p" at 16:9 is 1280x720, larger than this worker allows (1024x1280) (allowed: 480p, 576p)'
+    )
+
+
+@pytest.mark.parametrize(("duration", "fps", "length"), [(5, 16, 81), (5, 24, 121), (3.4, 16, 57), (0.1, 24, 5), (0.04, 24, 1), (6.6, 24, 161)])
+def test_duration_is_the_nearest_4n_plus_1_frame_count(duration: float, fps: float, length: int) -> None:
+    assert parse(job(duration=duration, frame_rate=fps)).length == length
+
+
+def test_duration_limits_and_conflicts() -> None:
+    assert error_of(job(duration=10, fps=24)) == (
+        "options.duration: 10 is greater than 6.667 s (allowed: numbers from 0 to 6.667 s)"
+    )
+    assert error_of(job(duration=-1)) == "options.duration: -1 is less than 0 (allowed: numbers from 0 to 6.667 s)"
+    assert error_of(job(duration=2, num_frames=33)) == (
+        "options.num_frames: given together with options.duration (allowed: only one of length or duration)"
+    )
+    assert error_of(job(duration="long")) == 'options.duration: "long" is not a number (allowed: numbers from 0 to 6.667 s)'

@@ -25,38 +25,20 @@ from tests.harness import (
     free_port,
     png_b64,
     process_env,
+    running_worker,
     start_worker_api,
     stop_worker_api,
+)
+from tests.harness import (
+    WorkerAPI as Worker,
 )
 from worker.settings import Settings
 
 
-class Worker:
-    def __init__(self, env: dict[str, str], api_port: int, log: Path, proc: subprocess.Popen):
-        self.env, self.api_port, self.log, self.proc = env, api_port, log, proc
-
-    def runsync(self, job_input: object, timeout: float = 120) -> dict:
-        resp = requests.post(f"http://127.0.0.1:{self.api_port}/runsync", json={"input": job_input}, timeout=timeout)
-        assert resp.status_code == 200, resp.text[:500]
-        return resp.json()
-
-    def fault(self, fault: dict) -> None:
-        url = f"http://127.0.0.1:{self.env['COMFY_PORT']}/__double__/faults"
-        requests.post(url, json=fault, timeout=5).raise_for_status()
-
-
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    tmp = tmp_path_factory.mktemp("rp")
-    env = process_env(tmp)
-    api_port = free_port()
-    log = tmp / "worker.log"
-    with open(log, "wb") as out:
-        proc = start_worker_api(env, api_port, out)
-    try:
-        yield Worker(env, api_port, log, proc)
-    finally:
-        stop_worker_api(proc)
+    with running_worker(tmp_path_factory.mktemp("rp")) as api:
+        yield api
 
 
 def _small(**options) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from PIL import Image
 
 from tests.harness import decode_mp4, files_in, free_port, png_b64, process_env, start_worker_api, stop_worker_api, worker_env
 from tests.s3_server import MotoS3
@@ -92,6 +94,21 @@ def test_output_mode_s3_returns_a_link_to_the_requested_video(moto_s3: MotoS3, r
     video = _assert_s3_response(out, moto_s3, bucket, "job-s3")
     assert (out["width"], out["height"], out["length"], out["seed"], out["files_count"]) == (64, 48, 9, 5, 1)
     assert video["rate"] == 24.0
+    _assert_clean(runtime)
+
+
+def test_the_last_frame_is_uploaded_beside_the_video(moto_s3: MotoS3, runtime_with) -> None:
+    bucket = moto_s3.new_bucket()
+    runtime = runtime_with(**moto_s3.env(bucket))
+    out = generate_video({**_job("s3"), "return_last_frame": True}, "job-lf", runtime)
+    _assert_s3_response(out, moto_s3, bucket, "job-lf")
+    assert "last_frame" not in out
+    key = out["last_frame_url"].split("?")[0].split(f"/{bucket}/", 1)[1]
+    assert key.startswith("wan22/job-lf/") and key.endswith("_.png")
+    assert moto_s3.client().head_object(Bucket=bucket, Key=key)["ContentType"] == "image/png"
+    fetched = requests.get(out["last_frame_url"], timeout=10)
+    with Image.open(io.BytesIO(fetched.content)) as frame:
+        assert frame.size == (out["width"], out["height"])
     _assert_clean(runtime)
 
 

@@ -89,7 +89,7 @@ def test_renumbered_nodes_are_still_found_by_role(tmp_path: Path) -> None:
     for fragment in (Settings().workflows_dir / "fragments").iterdir():
         (tmp_path / "fragments" / fragment.name).write_text(fragment.read_text())
     (tmp_path / I2V.workflow).write_text(json.dumps(renumbered))
-    settings = Settings(workflows_dir=tmp_path)
+    settings = Settings(workflows_dir=tmp_path, tasks=("i2v",))
     filled = filled_graph(_job(width=64, height=64, length=5), settings)
     assert filled.prompt[filled.roles["latent"]]["inputs"]["width"] == 64
     assert filled.roles["video_output"] == mapping[TEMPLATE.roles["video_output"]]

@@ -1,4 +1,4 @@
-"""The filled workflow passes ComfyUI's own validation rules, from ``object_info_used_nodes.json``.
+"""Every task's filled graph passes ComfyUI's own validation rules, from the recorded ``object_info``.
 
 The validator is the ComfyUI double's (``tests/comfy_double/validation.py``), which reproduces
 ComfyUI v0.30.0's ``validate_prompt`` against the recorded node definitions: required inputs,
@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
+from tests.comfy_double import create_model_files
 from tests.comfy_double.folders import Folders, apply_model_paths, volume_model_paths
+from tests.comfy_double.inprocess import ALL_MODEL_FILES
 from tests.comfy_double.node_defs import NodeCatalog
 from tests.comfy_double.validation import PromptValidator
 from tests.harness import filled_graph
 from worker.graph import job_files
 from worker.request import SAMPLER_NAMES, SCHEDULERS
 from worker.settings import Limits, Settings
+from worker.tasks import REGISTRY
 from worker.tasks.common import RESIZE_METHODS
 
 LIMITS = Limits()
@@ -28,17 +30,30 @@ LIMITS = Limits()
 @pytest.fixture
 def validator(tmp_path: Path):
     folders = Folders.create(tmp_path / "comfy")
-    create_model_files(tmp_path / "volume" / "models", WORKFLOW_MODEL_FILES)
+    create_model_files(tmp_path / "volume" / "models", ALL_MODEL_FILES)
     apply_model_paths(folders, volume_model_paths(tmp_path / "volume" / "models"))
     folders.ensure_io_dirs()
     files = job_files("v")
-    (folders.input_dir / files.image_name("image")).write_bytes(b"png")
+    for field in ("image", "end_image"):
+        (folders.input_dir / files.image_name(field)).write_bytes(b"png")
     return PromptValidator(NodeCatalog(folders), folders), files
 
 
-def _validate(validator, **options):
+#: A job of each task with every image it can take, and with only its required ones.
+TASK_JOBS: dict[str, dict] = {
+    "i2v": {"image": "aGk="},
+    "flf2v": {"task": "flf2v", "image": "aGk=", "end_image": "aGk="},
+    "flf2v end only": {"task": "flf2v", "end_image": "aGk="},
+    "t2v": {"task": "t2v"},
+    "ti2v-5b": {"task": "ti2v-5b", "image": "aGk="},
+    "ti2v-5b text only": {"task": "ti2v-5b"},
+}
+
+
+def _validate(validator, job: str = "i2v", last_frame: bool = False, **options):
     checker, files = validator
-    return checker.validate(filled_graph({"prompt": "p", "image": "aGk=", "options": options}, files=files).prompt)
+    job_input = {"prompt": "p", **TASK_JOBS[job], "options": options, "return_last_frame": last_frame}
+    return checker.validate(filled_graph(job_input, files=files).prompt)
 
 
 @pytest.mark.parametrize(
@@ -73,3 +88,30 @@ def test_a_missing_model_would_be_rejected_by_comfyui(validator, tmp_path: Path)
     assert not result.valid
     [errors] = [node["errors"] for node in result.node_errors.values() if node["class_type"] == "VAELoader"]
     assert errors[0]["type"] == "value_not_in_list"
+
+
+def _bounds(task: str) -> list[dict]:
+    """Options at the task's lower and upper bounds (each task takes only its own options)."""
+    step = REGISTRY[task].size_step
+    low = {"width": step, "height": step, "length": 1, "steps": 1, "seed": 0, "cfg": 0, "frame_rate": 1, "shift": 0}
+    high = {"width": LIMITS.max_width // step * step, "height": LIMITS.max_height // step * step, "length": LIMITS.max_length,
+            "steps": LIMITS.max_steps, "seed": 2**64 - 1, "cfg": 100, "shift": 100}  # fmt: skip
+    if "split_step" in REGISTRY[task].options:
+        low.update(split_step=0, lora_strength=-100)
+        high.update(split_step=LIMITS.max_steps, lora_strength=100)
+    return [{}, low, high, {"resolution": "480p", "aspect_ratio": "9:16", "duration": 2}]
+
+
+@pytest.mark.parametrize("job", list(TASK_JOBS))
+def test_every_tasks_graph_is_valid_at_its_bounds_with_the_last_frame(validator, job: str) -> None:
+    task = TASK_JOBS[job].get("task", "i2v")
+    for options in _bounds(task):
+        for last_frame in (False, True):
+            result = _validate(validator, job, last_frame, **options)
+            assert result.valid, (job, options, result.error, result.node_errors)
+
+
+@pytest.mark.parametrize("job", list(TASK_JOBS))
+def test_every_tasks_graph_has_its_samplers_and_schedulers(validator, job: str) -> None:
+    for sampler, scheduler in zip(SAMPLER_NAMES, SCHEDULERS * 5, strict=False):
+        assert _validate(validator, job, sampler_name=sampler, scheduler=scheduler).valid

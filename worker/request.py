@@ -309,10 +309,9 @@ def _parse_task(job_input: Mapping[str, Any], served: tuple[str, ...], problems:
         elif "image" in given:
             name, why = "i2v", "an image was given"
         else:
-            problems.add(
-                "image", "missing (and no image_url)",
-                f'{_image_allowed("image")}; or task "t2v" for a video from the prompt alone',
-            )  # fmt: skip
+            textual = " or ".join(f'"{t}"' for t in served if not any(slot.required for slot in REGISTRY[t].images))
+            hint = f"; or task {textual} for a video from the prompt alone" if textual else ""
+            problems.add("image", "missing (and no image_url)", _image_allowed("image") + hint)
             return None
         if name not in served:
             problems.add("task", f'"{name}" (chosen because {why}) is not served by this worker', allowed)

@@ -7,8 +7,8 @@ stages. Adding a job is adding a module here and a graph in ``workflows/``.
 
 from __future__ import annotations
 
-from worker.tasks import i2v
+from worker.tasks import flf2v, i2v, t2v, ti2v_5b
 from worker.tasks.base import Task
 
-REGISTRY: dict[str, Task] = {task.name: task for task in (i2v.TASK,)}
+REGISTRY: dict[str, Task] = {task.name: task for task in (i2v.TASK, flf2v.TASK, t2v.TASK, ti2v_5b.TASK)}
 TASK_NAMES: tuple[str, ...] = tuple(REGISTRY)

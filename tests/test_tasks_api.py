@@ -1,0 +1,116 @@
+"""Every task as a user runs it: ``python handler.py --rp_serve_api``, real HTTP, the MP4 and the last frame decoded.
+
+The worker launches the ComfyUI double (which replays the recorded graphs of each task) as its
+ComfyUI. Each job asks for its last frame; a chain sends one job's last frame as the next job's
+image, as docs/api.md shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.harness import WorkerAPI, decode_mp4, files_in, png_b64, running_worker
+
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerAPI]:
+    with running_worker(tmp_path_factory.mktemp("tasks")) as api:
+        yield api
+
+
+def _run(worker: WorkerAPI, job: dict) -> dict:
+    body = worker.runsync(job)
+    assert body["status"] == "COMPLETED", body.get("error")
+    return body["output"]
+
+
+def _png(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def _mean(image: Image.Image) -> tuple[int, ...]:
+    pixels = list(image.convert("RGB").getdata())
+    return tuple(sum(p[i] for p in pixels) // len(pixels) for i in range(3))
+
+
+def _close(a: tuple[int, ...], b: tuple[int, ...], tolerance: int = 12) -> bool:
+    return all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("job", "size", "frames", "rate"),
+    [
+        ({"image": png_b64(color=RED)}, (64, 48), 9, 24.0),
+        ({"task": "flf2v", "image": png_b64(color=RED), "end_image": png_b64(color=BLUE)}, (64, 48), 9, 24.0),
+        ({"end_image": png_b64(color=BLUE)}, (64, 48), 9, 24.0),
+        ({"task": "t2v", "options": {"frame_rate": 16}}, (64, 48), 9, 16.0),
+        ({"task": "ti2v-5b", "image": png_b64(color=RED)}, (64, 64), 9, 24.0),
+        ({"task": "ti2v-5b"}, (64, 64), 9, 24.0),
+    ],
+    ids=["i2v", "flf2v", "flf2v-end-only", "t2v", "ti2v-5b", "ti2v-5b-text"],
+)
+def test_each_task_makes_its_video_and_returns_the_last_frame(worker: WorkerAPI, job: dict, size: tuple, frames: int, rate: float) -> None:
+    options = {"width": size[0], "height": size[1], "length": frames, **job.get("options", {})}
+    out = _run(worker, {"prompt": "a ball rolls", **job, "options": options, "return_last_frame": True})
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["width"], video["height"], video["frames"], video["rate"]) == (*size, frames, rate)
+    assert out["task"] == job.get("task", "flf2v" if "end_image" in job else "i2v")
+    last = _png(out["last_frame"])
+    assert last.size == size and last.format == "PNG"
+    assert _close(_mean(last), video["last_mean"])
+    if "end_image" in job:
+        assert _close(video["last_mean"], BLUE)  # the video ends on the end image
+    if job.get("image") and job.get("task") != "ti2v-5b":
+        assert _close(video["first_mean"], RED)
+    comfy = Path(worker.env["WORKER_DIR"])
+    assert files_in(comfy / "input") == [] and files_in(comfy / "output") == []  # last frame deleted too
+
+
+def test_a_last_frame_sent_back_as_the_image_continues_the_clip(worker: WorkerAPI) -> None:
+    first = _run(worker, {"prompt": "a ball rolls", "image": png_b64(color=RED),
+                          "options": {"width": 64, "height": 48, "length": 9}, "return_last_frame": True})  # fmt: skip
+    second = _run(worker, {"prompt": "a ball rolls on", "image": first["last_frame"],
+                           "options": {"width": 64, "height": 48, "length": 9}})  # fmt: skip
+    one, two = (decode_mp4(base64.b64decode(out["video"])) for out in (first, second))
+    assert _close(two["first_mean"], one["last_mean"], tolerance=6)
+
+
+def test_without_return_last_frame_the_answer_is_as_before(worker: WorkerAPI) -> None:
+    out = _run(worker, {"prompt": "a ball rolls", "image": png_b64(), "options": {"width": 64, "height": 48, "length": 5}})
+    assert "last_frame" not in out and "last_frame_url" not in out
+    assert set(out) == {"video", "filename", "prompt_id", "files_count", "task", "seed", "width", "height", "length",
+                        "frame_rate", "timings"}  # fmt: skip
+
+
+def test_a_preset_size_and_duration_reach_the_video(worker: WorkerAPI) -> None:
+    out = _run(worker, {"prompt": "waves", "image": png_b64(120, 60), "options": {"resolution": "480p", "duration": 0.5, "fps": 16}})
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["width"], video["height"], video["frames"]) == (960, 480, 9)  # 2:1 image, 480p, 0.5 s at 16 fps
+    assert (out["width"], out["height"], out["length"]) == (960, 480, 9)
+
+
+def test_a_task_whose_files_are_missing_fails_alone(tmp_path: Path) -> None:
+    with running_worker(tmp_path) as api:
+        (Path(api.env["VOLUME_PATH"]) / "models" / "diffusion_models" / "wan2.2_ti2v_5B_fp16.safetensors").unlink()
+        body = api.runsync({"prompt": "x", "task": "ti2v-5b", "options": {"width": 64, "height": 64, "length": 5}})
+        assert body["status"] == "FAILED"
+        assert body["error"].startswith("models_missing: task ti2v-5b: 1 model file not found by ComfyUI")
+        assert "'wan2.2_ti2v_5B_fp16.safetensors' (MODEL_TI2V_5B)" in body["error"]
+        assert _run(api, {"prompt": "x", "task": "t2v", "options": {"width": 64, "height": 64, "length": 5}})["task"] == "t2v"
+
+
+def test_a_task_the_deployment_does_not_serve_is_refused(tmp_path: Path) -> None:
+    with running_worker(tmp_path, TASKS="i2v,ti2v-5b") as api:
+        body = api.runsync({"prompt": "x", "task": "t2v"})
+        assert body["error"] == 'invalid_input: task: "t2v" is not served by this worker (TASKS) (allowed: i2v, ti2v-5b)'
+        assert _run(api, {"prompt": "x", "image": png_b64(), "options": {"width": 64, "height": 64, "length": 5}})["task"] == "i2v"
