@@ -1,0 +1,48 @@
+"""The worker's overhead per task against the ComfyUI test double.
+
+One worker (``python handler.py --rp_serve_api`` with the double as its ComfyUI, as in the tests)
+runs N jobs of each task at 832×480, 81 frames from a 1280×720 image, and prints the overhead
+(``timings.total − timings.execution``: everything the worker does that is not ComfyUI's run) as
+p50/p95 per task. The per-job figures on the real ComfyUI come from tests/integration (see
+docs/performance.md).
+
+Usage: python bench/tasks.py [--jobs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from common import p50_p95, running_worker
+from overhead import measure_overhead
+
+#: Each task's fields on top of the job's prompt, image and options (null: "not given").
+TASKS: dict[str, dict] = {
+    "i2v": {},
+    "i2v + last frame": {"return_last_frame": True},
+    "flf2v": {"task": "flf2v", "end_image": "$image"},
+    "t2v": {"task": "t2v", "image": None},
+    "ti2v-5b": {"task": "ti2v-5b"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20)
+    args = parser.parse_args()
+    results = {}
+    with running_worker() as worker:
+        for name, fields in TASKS.items():
+            run = measure_overhead(worker, args.jobs, extra_input=fields)
+            overhead = run.series()["overhead: worker total - execution"]
+            results[name] = [round(v * 1000, 1) for v in p50_p95(overhead)]
+    print(f"worker overhead per task, {args.jobs} jobs each of 832x480, 81 frames (double as ComfyUI):")
+    print("| task | p50 ms | p95 ms |\n|---|---|---|")
+    for name, (p50, p95) in results.items():
+        print(f"| {name} | {p50} | {p95} |")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Every task against the REAL ComfyUI v0.30.0 on the CPU, through ``python handler.py --rp_serve_api``.
+
+Opt-in: set ``REAL_COMFY_DIR`` (a ComfyUI installed with comfy_bootstrap/install.sh),
+``REAL_COMFY_PYTHON`` (its Python) and ``REAL_VOLUME`` (a volume holding the tiny random-weight
+models of ../shared/tools/tiny-models/); docs/development.md says how to set them up. CI has no
+ComfyUI: there the module is skipped with one line.
+
+The jobs are tiny (64×64, 5 frames) and share one prompt text, so ComfyUI encodes it once (about
+a minute on two cores) and serves it from its cache afterwards. Each test prints its timings.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.harness import WorkerAPI, decode_mp4, files_in, png_b64, running_worker
+
+REAL = {name: os.environ.get(name, "") for name in ("REAL_COMFY_DIR", "REAL_COMFY_PYTHON", "REAL_VOLUME")}
+pytestmark = pytest.mark.skipif(
+    not all(REAL.values()),
+    reason="the real ComfyUI is not configured (set REAL_COMFY_DIR, REAL_COMFY_PYTHON and REAL_VOLUME)",
+)
+
+PROMPT = "a red ball rolls across a wooden table"
+SMALL = {"width": 64, "height": 64, "length": 5, "seed": 42}
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerAPI]:
+    tmp = tmp_path_factory.mktemp("real")
+    overrides = {
+        "COMFY_DIR": REAL["REAL_COMFY_DIR"],
+        "COMFY_PYTHON": REAL["REAL_COMFY_PYTHON"],
+        "VOLUME_PATH": REAL["REAL_VOLUME"],
+        "COMFY_EXTRA_ARGS": "--cpu",
+        "COMFY_BOOT_TIMEOUT": "300",
+        "COMFY_HTTP_TIMEOUT": "30",
+        "JOB_TIMEOUT": "900",
+    }
+    started = time.monotonic()
+    with running_worker(tmp, **overrides) as api:
+        print(f"\nworker API answering after {time.monotonic() - started:.1f} s")
+        yield api
+
+
+def _run(worker: WorkerAPI, job: dict, label: str) -> dict:
+    started = time.monotonic()
+    body = worker.runsync({"prompt": PROMPT, **job}, timeout=1200)
+    seconds = time.monotonic() - started
+    assert body["status"] == "COMPLETED", body.get("error")
+    out = body["output"]
+    timings = out["timings"]
+    print(f"\n{label}: round trip {seconds:.2f} s, ComfyUI execution {timings['execution']:.2f} s, "
+          f"worker overhead {timings['total'] - timings['execution']:.3f} s")  # fmt: skip
+    return out
+
+
+def _frame(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize(
+    ("label", "job", "rate"),
+    [
+        ("i2v", {"image": png_b64(96, 64)}, 24.0),
+        ("flf2v", {"task": "flf2v", "image": png_b64(96, 64), "end_image": png_b64(96, 64, (30, 30, 220))}, 24.0),
+        ("flf2v end only", {"end_image": png_b64(96, 64, (30, 30, 220))}, 24.0),
+        ("t2v", {"task": "t2v", "options": {"frame_rate": 16}}, 16.0),
+        ("ti2v-5b", {"task": "ti2v-5b", "image": png_b64(96, 64)}, 24.0),
+        ("ti2v-5b text only", {"task": "ti2v-5b"}, 24.0),
+    ],
+)
+def test_each_task_on_the_real_comfyui(worker: WorkerAPI, label: str, job: dict, rate: float) -> None:
+    options = {**SMALL, **job.get("options", {})}
+    out = _run(worker, {**job, "options": options, "return_last_frame": True}, label)
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["codec"], video["width"], video["height"], video["frames"], video["rate"]) == ("h264", 64, 64, 5, rate)
+    last = _frame(out["last_frame"])
+    assert last.size == (64, 64) and last.format == "PNG"
+    work = Path(worker.env["WORKER_DIR"])
+    assert files_in(work / "input") == [] and files_in(work / "output") == []
+
+
+def test_a_chain_continues_from_the_last_frame(worker: WorkerAPI) -> None:
+    first = _run(worker, {"image": png_b64(96, 64), "options": SMALL, "return_last_frame": True}, "chain, clip 1")
+    second = _run(worker, {"image": first["last_frame"], "options": {**SMALL, "seed": 43}}, "chain, clip 2")
+    assert decode_mp4(base64.b64decode(second["video"]))["frames"] == 5
