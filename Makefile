@@ -1,10 +1,18 @@
 # wan22-worker: development, image and release commands. `make` alone lists them.
+#
+# `make test` and `make serve` set themselves up: they create .venv and install what they need
+# the first time (again only when a requirements file changes).
 
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-# The venv's Python when .venv exists (make install-dev), else the system's python3.
-PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+# The versions of torch, ComfyUI and the node packs (KEY=value lines), for `make comfyui`.
+-include comfy_bootstrap/pins.env
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# The system Python that creates .venv (3.11 or newer).
+PYTHON3 ?= python3
 # Image name without tag; releases are tagged with VERSION, never :latest.
 IMAGE ?= wan22-worker
 VERSION := $(shell cat VERSION)
@@ -12,27 +20,57 @@ VERSION := $(shell cat VERSION)
 MODELS_DIR ?= ./models
 # Extra `docker build` options, e.g. BUILD_ARGS="--build-arg INSTALL_SAGEATTENTION=1".
 BUILD_ARGS ?=
+# The local API's port for `make serve`.
+API_PORT ?= 8000
+# Where `make comfyui` installs ComfyUI (and its own Python environment), and the local volume
+# `make serve` and `make models` use when VOLUME_PATH is not set.
+LOCAL_COMFY := $(CURDIR)/.comfy
+LOCAL_VOLUME := $(CURDIR)/volume
+# `make models` downloads the files of these tasks (i2v, flf2v, t2v, ti2v-5b or all).
+TASK ?= i2v
 
-.PHONY: help install-dev test lint serve run-local build push patch minor major
+# `make serve` uses the ComfyUI of `make comfyui` and the volume of `make models` when they exist
+# and COMFY_DIR / VOLUME_PATH are not set.
+SERVE_ENV := $(if $(and $(wildcard $(LOCAL_COMFY)/ComfyUI/main.py),$(if $(COMFY_DIR),,1)),COMFY_DIR=$(LOCAL_COMFY)/ComfyUI COMFY_PYTHON=$(LOCAL_COMFY)/venv/bin/python) \
+	$(if $(and $(wildcard $(LOCAL_VOLUME)),$(if $(VOLUME_PATH),,1)),VOLUME_PATH=$(LOCAL_VOLUME))
+
+.PHONY: help install-dev test lint serve comfyui models run-local build push first-release patch minor major
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install-dev: ## Create .venv and install requirements-dev.txt into it
-	python3 -m venv .venv
-	.venv/bin/python -m pip install -r requirements-dev.txt
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
 
-test: ## Run the test suite: python -m pytest -q
-	$(PYTHON) -m pytest -q
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
 
-lint: ## Lint the code: ruff check .
-	$(PYTHON) -m ruff check .
+install-dev: $(VENV)/.dev ## Create .venv and install requirements-dev.txt into it (test and lint do it themselves)
 
-serve: ## Run RunPod's local test API on :8000 (needs a ComfyUI: COMFY_DIR, or COMFY_URL to attach)
-	$(PYTHON) handler.py --rp_serve_api
+test: $(VENV)/.dev ## Run the tests (sets up .venv first): python -m pytest -q
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.dev ## Lint the code: ruff check .
+	$(PY) -m ruff check .
+
+serve: $(VENV)/.runtime ## Run the worker with RunPod's local API on :8000 (sets up .venv first; API_PORT to change)
+	$(SERVE_ENV) $(PY) handler.py --rp_serve_api --rp_api_port $(API_PORT)
+
+comfyui: ## Install ComfyUI v0.30.0, its node packs and the pinned torch into .comfy/ (about 9 GB)
+	$(PYTHON3) -m venv $(LOCAL_COMFY)/venv
+	$(LOCAL_COMFY)/venv/bin/python -m pip install --index-url $(TORCH_INDEX_URL) torch==$(TORCH_VERSION) \
+		torchvision==$(TORCHVISION_VERSION) torchaudio==$(TORCHAUDIO_VERSION) xformers==$(XFORMERS_VERSION)
+	COMFY_DIR=$(LOCAL_COMFY)/ComfyUI PYTHON=$(LOCAL_COMFY)/venv/bin/python bash comfy_bootstrap/install.sh comfyui
+
+models: $(VENV)/.runtime ## Download TASK's model files (default i2v; all for every task) into VOLUME_PATH or ./volume
+	$(PY) scripts/models.py --task $(TASK) --volume $(or $(VOLUME_PATH),$(LOCAL_VOLUME))
 
 run-local: ## Build and run the image with a GPU and MODELS_DIR mounted (docker compose, API on :8000)
 	@test -d "$(MODELS_DIR)" || { echo "MODELS_DIR=$(MODELS_DIR) is not a folder: point it at your models (docs/deployment.md)"; exit 1; }
+	@docker compose version >/dev/null 2>&1 || { echo "make run-local needs Docker Compose v2 (the 'docker compose' plugin): https://docs.docker.com/compose/install/linux/"; exit 1; }
 	IMAGE="$(IMAGE)" VERSION="$(VERSION)" MODELS_DIR="$(MODELS_DIR)" docker compose up --build
 
 build: ## Build the image IMAGE:VERSION for linux/amd64 (default wan22-worker:<the VERSION file>)
@@ -41,11 +79,14 @@ build: ## Build the image IMAGE:VERSION for linux/amd64 (default wan22-worker:<t
 push: build ## Build, then push IMAGE:VERSION (set IMAGE to your registry path, e.g. docker.io/you/wan22-worker)
 	docker push $(IMAGE):$(VERSION)
 
+first-release: ## Release VERSION as it is, the first time: date the changelog, commit and tag (PUSH=1 also pushes)
+	$(PYTHON3) scripts/release.py first
+
 patch: ## Release: bump the patch version, date the changelog, commit and tag (PUSH=1 also pushes)
-	$(PYTHON) scripts/release.py patch
+	$(PYTHON3) scripts/release.py patch
 
 minor: ## Release: bump the minor version, date the changelog, commit and tag (PUSH=1 also pushes)
-	$(PYTHON) scripts/release.py minor
+	$(PYTHON3) scripts/release.py minor
 
 major: ## Release: bump the major version, date the changelog, commit and tag (PUSH=1 also pushes)
-	$(PYTHON) scripts/release.py major
+	$(PYTHON3) scripts/release.py major

@@ -1,9 +1,13 @@
-"""RunPod entry point: parse the job, run it in a worker thread, map the result or error.
+"""RunPod entry point: boot, then for each job run the pipeline in a thread and map the result or error.
 
 Everything about ComfyUI lives in ``comfy_bootstrap/``, everything about a job in ``worker/``.
 The handler is ``async`` because RunPod can only cancel async handlers (it cancels the task);
 the blocking pipeline runs in a thread that watches a stop flag, so a cancelled job interrupts
 its ComfyUI prompt and the worker takes the next job normally.
+
+Boot order: ComfyUI is launched first (it needs seconds to start), then the RunPod SDK is imported
+(it needs about two) and its job loop started without waiting for ComfyUI; a job that arrives
+early waits for ComfyUI's readiness (``COMFY_BOOT_TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -23,25 +27,31 @@ import logging  # noqa: E402
 import threading  # noqa: E402
 from typing import Any  # noqa: E402
 
-import runpod  # noqa: E402
-
 from comfy_bootstrap.child import stop_on_exit  # noqa: E402
 from comfy_bootstrap.errors import ComfyBootError, ComfyError  # noqa: E402
+from comfy_bootstrap.gpu import read_gpus  # noqa: E402
+from comfy_bootstrap.server import ComfyServer  # noqa: E402
 from worker.errors import WorkerError  # noqa: E402
 from worker.health import Verdict, WorkerHealth  # noqa: E402
 from worker.logs import JOB_ID, configure_logging  # noqa: E402
 from worker.pipeline import Runtime, generate_video  # noqa: E402
+from worker.prefetch import start_prefetch  # noqa: E402
+from worker.preflight import model_paths, preflight  # noqa: E402
 from worker.settings import ConfigError, Settings  # noqa: E402
 from worker.warmup import Warmup, start_warmup  # noqa: E402
 
 log = logging.getLogger("wan22.handler")
 
+#: The codes the handler itself answers with, beside those of the error classes.
+NOT_READY, INTERNAL_ERROR = "worker_not_ready", "internal_error"
 #: How long a cancelled job waits for its thread to interrupt ComfyUI and clean up.
 CANCEL_GRACE = 15.0
+#: RunPod's platform variables: only there does ``refresh_worker`` replace the worker.
+ON_RUNPOD = bool(os.environ.get("RUNPOD_POD_ID") or os.environ.get("RUNPOD_WEBHOOK_GET_JOB"))
 
 RUNTIME: Runtime | None = None
 #: Whether this worker should ask RunPod to replace it after a failure (worker/health.py).
-HEALTH = WorkerHealth()
+HEALTH = WorkerHealth(on_runpod=ON_RUNPOD)
 WARMUP: Warmup | None = None
 
 
@@ -75,7 +85,7 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     job_id = str(job.get("id", "unknown"))
     JOB_ID.set(job_id)
     if RUNTIME is None:
-        return {"error": "worker_not_ready: the worker was not started through handler.py's main()"}
+        return {"error": f"{NOT_READY}: the worker was not started through handler.py's main()"}
     if WARMUP is not None and WARMUP.running:
         log.info("the warm-up still runs: this job waits behind it in ComfyUI's queue")
     stop = threading.Event()
@@ -96,12 +106,14 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     except (WorkerError, ComfyError) as exc:
         log.warning("job failed: %s: %s", exc.code, utf8_safe(str(exc)))
         verdict = HEALTH.after_failure(exc)
-        if verdict.refresh_worker:
+        if verdict.refresh_worker and ON_RUNPOD:
             log.error("asking RunPod to replace this worker (refresh_worker): %s", verdict.reason)
+        elif verdict.refresh_worker:
+            log.error("this worker should be restarted (on RunPod it would now be replaced): %s", verdict.reason)
         return error_response(exc, verdict)
     except Exception as exc:  # a bug in the worker: answer, log the traceback, keep serving
         log.exception("unexpected error")
-        return {"error": f"internal_error: {type(exc).__name__}: {utf8_safe(str(exc))}"}
+        return {"error": f"{INTERNAL_ERROR}: {type(exc).__name__}: {utf8_safe(str(exc))}"}
     HEALTH.after_success()
     log.info("job done: %s, timings %s", result["filename"], result["timings"])
     return result
@@ -111,15 +123,16 @@ def _progress_sender(job: dict[str, Any]):
     """Progress goes to RunPod only where there is a RunPod to receive it (not in local tests)."""
     if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
         return None
-    return lambda update: runpod.serverless.progress_update(job, update)
+    from runpod.serverless import progress_update
+
+    return lambda update: progress_update(job, update)
 
 
 def main() -> None:
-    """Boot: settings → logging → ComfyUI → warm-up (background) → RunPod loop.
+    """Boot: settings → logging → launch ComfyUI → what is missing → RunPod SDK → warm-up → job loop.
 
-    A failed ComfyUI boot is answered per job. The warm-up (``WARMUP=true``) runs in a thread so
-    that loading the models does not count against RunPod's 7-minute init limit; a job arriving
-    meanwhile queues behind it in ComfyUI (see worker/warmup.py).
+    Nothing here waits for ComfyUI: the first job (or the warm-up, ``WARMUP=true``, in a thread)
+    waits for it, so neither counts against RunPod's 7-minute start limit.
     """
     global RUNTIME, WARMUP
     try:
@@ -129,23 +142,26 @@ def main() -> None:
         log.error("%s", exc)
         sys.exit(2)
     configure_logging(settings.log_level)
-    log.info("settings: %s", settings.describe())
+    server = ComfyServer(settings.comfy)
+    stop_on_exit(server.shutdown)
     try:
-        RUNTIME = Runtime.create(settings)
+        server.launch()
+    except ComfyBootError as exc:  # each job tries again and, failing, answers with this reason
+        log.error("ComfyUI could not be started: %s", exc)
+    log.info("settings: %s", settings.describe())
+    if settings.prefetch_models:
+        start_prefetch(model_paths(settings, settings.warmup_task))
+    missing = preflight(settings, read_gpus())
+    if missing:
+        log.warning("the worker starts, but cannot make videos until this is fixed:\n%s", "\n".join(f"- {m}" for m in missing))
+    import runpod
+
+    try:
+        RUNTIME = Runtime.create(settings, server=server)
     except WorkerError as exc:  # a broken stored graph: a task this worker could never run
         log.error("%s: %s", exc.code, exc)
         sys.exit(2)
-    stop_on_exit(RUNTIME.server.shutdown)
-    try:
-        RUNTIME.server.start()
-    except ComfyBootError as exc:
-        # Keep serving: each job retries the start and, failing, answers with this reason
-        # and refresh_worker, so RunPod replaces the worker instead of it failing silently.
-        log.error("ComfyUI did not start: %s", exc)
-        if settings.warmup:
-            log.warning("warm-up skipped: ComfyUI did not start")
-    else:
-        WARMUP = start_warmup(RUNTIME)
+    WARMUP = start_warmup(RUNTIME)
     runpod.serverless.start({"handler": handler})
 
 

@@ -71,6 +71,11 @@ class ComfyChild:
     def running(self) -> bool:
         return self._proc.poll() is None
 
+    @property
+    def killed_from_outside(self) -> bool:
+        """Ended by a SIGKILL the worker did not send (in a container: usually the OOM killer)."""
+        return self._proc.poll() == -signal.SIGKILL and not self._stopped_by_us
+
     def wait_exit(self, timeout: float) -> int | None:
         """The exit status once the process is gone, or None if it still runs after ``timeout``."""
         try:
@@ -87,7 +92,7 @@ class ComfyChild:
         except ValueError:
             name = str(-code)
         text = f"signal {name}"
-        if -code == signal.SIGKILL and not self._stopped_by_us:
+        if self.killed_from_outside:
             text += " (killed from outside; in a container usually the out-of-memory killer)"
         elif self._stopped_by_us:
             text += " (stopped by the worker)"

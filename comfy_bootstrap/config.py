@@ -47,7 +47,7 @@ class ComfySettings:
     attention: str = "pytorch"
     pinned_memory: str = "auto"
     work_dir: Path = Path("/tmp/wan22-worker")
-    boot_timeout: float = 900.0
+    boot_timeout: float = 300.0
     http_timeout: float = 10.0
     #: The network volume whose ``models/<folder>`` ComfyUI searches (extra_model_paths.yaml).
     volume_path: Path = Path("/runpod-volume")

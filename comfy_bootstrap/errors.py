@@ -12,6 +12,8 @@ class ComfyError(Exception):
 
     code = "comfyui_error"
     refresh_worker = False
+    #: Raised and logged at boot only: no job answers with this code.
+    boot_only = False
 
     def __init__(self, message: str, *, refresh_worker: bool | None = None):
         super().__init__(message)
@@ -20,15 +22,24 @@ class ComfyError(Exception):
 
 
 class ComfyBootError(ComfyError):
-    """ComfyUI did not start, or exited while starting; the message quotes its log tail."""
+    """ComfyUI did not start, or exited while starting; the message quotes its log tail.
+
+    Logged at boot; a job that finds ComfyUI down gets :class:`ComfyUnavailable` quoting it.
+    """
 
     code = "comfyui_boot_failed"
+    boot_only = True
 
 
 class ComfyUnavailable(ComfyError):
     """ComfyUI stopped answering (crashed, hung, or the connection broke) and could not be used."""
 
     code = "comfyui_unavailable"
+
+    def __init__(self, message: str, *, refresh_worker: bool | None = None, host_oom: bool = False):
+        super().__init__(message, refresh_worker=refresh_worker)
+        #: The kernel's out-of-memory killer ended ComfyUI: the host's RAM ran out.
+        self.host_oom = host_oom
 
 
 class ModelsMissing(ComfyError):

@@ -125,6 +125,17 @@ def read_memory_info(
     return MemoryInfo(host_ram=_read_mem_total(meminfo), cgroup_limit=limit, cgroup_source=source)
 
 
+def read_oom_kills(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """How many processes the kernel's OOM killer has killed in this container (cgroup v2
+    ``memory.events``, v1 ``memory.oom_control``); None when neither file says."""
+    for candidate in (cgroup_root / "memory.events", cgroup_root / "memory" / "memory.oom_control"):
+        for line in (_read_text(candidate) or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
+
+
 def plan_launch(settings: ComfySettings, *, memory: MemoryInfo) -> LaunchPlan:
     """Decide ComfyUI's command line and explain each choice; warnings are also logged."""
     notes: list[str] = []

@@ -112,6 +112,16 @@ def check_models(
     raise ModelsMissing(subject + _missing_message(settings, missing, listings))
 
 
+def on_volume(settings: ComfySettings, f: ModelFile) -> Path | None:
+    """Where ComfyUI finds ``f`` on the volume (the first searched folder that holds it), or None."""
+    return next((d / f.name for d in searched_dirs(settings, f.folder) if (d / f.name).is_file()), None)
+
+
+def missing_on_volume(settings: ComfySettings, files: Sequence[ModelFile]) -> list[ModelFile]:
+    """The files not present in any volume folder ComfyUI searches for them (a local look, no ComfyUI)."""
+    return [f for f in files if on_volume(settings, f) is None]
+
+
 def scan_volume(settings: ComfySettings, *, limit: int = 50) -> dict[str, list[str] | None]:
     """Model files actually present in each searched volume folder (``None`` = folder missing).
 

@@ -2,27 +2,39 @@
 
 :class:`ComfyServer` is the readiness and restart policy. It launches a :class:`ComfyChild` (or,
 attached to a ComfyUI it did not start via ``COMFY_URL``, has no child at all and only checks
-HTTP), waits until ``GET /system_stats`` answers, checks the server before every job, and
-restarts a dead or hung child, giving up after :attr:`ComfyServer.MAX_FAILED_RESTARTS` failures
-in a row.
+HTTP) without waiting for it, so the worker can take jobs while ComfyUI boots; before every job it
+waits for readiness (``GET /system_stats`` answers, bounded by ``COMFY_BOOT_TIMEOUT`` from the
+launch), and restarts a dead or hung child, giving up after
+:attr:`ComfyServer.MAX_FAILED_RESTARTS` failures in a row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 from .child import ComfyChild
 from .client import HEALTH_PATH, ComfyClient
 from .config import ComfySettings
 from .errors import ComfyBootError, ComfyUnavailable
-from .launch import LaunchPlan, MemoryInfo, plan_launch, read_memory_info
+from .launch import LaunchPlan, MemoryInfo, plan_launch, read_memory_info, read_oom_kills
 from .models import describe_volume, write_extra_model_paths
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Crash:
+    """Why the launched ComfyUI is gone: a paragraph for the job's error, and whether the kernel's
+    out-of-memory killer took it (the host's RAM ran out, not the GPU's)."""
+
+    text: str
+    host_oom: bool
 
 
 class ComfyServer:
@@ -58,6 +70,9 @@ class ComfyServer:
         self.restarts = 0
         self._memory = memory
         self._child: ComfyChild | None = None
+        self._launched_at = time.monotonic()
+        self._oom_kills_at_launch: int | None = None
+        self._ready = False
         self._lock = threading.RLock()
         self._failed_restarts = 0
         self._first_failure: str | None = None
@@ -80,35 +95,48 @@ class ComfyServer:
         return self._child.exit_code if self._child is not None else None
 
     # ------------------------------------------------------------------ verbs
-    def start(self) -> None:
-        """Launch ComfyUI (attached: nothing to launch) and return once it answers HTTP.
+    def launch(self) -> None:
+        """Start ComfyUI without waiting for it (attached: nothing to start).
 
-        Raises :class:`ComfyBootError` with the exit code and the log tail if it exits or does not
-        answer within ``COMFY_BOOT_TIMEOUT``.
+        Raises :class:`ComfyBootError` when it cannot even be started (no ComfyUI at ``COMFY_DIR``,
+        the port taken); the reason is kept and quoted by the jobs that find ComfyUI down.
         """
         with self._lock:
+            self._launched_at = time.monotonic()
             if self.settings.attached:
                 logger.info("attaching to the ComfyUI at %s (no process is launched)", self.url)
-            elif self._child is None or not self._child.running:
-                self._launch()
+                return
+            if self._child is None or not self._child.running:
+                try:
+                    self._launch()
+                except ComfyBootError as exc:
+                    self._first_failure = self._first_failure or str(exc)
+                    raise
+
+    def start(self) -> None:
+        """Launch ComfyUI and return once it answers HTTP (raises :class:`ComfyBootError`)."""
+        with self._lock:
+            self.launch()
             self.wait_ready()
 
-    def wait_ready(self) -> None:
-        """Poll ``GET /system_stats`` until it answers, the child exits, or ``COMFY_BOOT_TIMEOUT`` passes."""
+    def wait_ready(self, report_every: float = 10.0) -> None:
+        """Poll ``GET /system_stats`` until it answers, the child exits, or ``COMFY_BOOT_TIMEOUT``
+        (counted from the launch) passes; every ``report_every`` seconds, log what ComfyUI is doing."""
         timeout = self.settings.boot_timeout
-        started = time.monotonic()
-        deadline = started + timeout
-        next_report = started + 30.0
+        deadline = self._launched_at + timeout
+        next_report = time.monotonic() + report_every
         while True:
-            self._raise_if_child_exited(started)
+            self._raise_if_child_exited()
             now = time.monotonic()
             last_error = self._client.health_error(min(max(deadline - now, 0.1), 2.0))
             if last_error is None:
                 if self._child is None:
                     logger.info("the attached ComfyUI at %s answers", self.url)
+                    self._ready = True
                     return
                 if self._child.running:
-                    logger.info("ComfyUI is ready after %.1f s (pid %d)", time.monotonic() - started, self._child.pid)
+                    logger.info("ComfyUI is ready %.1f s after its launch (pid %d)", now - self._launched_at, self._child.pid)
+                    self._ready = True
                     return
                 continue  # it answered but our child just died: another server owns the port
             now = time.monotonic()
@@ -117,10 +145,10 @@ class ComfyServer:
             if now >= next_report:
                 last = self.log_tail(1)
                 logger.info(
-                    "still waiting for ComfyUI at %s (%.0f s of %.0f s)%s",
-                    self.url, now - started, timeout, f"; last log line: {last}" if last else "",
+                    "waiting for ComfyUI at %s (%.0f s of COMFY_BOOT_TIMEOUT=%.0f s)%s",
+                    self.url, now - self._launched_at, timeout, f"; its last log line: {last}" if last else "",
                 )  # fmt: skip
-                next_report += 30.0
+                next_report += report_every
             time.sleep(min(self.poll_interval, max(deadline - now, 0.0)))
 
     def is_alive(self) -> bool:
@@ -137,6 +165,9 @@ class ComfyServer:
         message keeps quoting the first failure, so later jobs still show the cause.
         """
         if self.settings.attached:
+            if not self._ready:
+                with contextlib.suppress(ComfyBootError):  # not answering yet: said below
+                    self.wait_ready()
             error = self._client.health_error(self.health_timeout)
             if error is not None:
                 raise ComfyUnavailable(
@@ -145,14 +176,14 @@ class ComfyServer:
                 )
             return
         with self._lock:
-            reason = self._why_not_alive()
+            reason = self._boot_failure() or self._why_not_alive()
             if reason is None:
                 self._failed_restarts, self._first_failure = 0, None
                 return
             if self._failed_restarts >= self.MAX_FAILED_RESTARTS:
                 raise ComfyUnavailable(
-                    f"ComfyUI is down ({reason}) and {self._failed_restarts} restarts in a row failed; "
-                    f"the first failure: {self._first_failure}",
+                    f"ComfyUI is down and {self._failed_restarts} restarts in a row failed; "
+                    f"the first failure: {self._first_failure or reason}",
                     refresh_worker=True,
                 )
             logger.warning("ComfyUI is not usable: %s; restarting it", reason)
@@ -181,6 +212,8 @@ class ComfyServer:
             logger.warning("restarting ComfyUI: %s", reason)
             self.stop()
             self.restarts += 1
+            self._ready = False
+            self._launched_at = time.monotonic()
             self._launch()
             self.wait_ready()
 
@@ -199,19 +232,25 @@ class ComfyServer:
         """The last ``lines`` lines ComfyUI wrote since its latest launch ("" when none/attached)."""
         return self._child.log_tail(lines) if self._child is not None else ""
 
-    def crash_report(self, wait: float = 3.0) -> str:
-        """Why the launched child is gone, with its log tail; "" while it runs or when attached.
+    def crash_report(self, wait: float = 3.0) -> Crash | None:
+        """Why the launched child is gone, with its log tail; None while it runs or when attached.
 
         A dying process closes its sockets a moment before its exit is visible, so this waits up
-        to ``wait`` seconds for the exit.
+        to ``wait`` seconds for the exit. A SIGKILL the worker did not send, with the container's
+        OOM-kill count risen since the launch, is the kernel's out-of-memory killer.
         """
         child = self._child
         if child is None:
-            return ""
-        code = child.wait_exit(wait)
+            return None
+        code = child.exit_code if child.exit_code is not None else child.wait_exit(wait)
         if code is None:
-            return ""
-        return f"ComfyUI exited with {child.describe_exit(code)}. {child.tail_block(15)}"
+            return None
+        kills = read_oom_kills()
+        host_oom = child.killed_from_outside and kills is not None and kills > (self._oom_kills_at_launch or 0)
+        how = child.describe_exit(code)
+        if host_oom:
+            how = "signal SIGKILL from the kernel's out-of-memory killer: the host's RAM ran out (not the GPU's memory)"
+        return Crash(f"ComfyUI exited with {how}. {child.tail_block(15)}", host_oom)
 
     # ------------------------------------------------------------------ internals
     def _launch(self) -> None:
@@ -239,6 +278,7 @@ class ComfyServer:
                 f"port {s.port} on {s.host} is already in use by another process; set "
                 "COMFY_PORT to a free port, or COMFY_URL to use the server that listens there"
             )
+        self._oom_kills_at_launch = read_oom_kills()
         try:
             self._child = ComfyChild.spawn(plan.command, cwd=s.comfy_dir, log_file=s.log_file, stop_grace=self.stop_grace)
         except OSError as exc:
@@ -248,19 +288,30 @@ class ComfyServer:
             self._child.pid, s.boot_timeout, self.url, HEALTH_PATH, s.log_file,
         )  # fmt: skip
 
-    def _raise_if_child_exited(self, started: float) -> None:
+    def _raise_if_child_exited(self) -> None:
         if self.settings.attached:
             return
         child = self._child
         if child is None:
-            raise ComfyBootError("ComfyUI is not running: it was never started or was stopped")
+            raise ComfyBootError(f"ComfyUI is not running: {self._first_failure or 'it was never started or was stopped'}")
         code = child.exit_code
         if code is not None:
             child.reap_group()
             raise ComfyBootError(
                 f"ComfyUI exited with {child.describe_exit(code)} while starting "
-                f"(after {time.monotonic() - started:.1f} s).\n{child.tail_block()}"
+                f"(after {time.monotonic() - self._launched_at:.1f} s).\n{child.tail_block()}"
             )
+
+    def _boot_failure(self) -> str | None:
+        """While ComfyUI has never been ready since its launch: wait for it; why it failed, or None."""
+        if self._ready or self._child is None:
+            return None
+        try:
+            self.wait_ready()
+        except ComfyBootError as exc:
+            self._first_failure = self._first_failure or str(exc)
+            return f"ComfyUI did not start: {exc}"
+        return None
 
     def _boot_timeout(self, timeout: float, last_error: str) -> ComfyBootError:
         if self._child is None:
@@ -279,7 +330,7 @@ class ComfyServer:
         """None when usable, else a one-line reason for the log and the error message."""
         child = self._child
         if child is None:
-            return "ComfyUI was not started"
+            return f"ComfyUI did not start: {self._first_failure}" if self._first_failure else "ComfyUI was not started"
         for attempt in range(2):  # one miss can be a busy moment: ask once more
             code = child.exit_code
             if code is not None:

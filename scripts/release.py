@@ -2,6 +2,7 @@
 """Cut a release: bump VERSION, date the changelog's Unreleased section, commit, tag.
 
     python scripts/release.py patch|minor|major      (make patch / make minor / make major)
+    python scripts/release.py first                  (make first-release: VERSION as it is)
 
 In the git repository of the current directory it:
 
@@ -27,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PARTS = ("major", "minor", "patch")
+PARTS = ("major", "minor", "patch", "first")
 SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 UNRELEASED = re.compile(r"^## \[Unreleased\][ \t]*$", re.MULTILINE)
 NEXT_SECTION = re.compile(r"^## ", re.MULTILINE)
@@ -46,10 +47,12 @@ def git(*args: str, cwd: Path) -> str:
 
 
 def bump(version: str, part: str) -> str:
-    """``bump("1.4.2", "minor") == "1.5.0"``."""
+    """``bump("1.4.2", "minor") == "1.5.0"``; the ``first`` release keeps the version."""
     match = SEMVER.match(version)
     if not match:
         raise ReleaseError(f"VERSION holds {version!r}, not a MAJOR.MINOR.PATCH version")
+    if part == "first":
+        return version
     major, minor, patch = (int(x) for x in match.groups())
     if part == "major":
         return f"{major + 1}.0.0"
@@ -106,6 +109,15 @@ def check_clean(root: Path) -> None:
         raise ReleaseError("the working tree has uncommitted changes; commit or stash them first:\n" + changes)
 
 
+def check_history(root: Path, part: str) -> None:
+    """The first release tags VERSION as it is and must be the first; a bump needs an earlier release."""
+    tags = git("tag", "--list", "v*", cwd=root).split()
+    if part == "first" and tags:
+        raise ReleaseError(f"there are releases already ({', '.join(tags[-3:])}); use make patch, minor or major")
+    if part != "first" and not tags:
+        raise ReleaseError("there is no release yet: the first one is VERSION as it is; run make first-release")
+
+
 def release(part: str, root: Path, *, today: dt.date | None = None, push: bool = False) -> str:
     """Do the release in ``root``; return the new version. Raises ReleaseError before any write."""
     root = Path(git("rev-parse", "--show-toplevel", cwd=root))
@@ -114,6 +126,7 @@ def release(part: str, root: Path, *, today: dt.date | None = None, push: bool =
         if not path.is_file():
             raise ReleaseError(f"{path.name} not found in {root}")
     check_clean(root)
+    check_history(root, part)
     old_version = version_file.read_text(encoding="utf-8").strip()
     new_version = bump(old_version, part)
     tag = f"v{new_version}"
@@ -147,7 +160,7 @@ def release(part: str, root: Path, *, today: dt.date | None = None, push: bool =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Bump VERSION, date CHANGELOG.md, commit and tag a release.")
-    parser.add_argument("part", choices=PARTS, help="which SemVer number to increase")
+    parser.add_argument("part", choices=PARTS, help="which SemVer number to increase (first: none, the first release)")
     args = parser.parse_args(argv)
     try:
         release(args.part, Path.cwd(), push=os.environ.get("PUSH") == "1")

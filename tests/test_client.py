@@ -325,7 +325,10 @@ def _stages(labels: list[str]) -> list[str]:
 
 
 def _in_order(stages: list[str]) -> bool:
-    ranks = [STAGE_ORDER.index(s) for s in stages]
+    """The stages come in the worker's order; ``loading`` may come again between the two experts
+    (ComfyUI loads the low-noise one when its sampler needs it)."""
+    work = [s for s in stages if s != "loading"]
+    ranks = [STAGE_ORDER.index(s) for s in work]
     return ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
 
 
@@ -340,7 +343,7 @@ def test_a_good_job_writes_a_decodable_mp4_and_shows_its_stages(stack: Stack) ->
     assert done.stdout.startswith(f"wrote {out} (") and "64x48, 5 frames, 24 fps, seed 42" in done.stdout
     assert re.search(r"queued [\d.]+ s, ran [\d.]+ s", done.stdout)
     stages = _stages(done.stderr.splitlines())
-    assert stages[:2] == ["high_noise", "low_noise"] and _in_order(stages), done.stderr
+    assert [s for s in stages if s != "loading"][:2] == ["high_noise", "low_noise"] and _in_order(stages), done.stderr
     everything = done.stdout + done.stderr
     assert stack.platform.api_key not in everything and not BASE64_RUN.search(everything)
 
@@ -359,7 +362,8 @@ def test_progress_callbacks_see_the_stages_in_order(stack: Stack, monkeypatch: p
     assert statuses[-1] == "COMPLETED" and set(statuses[:-1]) <= {"IN_QUEUE", "IN_PROGRESS"}
     updates = [update for status, update in seen if status == "IN_PROGRESS" and update]
     stages = [u["stage"] for i, u in enumerate(updates) if i == 0 or u["stage"] != updates[i - 1]["stage"]]
-    assert stages[:2] == ["high_noise", "low_noise"] and _in_order(stages), stages
+    # A poll sees only the latest update: a quick (cached) loading stage may fall between two polls.
+    assert [s for s in stages if s != "loading"][:2] == ["high_noise", "low_noise"] and _in_order(stages), stages
     assert len({u["step"] for u in updates if u["stage"] in ("high_noise", "low_noise")}) >= 3
     assert all(u["steps"] == 8 for u in updates if u["stage"] in ("high_noise", "low_noise"))
 

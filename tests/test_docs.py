@@ -70,25 +70,49 @@ def test_make_targets_in_the_docs_exist() -> None:
             assert target in targets, f"{doc.name} mentions `make {target}`, which the Makefile lacks"
 
 
-#: The base classes' codes: never raised, so never seen by a user.
-BASE_CODES = {"comfyui_error", "worker_error"}
+def job_error_codes() -> list[str]:
+    """Every code a job's error can start with: the error classes' (not the boot-only ones) and the handler's own."""
+    import handler
+    from comfy_bootstrap import errors as comfy_errors
+    from worker import errors as worker_errors
 
-
-def _error_codes() -> list[str]:
     codes = []
-    for module in ("comfy_bootstrap/errors.py", "worker/errors.py"):
-        codes += re.findall(r'^\s+code = "([a-z_]+)"', (ROOT / module).read_text(), re.MULTILINE)
-    assert len(codes) > len(BASE_CODES)
-    return [code for code in codes if code not in BASE_CODES]
+    for module in (comfy_errors, worker_errors):
+        for item in vars(module).values():
+            if isinstance(item, type) and issubclass(item, Exception) and item.__module__ == module.__name__:
+                if item not in (comfy_errors.ComfyError, worker_errors.WorkerError) and not item.boot_only:
+                    codes.append(item.code)
+    return sorted(set(codes) | {handler.NOT_READY, handler.INTERNAL_ERROR})
+
+
+BOOT_CODES = ["comfyui_boot_failed", "workflow_invalid"]
+
+
+def _codes_in(text: str) -> set[str]:
+    known = set(job_error_codes()) | set(BOOT_CODES)
+    return {code for code in re.findall(r"`([a-z_]+)`", text) if code in known}
+
+
+def test_the_boot_only_codes_are_the_error_classes_that_say_so() -> None:
+    from comfy_bootstrap.errors import ComfyBootError
+    from worker.errors import WorkflowError
+
+    assert sorted([ComfyBootError.code, WorkflowError.code]) == BOOT_CODES
+    assert ComfyBootError.boot_only and WorkflowError.boot_only
+
+
+def test_readme_lists_exactly_the_codes_a_job_can_answer_with() -> None:
+    sentence = (ROOT / "README.md").read_text().split("Codes:", 1)[1].split("(", 1)[0]
+    assert _codes_in(sentence) == set(job_error_codes())
+
+
+def test_api_docs_list_exactly_the_codes_a_job_can_answer_with() -> None:
+    section = (DOCS / "api.md").read_text().split("## Errors", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    assert {re.match(r"\| `([a-z_]+)`", line).group(1) for line in table} == set(job_error_codes())
 
 
 def test_troubleshooting_has_an_entry_per_error_code() -> None:
-    section = (DOCS / "troubleshooting.md").read_text().split("## Errors the worker returns", 1)[1]
-    for code in _error_codes():
-        assert f"`{code}`" in section, f"troubleshooting.md has no entry for error code {code}"
-
-
-def test_api_docs_list_every_error_code() -> None:
-    section = (DOCS / "api.md").read_text().split("## Errors", 1)[1]
-    for code in _error_codes():
-        assert f"`{code}`" in section, f"api.md has no entry for error code {code}"
+    section = (DOCS / "troubleshooting.md").read_text().split("## Errors the worker returns", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    assert {re.match(r"\| `([a-z_]+)`", line).group(1) for line in table} == set(job_error_codes()) | set(BOOT_CODES)

@@ -40,11 +40,11 @@ def test_error_response_is_one_string_with_the_code() -> None:
 def test_a_job_completes_and_progress_reaches_runpod(runtime, monkeypatch) -> None:
     sent: list[tuple[str, dict]] = []
     monkeypatch.setenv("RUNPOD_WEBHOOK_POST_OUTPUT", "http://127.0.0.1:9/done")
-    monkeypatch.setattr(handler.runpod.serverless, "progress_update", lambda job, data: sent.append((job["id"], data)))
+    monkeypatch.setattr("runpod.serverless.progress_update", lambda job, data: sent.append((job["id"], data)))
     out = asyncio.run(handler.handler(_job()))
     assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
     assert sent and {job_id for job_id, _ in sent} == {"j1"}
-    assert {"stage", "step", "steps", "percent"} == set(sent[0][1])
+    assert {"stage", "step", "steps", "percent", "elapsed", "eta"} == set(sent[0][1])
 
 
 def test_cancelling_the_task_interrupts_comfyui_and_the_next_job_works(runtime) -> None:

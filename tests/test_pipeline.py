@@ -7,6 +7,8 @@ These tests exercise boot, liveness and restart for real: the double is started 
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import requests
 from comfy_bootstrap.errors import ComfyUnavailable, ExecutionInterrupted, ExecutionTimeout, ModelsMissing, OutputMissing
 from tests.harness import decode_mp4, files_in, png_b64, set_faults
 from worker.errors import InvalidInput, OutputTooLarge
+from worker.health import WorkerHealth
 from worker.pipeline import Runtime, generate_video
 
 SMALL = {"width": 64, "height": 64, "length": 5, "seed": 5}
@@ -44,7 +47,9 @@ def test_default_job_returns_the_requested_video_and_leaves_no_files(make_runtim
     assert out["filename"].endswith(".mp4") and out["files_count"] == 1 and out["seed"] == 11
     assert (out["width"], out["height"], out["length"], out["frame_rate"]) == (832, 832, 81, 24.0)
     assert set(out["timings"]) == {"prepare", "upload", "comfyui", "queue_wait", "execution", "output", "total"}
-    assert [p["stage"] for p in progress][:1] == ["high_noise"] and {"decode", "encode"} <= {p["stage"] for p in progress}
+    stages = [p["stage"] for p in progress]
+    assert stages[0] == "loading" and stages.index("high_noise") < stages.index("low_noise") < stages.index("decode")
+    assert stages[-1] == "encode" and all(p["elapsed"] <= out["timings"]["total"] for p in progress)
     _assert_clean(runtime)
 
 
@@ -68,6 +73,39 @@ def test_comfyui_crash_mid_job_is_reported_and_the_next_job_works(make_runtime) 
     assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
     assert runtime.server.restarts == 1
     _assert_clean(runtime)
+
+
+def test_comfyui_killed_by_the_oom_killer_twice_asks_for_a_new_worker(make_runtime, monkeypatch) -> None:
+    runtime = make_runtime()
+    kills = iter(range(1, 100))  # the container's OOM-kill counter rises with every kill
+    monkeypatch.setattr("comfy_bootstrap.server.read_oom_kills", lambda: next(kills))
+    health = WorkerHealth(on_runpod=True)
+    verdicts = []
+    for seed in (1, 2):
+        runtime.server.ensure_alive()  # restarted after the first kill
+        set_faults(runtime.settings, {"mode": "step_delay", "seconds": 0.3})
+        killer = threading.Thread(target=_kill_when_sampling, args=(runtime,))
+        killer.start()
+        with pytest.raises(ComfyUnavailable) as err:
+            generate_video(_job(seed=seed), f"oom-{seed}", runtime)
+        killer.join()
+        assert err.value.host_oom
+        assert "SIGKILL from the kernel's out-of-memory killer: the host's RAM ran out (not the GPU's memory)" in str(err.value)
+        verdicts.append(health.after_failure(err.value))
+    assert not verdicts[0].refresh_worker and verdicts[0].note.startswith("Out of the host's memory: try fewer frames")
+    assert verdicts[1].refresh_worker and "ran out of the host's memory on 2 jobs in a row: RunPod replaces this worker" in verdicts[1].note
+    assert generate_video(_job(seed=3), "after-oom", runtime)["length"] == 5  # restarted for the next job
+
+
+def _kill_when_sampling(runtime: Runtime) -> None:
+    """SIGKILL ComfyUI (as the kernel's OOM killer would) once the job's prompt runs."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        state = requests.get(f"{runtime.settings.comfy.base_url}/__double__/state", timeout=2).json()
+        if state.get("running_prompt_id"):
+            os.kill(runtime.server.pid, signal.SIGKILL)
+            return
+        time.sleep(0.05)
 
 
 def test_frozen_comfyui_times_out_then_is_restarted_for_the_next_job(make_runtime, monkeypatch) -> None:

@@ -6,6 +6,7 @@ record its argv, fail at boot, start slowly, spawn a grandchild that ignores SIG
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -147,6 +148,31 @@ def test_start_waits_for_slow_start_and_passes_flags(comfy, tmp_path: Path, monk
     assert "To see the GUI" in server.log_tail()
     server.ensure_alive()  # healthy: no restart
     assert server.restarts == 0
+
+
+def test_launch_returns_at_once_and_the_first_job_waits_for_readiness(comfy, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("FAKE_SLOW_START", "1.5")
+    server = comfy()
+    t0 = time.monotonic()
+    server.launch()
+    assert time.monotonic() - t0 < 0.5 and server.pid is not None
+    caplog.set_level("INFO", logger="comfy_bootstrap.server")
+    monkeypatch.setattr(server, "wait_ready", functools.partial(server.wait_ready, report_every=0.5))
+    server.ensure_alive()  # still booting: waits, does not restart it
+    assert time.monotonic() - t0 >= 1.4 and server.is_alive() and server.restarts == 0
+    waiting = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for ComfyUI")]
+    assert waiting and "its last log line: fake ComfyUI starting" in waiting[0]
+
+
+def test_a_launch_failure_is_quoted_by_every_later_job(comfy, tmp_path: Path) -> None:
+    server = comfy()
+    (tmp_path / "comfyui" / "main.py").unlink()
+    with pytest.raises(ComfyBootError, match="ComfyUI not found"):
+        server.launch()
+    for _ in range(3):
+        with pytest.raises(ComfyUnavailable) as info:
+            server.ensure_alive()
+        assert "ComfyUI not found" in str(info.value) and info.value.refresh_worker is True
 
 
 def test_boot_failure_raises_with_exit_code_and_log_tail(comfy, monkeypatch) -> None:

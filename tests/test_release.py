@@ -145,12 +145,28 @@ def test_make_patch_runs_the_script(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
 
     result = subprocess.run(
-        ["make", "patch", f"PYTHON={sys.executable}"],
+        ["make", "patch", f"PYTHON3={sys.executable}"],
         cwd=repo, env={**os.environ, **GIT_ENV}, capture_output=True, text=True, timeout=60,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert git(repo, "describe", "--exact-match", "HEAD").strip() == "v0.1.1"
+
+
+def test_the_first_release_tags_version_as_it_is_and_only_once(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    git(repo, "tag", "-d", "v0.1.0")  # nothing released yet
+    before = snapshot(repo)
+    refused = run_release(repo, "minor")
+    assert refused.returncode == 1 and "there is no release yet" in refused.stderr and "make first-release" in refused.stderr
+    assert snapshot(repo) == before
+    result = run_release(repo, "first")
+    assert result.returncode == 0, result.stderr
+    assert (repo / "VERSION").read_text() == "0.1.0\n"
+    assert git(repo, "describe", "--exact-match", "HEAD").strip() == "v0.1.0"
+    assert "## [0.1.0] - " in (repo / "CHANGELOG.md").read_text()
+    again = run_release(repo, "first")
+    assert again.returncode == 1 and "there are releases already (v0.1.0)" in again.stderr
 
 
 def test_refuses_a_dirty_tree(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ class WorkerError(Exception):
 
     code = "worker_error"
     refresh_worker = False
+    #: Raised and logged at boot only: no job answers with this code.
+    boot_only = False
 
 
 class InvalidInput(WorkerError):
@@ -26,9 +28,10 @@ class InvalidImage(WorkerError):
 
 
 class WorkflowError(WorkerError):
-    """The stored workflow lacks a node role the worker injects into (a packaging fault)."""
+    """A stored graph lacks a node role the worker injects into (a packaging fault); the worker stops at boot."""
 
     code = "workflow_invalid"
+    boot_only = True
 
 
 class OutputTooLarge(WorkerError):

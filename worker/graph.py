@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,17 @@ class Graph:
     def link(self, role: str, output: int = 0) -> list[Any]:
         """A link to output ``output`` of the node ``role`` (``[node id, index]``)."""
         return [self.roles[role], output]
+
+    def upstream(self, roles: Iterable[str]) -> set[str]:
+        """Ids of every node the nodes of ``roles`` depend on, directly or not (not those nodes)."""
+        found: set[str] = set()
+        todo = [self.roles[role] for role in roles]
+        while todo:
+            for value in self.prompt[todo.pop()]["inputs"].values():
+                if _is_link(value) and value[0] not in found:
+                    found.add(value[0])
+                    todo.append(value[0])
+        return found - {self.roles[role] for role in roles}
 
     def remove(self, *roles: str) -> None:
         """Drop nodes; the caller unlinks whatever consumed them."""

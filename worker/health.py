@@ -8,11 +8,12 @@ the decision made here in one place, its error mapping. Three cases ask for a ne
    CUDA context is unusable ("sticky" errors) or the GPU itself is at fault, so every later job on
    this worker would fail too. The inputs of this worker's fixed workflow are validated before
    ComfyUI sees them, so a CUDA error is never the request's fault.
-2. **A persistent out-of-memory**: the same worker runs out of (GPU) memory on
+2. **A persistent out-of-memory**: the same worker runs out of (GPU or host) memory on
    :data:`OOM_STREAK_LIMIT` jobs in a row, with no successful job in between. One OOM is usually a
    request too large for the card (the user's answer says to ask for fewer frames or a smaller
    size) and ComfyUI unloads its models after it, so the next job starts clean; OOM after OOM means
-   leaked or fragmented memory, or a GPU shared with something else.
+   leaked or fragmented memory, or a GPU shared with something else. The kernel's OOM killer
+   ending ComfyUI (the host's RAM ran out: :attr:`ComfyUnavailable.host_oom`) counts the same.
 3. **ComfyUI cannot be restarted**: :class:`comfy_bootstrap.errors.ComfyUnavailable` already
    carries ``refresh_worker=True`` after repeated failed restarts; that is passed through.
 
@@ -148,8 +149,15 @@ def classify(exception_type: str, exception_message: str) -> tuple[FailureKind, 
     return FailureKind.OTHER, None
 
 
+HOST_OOM = Rule("host memory (OOM killer)", FailureKind.OUT_OF_MEMORY, re.compile("$^"),
+                sources="the kernel's OOM killer ended ComfyUI (cgroup memory.events oom_kill)")  # fmt: skip
+
+
 def classify_error(exc: BaseException) -> tuple[FailureKind, Rule | None]:
-    """Only a node's own exception (``ExecutionFailed``) says something about the GPU."""
+    """A node's own exception (``ExecutionFailed``) says something about the GPU; ComfyUI killed by
+    the kernel's OOM killer says the host's memory ran out."""
+    if getattr(exc, "host_oom", False):
+        return FailureKind.OUT_OF_MEMORY, HOST_OOM
     if not isinstance(exc, ExecutionFailed):
         return FailureKind.OTHER, None
     message = exc.exception_message or str(exc)
@@ -179,8 +187,10 @@ class WorkerHealth:
     Thread-safe: jobs run in worker threads.
     """
 
-    def __init__(self, oom_streak_limit: int = OOM_STREAK_LIMIT):
+    def __init__(self, oom_streak_limit: int = OOM_STREAK_LIMIT, *, on_runpod: bool = True):
+        """``on_runpod``: whether a refresh really replaces this worker (else the notes say to restart it)."""
         self.oom_streak_limit = oom_streak_limit
+        self._replaced = "RunPod replaces this worker" if on_runpod else "restart the worker (on RunPod it would be replaced)"
         self._oom_streak = 0
         self._lock = threading.Lock()
 
@@ -204,7 +214,7 @@ class WorkerHealth:
         if kind is FailureKind.GPU_FAULT:
             return Verdict(
                 kind, True,
-                note="This is a GPU/CUDA fault the worker cannot recover from: RunPod replaces this worker; resubmit the job.",
+                note=f"This is a GPU/CUDA fault the worker cannot recover from: {self._replaced}; resubmit the job.",
                 reason=f"GPU fault ({rule.name if rule else kind.value})",
             )  # fmt: skip
         if kind is FailureKind.OUT_OF_MEMORY:
@@ -213,13 +223,14 @@ class WorkerHealth:
                 streak = self._oom_streak
                 if streak >= self.oom_streak_limit:
                     self._oom_streak = 0
+            memory = "the host's memory" if rule is HOST_OOM else "memory"
             if streak < self.oom_streak_limit:
-                return Verdict(kind, False, note=f"Out of memory: {OOM_ADVICE}.")
+                return Verdict(kind, False, note=f"Out of {memory}: {OOM_ADVICE}.")
             return Verdict(
                 kind, True,
-                note=f"The worker ran out of memory on {streak} jobs in a row: RunPod replaces this worker. "
+                note=f"The worker ran out of {memory} on {streak} jobs in a row: {self._replaced}. "
                      f"If the request is large, also {OOM_ADVICE}.",
-                reason=f"out of memory on {streak} jobs in a row",
+                reason=f"out of {memory} on {streak} jobs in a row",
             )  # fmt: skip
         if getattr(exc, "refresh_worker", False):  # e.g. ComfyUnavailable after repeated failed restarts
             return Verdict(kind, True, reason=f"{getattr(exc, 'code', type(exc).__name__)}: the error asks for a new worker")

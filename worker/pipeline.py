@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfy_bootstrap.client import ComfyClient
-from comfy_bootstrap.errors import ComfyUnavailable, ExecutionTimeout
+from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable, ExecutionTimeout
 from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
 from comfy_bootstrap.models import check_models
 from comfy_bootstrap.server import ComfyServer
@@ -49,14 +49,16 @@ class Runtime:
     storage: S3Storage | None = None
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
-        """Load every served task's graph (a broken one fails here, at boot) and prepare, not start, ComfyUI."""
+    def create(cls, settings: Settings, *, server: ComfyServer | None = None) -> Runtime:
+        """Load every served task's graph (a broken one fails here, at boot); ``server`` is the
+        ComfyUI to use (default: a new one, not started)."""
         templates = {
             name: load_template(settings.workflows_dir / REGISTRY[name].workflow, REGISTRY[name].roles) for name in settings.tasks
         }
         fragments = load_fragments(settings.workflows_dir / "fragments")
         client = ComfyClient(settings.comfy.base_url, timeout=settings.comfy.http_timeout)
-        return cls(settings, ComfyServer(settings.comfy), client, templates, fragments, _create_storage(settings))
+        server = server or ComfyServer(settings.comfy)
+        return cls(settings, server, client, templates, fragments, _create_storage(settings))
 
 
 def _create_storage(settings: Settings) -> S3Storage | None:
@@ -134,7 +136,7 @@ def generate_video(
             runtime.client.upload_image(uploaded[-1], image.png)
         graph = build_graph(runtime, task, request, files)
         timer.lap("upload")
-        run = _run(runtime, graph, _options(runtime, task, request, graph, stop, send_progress))
+        run = _run(runtime, graph, _options(runtime, task, request, graph, timer.start, stop, send_progress))
         timer.lap("comfyui")
         videos, artifacts = _collect(runtime.client, request, graph, run, produced)
         delivered = _deliver(delivery, job_id, artifacts, timer)
@@ -161,14 +163,18 @@ def _options(
     task: Task,
     request: VideoRequest,
     graph: Graph,
+    started: float,
     stop: threading.Event | None,
     send_progress: ProgressSender | None,
 ) -> RunOptions:
     settings = runtime.settings
+    samplers = task.sampler_stages(request)
     reporter = ProgressReporter(
-        {graph.roles[role]: stage for role, stage in task.sampler_stages(request).items()},
+        {graph.roles[role]: stage for role, stage in samplers.items()},
         decode=graph.roles["decode"],
         encode=graph.roles["video_output"],
+        loading=graph.upstream(samplers),
+        started=started,
         steps=request.steps,
         frames=request.length,
         send=send_progress or (lambda _update: None),
@@ -188,12 +194,15 @@ def _run(runtime: Runtime, graph: Graph, options: RunOptions) -> RunResult:
         return run_prompt(runtime.client, graph.prompt, options)
     except ExecutionTimeout as exc:
         if exc.unresponsive:
-            runtime.server.restart("ComfyUI did not stop the timed-out prompt")
+            try:
+                runtime.server.restart("ComfyUI did not stop the timed-out prompt")
+            except ComfyBootError as boot:  # the job's answer stays "timeout"; the next job tries again
+                log.error("ComfyUI could not be restarted after the timeout: %s", boot)
         raise
     except ComfyUnavailable as exc:
-        detail = runtime.server.crash_report()
-        if detail:
-            raise ComfyUnavailable(f"{exc}; {detail}", refresh_worker=exc.refresh_worker) from exc
+        crash = runtime.server.crash_report()
+        if crash is not None:
+            raise ComfyUnavailable(f"{exc}; {crash.text}", refresh_worker=exc.refresh_worker, host_oom=crash.host_oom) from exc
         raise
 
 

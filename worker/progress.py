@@ -1,19 +1,29 @@
-"""Turn ComfyUI's websocket messages into RunPod progress updates ``{stage, step, steps, percent}``.
+"""Turn ComfyUI's websocket messages into RunPod progress updates for the whole job.
 
-Stages: one per sampler node as the task names them (``high_noise`` and ``low_noise`` for the
-two A14B experts, ``sampling`` for one model; steps counted over the whole schedule), ``decode`` (VAEDecode runs; ComfyUI reports no steps for it) and ``encode`` (VHS writes frames).
+Every update is ``{stage, step, steps, percent, elapsed, eta}`` (``elapsed``: seconds since the job
+started; ``eta``: seconds left by the sampling rate so far, or None when unknown). Stages, in order:
+
+- ``queued``: ComfyUI runs another prompt first (another job, or the warm-up); ``step`` is how
+  many prompts are ahead;
+- ``loading``: the loaders and text encoders run (model files read from the volume, prompts
+  encoded), ``step`` of ``steps`` nodes done; on a cold worker this is the long silent part.
+  ComfyUI loads the low-noise expert only when its sampler needs it, so ``loading`` comes again
+  between the two experts (the bar holds its percent);
+- one stage per sampler as the task names them (``high_noise`` and ``low_noise`` for the two
+  A14B experts, ``sampling`` for one model), steps counted over the whole schedule;
+- ``decode`` (VAEDecode; ComfyUI reports no steps for it) and ``encode`` (VHS writes frames).
+
 ComfyUI's ``progress`` messages are sparse (the recordings show 1/3 then 3/3), so the reporter
-never assumes every step arrives; it reports the latest known position.
-
-Updates are throttled: a stage change is always sent, otherwise at most one per ``interval``
-seconds. ``runpod.serverless.progress_update`` starts a thread and an HTTP session per call, and
-an update sent just before the result can land after it, so the last encode step is not sent.
+never assumes every step arrives; it reports the latest known position. Updates are throttled: a
+stage change is always sent, otherwise at most one per ``interval`` seconds.
+``runpod.serverless.progress_update`` starts a thread and an HTTP session per call, and an update
+sent just before the result can land after it, so the last encode step is not sent.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from comfy_bootstrap import messages as m
@@ -30,13 +40,22 @@ class ProgressUpdate:
     step: int
     steps: int
     percent: float
+    elapsed: float
+    eta: float | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"stage": self.stage, "step": self.step, "steps": self.steps, "percent": self.percent}
+        return {
+            "stage": self.stage,
+            "step": self.step,
+            "steps": self.steps,
+            "percent": self.percent,
+            "elapsed": self.elapsed,
+            "eta": self.eta,
+        }
 
 
 class ProgressReporter:
-    """Feeds on messages of one prompt and calls ``send`` with throttled updates."""
+    """Feeds on the messages of one prompt and calls ``send`` with throttled updates."""
 
     def __init__(
         self,
@@ -44,20 +63,29 @@ class ProgressReporter:
         *,
         decode: str,
         encode: str,
+        loading: Collection[str],
         steps: int,
         frames: int,
         send: Callable[[dict[str, object]], None],
         interval: float,
+        started: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
-        """``samplers``: sampler node id → (stage, the step it starts at); ``decode``/``encode``: node ids."""
+        """``samplers``: sampler node id → (stage, the step it starts at); ``decode``/``encode``: node
+        ids; ``loading``: the nodes that run before sampling; ``started``: when the job began."""
         self._stage_of = {node: stage for node, (stage, _) in samplers.items()} | {decode: "decode", encode: "encode"}
         self._offset = {stage: first for stage, first in samplers.values()}
+        self._loading = frozenset(loading)
+        self._loaded: set[str] = set()
         self._steps = max(steps, 1)
         self._frames = max(frames, 1)
         self._send = send
         self._interval = interval
         self._clock = clock
+        self._started = clock() if started is None else started
+        self._running = False
+        self._sampling_from: tuple[float, int] | None = None  # (time, step) of the first sampling step seen
+        self._percent = 0.0
         self._last_stage: str | None = None
         self._last_sent = float("-inf")
 
@@ -72,6 +100,20 @@ class ProgressReporter:
         self._send(update.as_dict())
 
     def _update_for(self, msg: m.Message) -> ProgressUpdate | None:
+        if isinstance(msg, m.Status) and not self._running and msg.queue_remaining > 1:
+            ahead = msg.queue_remaining - 1
+            return self._update("queued", ahead, ahead, 0.0)
+        if isinstance(msg, m.ExecutionStart):
+            self._running = True
+            return self._loading_update()
+        if isinstance(msg, m.ExecutionCached):
+            self._loaded.update(node for node in msg.nodes if node in self._loading)
+            return None
+        if isinstance(msg, m.Executing) and msg.node in self._loading:
+            self._running = True
+            update = self._loading_update()
+            self._loaded.add(msg.node)
+            return update
         if isinstance(msg, m.Executing) and msg.node in self._stage_of:
             return self._at(self._stage_of[msg.node], 0, None)
         if isinstance(msg, m.Progress) and msg.node in self._stage_of:
@@ -81,11 +123,29 @@ class ProgressReporter:
             return self._at(stage, msg.value, msg.max)
         return None
 
+    def _loading_update(self) -> ProgressUpdate:
+        return self._update("loading", len(self._loaded), len(self._loading), self._percent)
+
     def _at(self, stage: str, value: int, of: int | None) -> ProgressUpdate:
         if stage in self._offset:
             step = min(self._offset[stage] + value, self._steps)
-            return ProgressUpdate(stage, step, self._steps, round(SAMPLING_SHARE * step / self._steps, 1))
+            return self._update(stage, step, self._steps, round(SAMPLING_SHARE * step / self._steps, 1), self._eta(step))
         if stage == "decode":
-            return ProgressUpdate(stage, 0, 1, DECODE_AT)
+            return self._update(stage, 0, 1, DECODE_AT)
         frames = of or self._frames
-        return ProgressUpdate(stage, value, frames, round(ENCODE_FROM + (100.0 - ENCODE_FROM) * value / frames, 1))
+        return self._update(stage, value, frames, round(ENCODE_FROM + (100.0 - ENCODE_FROM) * value / frames, 1))
+
+    def _eta(self, step: int) -> float | None:
+        """Seconds left in sampling at the rate measured since the first sampling step was seen."""
+        now = self._clock()
+        if self._sampling_from is None:
+            self._sampling_from = (now, step)
+            return None
+        since, first = self._sampling_from
+        if step <= first:
+            return None
+        return round((now - since) / (step - first) * (self._steps - step), 1)
+
+    def _update(self, stage: str, step: int, steps: int, percent: float, eta: float | None = None) -> ProgressUpdate:
+        self._percent = max(self._percent, percent)
+        return ProgressUpdate(stage, step, steps, self._percent, round(self._clock() - self._started, 1), eta)

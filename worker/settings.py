@@ -100,6 +100,8 @@ class Settings:
     warmup: bool = False
     warmup_task: str = "i2v"
     warmup_timeout: float = 600.0
+    #: Read the warm-up task's model files in parallel while ComfyUI boots (worker/prefetch.py).
+    prefetch_models: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +139,7 @@ class Settings:
             warmup=reader.get("WARMUP", parse_bool, d.warmup),
             warmup_task=reader.get("WARMUP_TASK", str, d.warmup_task if d.warmup_task in tasks else tasks[0]),
             warmup_timeout=reader.get("WARMUP_TIMEOUT", float, d.warmup_timeout, lo=1),
+            prefetch_models=reader.get("PREFETCH_MODELS", parse_bool, d.prefetch_models),
         )
         _check_relations(settings, reader)
         reader.raise_if_errors()
@@ -164,6 +167,30 @@ def _check_relations(settings: Settings, reader: EnvReader) -> None:
         )
     if settings.warmup_task not in settings.tasks:
         reader.fail(f"WARMUP_TASK={settings.warmup_task!r}: not one of the served TASKS ({', '.join(settings.tasks)})")
+    _check_limits(settings, reader)
+
+
+def _check_limits(settings: Settings, reader: EnvReader) -> None:
+    """Limits a job could never meet: sizes off the served tasks' step, a length not 4n+1, a task's
+    default beyond its limit (every job relying on the default would fail)."""
+    limits, served = settings.limits, [REGISTRY[name] for name in settings.tasks]
+    step = max(task.size_step for task in served)
+    for name, value in (("MAX_WIDTH", limits.max_width), ("MAX_HEIGHT", limits.max_height)):
+        if value % step:
+            reader.fail(
+                f"{name}={str(value)!r}: not a multiple of {step}, the size step of the served tasks "
+                f"(allowed: multiples of {step} from {step} to 16384)"
+            )
+    if (limits.max_length - 1) % 4:
+        reader.fail(f"MAX_LENGTH={str(limits.max_length)!r}: not 4n+1 frames (allowed: 1, 5, 9, …, 81, …, 161, …, 16381)")
+    bounds = {"width": ("MAX_WIDTH", limits.max_width), "height": ("MAX_HEIGHT", limits.max_height),
+              "length": ("MAX_LENGTH", limits.max_length), "steps": ("MAX_STEPS", limits.max_steps)}  # fmt: skip
+    for option, (name, limit) in bounds.items():
+        above = [f"{task.name} ({task.defaults[option]})" for task in served if task.defaults[option] > limit]
+        if above:
+            reader.fail(f"{name}={str(limit)!r}: below the default {option} of task {', '.join(above)}")
+    if settings.default_frame_rate > limits.max_frame_rate:
+        reader.fail(f"DEFAULT_FRAME_RATE={settings.default_frame_rate:g}: above MAX_FRAME_RATE={limits.max_frame_rate:g}")
 
 
 def _s3_from_env(reader: EnvReader) -> S3Settings:

@@ -1,0 +1,60 @@
+"""Settings.from_env: every variable checked at boot, every bad one named in one message."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.settings import ConfigError, Settings
+from worker.tasks import TASK_NAMES
+
+
+def error_of(env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    return str(caught.value)
+
+
+def test_defaults_serve_every_task_and_warm_up_i2v() -> None:
+    settings = Settings.from_env({})
+    assert settings.tasks == TASK_NAMES == ("i2v", "flf2v", "t2v", "ti2v-5b")
+    assert settings.warmup_task == "i2v" and settings.default_frame_rate == 24.0
+
+
+def test_tasks_are_a_comma_list_of_known_tasks() -> None:
+    assert Settings.from_env({"TASKS": " t2v, ti2v-5b ,t2v"}).tasks == ("t2v", "ti2v-5b")
+    assert Settings.from_env({"TASKS": "t2v,ti2v-5b"}).warmup_task == "t2v"  # i2v is not served
+    assert error_of({"TASKS": "i2v,t2v-5b"}) == (
+        "invalid configuration: TASKS='i2v,t2v-5b': unknown task t2v-5b; the tasks are i2v, flf2v, t2v, ti2v-5b"
+    )
+    assert error_of({"TASKS": "t2v", "WARMUP_TASK": "i2v"}) == (
+        "invalid configuration: WARMUP_TASK='i2v': not one of the served TASKS (t2v)"
+    )
+
+
+def test_model_files_of_every_task_can_be_renamed() -> None:
+    settings = Settings.from_env({"MODEL_TI2V_5B": "my_5b.safetensors", "MODEL_VAE": "vae/mine.safetensors"})
+    assert settings.model_names["MODEL_TI2V_5B"] == "my_5b.safetensors"
+    assert settings.model_names["MODEL_VAE"] == "vae/mine.safetensors"
+    assert settings.model_names["MODEL_T2V_HIGH_NOISE"] == "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+
+
+def test_limits_a_job_could_never_meet_stop_the_worker_with_every_reason() -> None:
+    message = error_of({"MAX_WIDTH": "70", "MAX_LENGTH": "6", "TASKS": "i2v"})
+    assert message == (
+        "invalid configuration: MAX_WIDTH='70': not a multiple of 16, the size step of the served tasks "
+        "(allowed: multiples of 16 from 16 to 16384); MAX_LENGTH='6': not 4n+1 frames (allowed: 1, 5, 9, …, 81, …, "
+        "161, …, 16381); MAX_WIDTH='70': below the default width of task i2v (832); MAX_LENGTH='6': below the "
+        "default length of task i2v (81)"
+    )
+
+
+def test_the_size_step_is_the_largest_of_the_served_tasks() -> None:
+    assert Settings.from_env({"MAX_WIDTH": "1008", "TASKS": "i2v,t2v"}).limits.max_width == 1008
+    assert "MAX_WIDTH='1008': not a multiple of 32" in error_of({"MAX_WIDTH": "1008", "MAX_HEIGHT": "1280"})
+
+
+def test_bad_values_of_several_kinds_are_named_together() -> None:
+    message = error_of({"COMFY_PORT": "0", "JOB_TIMEOUT": "soon", "DEFAULT_FRAME_RATE": "90", "OUTPUT_MODE": "ftp"})
+    for clause in ("COMFY_PORT='0': must be within 1..65535", "JOB_TIMEOUT='soon'", "OUTPUT_MODE='ftp': allowed values are"):
+        assert clause in message
+    assert "DEFAULT_FRAME_RATE=90: above MAX_FRAME_RATE=60" in message
