@@ -26,8 +26,13 @@ API_PORT ?= 8000
 # `make serve` and `make models` use when VOLUME_PATH is not set.
 LOCAL_COMFY := $(CURDIR)/.comfy
 LOCAL_VOLUME := $(CURDIR)/volume
-# `make models` downloads the files of these tasks (i2v, flf2v, t2v, ti2v-5b or all).
+# `make models`: the volume holding models/ and the tasks whose files to fetch (i2v, flf2v, t2v,
+# ti2v-5b, all; several as "i2v t2v" or "i2v,t2v"); MODELS_ARGS adds options, e.g.
+# MODELS_ARGS=--check or MODELS_ARGS=--dry-run.
+VOLUME ?= $(or $(VOLUME_PATH),$(LOCAL_VOLUME))
 TASK ?= i2v
+MODELS_ARGS ?=
+comma := ,
 
 # `make serve` uses the ComfyUI of `make comfyui` and the volume of `make models` when they exist
 # and COMFY_DIR / VOLUME_PATH are not set.
@@ -65,8 +70,8 @@ comfyui: ## Install ComfyUI v0.30.0, its node packs and the pinned torch into .c
 		torchvision==$(TORCHVISION_VERSION) torchaudio==$(TORCHAUDIO_VERSION) xformers==$(XFORMERS_VERSION)
 	COMFY_DIR=$(LOCAL_COMFY)/ComfyUI PYTHON=$(LOCAL_COMFY)/venv/bin/python bash comfy_bootstrap/install.sh comfyui
 
-models: $(VENV)/.runtime ## Download TASK's model files (default i2v; all for every task) into VOLUME_PATH or ./volume
-	$(PY) scripts/models.py --task $(TASK) --volume $(or $(VOLUME_PATH),$(LOCAL_VOLUME))
+models: $(VENV)/.dev ## Download TASK's model files (default i2v; all for every task) onto VOLUME (default VOLUME_PATH or ./volume), resumably, SHA-256 checked
+	$(PY) scripts/models.py --volume "$(VOLUME)" $(foreach task,$(subst $(comma), ,$(TASK)),--task $(task)) $(MODELS_ARGS)
 
 run-local: ## Build and run the image with a GPU and MODELS_DIR mounted (docker compose, API on :8000)
 	@test -d "$(MODELS_DIR)" || { echo "MODELS_DIR=$(MODELS_DIR) is not a folder: point it at your models (docs/deployment.md)"; exit 1; }

@@ -18,7 +18,7 @@ import requests
 
 from comfy_bootstrap.errors import ComfyUnavailable, ExecutionInterrupted, ExecutionTimeout, ModelsMissing, OutputMissing
 from tests.harness import decode_mp4, files_in, png_b64, set_faults
-from worker.errors import InvalidInput, OutputTooLarge
+from worker.errors import InvalidInput, ModelsInvalid, OutputTooLarge
 from worker.health import WorkerHealth
 from worker.pipeline import Runtime, generate_video
 
@@ -140,6 +140,25 @@ def test_missing_model_names_the_file_and_folders_then_recovers(make_runtime) ->
     assert runtime.settings.model_names["MODEL_LORA"] in str(err.value) and "models/loras" in str(err.value)
     lora.write_bytes(saved)
     assert generate_video(_job(seed=9), "lora-back", runtime)["files_count"] == 1
+
+
+def test_truncated_model_file_is_models_invalid_naming_it_then_the_fixed_file_works(make_runtime) -> None:
+    runtime = make_runtime()
+    settings = runtime.settings
+    expert = Path(settings.comfy.volume_path) / "models" / "diffusion_models" / settings.model_names["MODEL_LOW_NOISE"]
+    saved = expert.read_bytes()
+    expert.write_bytes(saved[:-16])  # an interrupted download
+    with pytest.raises(ModelsInvalid) as err:
+        generate_video(_job(), "cut-short", runtime)
+    message = str(err.value)
+    assert err.value.code == "models_invalid" and message.startswith("task i2v: 1 model file on the volume cannot be used")
+    assert f"'{settings.model_names['MODEL_LOW_NOISE']}' (MODEL_LOW_NOISE) at {expert}" in message
+    assert "16 bytes missing — the download was cut short" in message
+    assert f"python scripts/models.py --task i2v --volume {settings.comfy.volume_path}" in message
+    assert requests.get(f"{settings.comfy.base_url}/__double__/state", timeout=5).json()["prompts"] == []
+    _assert_clean(runtime)
+    expert.write_bytes(saved)
+    assert generate_video(_job(seed=12), "fixed", runtime)["files_count"] == 1
 
 
 def test_reported_file_that_does_not_exist_is_output_missing_and_the_next_job_works(make_runtime) -> None:

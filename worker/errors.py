@@ -27,6 +27,16 @@ class InvalidImage(WorkerError):
     code = "invalid_image"
 
 
+class ModelsInvalid(WorkerError):
+    """A model file is on the volume but cannot be used: cut short, or not a safetensors file at all.
+
+    Beside ComfyUI's :class:`comfy_bootstrap.errors.ModelsMissing`, but raised by the worker: the
+    check reads the file's format (worker/model_files.py), not anything ComfyUI says.
+    """
+
+    code = "models_invalid"
+
+
 class WorkflowError(WorkerError):
     """A stored graph lacks a node role the worker injects into (a packaging fault); the worker stops at boot."""
 

@@ -22,6 +22,7 @@ from comfy_bootstrap.server import ComfyServer
 from worker.delivery import Artifact, Delivery, choose_delivery, unavailable_modes
 from worker.graph import Graph, JobFiles, Template, add_last_frame, job_files, load_fragments, load_template
 from worker.image import prepare_image
+from worker.model_files import check_model_files
 from worker.outputs import OutputFile, find_image, find_videos, read_png, read_video, remove_job_files
 from worker.progress import ProgressReporter
 from worker.request import VideoRequest, fit_to_image, parse_request
@@ -127,6 +128,7 @@ def generate_video(
     timer.lap("prepare")
     runtime.server.ensure_alive()
     check_models(settings.comfy, task.model_files(settings.model_names), runtime.client.list_models, subject=f"task {task.name}: ")
+    check_model_files(settings.comfy, task.name, task.model_files(settings.model_names))
     files = job_files(job_id)
     uploaded: list[str] = []
     produced: list[OutputFile] = []
