@@ -47,8 +47,8 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from comfy_bootstrap.config import ComfySettings  # noqa: E402
-from comfy_bootstrap.models import searched_dirs  # noqa: E402
-from worker.model_files import SAFETENSORS_SUFFIXES, human_size, locate, read_header  # noqa: E402
+from comfy_bootstrap.models import ModelFile, on_volume, searched_dirs  # noqa: E402
+from worker.model_files import SAFETENSORS_SUFFIXES, human_size, read_header  # noqa: E402
 from worker.settings import ConfigError, Settings  # noqa: E402
 from worker.tasks import REGISTRY, TASK_NAMES  # noqa: E402
 from worker.tasks.base import HubFile  # noqa: E402
@@ -170,8 +170,8 @@ def hub_failure(exc: Exception, repo: str, endpoint: str) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def on_volume(comfy: ComfySettings, want: Wanted) -> OnVolume:
-    found = locate(comfy, want.folder, want.name)
+def where_on_volume(comfy: ComfySettings, want: Wanted) -> OnVolume:
+    found = on_volume(comfy, ModelFile(want.folder, want.name))
     path = found or searched_dirs(comfy, want.folder)[0] / want.name
     part = part_path(path, want.remote)
     return OnVolume(path, found.stat().st_size if found else None, part, part.stat().st_size if part.is_file() else 0)
@@ -322,7 +322,7 @@ def show(want: Wanted, local: OnVolume, status: str) -> None:
 def dry_run(files: Sequence[Wanted], comfy: ComfySettings) -> int:
     to_fetch = 0
     for want in files:
-        local = on_volume(comfy, want)
+        local = where_on_volume(comfy, want)
         action, why = plan(want, local)
         show(want, local, action)
         if why:
@@ -337,7 +337,7 @@ def dry_run(files: Sequence[Wanted], comfy: ComfySettings) -> int:
 def check(files: Sequence[Wanted], comfy: ComfySettings) -> int:
     bad: list[Wanted] = []
     for want in files:
-        local = on_volume(comfy, want)
+        local = where_on_volume(comfy, want)
         if not local.exists:
             status, why = "missing", f"expected at {' or '.join(str(d / want.name) for d in searched_dirs(comfy, want.folder))}"
             if local.part_size:
@@ -364,7 +364,7 @@ def fetch(files: Sequence[Wanted], comfy: ComfySettings, endpoint: str) -> int:
     downloaded = 0
     started = time.monotonic()
     for want in files:
-        local = on_volume(comfy, want)
+        local = where_on_volume(comfy, want)
         action, why = plan(want, local)
         show(want, local, action)
         if why:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from comfy_bootstrap.config import ComfySettings
-from comfy_bootstrap.models import ModelFile
+from comfy_bootstrap.models import ModelFile, on_volume
 from worker import model_files
 from worker.errors import ModelsInvalid, WorkerError
-from worker.model_files import HeaderCache, check_model_files, locate, safetensors_problem
+from worker.model_files import HeaderCache, check_model_files, safetensors_problem
 
 EXPERT = ModelFile("diffusion_models", "expert.safetensors", "high-noise diffusion model", "MODEL_HIGH_NOISE")
 LORA = ModelFile("loras", "wan/lora.safetensors", "step-distill LoRA", "MODEL_LORA")
@@ -215,11 +215,11 @@ def test_an_attached_comfyui_still_gets_files_on_the_volume_checked(tmp_path: Pa
 
 def test_a_file_is_found_in_the_legacy_folder_and_the_first_folder_wins(comfy: ComfySettings) -> None:
     unet = write(comfy.volume_path / "models/unet/expert.safetensors", b"")
-    assert locate(comfy, "diffusion_models", "expert.safetensors") == unet
+    assert on_volume(comfy, EXPERT) == unet
     with pytest.raises(ModelsInvalid, match="models/unet/expert.safetensors"):
         check_model_files(comfy, "i2v", [EXPERT], cache=HeaderCache())
     first = write(comfy.volume_path / "models/diffusion_models/expert.safetensors", safetensors_bytes({"w": 8}))
-    assert locate(comfy, "diffusion_models", "expert.safetensors") == first
+    assert on_volume(comfy, EXPERT) == first
     check_model_files(comfy, "i2v", [EXPERT], cache=HeaderCache())
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comfy_bootstrap.config import ComfySettings
-from comfy_bootstrap.models import ModelFile, searched_dirs
+from comfy_bootstrap.models import ModelFile, on_volume
 from worker.errors import ModelsInvalid
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,6 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 #: The largest header the safetensors library accepts (its ``MAX_HEADER_SIZE``).
 HEADER_LIMIT = 100_000_000
 _LENGTH = struct.Struct("<Q")
-
-
-def locate(comfy: ComfySettings, folder: str, name: str) -> Path | None:
-    """Where ComfyUI finds ``name`` of ``folder`` on the volume: the first searched folder holding it."""
-    for directory in searched_dirs(comfy, folder):
-        path = directory / name
-        if path.is_file():
-            return path
-    return None
 
 
 @dataclass(frozen=True)
@@ -150,7 +141,7 @@ def check_model_files(comfy: ComfySettings, task: str, files: Sequence[ModelFile
     for file in files:
         if not file.name.lower().endswith(SAFETENSORS_SUFFIXES):
             continue
-        path = locate(comfy, file.folder, file.name)
+        path = on_volume(comfy, file)
         if path is None:
             log.debug("%s %r is not on the volume %s: its header is not checked", file.label, file.name, comfy.volume_path)
             continue
