@@ -184,30 +184,32 @@ class LoraCache:
     def _lead(self, flight: _Flight, folder: Path, url: str) -> None:
         """Download for every fetch waiting on ``flight``; pin the file once per fetch.
 
-        Admitting the file and ending the flight happen under one hold of the lock, so a fetch
-        either joined the flight (and is counted in its pins) or finds the file in the index.
+        Renaming the file into place, pinning it and ending the flight happen under one hold of
+        the lock: no eviction runs in between, and a fetch either joined the flight (and is
+        counted in its pins) or finds the file in the index.
         """
+        temp: Path | None = None
         try:
-            digest, size = self._download(folder, url, flight.leader_field)
-        except BaseException as exc:
+            temp, digest, size = self._download(folder, url, flight.leader_field)
             with self._lock:
-                self._land(flight, url, error=exc)
+                flight.name = self._admit(folder, url, temp, digest, size, pins=1 + flight.waiters)
+                self._land(flight, url)
+        except BaseException as exc:
+            if not flight.done.is_set():
+                with self._lock:
+                    self._land(flight, url, error=exc)
             raise
-        with self._lock:
-            try:
-                flight.name = self._admit(folder, url, digest, size, pins=1 + flight.waiters)
-            except BaseException as exc:
-                self._land(flight, url, error=exc)
-                raise
-            self._land(flight, url)
+        finally:
+            if temp is not None:
+                temp.unlink(missing_ok=True)  # gone already once renamed
 
     def _land(self, flight: _Flight, url: str, error: BaseException | None = None) -> None:
         flight.error = error
         del self._flights[url]
         flight.done.set()
 
-    def _download(self, folder: Path, url: str, field: str) -> tuple[str, int]:
-        """Fetch into a temporary file, check it, fsync it and rename it to ``<sha256>.safetensors``."""
+    def _download(self, folder: Path, url: str, field: str) -> tuple[Path, str, int]:
+        """Fetch into a temporary file in ``folder``, checked and fsynced: (its path, SHA-256, size)."""
         descriptor, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=folder)
         temp = Path(temp_name)
         try:
@@ -216,16 +218,10 @@ class LoraCache:
                 file.flush()
                 os.fsync(file.fileno())
                 os.fchmod(file.fileno(), 0o644)
-            final = folder / f"{digest}{SUFFIX}"
-            if final.exists():  # the same bytes came before, from another URL or another worker
-                temp.unlink()
-            else:
-                os.replace(temp, final)
-                _fsync_folder(folder)
-            return digest, size
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        return temp, digest, size
 
     def _stream(self, url: str, field: str, file: BinaryIO) -> tuple[str, int]:
         sniffer, digest = LoraSniffer(), hashlib.sha256()
@@ -325,13 +321,21 @@ class LoraCache:
             return None
         return name
 
-    def _admit(self, folder: Path, url: str, digest: str, size: int, pins: int) -> str:
-        """Record a downloaded file: used now, indexed, pinned; then evict to fit the budget."""
+    def _admit(self, folder: Path, url: str, temp: Path, digest: str, size: int, pins: int) -> str:
+        """Put a checked download in place under its hash, indexed and pinned; then evict to fit."""
         name = f"{digest}{SUFFIX}"
-        os.utime(folder / name)
+        final = folder / name
+        if final.exists():  # the same bytes came before, from another URL or another worker
+            os.utime(final)
+        else:
+            os.replace(temp, final)
+            _fsync_folder(folder)
         _write_atomically(_index_entry(folder, url), json.dumps({"sha256": digest, "bytes": size, "url": redact_url(url)}))
         self._pins[name] += pins
-        self._evict(folder)
+        try:
+            self._evict(folder)
+        except OSError as exc:  # the file is in place; a full eviction waits for the next download
+            log.warning("LoRA cache: eviction failed: %s", os.strerror(exc.errno or 0))
         return name
 
     def _evict(self, folder: Path) -> None:
