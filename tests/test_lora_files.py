@@ -21,7 +21,7 @@ import pytest
 
 import worker.lora_files as lora_files
 from tests import test_download
-from tests.test_download import PUBLIC_IP, Network, Route, Server, body, redirect, resolver
+from tests.test_download import OTHER_PUBLIC_IP, PUBLIC_IP, Network, Route, Server, body, redirect, resolver
 from tests.test_lora_format import LORA, MODEL, lora, safetensors
 from tests.tls import make_tls
 from worker.errors import InvalidInput
@@ -405,6 +405,32 @@ def test_a_token_is_never_sent_over_plain_http_or_after_leaving_its_host(
     assert "HTTP 401 Unauthorized" in error(cache, "http://huggingface.co/user/repo/resolve/main/x.safetensors")
     assert [auth for _, _, auth in seen] == [None, None, None]
     assert_no_secret_logged(caplog)
+
+
+def test_a_token_follows_an_upgrade_to_https_but_not_a_return_from_another_host(
+    hub: tuple[Server, str, Callable[..., list[str]]], server: Server, network: Network, make_cache: Callable[..., LoraCache]
+) -> None:
+    tls_server, ca_file, _ = hub
+    network.routes[OTHER_PUBLIC_IP] = server.port  # port 80 of every name: the plain server; 443: the TLS one
+    seen: Seen = []
+    server.routes["/user/repo/resolve/main/a.safetensors"] = seen_by(redirect("https://huggingface.co/user/repo/resolve/main/a.safetensors", 301), seen)
+    tls_server.routes["/user/repo/resolve/main/a.safetensors"] = seen_by(body(LORA), seen)
+    tls_server.routes["/user/repo/resolve/main/b.safetensors"] = seen_by(redirect("https://cas-bridge.xethub.hf.co/back"), seen)
+    tls_server.routes["/back"] = seen_by(redirect("https://huggingface.co/user/repo/resolve/main/c.safetensors"), seen)
+    tls_server.routes["/user/repo/resolve/main/c.safetensors"] = seen_by(body(lora(seed=2)), seen)
+    cache = make_cache(
+        allow_private_urls=False, ca_bundle=ca_file, hf_token=HF_TOKEN,
+        resolve=lambda host, port: [OTHER_PUBLIC_IP if port == 80 else PUBLIC_IP],
+    )  # fmt: skip
+    cache.fetch("http://huggingface.co/user/repo/resolve/main/a.safetensors", "loras[0].url")
+    cache.fetch("https://huggingface.co/user/repo/resolve/main/b.safetensors", "loras[1].url")
+    assert [(host, auth) for host, _, auth in seen] == [
+        ("huggingface.co", None),  # plain http: never
+        ("huggingface.co", f"Bearer {HF_TOKEN}"),  # the same host over https
+        ("huggingface.co", f"Bearer {HF_TOKEN}"),
+        ("cas-bridge.xethub.hf.co", None),
+        ("huggingface.co", None),  # the chain left the host once: no token after that
+    ]
 
 
 def assert_no_secret_logged(caplog: pytest.LogCaptureFixture) -> None:

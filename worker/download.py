@@ -16,8 +16,8 @@ byte is sent:
   (DNS rebinding) gets nowhere; TLS still verifies the certificate against the host name;
 * redirects are followed by hand, at most :data:`MAX_REDIRECTS`, each one checked the same way;
 * credentials (an ``Authorization`` header the rules give for a host) go only over https, to the
-  URL the user gave and to same-host redirects after it: never to another host, so a signed CDN
-  URL the Hub redirects to never sees the token;
+  host of the URL the user gave, and stop at the first redirect to another host: a signed CDN URL
+  the Hub redirects to never sees the token;
 * the body is streamed and abandoned as soon as it exceeds the byte cap (after content decoding,
   so a gzip bomb is cut off too); a larger ``Content-Length`` is refused before the body is read;
 * each connect and read waits at most the per-read timeout, and, when the rules have one, the
@@ -195,17 +195,18 @@ def fetch(
     received part of the body when a failure happens mid-transfer: the caller discards it.
     """
     clock = _Clock(rules.deadline)
-    current, previous, credentialed = url, None, False
+    current, first_host, same_host = url, None, True
     for hop in range(MAX_REDIRECTS + 1):
         target = _Target.parse(current, hop, rules)
         clock.check(target, rules)
         addresses = _allowed_addresses(target, rules, resolve)
-        credentials = _credentials_for(target, rules, previous, credentialed)
+        first_host = first_host or target.host
+        same_host = same_host and target.host == first_host
+        credentials = _credentials_for(target, rules, same_host)
         with _open(target, addresses, rules, credentials, clock, ca_bundle) as response:
             if response.status_code in _REDIRECT_STATUSES:
                 current = _redirect_location(target, response, rules)
                 log.info("%s: HTTP %d redirect to %s", rules.field, response.status_code, redact_url(current))
-                previous, credentialed = target, bool(credentials)
                 continue
             _check_status(target, response, rules)
             size = _read_body(target, response, rules, clock, write)
@@ -328,16 +329,14 @@ def _allowed_addresses(target: _Target, rules: FetchRules, resolve: Resolver) ->
     return addresses
 
 
-def _credentials_for(target: _Target, rules: FetchRules, previous: _Target | None, credentialed: bool) -> Mapping[str, str]:
+def _credentials_for(target: _Target, rules: FetchRules, same_host: bool) -> Mapping[str, str]:
     """The rules' credentials for this hop: over https only, and never carried to another host.
 
-    The user's URL gets them when its host is one they are for; a redirect keeps them only when
-    the hop before had them and the redirect stays on the same host and port (as requests strips
-    ``Authorization`` on a cross-host redirect).
+    The user's URL gets them when its host is one they are for, and so do redirects as long as
+    every hop stayed on that host (``same_host``); once a redirect leaves it — to a CDN's signed
+    URL, say — no later hop gets them, even one back on a host they are for.
     """
-    if rules.credentials is None or target.parts.scheme != "https":
-        return {}
-    if previous is not None and not (credentialed and (previous.host, previous.port) == (target.host, target.port)):
+    if rules.credentials is None or target.parts.scheme != "https" or not same_host:
         return {}
     headers = rules.credentials(target.host)
     if headers:
