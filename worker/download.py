@@ -1,4 +1,4 @@
-"""Fetch the job's ``image_url`` without letting a job reach the worker's own network.
+"""Fetch a URL a job gives without letting the job reach the worker's own network.
 
 A RunPod worker sits next to things a stranger must not reach through it: the cloud metadata
 service (169.254.169.254), ComfyUI itself on 127.0.0.1, other services on the private network.
@@ -10,14 +10,23 @@ byte is sent:
   address it resolves to must be a public one: private, loopback, link-local, multicast,
   reserved, unspecified and shared (CGNAT) addresses are refused, IPv4 and IPv6 alike, and an
   IPv4 address carried inside IPv6 (``::ffff:10.0.0.1``, 6to4, NAT64) is judged as the IPv4
-  address it is — unless ``Limits.allow_private_image_urls`` is set;
+  address it is — unless the field's rules allow private addresses;
 * the connection then goes to the address that was checked (not to a second DNS answer), so a
   name that resolves to a public address for the check and to 127.0.0.1 for the connection
   (DNS rebinding) gets nowhere; TLS still verifies the certificate against the host name;
 * redirects are followed by hand, at most :data:`MAX_REDIRECTS`, each one checked the same way;
-* the body is streamed and abandoned as soon as it exceeds ``Limits.max_image_bytes`` (after
-  content decoding, so a gzip bomb is cut off too); a larger ``Content-Length`` is refused
-  before the body is read.
+* credentials (an ``Authorization`` header the rules give for a host) go only over https, to the
+  host of the URL the user gave, and stop at the first redirect to another host: a signed CDN URL
+  the Hub redirects to never sees the token;
+* the body is streamed and abandoned as soon as it exceeds the byte cap (after content decoding,
+  so a gzip bomb is cut off too); a larger ``Content-Length`` is refused before the body is read;
+* each connect and read waits at most the per-read timeout, and, when the rules have one, the
+  whole fetch (every hop and the body) at most the overall deadline.
+
+One loop serves every URL field; :class:`FetchRules` says what differs between them (the field
+name in messages, the caps and timeouts, whether private addresses are allowed, the credentials,
+the error class), and the caller says where the body goes (``write``): memory for ``image_url``
+(:func:`fetch_image`), a temporary file for a LoRA (:mod:`worker.lora_files`).
 
 Messages and logs show URLs through :func:`redact_url`: no query string (it may carry a
 signature), no user:password.
@@ -27,18 +36,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import socket
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
 
-from worker.errors import InvalidImage
+from worker.errors import InvalidImage, WorkerError
 from worker.settings import Limits
 
 log = logging.getLogger(__name__)
@@ -50,11 +61,54 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK_BYTES = 64 * 1024
 #: Ask for the formats :mod:`worker.image` accepts, so content-negotiating CDNs do not answer
 #: with AVIF or HEIC.
-_ACCEPT = "image/png,image/jpeg,image/webp,image/gif,image/bmp,image/tiff;q=0.9,*/*;q=0.5"
-_USER_AGENT = "wan22-worker (image_url fetch)"
+_IMAGE_ACCEPT = "image/png,image/jpeg,image/webp,image/gif,image/bmp,image/tiff;q=0.9,*/*;q=0.5"
 
 #: ``resolve(host, port)`` returns the IP addresses (as strings) a connection may use.
 Resolver = Callable[[str, int], Sequence[str]]
+#: ``credentials(host)`` returns the headers that authenticate to ``host`` (usually none).
+Credentials = Callable[[str], Mapping[str, str]]
+#: ``write(chunk)`` takes the body as it arrives; it may raise the rules' error to stop early.
+Writer = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class FetchRules:
+    """What one kind of URL field may fetch; every message starts with ``field``."""
+
+    field: str
+    max_bytes: int
+    #: Seconds one connect or one read may wait.
+    timeout: float
+    #: Seconds the whole fetch may take, redirects and body included; None for no overall limit.
+    deadline: float | None = None
+    allow_private: bool = False
+    #: The variable that allows private addresses, named in the refusal.
+    private_setting: str = "ALLOW_PRIVATE_IMAGE_URLS"
+    #: What a good answer holds, for the message about a non-2xx status.
+    content: str = "the image"
+    accept: str = "*/*"
+    user_agent: str = "wan22-worker"
+    error: type[WorkerError] = InvalidImage
+    credentials: Credentials | None = None
+
+    @classmethod
+    def for_image(cls, limits: Limits, field: str = "image_url") -> FetchRules:
+        return cls(
+            field=field,
+            max_bytes=limits.max_image_bytes,
+            timeout=limits.image_url_timeout,
+            allow_private=limits.allow_private_image_urls,
+            accept=_IMAGE_ACCEPT,
+            user_agent="wan22-worker (image_url fetch)",
+        )
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a finished fetch got: the URL that answered 2xx and how many body bytes it sent."""
+
+    url: str
+    size: int
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -122,21 +176,44 @@ def fetch_image(
     of trusted CAs instead of requests' default (tests use their own CA). Every failure is an
     :class:`InvalidImage` whose message starts with ``field`` (``image_url:``) and never shows the query.
     """
-    current = url
+    body = bytearray()
+    fetch(url, FetchRules.for_image(limits, field), body.extend, resolve=resolve, ca_bundle=ca_bundle)
+    return bytes(body)
+
+
+def fetch(
+    url: str,
+    rules: FetchRules,
+    write: Writer,
+    *,
+    resolve: Resolver = resolve_host,
+    ca_bundle: str | None = None,
+) -> Fetched:
+    """Download ``url`` under ``rules``, handing the body to ``write`` chunk by chunk.
+
+    Every failure is a ``rules.error`` whose message starts with ``rules.field``. ``write`` has
+    received part of the body when a failure happens mid-transfer: the caller discards it.
+    """
+    clock = _Clock(rules.deadline)
+    current, first_host, same_host = url, None, True
     for hop in range(MAX_REDIRECTS + 1):
-        target = _Target.parse(current, hop, field)
-        addresses = _allowed_addresses(target, limits, resolve)
-        with _open(target, addresses, limits, ca_bundle) as response:
+        target = _Target.parse(current, hop, rules)
+        clock.check(target, rules)
+        addresses = _allowed_addresses(target, rules, resolve)
+        first_host = first_host or target.host
+        same_host = same_host and target.host == first_host
+        credentials = _credentials_for(target, rules, same_host)
+        with _open(target, addresses, rules, credentials, clock, ca_bundle) as response:
             if response.status_code in _REDIRECT_STATUSES:
-                current = _redirect_location(target, response)
-                log.info("%s: HTTP %d redirect to %s", field, response.status_code, redact_url(current))
+                current = _redirect_location(target, response, rules)
+                log.info("%s: HTTP %d redirect to %s", rules.field, response.status_code, redact_url(current))
                 continue
-            _check_status(target, response)
-            data = _read_body(target, response, limits)
-        log.info("%s: downloaded %d bytes from %s", field, len(data), target.shown)
-        return data
-    raise InvalidImage(
-        f"{field}: more than {MAX_REDIRECTS} redirects starting at {redact_url(url)} "
+            _check_status(target, response, rules)
+            size = _read_body(target, response, rules, clock, write)
+        log.info("%s: downloaded %d bytes from %s", rules.field, size, target.shown)
+        return Fetched(target.url, size)
+    raise rules.error(
+        f"{rules.field}: more than {MAX_REDIRECTS} redirects starting at {redact_url(url)} "
         f"(allowed: at most {MAX_REDIRECTS})"
     )
 
@@ -156,17 +233,18 @@ class _Target:
     field: str  # the request field, first word of every message
 
     @classmethod
-    def parse(cls, url: str, hop: int, field: str) -> _Target:
+    def parse(cls, url: str, hop: int, rules: FetchRules) -> _Target:
+        field = rules.field
         problem = url_problem(url)
         if problem is not None:
             subject = f"{field}: {redact_url(url)}" if hop == 0 else f"{_where(url, hop, field)}, which"
-            raise InvalidImage(f"{subject} {problem} (allowed: an http:// or https:// URL)")
+            raise rules.error(f"{subject} {problem} (allowed: an http:// or https:// URL)")
         parts = urlsplit(url)
         hostname = parts.hostname or ""
         try:
             host = hostname.encode("idna").decode("ascii") if not hostname.isascii() else hostname
         except UnicodeError:
-            raise InvalidImage(f"{_where(url, hop, field)}: the host name is not valid") from None
+            raise rules.error(f"{_where(url, hop, field)}: the host name is not valid") from None
         return cls(url, parts, host, parts.port or _DEFAULT_PORTS[parts.scheme], hop, field)
 
     @property
@@ -197,16 +275,43 @@ def _where(url: str, hop: int, field: str) -> str:
     return f"{field}: redirect {hop} goes to {redact_url(url)}"
 
 
-def _allowed_addresses(target: _Target, limits: Limits, resolve: Resolver) -> list[str]:
+class _Clock:
+    """The overall deadline of one fetch (none when ``seconds`` is None)."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self._end = math.inf if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def timeout(self, per_read: float) -> float:
+        """How long the next connect or read may wait: the per-read timeout or what is left."""
+        return max(0.001, min(per_read, self.remaining()))
+
+    def check(self, target: _Target, rules: FetchRules, received: int = 0, declared: int | None = None) -> None:
+        if self.expired:
+            raise rules.error(f"{target.where}: {self.overrun(received, declared)}")
+
+    def overrun(self, received: int = 0, declared: int | None = None) -> str:
+        got = f" ({received} of {declared} bytes received)" if declared else f" ({received} bytes received)" if received else ""
+        return f"the download did not finish within {self.seconds:g} s{got}"
+
+
+def _allowed_addresses(target: _Target, rules: FetchRules, resolve: Resolver) -> list[str]:
     """Resolve the host and refuse it if any address is not public (unless private ones are allowed)."""
     try:
         addresses = [str(a) for a in resolve(target.host, target.port)]
     except (OSError, UnicodeError) as exc:
         log.warning("%s: cannot resolve %s: %s", target.field, target.host, type(exc).__name__)
-        raise InvalidImage(f"{target.where}: the host {target.host} cannot be resolved") from None
+        raise rules.error(f"{target.where}: the host {target.host} cannot be resolved") from None
     if not addresses:
-        raise InvalidImage(f"{target.where}: the host {target.host} resolves to no address")
-    if limits.allow_private_image_urls:
+        raise rules.error(f"{target.where}: the host {target.host} resolves to no address")
+    if rules.allow_private:
         return addresses
     for address in addresses:
         try:
@@ -216,22 +321,42 @@ def _allowed_addresses(target: _Target, limits: Limits, resolve: Resolver) -> li
         if kind is not None:
             log.warning("%s: refused %s: %s is %s", target.field, target.shown, address, kind)
             named = target.host if target.host == address else f"{target.host} resolves to {address}, which"
-            raise InvalidImage(
+            raise rules.error(
                 f"{target.where}: {named} is {kind} "
                 "(allowed: hosts on the public internet; private addresses are allowed only "
-                "when the worker runs with ALLOW_PRIVATE_IMAGE_URLS=true)"
+                f"when the worker runs with {rules.private_setting}=true)"
             )
     return addresses
 
 
+def _credentials_for(target: _Target, rules: FetchRules, same_host: bool) -> Mapping[str, str]:
+    """The rules' credentials for this hop: over https only, and never carried to another host.
+
+    The user's URL gets them when its host is one they are for, and so do redirects as long as
+    every hop stayed on that host (``same_host``); once a redirect leaves it — to a CDN's signed
+    URL, say — no later hop gets them, even one back on a host they are for.
+    """
+    if rules.credentials is None or target.parts.scheme != "https" or not same_host:
+        return {}
+    headers = rules.credentials(target.host)
+    if headers:
+        log.debug("%s: sending credentials to %s", target.field, target.host)
+    return headers
+
+
 @contextmanager
 def _open(
-    target: _Target, addresses: list[str], limits: Limits, ca_bundle: str | None
+    target: _Target,
+    addresses: list[str],
+    rules: FetchRules,
+    credentials: Mapping[str, str],
+    clock: _Clock,
+    ca_bundle: str | None,
 ) -> Iterator[requests.Response]:
     """GET the target (body not read yet) and close the response and its pool afterwards."""
     adapter = _PinnedAdapter(target.host)
     try:
-        response = _send_to_first_reachable(adapter, target, addresses, limits, ca_bundle)
+        response = _send_to_first_reachable(adapter, target, addresses, rules, credentials, clock, ca_bundle)
         try:
             yield response
         finally:
@@ -241,21 +366,25 @@ def _open(
 
 
 def _send_to_first_reachable(
-    adapter: HTTPAdapter, target: _Target, addresses: list[str], limits: Limits, ca_bundle: str | None
+    adapter: HTTPAdapter,
+    target: _Target,
+    addresses: list[str],
+    rules: FetchRules,
+    credentials: Mapping[str, str],
+    clock: _Clock,
+    ca_bundle: str | None,
 ) -> requests.Response:
     """Try the checked addresses in the resolver's order, as urllib3 does for a host name."""
     failure: Exception | None = None
+    headers = {"Host": target.host_header, "Accept": rules.accept, "User-Agent": rules.user_agent, **credentials}
     for address in addresses:
-        request = requests.Request(
-            "GET",
-            target.url_for(address),
-            headers={"Host": target.host_header, "Accept": _ACCEPT, "User-Agent": _USER_AGENT},
-        ).prepare()
+        request = requests.Request("GET", target.url_for(address), headers=headers).prepare()
+        timeout = clock.timeout(rules.timeout)
         try:
             return adapter.send(
                 request,
                 stream=True,
-                timeout=(limits.image_url_timeout, limits.image_url_timeout),
+                timeout=(timeout, timeout),
                 verify=ca_bundle if ca_bundle is not None else True,
             )
         except requests.exceptions.SSLError as exc:
@@ -264,10 +393,12 @@ def _send_to_first_reachable(
         except requests.exceptions.ConnectionError as exc:  # refused, unreachable, ConnectTimeout
             log.info("%s: %s via %s failed: %s", target.field, target.host, address, type(exc).__name__)
             failure = exc
+            if clock.expired:
+                break
         except requests.exceptions.RequestException as exc:
             failure = exc
             break
-    raise InvalidImage(f"{target.where}: {_describe_failure(failure, limits)}")
+    raise rules.error(f"{target.where}: {_describe_failure(failure, rules, clock)}")
 
 
 class _PinnedAdapter(HTTPAdapter):
@@ -293,9 +424,11 @@ class _PinnedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def _describe_failure(exc: Exception | None, limits: Limits) -> str:
+def _describe_failure(exc: Exception | None, rules: FetchRules, clock: _Clock) -> str:
     """What went wrong on the wire, in words, without the exception text (it holds the full URL)."""
-    timeout = f"{limits.image_url_timeout:g} s"
+    timeout = f"{rules.timeout:g} s"
+    if isinstance(exc, requests.exceptions.Timeout) and clock.expired:
+        return clock.overrun()
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return f"timed out connecting after {timeout}"
     if isinstance(exc, requests.exceptions.ReadTimeout):
@@ -307,45 +440,72 @@ def _describe_failure(exc: Exception | None, limits: Limits) -> str:
     return f"the request failed ({type(exc).__name__})"
 
 
-def _redirect_location(target: _Target, response: requests.Response) -> str:
+def _redirect_location(target: _Target, response: requests.Response, rules: FetchRules) -> str:
     """The absolute URL of the next hop, relative to the URL the user knows (not the IP)."""
     location = response.headers.get("Location")
     if not location:
-        raise InvalidImage(f"{target.where}: HTTP {response.status_code} redirect without a Location header")
+        raise rules.error(f"{target.where}: HTTP {response.status_code} redirect without a Location header")
     return urljoin(target.url, location)
 
 
-def _check_status(target: _Target, response: requests.Response) -> None:
+def _check_status(target: _Target, response: requests.Response, rules: FetchRules) -> None:
     if not 200 <= response.status_code < 300:
         reason = f" {response.reason}" if response.reason else ""
-        raise InvalidImage(
+        raise rules.error(
             f"{target.where}: the server answered HTTP {response.status_code}{reason} "
-            "(allowed: a URL that answers 2xx with the image)"
+            f"(allowed: a URL that answers 2xx with {rules.content})"
         )
 
 
-def _read_body(target: _Target, response: requests.Response, limits: Limits) -> bytes:
-    """The body, streamed, refused as soon as it is known to exceed the byte limit."""
-    cap = limits.max_image_bytes
+def _read_body(target: _Target, response: requests.Response, rules: FetchRules, clock: _Clock, write: Writer) -> int:
+    """Stream the body into ``write``, refused as soon as it is known to exceed the byte cap."""
+    cap = rules.max_bytes
     declared = _content_length(response)
     if declared is not None and declared > cap:
-        raise InvalidImage(f"{target.where}: the server announces {_bytes(declared)}, too large {_over_limit(cap)}")
-    body = bytearray()
+        raise rules.error(f"{target.where}: the server announces {_bytes(declared)}, too large {_over_limit(cap)}")
+    size = 0
+    while True:
+        chunk = _read_chunk(target, response, rules, clock, size, declared)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > cap:
+            raise rules.error(f"{target.where}: the body is larger than the limit {_over_limit(cap)}")
+        write(chunk)
+        clock.check(target, rules, size, declared)
+    if size == 0:
+        raise rules.error(f"{target.where}: the server answered HTTP {response.status_code} with an empty body")
+    return size
+
+
+def _read_chunk(
+    target: _Target, response: requests.Response, rules: FetchRules, clock: _Clock, received: int, declared: int | None
+) -> bytes:
+    """The next decoded piece of the body (b"" at its end), as soon as any of it arrives.
+
+    ``read1`` returns what the socket has instead of waiting for a full chunk, so a server that
+    drips a byte at a time still meets the deadline check between reads; the socket's timeout is
+    lowered to what is left of the deadline.
+    """
+    raw = response.raw
+    _set_socket_timeout(raw, clock.timeout(rules.timeout))
     try:
-        for chunk in response.iter_content(_CHUNK_BYTES):
-            body += chunk
-            if len(body) > cap:
-                raise InvalidImage(f"{target.where}: the body is larger than the limit {_over_limit(cap)}")
-    except requests.exceptions.RequestException as exc:
+        return raw.read1(_CHUNK_BYTES, decode_content=True)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         log.warning("%s: body of %s broke off: %s", target.field, target.shown, type(exc).__name__)
-        if exc.args and isinstance(exc.args[0], ReadTimeoutError):
-            detail = f"the server stopped sending for {limits.image_url_timeout:g} s"
+        if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+            detail = clock.overrun(received, declared) if clock.expired else f"the server stopped sending for {rules.timeout:g} s"
+        elif declared is not None and isinstance(exc, urllib3.exceptions.ProtocolError) and received < declared:
+            detail = f"the connection closed after {received} of the {declared} bytes announced (an incomplete transfer)"
         else:
             detail = "the connection broke off or the body could not be decoded"
-        raise InvalidImage(f"{target.where}: {detail}") from None
-    if not body:
-        raise InvalidImage(f"{target.where}: the server answered HTTP {response.status_code} with an empty body")
-    return bytes(body)
+        raise rules.error(f"{target.where}: {detail}") from None
+
+
+def _set_socket_timeout(raw: Any, seconds: float) -> None:
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def _content_length(response: requests.Response) -> int | None:

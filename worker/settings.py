@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from comfy_bootstrap.config import ComfySettings, ConfigError, EnvReader, parse_bool, parse_url
 from worker.tasks import REGISTRY, TASK_NAMES
 
-__all__ = ["ConfigError", "Limits", "OUTPUT_MODES", "S3Settings", "Settings"]
+__all__ = ["ConfigError", "Limits", "LoraSettings", "OUTPUT_MODES", "S3Settings", "Settings"]
 
 OUTPUT_MODES = ("base64", "s3", "auto")
 
@@ -36,6 +36,28 @@ class Limits:
     max_image_pixels: int = 40_000_000
     image_url_timeout: float = 20.0
     allow_private_image_urls: bool = False
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRAs a job gives by URL: how they are fetched, where they are cached, the tokens sent.
+
+    Private addresses have their own switch (``ALLOW_PRIVATE_LORA_URLS``), apart from the image
+    one: an operator who serves LoRAs from a bucket on the private network need not open
+    ``image_url`` to it too. The tokens never appear in ``repr`` or the boot log.
+    """
+
+    max_bytes: int = 2 * 1024**3
+    #: Seconds one connect or one read may wait.
+    url_timeout: float = 30.0
+    #: Seconds the whole download may take (redirects and body).
+    url_deadline: float = 300.0
+    allow_private_urls: bool = False
+    #: None: ``<VOLUME_PATH>/lora-cache`` (``<WORKER_DIR>/lora-cache`` when that cannot be written).
+    cache_dir: Path | None = None
+    cache_bytes: int = 20 * 1024**3
+    hf_token: str | None = field(default=None, repr=False)
+    civitai_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,7 @@ class Settings:
     workflows_dir: Path = Path(__file__).resolve().parent.parent / "workflows"
     # --- Jobs ---------------------------------------------------------------------------------
     limits: Limits = field(default_factory=Limits)
+    loras: LoraSettings = field(default_factory=LoraSettings)
     #: Frame rate of the 14B tasks when a job gives none (they are trained at 16 fps; 24 is the
     #: original worker's default).
     default_frame_rate: float = 24.0
@@ -126,6 +149,7 @@ class Settings:
                 image_url_timeout=reader.get("IMAGE_URL_TIMEOUT", float, dl.image_url_timeout, lo=0.1),
                 allow_private_image_urls=reader.get("ALLOW_PRIVATE_IMAGE_URLS", parse_bool, dl.allow_private_image_urls),
             ),
+            loras=_loras_from_env(reader),
             default_frame_rate=reader.get("DEFAULT_FRAME_RATE", float, d.default_frame_rate, lo=1),
             job_timeout=reader.get("JOB_TIMEOUT", float, d.job_timeout, lo=1),
             progress_interval=reader.get("PROGRESS_INTERVAL", float, d.progress_interval, lo=0),
@@ -165,6 +189,11 @@ def _check_relations(settings: Settings, reader: EnvReader) -> None:
             "OUTPUT_MODE='s3' needs S3 output configured: BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY and "
             "BUCKET_NAME (or the bucket as the path of BUCKET_ENDPOINT_URL); or use OUTPUT_MODE=auto"
         )
+    if settings.loras.max_bytes > settings.loras.cache_bytes:
+        reader.fail(
+            f"LORA_MAX_BYTES={settings.loras.max_bytes} is larger than LORA_CACHE_BYTES={settings.loras.cache_bytes}: "
+            "a LoRA that big could never stay in the cache"
+        )
     if settings.warmup_task not in settings.tasks:
         reader.fail(f"WARMUP_TASK={settings.warmup_task!r}: not one of the served TASKS ({', '.join(settings.tasks)})")
     _check_limits(settings, reader)
@@ -191,6 +220,21 @@ def _check_limits(settings: Settings, reader: EnvReader) -> None:
             reader.fail(f"{name}={str(limit)!r}: below the default {option} of task {', '.join(above)}")
     if settings.default_frame_rate > limits.max_frame_rate:
         reader.fail(f"DEFAULT_FRAME_RATE={settings.default_frame_rate:g}: above MAX_FRAME_RATE={limits.max_frame_rate:g}")
+
+
+def _loras_from_env(reader: EnvReader) -> LoraSettings:
+    d = LoraSettings()
+    cache_dir = reader.get("LORA_CACHE_DIR", str, None)
+    return LoraSettings(
+        max_bytes=reader.get("LORA_MAX_BYTES", int, d.max_bytes, lo=1),
+        url_timeout=reader.get("LORA_URL_TIMEOUT", float, d.url_timeout, lo=0.1),
+        url_deadline=reader.get("LORA_URL_DEADLINE", float, d.url_deadline, lo=1),
+        allow_private_urls=reader.get("ALLOW_PRIVATE_LORA_URLS", parse_bool, d.allow_private_urls),
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        cache_bytes=reader.get("LORA_CACHE_BYTES", int, d.cache_bytes, lo=1),
+        hf_token=reader.get("HF_TOKEN", str.strip, None) or None,
+        civitai_token=reader.get("CIVITAI_TOKEN", str.strip, None) or None,
+    )
 
 
 def _s3_from_env(reader: EnvReader) -> S3Settings:
