@@ -140,17 +140,24 @@ def image_resize_plus(
     return np.ascontiguousarray(out)
 
 
+def common_upscale(image: np.ndarray, width: int, height: int, method: str, crop: str) -> np.ndarray:
+    """``comfy.utils.common_upscale``: with ``crop="center"`` crop to the new aspect first, then
+    resize with ``method``."""
+    if crop == "center":
+        oh, ow = image.shape[:2]
+        old_aspect, new_aspect = ow / oh, width / height
+        x = y = 0
+        if old_aspect > new_aspect:
+            x = round((ow - ow * (new_aspect / old_aspect)) / 2)
+        elif old_aspect < new_aspect:
+            y = round((oh - oh * (old_aspect / new_aspect)) / 2)
+        image = image[y : oh - y, x : ow - x]
+    return _resize(image, width, height, method)
+
+
 def upscale_center(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """``comfy.utils.common_upscale(..., "bilinear", "center")``: crop to the aspect, then resize."""
-    oh, ow = image.shape[:2]
-    old_aspect, new_aspect = ow / oh, width / height
-    x = y = 0
-    if old_aspect > new_aspect:
-        x = round((ow - ow * (new_aspect / old_aspect)) / 2)
-    elif old_aspect < new_aspect:
-        y = round((oh - oh * (old_aspect / new_aspect)) / 2)
-    cropped = image[y : oh - y, x : ow - x]
-    return _resize(cropped, width, height, "bilinear")
+    return common_upscale(image, width, height, "bilinear", "center")
 
 
 def center_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
