@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import re
+import struct
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -573,20 +575,7 @@ def vhs_video_combine(
             for _ in sequence:
                 on_frame()
         else:
-            try:
-                media.write_video(
-                    full_folder / file,
-                    sequence,
-                    video_format=format,
-                    frame_rate=frame_rate,
-                    pix_fmt=str(widgets.get("pix_fmt", "yuv420p")),
-                    crf=widgets.get("crf", 19),
-                    metadata=metadata,
-                    on_frame=on_frame,
-                )
-            except (av.FFmpegError, ValueError) as err:
-                (full_folder / file).unlink(missing_ok=True)  # ffmpeg refuses before writing a file
-                raise Exception(f"An error occurred in the ffmpeg subprocess:\n{err}") from err  # noqa: TRY002
+            _write_video(full_folder / file, sequence, format, frame_rate, widgets, metadata, on_frame)
     output_files.append(str(full_folder / file))
     preview = {
         "filename": file,
@@ -598,6 +587,38 @@ def vhs_video_combine(
         "fullpath": output_files[-1],
     }
     return ((save_output, output_files),), {"gifs": [preview]}
+
+
+def _write_video(
+    path: Path,
+    frames: Iterator[np.ndarray],
+    video_format: str,
+    frame_rate: float,
+    widgets: dict[str, Any],
+    metadata: dict[str, str] | None,
+    on_frame: Callable[[], None],
+) -> None:
+    """VHS's ``ffmpeg_process``: when ffmpeg fails, VHS raises only if a write into its stdin broke;
+    otherwise it prints ffmpeg's stderr and reports the (empty or missing) file as written
+    (``vhs_*_crf100.json`` vs ``vhs_nvenc_h264-mp4_832x480x85.json``)."""
+    try:
+        media.write_video(
+            path,
+            frames,
+            video_format=video_format,
+            frame_rate=frame_rate,
+            pix_fmt=str(widgets.get("pix_fmt", "yuv420p")),
+            widgets=widgets,
+            metadata=metadata,
+            on_frame=on_frame,
+        )
+    except media.FfmpegFailure as failure:  # the file is left as ffmpeg leaves it
+        if failure.broken_pipe:
+            raise Exception(f"An error occurred in the ffmpeg subprocess:\n{failure.stderr}") from failure  # noqa: TRY002
+        print(failure.stderr, end="", file=sys.stderr)
+    except (av.FFmpegError, ValueError) as err:
+        path.unlink(missing_ok=True)  # ffmpeg refuses before writing a file
+        raise Exception(f"An error occurred in the ffmpeg subprocess:\n{err}") from err  # noqa: TRY002
 
 
 def _sequence(frames: Iterator[np.ndarray], pingpong: bool, loop_count: int, total: int) -> Iterator[np.ndarray]:
