@@ -342,7 +342,7 @@ class PromptRun:
             cached=self.status_messages[1][1]["nodes"] if len(self.status_messages) > 1 else [],
             executed=sorted(self.executed, key=_node_sort_key),
         )
-        logger.info("Prompt executed in %.2f seconds", seconds)
+        logger.info("Prompt executed in %.2f seconds", seconds, extra={"color": "green"})
 
     def _execute(self) -> bool:
         self.add_message("execution_start", {"prompt_id": self.prompt_id}, broadcast=False)

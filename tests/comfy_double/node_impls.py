@@ -259,9 +259,31 @@ def vae_loader(ctx: NodeContext, vae_name: str) -> NodeResult:
     return (Handle("VAE", vae_name),), None
 
 
+#: The double's stand-in for "this LoRA key fits the model": Wan diffusion-model LoRA keys start so.
+FITTING_LORA_KEY_PREFIX = "diffusion_model.blocks."
+
+
 def lora_loader_model_only(ctx: NodeContext, model: Handle, lora_name: str, strength_model: float) -> NodeResult:
-    _require_model(ctx, "loras", lora_name)
+    """Logs ``lora key not loaded: <key>`` (a warning, as ``comfy/lora.py`` does) for every tensor
+    of the LoRA file that does not fit the model, in the file's (sorted) key order; nothing reaches
+    the websocket or history (``lora_mismatch_*``). Without weights the double cannot match keys to
+    a model, so a key fits when it starts with :data:`FITTING_LORA_KEY_PREFIX`."""
+    path = _require_model(ctx, "loras", lora_name)
+    for key in _safetensors_keys(path):
+        if not key.startswith(FITTING_LORA_KEY_PREFIX):
+            logger.warning("lora key not loaded: %s", key)
     return (Handle(model.kind, model.name, model.patches + (f"lora:{lora_name}@{strength_model}",)),), None
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    """Tensor names of a ``.safetensors`` file, sorted; none when it is not one (an empty stand-in)."""
+    try:
+        with path.open("rb") as stream:
+            (length,) = struct.unpack("<Q", stream.read(8))
+            header = json.loads(stream.read(length)) if 0 < length < 100_000_000 else {}
+    except (OSError, ValueError, struct.error):
+        return []
+    return sorted(key for key in header if key != "__metadata__") if isinstance(header, dict) else []
 
 
 def model_sampling_sd3(ctx: NodeContext, model: Handle, shift: float) -> NodeResult:
