@@ -322,9 +322,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Upstream:
     commit_files(fi, {"__init__.py": pack({"FILM VFI": ""})["__init__.py"]}, "after the pin: RIFE VFI removed")
     ckpt = base / "rife49.pth"
     ckpt.write_bytes(bytes(range(256)) * 64)  # 16 KiB of stand-in weights
-    return Upstream(
-        comfy, vhs, ess, fi, comfy_pin, comfy_tip, vhs_pin, vhs_broken, ess_pin, ess_without, fi_pin, ckpt
-    )
+    return Upstream(comfy, vhs, ess, fi, comfy_pin, comfy_tip, vhs_pin, vhs_broken, ess_pin, ess_without, fi_pin, ckpt)
 
 
 def run_install(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -466,9 +464,7 @@ def test_rife_checkpoint_with_a_wrong_checksum_fails_loudly(upstream: Upstream, 
     result = run_install(upstream.env(comfy_dir, RIFE_CKPT_SHA256=wrong))
 
     assert result.returncode != 0
-    assert (
-        f"{upstream.rife_ckpt} is not the pinned file: SHA-256 {upstream.rife_sha256}, expected {wrong}" in result.stderr
-    )
+    assert f"{upstream.rife_ckpt} is not the pinned file: SHA-256 {upstream.rife_sha256}, expected {wrong}" in result.stderr
     assert "RIFE checkpoint: not installed" in result.stderr
     rife_dir = (comfy_dir / RIFE_CKPT).parent
     assert list(rife_dir.iterdir()) == [], "neither the file nor a partial download is left"
@@ -504,8 +500,11 @@ def test_unreachable_rife_checkpoint_fails_with_a_clear_message(upstream: Upstre
 
 
 def test_rife_checkpoint_pin_is_a_hugging_face_file_by_commit() -> None:
-    pins = {k: v for k, _, v in (ln.partition("=") for ln in (ROOT / "comfy_bootstrap" / "pins.env").read_text().splitlines())
-            if k and not k.startswith("#")}
+    pins = {
+        k: v
+        for k, _, v in (ln.partition("=") for ln in (ROOT / "comfy_bootstrap" / "pins.env").read_text().splitlines())
+        if k and not k.startswith("#")
+    }
     url = pins["RIFE_CKPT_URL"]
     assert url.startswith("https://huggingface.co/") and url.endswith("/rife49.pth")
     assert "/resolve/" in url and len(url.split("/resolve/")[1].split("/")[0]) == 40, "pinned to a commit, not main"
