@@ -1,4 +1,4 @@
-"""A protocol-faithful test double of the ComfyUI v0.30.0 server (+ VHS and essentials nodes).
+"""A protocol-faithful test double of the ComfyUI v0.30.0 server (+ VHS, essentials and RIFE VFI).
 
 Two ways to run it:
 

@@ -3,8 +3,8 @@
 The parser accepts ComfyUI v0.30.0's flags (its own implementation, same names, same argument
 shapes and the same mutually exclusive groups), so a worker command line that ComfyUI would accept
 starts the double, and a typo or a forbidden combination exits with status 2 like argparse does.
-Flags that only tune GPU behaviour are accepted and ignored. Logging follows ComfyUI: plain
-``%(message)s`` lines on stderr, or on stdout (below ERROR) with ``--log-stdout``.
+Flags that only tune GPU behaviour are accepted and ignored. Logging follows ComfyUI v0.30.0:
+``[LEVEL]``-tagged lines on stderr, or on stdout (below ERROR) with ``--log-stdout``.
 """
 
 from __future__ import annotations
@@ -126,13 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class LevelTagFormatter(logging.Formatter):
+    """ComfyUI v0.30.0's console format: a coloured ``[LEVEL]`` tag (bold from WARNING up), then the
+    message, itself coloured when the record has a ``color`` (``Prompt executed in``, green), e.g.
+    ``\x1b[1m\x1b[33m[WARNING]\x1b[0m lora key not loaded: ...`` (``lora_mismatch_server_log.json``)."""
+
+    LEVEL_COLORS = {"DEBUG": "36", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "35"}
+    NAMED_COLORS = {"green": "32", "red": "31", "yellow": "33"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        color = self.LEVEL_COLORS.get(record.levelname)
+        bold = "\x1b[1m" if record.levelno >= logging.WARNING else ""
+        tag = f"{bold}\x1b[{color}m[{record.levelname}]\x1b[0m " if color else f"{bold}[{record.levelname}]\x1b[0m "
+        message = super().format(record)
+        line_color = self.NAMED_COLORS.get(getattr(record, "color", ""))
+        return f"{tag}\x1b[{line_color}m{message}\x1b[0m" if line_color else tag + message
+
+
 def setup_logging(level: str, use_stdout: bool) -> None:
-    """ComfyUI's ``app/logger.setup_logger``: bare messages; stderr, or stdout below ERROR."""
+    """ComfyUI's ``app/logger.setup_logger``: level-tagged messages; stderr, or stdout below ERROR."""
     root = logging.getLogger()
     root.setLevel(level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    formatter = logging.Formatter("%(message)s")
+    formatter = LevelTagFormatter("%(message)s")
     err = logging.StreamHandler(sys.stderr)
     err.setFormatter(formatter)
     if use_stdout:

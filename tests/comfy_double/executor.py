@@ -147,6 +147,7 @@ class PromptExecutor:
         self.observations = observations
         self.on_crash = on_crash
         self.cache = NodeCache()
+        self.process_state: dict[str, Any] = {}  # what node packs keep loaded (NodeContext.process)
         self.client_id: str | None = None
         self.last_node_id: str | None = None
         self.running_prompt_id: str | None = None
@@ -341,7 +342,7 @@ class PromptRun:
             cached=self.status_messages[1][1]["nodes"] if len(self.status_messages) > 1 else [],
             executed=sorted(self.executed, key=_node_sort_key),
         )
-        logger.info("Prompt executed in %.2f seconds", seconds)
+        logger.info("Prompt executed in %.2f seconds", seconds, extra={"color": "green"})
 
     def _execute(self) -> bool:
         self.add_message("execution_start", {"prompt_id": self.prompt_id}, broadcast=False)
@@ -501,6 +502,7 @@ class PromptRun:
             step_delay=self.armed.step_delay,
             missing_output=self.armed.first("missing_output") is not None,
             disable_metadata=self.ex.disable_metadata,
+            process=self.ex.process_state,
         )
 
     # -- faults ---------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
 )
 
 #: One tiny tensor per stand-in, named like a tensor of that kind of model; a LoRA gets a
-#: ``lora_down`` / ``lora_up`` pair (rank 1), as LoRA files hold.
+#: ``lora_down`` / ``lora_up`` pair (rank 1), as LoRA files hold, named to fit the Wan model.
 _STAND_IN_TENSORS: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
     "diffusion_models": (("blocks.0.self_attn.q.weight", (4, 4)),),
     "unet": (("blocks.0.self_attn.q.weight", (4, 4)),),
@@ -67,14 +67,17 @@ _STAND_IN_TENSORS: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
 _DEFAULT_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("weight", (4, 4)),)
 
 
-def safetensors_stand_in(rel: str) -> bytes:
+def safetensors_stand_in(rel: str, tensors: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> bytes:
     """A minimal valid ``.safetensors`` file for the model ``rel`` (``<folder>/.../<name>``).
 
     The format: an 8-byte little-endian header length, the JSON header (tensor name -> dtype,
     shape, ``data_offsets`` into the data; ``__metadata__`` string -> string), padded with spaces
-    to a multiple of 8, then the tensors' bytes (zeros, float16) back to back.
+    to a multiple of 8, then the tensors' bytes (zeros, float16) back to back. ``tensors`` replaces
+    the usual names: a LoRA whose names do not start with ``diffusion_model.blocks.`` does not fit
+    the model, and the double logs ``lora key not loaded`` for each (``node_impls``).
     """
-    tensors = _STAND_IN_TENSORS.get(Path(rel).parts[0], _DEFAULT_TENSORS)
+    if tensors is None:
+        tensors = _STAND_IN_TENSORS.get(Path(rel).parts[0], _DEFAULT_TENSORS)
     header: dict[str, object] = {}
     offset = 0
     for name, shape in tensors:

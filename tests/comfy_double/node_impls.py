@@ -7,8 +7,11 @@ report their own step span, VAEDecode yields ``width//s*s x height//s*s`` and ``
 frames per batch item (a Wan latent is ``length`` -> ``(length-1)//4+1`` frames of ``w/s x h/s``,
 ``s`` = 8, or 16 for ``Wan22ImageToVideoLatent``'s Wan 2.2 VAE latent), ``VHS_VideoCombine``
 writes a real video plus its "workflow" PNG with VHS's file naming and ``SaveImage`` real PNGs
-with ComfyUI's. Facts are from ComfyUI v0.30.0 (``nodes.py``, ``comfy_extras/nodes_wan.py``,
-``nodes_hunyuan.py``, ``nodes_images.py``, ``nodes_torch_compile.py``) and the recordings.
+with ComfyUI's, ``RIFE VFI`` puts ``multiplier - 1`` blends between neighbouring frames, and a
+LoRA that does not fit the model is logged key by key. Facts are from ComfyUI v0.30.0
+(``nodes.py``, ``comfy_extras/nodes_wan.py``, ``nodes_hunyuan.py``, ``nodes_images.py``,
+``nodes_torch_compile.py``, ``comfy/lora.py``), ComfyUI-Frame-Interpolation
+(``vfi_models/rife/__init__.py``) and the recordings.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import json
 import logging
 import os
 import re
+import struct
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -92,8 +97,28 @@ class Latent:
         return f"<LATENT {self.batch}x{self.channels}x{frames}x{self.height // self.spatial}x{self.width // self.spatial}>"
 
 
+class LazyVideo:
+    """An IMAGE batch made frame by frame on demand, so an 81-frame 832x480 video is never held."""
+
+    @property
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` of the whole IMAGE batch (``0 <= index < count``)."""
+        raise NotImplementedError
+
+    def frames(self) -> Iterator[np.ndarray]:
+        for index in range(self.count):
+            yield self.frame(index)
+
+    def __str__(self) -> str:
+        h, w = self.frame(0).shape[:2] if self.count else (0, 0)
+        return f"<IMAGE {self.count}x{h}x{w}x3>"
+
+
 @dataclass
-class DecodedVideo:
+class DecodedVideo(LazyVideo):
     """VAEDecode's IMAGE output, produced lazily frame by frame (batch items one after the other)."""
 
     plan: media.FramePlan
@@ -109,12 +134,49 @@ class DecodedVideo:
                 yield self.plan.frame(index)
 
     def frame(self, index: int) -> np.ndarray:
-        """Frame ``index`` of the whole IMAGE batch (``0 <= index < count``)."""
         return self.plan.frame(index % self.plan.count)
 
     def __str__(self) -> str:
         h, w = self.plan.first.shape[:2]
         return f"<IMAGE {self.count}x{h}x{w}x3>"
+
+
+@dataclass
+class InterpolatedVideo(LazyVideo):
+    """``RIFE VFI``'s output: each source frame, then ``multiplier - 1`` frames towards the next.
+
+    ``(n - 1) * multiplier + 1`` frames for ``n`` source frames (``rife_*_probe.json``: 3 -> 5, 7, 9
+    for x2, x3, x4; 1 -> 1). The source frames pass through unchanged; in-between frame ``k`` of a
+    pair is the blend ``(1 - t) * a + t * b`` at ``t = k / multiplier``, the time step RIFE is asked
+    for. (The recorded random-weight model gives about ``(a + b) / 2`` at every ``t``; a trained one
+    moves pixels along the motion instead. Neither is reproducible without the weights; a blend at
+    ``t`` is the model-free stand-in, equal to the recording at x2.)
+    """
+
+    source: Images | LazyVideo
+    multiplier: int
+
+    def _source(self, index: int) -> np.ndarray:
+        if isinstance(self.source, Images):
+            return self.source.frames[index]
+        return self.source.frame(index)
+
+    @property
+    def source_count(self) -> int:
+        return len(self.source.frames) if isinstance(self.source, Images) else self.source.count
+
+    @property
+    def count(self) -> int:
+        n = self.source_count
+        return (n - 1) * self.multiplier + 1 if n else 0
+
+    def frame(self, index: int) -> np.ndarray:
+        pair, step = divmod(index, self.multiplier)
+        if step == 0:
+            return self._source(pair)
+        t = step / self.multiplier
+        a, b = self._source(pair).astype(np.float32), self._source(pair + 1).astype(np.float32)
+        return np.ascontiguousarray(np.rint(a * (1.0 - t) + b * t).astype(np.uint8))
 
 
 # -- the context the executor gives a node -----------------------------------------------------------
@@ -135,16 +197,18 @@ class NodeContext:
     missing_output: bool = False
     disable_metadata: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    #: What stays loaded in the "process" between prompts (the RIFE model cache), kept by the executor.
+    process: dict[str, Any] = field(default_factory=dict)
 
 
 NodeResult = tuple[tuple[Any, ...], dict[str, Any] | None]
 
 
-def _image_frames(image: Images | DecodedVideo | None) -> list[np.ndarray]:
-    """The frames of an IMAGE input, whether a loaded image or VAEDecode's lazy output."""
+def _image_frames(image: Images | LazyVideo | None) -> list[np.ndarray]:
+    """The frames of an IMAGE input, whether a loaded image or a lazy output (VAEDecode, RIFE)."""
     if image is None:
         return []
-    return list(image.frames()) if isinstance(image, DecodedVideo) else image.frames
+    return image.frames if isinstance(image, Images) else list(image.frames())
 
 
 def _require_model(ctx: NodeContext, folder: str, name: str) -> Path:
@@ -195,9 +259,31 @@ def vae_loader(ctx: NodeContext, vae_name: str) -> NodeResult:
     return (Handle("VAE", vae_name),), None
 
 
+#: The double's stand-in for "this LoRA key fits the model": Wan diffusion-model LoRA keys start so.
+FITTING_LORA_KEY_PREFIX = "diffusion_model.blocks."
+
+
 def lora_loader_model_only(ctx: NodeContext, model: Handle, lora_name: str, strength_model: float) -> NodeResult:
-    _require_model(ctx, "loras", lora_name)
+    """Logs ``lora key not loaded: <key>`` (a warning, as ``comfy/lora.py`` does) for every tensor
+    of the LoRA file that does not fit the model, in the file's (sorted) key order; nothing reaches
+    the websocket or history (``lora_mismatch_*``). Without weights the double cannot match keys to
+    a model, so a key fits when it starts with :data:`FITTING_LORA_KEY_PREFIX`."""
+    path = _require_model(ctx, "loras", lora_name)
+    for key in _safetensors_keys(path):
+        if not key.startswith(FITTING_LORA_KEY_PREFIX):
+            logger.warning("lora key not loaded: %s", key)
     return (Handle(model.kind, model.name, model.patches + (f"lora:{lora_name}@{strength_model}",)),), None
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    """Tensor names of a ``.safetensors`` file, sorted; none when it is not one (an empty stand-in)."""
+    try:
+        with path.open("rb") as stream:
+            (length,) = struct.unpack("<Q", stream.read(8))
+            header = json.loads(stream.read(length)) if 0 < length < 100_000_000 else {}
+    except (OSError, ValueError, struct.error):
+        return []
+    return sorted(key for key in header if key != "__metadata__") if isinstance(header, dict) else []
 
 
 def model_sampling_sd3(ctx: NodeContext, model: Handle, shift: float) -> NodeResult:
@@ -283,7 +369,7 @@ def wan22_image_to_video_latent(
     height: int,
     length: int,
     batch_size: int,
-    start_image: Images | DecodedVideo | None = None,
+    start_image: Images | LazyVideo | None = None,
 ) -> NodeResult:
     """A 48-channel latent at 1/16 of the size (the Wan 2.2 VAE); its first frame is the start
     image fitted like ``WanImageToVideo`` does. Without a start image the node returns its
@@ -306,8 +392,8 @@ def wan_first_last_frame_to_video(
     height: int,
     length: int,
     batch_size: int,
-    start_image: Images | DecodedVideo | None = None,
-    end_image: Images | DecodedVideo | None = None,
+    start_image: Images | LazyVideo | None = None,
+    end_image: Images | LazyVideo | None = None,
     clip_vision_start_image: Any = None,
     clip_vision_end_image: Any = None,
 ) -> NodeResult:
@@ -339,29 +425,91 @@ def vae_decode(ctx: NodeContext, samples: Latent, vae: Handle) -> NodeResult:
     return (DecodedVideo(media.FramePlan(first, count, last), max(1, samples.batch)),), None
 
 
+def rife_vfi(
+    ctx: NodeContext,
+    ckpt_name: str,
+    frames: Images | LazyVideo,
+    clear_cache_after_n_frames: int = 10,
+    multiplier: int = 2,
+    fast_mode: bool = False,
+    ensemble: bool = False,
+    scale_factor: float = 1.0,
+    dtype: str = "float32",
+    torch_compile: bool = False,
+    batch_size: int = 1,
+    optional_interpolation_states: Any = None,
+) -> NodeResult:
+    """ComfyUI-Frame-Interpolation's ``RIFE VFI``: :class:`InterpolatedVideo`, and the pack's prints
+    on stdout. It sends no ``progress`` message of its own (``rife_ws.jsonl``)."""
+    loaded = ctx.process.setdefault("rife_models", set())
+    key = (ckpt_name, dtype, torch_compile)
+    variant = f"{dtype}{'+ torch.compile' if torch_compile else ''}"
+    print(f"Comfy-VFI: {'Using cached' if key in loaded else 'Loaded and cached'} model {ckpt_name} ({variant})")
+    loaded.add(key)
+    video = InterpolatedVideo(frames, multiplier)
+    if multiplier > 1:  # the cache is cleared after every ``clear_cache_after_n_frames`` pairs done
+        for _ in range(max(0, video.source_count - 1) // max(1, clear_cache_after_n_frames)):
+            print("Comfy-VFI: Clearing cache... Done cache clearing")
+    print("Comfy-VFI: Final clearing cache... Done cache clearing")
+    print(f"Comfy-VFI done! {video.count} frames generated")
+    return (video,), None
+
+
+def image_scale(
+    ctx: NodeContext, image: Images | LazyVideo, upscale_method: str, width: int, height: int, crop: str
+) -> NodeResult:
+    """``ImageScale``: 0 for one side keeps the aspect; 0 for both keeps the image."""
+    frames = _image_frames(image)
+    if (width == 0 and height == 0) or not frames:
+        return (Images(frames),), None
+    oh, ow = frames[0].shape[:2]
+    if width == 0:
+        width = max(1, round(ow * height / oh))
+    elif height == 0:
+        height = max(1, round(oh * width / ow))
+    return (Images([media.common_upscale(f, width, height, upscale_method, crop) for f in frames]),), None
+
+
+def image_invert(ctx: NodeContext, image: Images | LazyVideo) -> NodeResult:
+    return (Images([255 - f for f in _image_frames(image)]),), None
+
+
+def image_batch(ctx: NodeContext, image1: Images | LazyVideo, image2: Images | LazyVideo) -> NodeResult:
+    """``ImageBatch``: image2 is fitted to image1's size (bilinear, centre crop) when they differ."""
+    first, second = _image_frames(image1), _image_frames(image2)
+    if first and second and first[0].shape != second[0].shape:
+        height, width = first[0].shape[:2]
+        second = [media.common_upscale(f, width, height, "bilinear", "center") for f in second]
+    return (Images(first + second),), None
+
+
+def repeat_image_batch(ctx: NodeContext, image: Images | LazyVideo, amount: int) -> NodeResult:
+    return (Images(_image_frames(image) * amount),), None
+
+
 def torch_compile_model(ctx: NodeContext, model: Handle, backend: str) -> NodeResult:
     """Nothing is compiled here: the model passes through, marked with its backend."""
     return (Handle(model.kind, model.name, model.patches + (f"compile:{backend}",)),), None
 
 
-def image_from_batch(ctx: NodeContext, image: DecodedVideo | Images, batch_index: int, length: int) -> NodeResult:
+def image_from_batch(ctx: NodeContext, image: LazyVideo | Images, batch_index: int, length: int) -> NodeResult:
     """``length`` frames from ``batch_index`` (negative counts from the end), clamped to the batch."""
-    total = image.count if isinstance(image, DecodedVideo) else len(image.frames)
+    total = len(image.frames) if isinstance(image, Images) else image.count
     if batch_index < 0:
         batch_index += total
     batch_index = max(0, min(total - 1, batch_index))
     length = min(total - batch_index, length)
     indexes = range(batch_index, batch_index + length)
-    if isinstance(image, DecodedVideo):
-        frames = [image.frame(i) for i in indexes]
-    else:
+    if isinstance(image, Images):
         frames = [image.frames[i] for i in indexes]
+    else:
+        frames = [image.frame(i) for i in indexes]
     return (Images(frames),), None
 
 
 def save_image(
     ctx: NodeContext,
-    images: DecodedVideo | Images,
+    images: LazyVideo | Images,
     filename_prefix: str = "ComfyUI",
     prompt: dict[str, Any] | None = None,
     extra_pnginfo: dict[str, Any] | None = None,
@@ -390,7 +538,7 @@ def save_image(
 
 def vhs_video_combine(
     ctx: NodeContext,
-    images: DecodedVideo | Images | None,
+    images: LazyVideo | Images | None,
     frame_rate: float,
     loop_count: int,
     filename_prefix: str = "AnimateDiff",
@@ -404,7 +552,7 @@ def vhs_video_combine(
 ) -> NodeResult:
     if images is None:
         return ((save_output, []),), None
-    frames = list(images.frames) if isinstance(images, Images) else None
+    frames = list(images.frames) if isinstance(images, Images) else None  # else a LazyVideo
     total = len(frames) if frames is not None else images.count
     first = frames[0] if frames is not None else images.frame(0)
     output_dir = ctx.folders.output_dir if save_output else ctx.folders.temp_dir
@@ -449,20 +597,7 @@ def vhs_video_combine(
             for _ in sequence:
                 on_frame()
         else:
-            try:
-                media.write_video(
-                    full_folder / file,
-                    sequence,
-                    video_format=format,
-                    frame_rate=frame_rate,
-                    pix_fmt=str(widgets.get("pix_fmt", "yuv420p")),
-                    crf=widgets.get("crf", 19),
-                    metadata=metadata,
-                    on_frame=on_frame,
-                )
-            except (av.FFmpegError, ValueError) as err:
-                (full_folder / file).unlink(missing_ok=True)  # ffmpeg refuses before writing a file
-                raise Exception(f"An error occurred in the ffmpeg subprocess:\n{err}") from err  # noqa: TRY002
+            _write_video(full_folder / file, sequence, format, frame_rate, widgets, metadata, on_frame)
     output_files.append(str(full_folder / file))
     preview = {
         "filename": file,
@@ -474,6 +609,38 @@ def vhs_video_combine(
         "fullpath": output_files[-1],
     }
     return ((save_output, output_files),), {"gifs": [preview]}
+
+
+def _write_video(
+    path: Path,
+    frames: Iterator[np.ndarray],
+    video_format: str,
+    frame_rate: float,
+    widgets: dict[str, Any],
+    metadata: dict[str, str] | None,
+    on_frame: Callable[[], None],
+) -> None:
+    """VHS's ``ffmpeg_process``: when ffmpeg fails, VHS raises only if a write into its stdin broke;
+    otherwise it prints ffmpeg's stderr and reports the (empty or missing) file as written
+    (``vhs_*_crf100.json`` vs ``vhs_nvenc_h264-mp4_832x480x85.json``)."""
+    try:
+        media.write_video(
+            path,
+            frames,
+            video_format=video_format,
+            frame_rate=frame_rate,
+            pix_fmt=str(widgets.get("pix_fmt", "yuv420p")),
+            widgets=widgets,
+            metadata=metadata,
+            on_frame=on_frame,
+        )
+    except media.FfmpegFailure as failure:  # the file is left as ffmpeg leaves it
+        if failure.broken_pipe:
+            raise Exception(f"An error occurred in the ffmpeg subprocess:\n{failure.stderr}") from failure  # noqa: TRY002
+        print(failure.stderr, end="", file=sys.stderr)
+    except (av.FFmpegError, ValueError) as err:
+        path.unlink(missing_ok=True)  # ffmpeg refuses before writing a file
+        raise Exception(f"An error occurred in the ffmpeg subprocess:\n{err}") from err  # noqa: TRY002
 
 
 def _sequence(frames: Iterator[np.ndarray], pingpong: bool, loop_count: int, total: int) -> Iterator[np.ndarray]:
@@ -638,6 +805,11 @@ NODE_FUNCTIONS: dict[str, Callable[..., NodeResult]] = {
     "ImageFromBatch": image_from_batch,
     "SaveImage": save_image,
     "TorchCompileModel": torch_compile_model,
+    "RIFE VFI": rife_vfi,
+    "ImageScale": image_scale,
+    "ImageInvert": image_invert,
+    "ImageBatch": image_batch,
+    "RepeatImageBatch": repeat_image_batch,
 }
 
 #: Classes that receive every input of the node, declared or not (VHS's ``ContainsAll`` hidden dict).

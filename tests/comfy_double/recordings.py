@@ -42,6 +42,8 @@ OBJECT_INFO_FILES: tuple[str, ...] = (
     "object_info_more_nodes.json",  # EmptyHunyuanLatentVideo, Wan22ImageToVideoLatent, KSampler
     "object_info_flf2v_nodes.json",  # WanFirstLastFrameToVideo, ImageFromBatch, SaveImage, LoraLoaderModelOnly
     "object_info_torch_compile.json",  # TorchCompileModel
+    "object_info_rife_vfi.json",  # RIFE VFI (ComfyUI-Frame-Interpolation)
+    "object_info_image_nodes.json",  # ImageScale, ImageInvert, ImageBatch, RepeatImageBatch (rife_*, vhs_*)
 )
 
 
