@@ -34,6 +34,8 @@ from comfy_bootstrap.server import ComfyServer  # noqa: E402
 from worker.errors import WorkerError  # noqa: E402
 from worker.health import Verdict, WorkerHealth  # noqa: E402
 from worker.logs import JOB_ID, configure_logging  # noqa: E402
+from worker.lora_files import LoraCache  # noqa: E402
+from worker.loras import register_lora_cache  # noqa: E402
 from worker.pipeline import Runtime, generate_video  # noqa: E402
 from worker.prefetch import start_prefetch  # noqa: E402
 from worker.preflight import model_paths, preflight  # noqa: E402
@@ -142,6 +144,8 @@ def main() -> None:
         log.error("%s", exc)
         sys.exit(2)
     configure_logging(settings.log_level)
+    loras = LoraCache.from_settings(settings)
+    settings = register_lora_cache(settings, loras)  # ComfyUI must know the cache folder from its start
     server = ComfyServer(settings.comfy)
     stop_on_exit(server.shutdown)
     try:
@@ -157,7 +161,7 @@ def main() -> None:
     import runpod
 
     try:
-        RUNTIME = Runtime.create(settings, server=server)
+        RUNTIME = Runtime.create(settings, server=server, loras=loras)
     except WorkerError as exc:  # a broken stored graph: a task this worker could never run
         log.error("%s: %s", exc.code, exc)
         sys.exit(2)

@@ -139,6 +139,23 @@ class ComfyChild:
                 return
             time.sleep(0.02)
 
+    def log_size(self) -> int:
+        """How many bytes the log holds now: a position for :meth:`log_since`."""
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, position: int, limit: int = 4 * 1024 * 1024) -> str:
+        """What was written to the log after ``position`` (at most ``limit`` bytes, the latest)."""
+        try:
+            with open(self.log_file, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(position, size - limit) if position <= size else 0)
+                return fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines this process wrote ("" when none)."""
         try:

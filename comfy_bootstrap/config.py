@@ -51,6 +51,9 @@ class ComfySettings:
     http_timeout: float = 10.0
     #: The network volume whose ``models/<folder>`` ComfyUI searches (extra_model_paths.yaml).
     volume_path: Path = Path("/runpod-volume")
+    #: More folders ComfyUI searches, as (ComfyUI folder, absolute path): set by the worker, not read
+    #: from the environment (e.g. its cache of LoRAs fetched by URL).
+    extra_model_dirs: tuple[tuple[str, Path], ...] = ()
 
     @property
     def attached(self) -> bool:

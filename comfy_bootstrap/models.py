@@ -35,8 +35,9 @@ VOLUME_SUBDIRS: dict[str, tuple[str, ...]] = {
     "loras": ("models/loras",),
 }
 
-#: The YAML section name; any name works for ComfyUI, this one says where the paths come from.
+#: The YAML section names; any name works for ComfyUI, these say where the paths come from.
 YAML_SECTION = "runpod_volume"
+EXTRA_SECTION = "wan22_worker"
 
 #: Model file suffixes worth listing in :func:`describe_volume`.
 _MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
@@ -79,6 +80,9 @@ def extra_model_paths_yaml(settings: ComfySettings) -> str:
         else:
             lines.append(f"  {folder}: |")
             lines.extend(f"    {sub}" for sub in subdirs)
+    if settings.extra_model_dirs:  # absolute paths, no base_path: ComfyUI takes them as they are
+        lines.append(f"{EXTRA_SECTION}:")
+        lines.extend(f"  {folder}: {_yaml_scalar(str(path))}" for folder, path in settings.extra_model_dirs)
     return "\n".join(lines) + "\n"
 
 

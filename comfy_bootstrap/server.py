@@ -232,6 +232,19 @@ class ComfyServer:
         """The last ``lines`` lines ComfyUI wrote since its latest launch ("" when none/attached)."""
         return self._child.log_tail(lines) if self._child is not None else ""
 
+    def log_position(self) -> tuple[int | None, int]:
+        """Where ComfyUI's log is now, for :meth:`log_since` (a job's own lines)."""
+        child = self._child
+        return (child.pid, child.log_size()) if child is not None else (None, 0)
+
+    def log_since(self, position: tuple[int | None, int]) -> str:
+        """What ComfyUI logged since ``position``; "" when attached, or when it was restarted since."""
+        pid, offset = position
+        child = self._child
+        if child is None or child.pid != pid:
+            return ""
+        return child.log_since(offset)
+
     def crash_report(self, wait: float = 3.0) -> Crash | None:
         """Why the launched child is gone, with its log tail; None while it runs or when attached.
 

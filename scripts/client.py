@@ -49,7 +49,7 @@ RUN_LIMIT = 10_000_000
 FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 #: Seconds for one /status or /cancel call; consecutive failed polls tolerated before giving up.
 CALL_TIMEOUT, POLL_FAILURES = 10, 5
-MP4_BOX, PNG_SIGNATURE = b"ftyp", b"\x89PNG\r\n\x1a\n"
+MP4_BOX, WEBM_HEADER, PNG_SIGNATURE = b"ftyp", b"\x1a\x45\xdf\xa3", b"\x89PNG\r\n\x1a\n"
 STAGES = {
     "queued": "queued on the worker", "loading": "loading models", "high_noise": "sampling, high noise",
     "low_noise": "sampling, low noise", "sampling": "sampling", "decode": "decoding", "interpolate": "interpolating",
@@ -470,7 +470,8 @@ def save_outputs(state: dict[str, Any], args: argparse.Namespace) -> list[str]:
     output = state.get("output")
     if not isinstance(output, dict):
         raise ClientError("the job completed without an output (RunPod drops results over its 10 MB /run limit: use S3 output)")
-    written = [_save(output, "video", "video_url", args.output, "an MP4", lambda head: head[4:8] == MP4_BOX)]
+    written = [_save(output, "video", "video_url", args.output, "an MP4 or WebM video",
+                     lambda head: head[4:8] == MP4_BOX or head[:4] == WEBM_HEADER)]  # fmt: skip
     if args.last_frame is not None:
         if "last_frame" not in output and "last_frame_url" not in output:
             raise ClientError(f"wrote {args.output}, but the worker returned no last frame (does it support return_last_frame?)")

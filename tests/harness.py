@@ -22,6 +22,7 @@ from PIL import Image
 from tests.comfy_double import create_model_files
 from tests.comfy_double.inprocess import ALL_MODEL_FILES
 from worker.graph import Graph, JobFiles, job_files
+from worker.loras import AppliedLora
 from worker.pipeline import Runtime, build_graph
 from worker.request import parse_request
 from worker.settings import Settings
@@ -78,7 +79,8 @@ def filled_graph(job_input: dict, settings: Settings | None = None, files: JobFi
     """The graph the pipeline would send to ComfyUI for ``job_input`` (no ComfyUI needed)."""
     settings = settings or Settings()
     request = parse_request(job_input, settings)
-    return build_graph(Runtime.create(settings), REGISTRY[request.task], request, files or job_files("job1"))
+    loras = [AppliedLora(lora, lora.name, None) for lora in request.loras if lora.name is not None]  # by name only
+    return build_graph(Runtime.create(settings), REGISTRY[request.task], request, files or job_files("job1"), loras)
 
 
 def by_role(graph: Graph) -> dict[str, dict]:

@@ -32,7 +32,7 @@ def test_finds_the_png_saveimage_reported_in_recorded_history() -> None:
 
 
 def test_no_mp4_in_outputs_is_a_clear_error() -> None:
-    with pytest.raises(OutputMissing, match=r"reported no MP4"):
+    with pytest.raises(OutputMissing, match=r"reported no video"):
         find_videos({"17": {"gifs": [{"filename": "x.png"}]}}, "17")
     with pytest.raises(OutputMissing, match=r"video node \(17\)"):
         find_videos({}, "17")

@@ -89,7 +89,8 @@ def test_without_return_last_frame_the_answer_is_as_before(worker: WorkerAPI) ->
     out = _run(worker, {"prompt": "a ball rolls", "image": png_b64(), "options": {"width": 64, "height": 48, "length": 5}})
     assert "last_frame" not in out and "last_frame_url" not in out
     assert set(out) == {"video", "filename", "prompt_id", "files_count", "task", "seed", "width", "height", "length",
-                        "frame_rate", "timings"}  # fmt: skip
+                        "frame_rate", "content_type", "timings"}  # fmt: skip
+    assert out["content_type"] == "video/mp4"
 
 
 def test_a_preset_size_and_duration_reach_the_video(worker: WorkerAPI) -> None:
@@ -114,3 +115,19 @@ def test_a_task_the_deployment_does_not_serve_is_refused(tmp_path: Path) -> None
         body = api.runsync({"prompt": "x", "task": "t2v"})
         assert body["error"] == 'invalid_input: task: "t2v" is not served by this worker (TASKS) (allowed: i2v, ti2v-5b)'
         assert _run(api, {"prompt": "x", "image": png_b64(), "options": {"width": 64, "height": 64, "length": 5}})["task"] == "i2v"
+
+
+def test_loras_by_name_through_the_local_api_with_a_warning_for_one_that_does_not_fit(worker: WorkerAPI) -> None:
+    from tests.comfy_double.inprocess import safetensors_stand_in
+
+    volume = Path(worker.env["VOLUME_PATH"]) / "models" / "loras"
+    (volume / "style").mkdir(parents=True, exist_ok=True)
+    (volume / "style" / "film.safetensors").write_bytes(safetensors_stand_in("loras/style/film.safetensors"))
+    other = [("lora_unet_mid_block.lora_down.weight", (1, 4)), ("lora_unet_mid_block.lora_up.weight", (4, 1))]
+    (volume / "sd15.safetensors").write_bytes(safetensors_stand_in("loras/sd15.safetensors", other))
+    loras = [{"name": "style/film.safetensors", "strength": 0.6, "target": "high"}, {"name": "sd15.safetensors"}]
+    out = _run(worker, {"prompt": "a ball rolls", "task": "t2v", "loras": loras, "options": {"width": 64, "height": 64, "length": 5}})
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
+    assert out["loras"] == [{"name": "style/film.safetensors", "strength": 0.6, "target": "high"},
+                            {"name": "sd15.safetensors", "strength": 1.0, "target": "both"}]  # fmt: skip
+    assert len(out["warnings"]) == 1 and out["warnings"][0].startswith("loras[1] ('sd15.safetensors'): 2 of its 2 tensors")

@@ -115,3 +115,17 @@ def test_every_tasks_graph_is_valid_at_its_bounds_with_the_last_frame(validator,
 def test_every_tasks_graph_has_its_samplers_and_schedulers(validator, job: str) -> None:
     for sampler, scheduler in zip(SAMPLER_NAMES, SCHEDULERS * 5, strict=False):
         assert _validate(validator, job, sampler_name=sampler, scheduler=scheduler).valid
+
+
+@pytest.mark.parametrize("video_format", ["h264-mp4", "h265-mp4", "webm", "nvenc_h264-mp4"])
+@pytest.mark.parametrize("job", ["i2v", "t2v", "ti2v-5b text only"])
+def test_interpolation_formats_and_loras_keep_the_graph_valid(validator, tmp_path: Path, job: str, video_format: str) -> None:
+    (tmp_path / "volume" / "models" / "loras" / "style").mkdir(parents=True, exist_ok=True)
+    create_model_files(tmp_path / "volume" / "models", ["loras/style/film.safetensors"])
+    checker, files = validator
+    target = "both" if job.startswith("ti2v") else "high"
+    job_input = {"prompt": "p", **TASK_JOBS[job], "return_last_frame": True,
+                 "loras": [{"name": "style/film.safetensors", "strength": -4, "target": target}],
+                 "options": {"interpolate": 4, "frame_rate": 15, "length": 161, "video_format": video_format}}  # fmt: skip
+    result = checker.validate(filled_graph(job_input, files=files).prompt)
+    assert result.valid, (result.error, result.node_errors)

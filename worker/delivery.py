@@ -27,12 +27,26 @@ RESPONSE_OVERHEAD = 4096
 
 @dataclass(frozen=True)
 class Artifact:
-    """One file for the response: ``name`` is its response field (``video``, ``last_frame``)."""
+    """One file for the response: ``name`` is its response field (``video``, ``last_frame``); a
+    ``listed`` one is one item of a list field (``images``)."""
 
     name: str
     filename: str
     data: bytes
     content_type: str
+    listed: bool = False
+
+    @property
+    def url_field(self) -> str:
+        """Its field in S3 mode: ``video_url``, ``last_frame_url``; ``image_urls`` for listed images."""
+        return f"{self.name.removesuffix('s')}_urls" if self.listed else f"{self.name}_url"
+
+
+def _put(fields: dict[str, Any], artifact: Artifact, key: str, value: Any) -> None:
+    if artifact.listed:
+        fields.setdefault(key, []).append(value)
+    else:
+        fields[key] = value
 
 
 class Delivery(Protocol):
@@ -61,11 +75,15 @@ class InlineDelivery:
         encoded_size = sum(4 * ((len(a.data) + 2) // 3) for a in artifacts)
         if encoded_size + RESPONSE_OVERHEAD > self.limit:
             raise OutputTooLarge(self._too_large(artifacts, encoded_size))
-        return {a.name: base64.b64encode(a.data).decode("ascii") for a in artifacts}
+        fields: dict[str, Any] = {}
+        for artifact in artifacts:
+            _put(fields, artifact, artifact.name, base64.b64encode(artifact.data).decode("ascii"))
+        return fields
 
     def _too_large(self, artifacts: Sequence[Artifact], encoded_size: int) -> str:
         raw = sum(len(a.data) for a in artifacts)
-        what = "the video is" if len(artifacts) == 1 else f"the {' and '.join(a.name.replace('_', ' ') for a in artifacts)} are"
+        names = list(dict.fromkeys(a.name.replace("_", " ") for a in artifacts))
+        what = f"the {names[0]} is" if len(artifacts) == 1 else f"the {' and '.join(names)} are"
         return (
             f"{what} {raw / 1e6:.1f} MB ({encoded_size / 1e6:.1f} MB as base64), over the "
             f"{self.limit / 1e6:.1f} MB response limit (MAX_RESPONSE_BYTES; RunPod accepts 10 MB from /run and "
@@ -94,7 +112,7 @@ class S3Delivery:
         fields: dict[str, Any] = {}
         for artifact in artifacts:
             stored = self.storage.upload(artifact.data, self.storage.key_for(job_id, artifact.filename), artifact.content_type)
-            fields[f"{artifact.name}_url"] = stored.url
+            _put(fields, artifact, artifact.url_field, stored.url)
             if artifact.name == "video":
                 fields.update(video_key=stored.key, video_bucket=stored.bucket, video_url_expires_in=stored.expires_in)
         return fields

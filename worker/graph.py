@@ -88,7 +88,7 @@ class Graph:
     def splice(self, fragment: Template, connect: Mapping[str, Mapping[str, Any]]) -> None:
         """Add a stored fragment's nodes under new ids (its inner links follow), then set the inputs
         ``connect`` names (role → {input: value}), typically links into this graph."""
-        first = max((int(k) for k in self.prompt if k.isdigit()), default=0) + 1
+        first = self._next_id()
         new_ids = {old: str(first + n) for n, old in enumerate(fragment.graph)}
         for old, node in fragment.graph.items():
             copied = copy.deepcopy(node)
@@ -99,6 +99,24 @@ class Graph:
         self.roles.update({role: new_ids[node_id] for role, node_id in fragment.roles.items()})
         for role, values in connect.items():
             self.set(role, **values)
+
+    def insert_after(self, role: str, fragment: Template, new_role: str, input_name: str, **values: Any) -> None:
+        """Put the one-node ``fragment``, titled ``new_role``, between ``role`` and every node fed by
+        ``role``'s first output: its ``input_name`` takes that output, and they take its output."""
+        source = self.link(role)
+        fed = [(node["inputs"], name) for node in self.prompt.values() for name, value in node["inputs"].items() if value == source]
+        [template_id] = fragment.graph
+        node = copy.deepcopy(fragment.graph[template_id])
+        node["_meta"] = {**node.get("_meta", {}), "title": new_role}
+        node["inputs"].update({input_name: source, **values})
+        node_id = str(self._next_id())
+        self.prompt[node_id] = node
+        self.roles[new_role] = node_id
+        for inputs, name in fed:
+            inputs[name] = [node_id, 0]
+
+    def _next_id(self) -> int:
+        return max((int(k) for k in self.prompt if k.isdigit()), default=0) + 1
 
 
 def _is_link(value: Any) -> bool:
@@ -134,11 +152,21 @@ def job_files(job_id: str) -> JobFiles:
 #: Stored pieces of graph the worker adds to a task's graph when a job asks: file → role → class.
 FRAGMENTS: dict[str, dict[str, str]] = {
     "last_frame.json": {"last_frame": "ImageFromBatch", "save_last_frame": "SaveImage"},
+    "lora.json": {"lora": "LoraLoaderModelOnly"},
+    "interpolate.json": {"interpolate": "RIFE VFI"},
 }
 
 
 def load_fragments(folder: Path) -> dict[str, Template]:
     return {name: load_template(folder / name, roles) for name, roles in FRAGMENTS.items()}
+
+
+def add_interpolation(graph: Graph, fragments: Mapping[str, Template], factor: int) -> None:
+    """RIFE between the decoded frames and the video node: ``factor`` frames per frame
+    ((n − 1) × factor + 1 in all; recorded in rife_*)."""
+    frames = graph.inputs("video_output")["images"]
+    graph.splice(fragments["interpolate.json"], {"interpolate": {"frames": frames, "multiplier": factor}})
+    graph.set("video_output", images=graph.link("interpolate"))
 
 
 def add_last_frame(graph: Graph, fragments: Mapping[str, Template], prefix: str) -> None:

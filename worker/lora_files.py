@@ -380,6 +380,9 @@ class LoraJob:
         self.names.append(name)
         return name
 
+    def path(self, name: str) -> Path:
+        return self._cache.path(name)
+
     def release_all(self) -> None:
         for name in self.names:
             self._cache.release(name)

@@ -178,6 +178,18 @@ def check_lora(header: SafetensorsHeader) -> None:
     )
 
 
+def read_header(path: Path) -> SafetensorsHeader:
+    """The header of a safetensors file on disk, reading only its first bytes (not its data)."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+        if len(head) < 8:
+            raise NotALora(describe_data(head))
+        length = int.from_bytes(head, "little")
+        if length > MAX_HEADER_BYTES:
+            raise NotALora(describe_data(head))
+        return parse_header(file.read(length))
+
+
 def inspect_file(path: Path, chunk_bytes: int = 1 << 20) -> SafetensorsHeader:
     """Check a file on disk the way a download is checked."""
     sniffer = LoraSniffer()

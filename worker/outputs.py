@@ -16,6 +16,7 @@ from typing import Any
 
 from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.errors import OutputMissing
+from worker.encoding import DEFAULT_FORMAT, FORMATS, VideoFormat, by_extension
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ class OutputFile:
     folder_type: str = "output"
     companions: tuple[str, ...] = ()
 
+    @property
+    def format(self) -> VideoFormat:
+        """The video format its name says (MP4 for anything else)."""
+        return by_extension(self.filename) or FORMATS[DEFAULT_FORMAT]
+
     @classmethod
     def from_entry(cls, entry: dict[str, Any], *companion_keys: str) -> OutputFile:
         companions = tuple(str(entry[key]) for key in companion_keys if entry.get(key))
@@ -38,16 +44,16 @@ class OutputFile:
 
 
 def find_videos(outputs: dict[str, Any], node: str) -> list[OutputFile]:
-    """The MP4 entries of the video node; raise OutputMissing when there are none."""
+    """The video entries (MP4, WebM) of the video node; raise OutputMissing when there are none."""
     entries = (outputs.get(node) or {}).get("gifs") or []
     videos = [
         OutputFile.from_entry(e, "workflow")
         for e in entries
-        if isinstance(e, dict) and str(e.get("filename", "")).lower().endswith(".mp4")
+        if isinstance(e, dict) and by_extension(str(e.get("filename", ""))) is not None
     ]
     if not videos:
         raise OutputMissing(
-            f"ComfyUI finished but its video node ({node}) reported no MP4 "
+            f"ComfyUI finished but its video node ({node}) reported no video "
             f"(outputs: {sorted(outputs)}); check VideoHelperSuite in ComfyUI's log"
         )
     return videos
@@ -62,10 +68,15 @@ def find_image(outputs: dict[str, Any], node: str) -> OutputFile:
 
 
 def read_video(client: ComfyClient, video: OutputFile) -> bytes:
-    """Download the MP4 and check it really is one (an ``ftyp`` box at offset 4)."""
+    """Download the video and check it really is one (its container's signature: MP4's ``ftyp``
+    box, WebM's EBML header); an encoder that failed late leaves an empty file (vhs_*_crf*)."""
     data = _view(client, video)
-    if len(data) < 12 or data[4:8] != b"ftyp":
-        raise OutputMissing(f"{video.filename} is not an MP4 file ({len(data)} bytes, no ftyp box)")
+    fmt = video.format
+    if len(data) < 12 or not fmt.is_file(data):
+        raise OutputMissing(
+            f"{video.filename} is not a playable {fmt.extension} file ({len(data)} bytes): the encoder failed, "
+            "see ffmpeg's lines in ComfyUI's log"
+        )
     return data
 
 

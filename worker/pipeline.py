@@ -10,25 +10,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from comfy_bootstrap.client import ComfyClient
-from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable, ExecutionTimeout
+from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable, ExecutionTimeout, OutputMissing
 from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
 from comfy_bootstrap.models import check_models
 from comfy_bootstrap.server import ComfyServer
+from worker import encoding
 from worker.delivery import Artifact, Delivery, choose_delivery, unavailable_modes
-from worker.graph import Graph, JobFiles, Template, add_last_frame, job_files, load_fragments, load_template
-from worker.image import prepare_image
+from worker.encoding import VideoFormat
+from worker.errors import InvalidInput
+from worker.graph import Graph, JobFiles, Template, add_interpolation, add_last_frame, job_files, load_fragments, load_template
+from worker.image import PreparedImage, prepare_image
+from worker.lora_files import LoraCache
+from worker.loras import AppliedLora, register_lora_cache
+from worker.loras import add_to_graph as add_loras
+from worker.loras import resolve as resolve_loras
+from worker.loras import warnings_from_log as lora_warnings
 from worker.model_files import check_model_files
 from worker.outputs import OutputFile, find_image, find_videos, read_png, read_video, remove_job_files
 from worker.progress import ProgressReporter
-from worker.request import VideoRequest, fit_to_image, parse_request
+from worker.request import CustomRequest, VideoRequest, fit_to_image, parse_request
 from worker.settings import Settings
 from worker.storage import S3Storage, missing_settings, safe_endpoint
-from worker.tasks import REGISTRY
+from worker.tasks import REGISTRY, custom
 from worker.tasks.base import FillInputs, Task
 
 log = logging.getLogger(__name__)
@@ -47,19 +55,32 @@ class Runtime:
     templates: dict[str, Template]
     #: Pieces added to a task's graph on request (``workflows/fragments/``).
     fragments: dict[str, Template]
+    #: LoRAs fetched by URL, cached in a folder ComfyUI searches.
+    loras: LoraCache
     storage: S3Storage | None = None
+    _classes: tuple[int | None, set[str]] | None = field(default=None, repr=False)
+
+    def node_classes(self) -> set[str]:
+        """The node classes the running ComfyUI registered, asked once per ComfyUI process."""
+        pid = self.server.pid
+        if self._classes is None or self._classes[0] != pid:
+            self._classes = (pid, self.client.node_classes())
+        return self._classes[1]
 
     @classmethod
-    def create(cls, settings: Settings, *, server: ComfyServer | None = None) -> Runtime:
-        """Load every served task's graph (a broken one fails here, at boot); ``server`` is the
-        ComfyUI to use (default: a new one, not started)."""
+    def create(cls, settings: Settings, *, server: ComfyServer | None = None, loras: LoraCache | None = None) -> Runtime:
+        """Load every served task's graph (a broken one fails here, at boot). ``server`` is the
+        ComfyUI to use (default: a new one, not started), ``loras`` the LoRA cache (default: a new
+        one); the cache folder is registered as a ComfyUI ``loras`` folder."""
         templates = {
             name: load_template(settings.workflows_dir / REGISTRY[name].workflow, REGISTRY[name].roles) for name in settings.tasks
         }
         fragments = load_fragments(settings.workflows_dir / "fragments")
+        loras = loras or LoraCache.from_settings(settings)
+        settings = register_lora_cache(settings, loras)
         client = ComfyClient(settings.comfy.base_url, timeout=settings.comfy.http_timeout)
         server = server or ComfyServer(settings.comfy)
-        return cls(settings, server, client, templates, fragments, _create_storage(settings))
+        return cls(settings, server, client, templates, fragments, loras, _create_storage(settings))
 
 
 def _create_storage(settings: Settings) -> S3Storage | None:
@@ -115,7 +136,10 @@ def generate_video(
     timer = Timer()
     request = parse_request(job_input, settings, unavailable_modes=unavailable_modes(settings, runtime.storage))
     delivery = choose_delivery(request.output_mode, settings, runtime.storage)
+    if isinstance(request, CustomRequest):
+        return _custom_job(request, job_id, runtime, delivery, timer, stop, send_progress)
     task = REGISTRY[request.task]
+    video_format, format_warning = encoding.choose(request.video_format)
     images = {image.field: prepare_image(image, settings.limits) for image in request.images}
     if images:
         first = next(iter(images.values()))
@@ -132,55 +156,126 @@ def generate_video(
     files = job_files(job_id)
     uploaded: list[str] = []
     produced: list[OutputFile] = []
+    with runtime.loras.job() as fetched:  # files fetched by URL stay pinned in the cache until the end
+        try:
+            loras = resolve_loras(request.loras, lambda: runtime.client.list_models("loras"), fetched, settings.comfy)
+            if loras:
+                timer.lap("loras")
+            _upload(runtime, files, images, uploaded)
+            graph = build_graph(runtime, task, request, files, loras, video_format)
+            timer.lap("upload")
+            logged_from = runtime.server.log_position()
+            run = _run(runtime, graph.prompt, _options(runtime, _task_progress(task, request, graph), timer.start, stop, send_progress))
+            timer.lap("comfyui")
+            warnings = [*([format_warning] if format_warning else []), *lora_warnings(runtime.server.log_since(logged_from), loras)]
+            videos, artifacts = _collect(runtime.client, request, graph, run, produced)
+            delivered = _deliver(delivery, job_id, artifacts, timer)
+            return _response(request, run, videos, delivered, timer.result(run), loras, warnings)
+        finally:
+            if not settings.keep_files:
+                remove_job_files(settings.comfy.input_dir, settings.comfy.output_dir, uploaded, produced)
+
+
+def _custom_job(
+    request: CustomRequest,
+    job_id: str,
+    runtime: Runtime,
+    delivery: Delivery,
+    timer: Timer,
+    stop: threading.Event | None,
+    send_progress: ProgressSender | None,
+) -> dict[str, Any]:
+    """A job with its own graph: its classes checked, the job's values put in, run, its first video
+    (or its images) returned; the same limits, cleanup and errors as a task's job."""
+    settings = runtime.settings
+    images = {"image": prepare_image(request.image, settings.limits)} if request.image else {}
+    log.info("job %s: your own workflow of %d nodes, seed %d, output %s", job_id, len(request.workflow), request.seed, delivery.mode)
+    timer.lap("prepare")
+    runtime.server.ensure_alive()
+    unknown = custom.unknown_classes(request.workflow, runtime.node_classes())
+    if unknown:
+        raise InvalidInput(
+            f"workflow: node classes this ComfyUI does not have: {', '.join(unknown)} (allowed: the classes of "
+            "ComfyUI v0.30.0 and of the node packs in this image: VideoHelperSuite, ComfyUI_essentials, Frame-Interpolation)"
+        )
+    files = job_files(job_id)
+    uploaded: list[str] = []
+    produced: list[OutputFile] = []
     try:
-        for name, image in images.items():
-            uploaded.append(files.image_name(name))
-            runtime.client.upload_image(uploaded[-1], image.png)
-        graph = build_graph(runtime, task, request, files)
+        _upload(runtime, files, images, uploaded)
+        prompt, warnings = custom.fill(request, uploaded[0] if uploaded else None, files.stem)
         timer.lap("upload")
-        run = _run(runtime, graph, _options(runtime, task, request, graph, timer.start, stop, send_progress))
+        run = _run(runtime, prompt, _options(runtime, custom.progress(prompt), timer.start, stop, send_progress))
         timer.lap("comfyui")
-        videos, artifacts = _collect(runtime.client, request, graph, run, produced)
+        videos, pictures = custom.find_outputs(run.outputs)
+        produced.extend(videos + pictures)
+        if videos:
+            artifacts = [Artifact("video", videos[0].filename, read_video(runtime.client, videos[0]), videos[0].format.content_type)]
+        elif pictures:
+            artifacts = [Artifact("images", p.filename, read_png(runtime.client, p), "image/png", listed=True) for p in pictures]
+        else:
+            raise OutputMissing(f"your workflow finished but reported no video and no PNG image (outputs: {sorted(run.outputs)})")
         delivered = _deliver(delivery, job_id, artifacts, timer)
-        return _response(request, run, videos, delivered, timer.result(run))
+        answer = {
+            **delivered,
+            "filename": artifacts[0].filename,
+            "prompt_id": run.prompt_id,
+            "files_count": len(videos) or len(pictures),
+            "task": custom.NAME,
+            "seed": request.seed,
+            "timings": timer.result(run),
+        }
+        if videos:
+            answer["content_type"] = videos[0].format.content_type
+        return {**answer, **({"warnings": warnings} if warnings else {})}
     finally:
         if not settings.keep_files:
             remove_job_files(settings.comfy.input_dir, settings.comfy.output_dir, uploaded, produced)
 
 
-def build_graph(runtime: Runtime, task: Task, request: VideoRequest, files: JobFiles) -> Graph:
-    """The task's graph filled for this job, with the last frame saved when asked."""
+def build_graph(
+    runtime: Runtime,
+    task: Task,
+    request: VideoRequest,
+    files: JobFiles,
+    loras: Sequence[AppliedLora] = (),
+    video_format: VideoFormat = encoding.FORMATS[encoding.DEFAULT_FORMAT],
+) -> Graph:
+    """The task's graph filled for this job, with its LoRAs and interpolation, and the last frame
+    (of the video as encoded) saved when asked."""
     settings = runtime.settings
     graph = Graph(runtime.templates[task.name])
     uploaded = {image.field: files.image_name(image.field) for image in request.images}
     models = task.model_names(settings.model_names)
-    task.fill(graph, FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata))
+    task.fill(graph, FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata, video_format))
+    add_loras(graph, task, runtime.fragments["lora.json"], loras)
+    if request.interpolate > 1:
+        add_interpolation(graph, runtime.fragments, request.interpolate)
     if request.return_last_frame:
         add_last_frame(graph, runtime.fragments, files.last_frame_prefix)
     return graph
 
 
+def _task_progress(task: Task, request: VideoRequest, graph: Graph) -> dict[str, Any]:
+    """What the progress reporter needs to know of a task's graph."""
+    samplers = task.sampler_stages(request)
+    return {
+        "samplers": {graph.roles[role]: stage for role, stage in samplers.items()},
+        "decode": graph.roles["decode"],
+        "encode": graph.roles["video_output"],
+        "loading": graph.upstream(samplers),
+        "interpolate": graph.roles.get("interpolate"),
+        "steps": request.steps,
+        "frames": request.video_frames,
+    }
+
+
 def _options(
-    runtime: Runtime,
-    task: Task,
-    request: VideoRequest,
-    graph: Graph,
-    started: float,
-    stop: threading.Event | None,
-    send_progress: ProgressSender | None,
+    runtime: Runtime, progress: dict[str, Any], started: float, stop: threading.Event | None, send_progress: ProgressSender | None
 ) -> RunOptions:
     settings = runtime.settings
-    samplers = task.sampler_stages(request)
     reporter = ProgressReporter(
-        {graph.roles[role]: stage for role, stage in samplers.items()},
-        decode=graph.roles["decode"],
-        encode=graph.roles["video_output"],
-        loading=graph.upstream(samplers),
-        started=started,
-        steps=request.steps,
-        frames=request.length,
-        send=send_progress or (lambda _update: None),
-        interval=settings.progress_interval,
+        **progress, started=started, send=send_progress or (lambda _update: None), interval=settings.progress_interval
     )
     return RunOptions(
         timeout=settings.job_timeout,
@@ -190,10 +285,17 @@ def _options(
     )
 
 
-def _run(runtime: Runtime, graph: Graph, options: RunOptions) -> RunResult:
+def _upload(runtime: Runtime, files: JobFiles, images: Mapping[str, PreparedImage], uploaded: list[str]) -> None:
+    """Upload the job's images under job-unique names; ``uploaded`` collects them for the cleanup."""
+    for name, image in images.items():
+        uploaded.append(files.image_name(name))
+        runtime.client.upload_image(uploaded[-1], image.png)
+
+
+def _run(runtime: Runtime, prompt: dict[str, Any], options: RunOptions) -> RunResult:
     """Run the prompt; after a crash or a hang, leave ComfyUI restarted for the next job."""
     try:
-        return run_prompt(runtime.client, graph.prompt, options)
+        return run_prompt(runtime.client, prompt, options)
     except ExecutionTimeout as exc:
         if exc.unresponsive:
             try:
@@ -215,7 +317,8 @@ def _collect(
     asked); ``produced`` collects every reported file for the cleanup."""
     videos = find_videos(run.outputs, graph.roles["video_output"])
     produced.extend(videos)
-    artifacts = [Artifact("video", videos[0].filename, read_video(client, videos[0]), "video/mp4")]
+    video = videos[0]
+    artifacts = [Artifact("video", video.filename, read_video(client, video), video.format.content_type)]
     if request.return_last_frame:
         frame = find_image(run.outputs, graph.roles["save_last_frame"])
         produced.append(frame)
@@ -233,8 +336,21 @@ def _deliver(delivery: Delivery, job_id: str, artifacts: list[Artifact], timer: 
 
 
 def _response(
-    request: VideoRequest, run: RunResult, videos: list[OutputFile], delivered: dict[str, Any], timings: dict[str, float]
+    request: VideoRequest,
+    run: RunResult,
+    videos: list[OutputFile],
+    delivered: dict[str, Any],
+    timings: dict[str, float],
+    loras: Sequence[AppliedLora],
+    warnings: list[str],
 ) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    if request.interpolate > 1:
+        extras.update(interpolate=request.interpolate, frames=request.video_frames)
+    if loras:
+        extras["loras"] = [lora.describe() for lora in loras]
+    if warnings:
+        extras["warnings"] = warnings
     return {
         **delivered,
         "filename": videos[0].filename,
@@ -245,6 +361,8 @@ def _response(
         "width": request.width,
         "height": request.height,
         "length": request.length,
-        "frame_rate": request.frame_rate,
+        "frame_rate": request.video_frame_rate,
+        "content_type": videos[0].format.content_type,
         "timings": timings,
+        **extras,
     }

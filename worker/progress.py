@@ -11,7 +11,8 @@ started; ``eta``: seconds left by the sampling rate so far, or None when unknown
   between the two experts (the bar holds its percent);
 - one stage per sampler as the task names them (``high_noise`` and ``low_noise`` for the two
   A14B experts, ``sampling`` for one model), steps counted over the whole schedule;
-- ``decode`` (VAEDecode; ComfyUI reports no steps for it) and ``encode`` (VHS writes frames).
+- ``decode`` (VAEDecode; ComfyUI reports no steps for it), ``interpolate`` (RIFE makes the frames
+  in between, when asked; it reports no steps either) and ``encode`` (VHS writes frames).
 
 ComfyUI's ``progress`` messages are sparse (the recordings show 1/3 then 3/3), so the reporter
 never assumes every step arrives; it reports the latest known position. Updates are throttled: a
@@ -31,6 +32,7 @@ from comfy_bootstrap import messages as m
 #: Share of the bar each phase fills: sampling dominates a Wan job's time.
 SAMPLING_SHARE = 90.0
 DECODE_AT = 90.0
+INTERPOLATE_AT = 92.0
 ENCODE_FROM = 95.0
 
 
@@ -61,10 +63,11 @@ class ProgressReporter:
         self,
         samplers: Mapping[str, tuple[str, int]],
         *,
-        decode: str,
-        encode: str,
+        decode: str | None,
+        encode: str | None,
         loading: Collection[str],
         steps: int,
+        interpolate: str | None = None,
         frames: int,
         send: Callable[[dict[str, object]], None],
         interval: float,
@@ -73,7 +76,8 @@ class ProgressReporter:
     ):
         """``samplers``: sampler node id → (stage, the step it starts at); ``decode``/``encode``: node
         ids; ``loading``: the nodes that run before sampling; ``started``: when the job began."""
-        self._stage_of = {node: stage for node, (stage, _) in samplers.items()} | {decode: "decode", encode: "encode"}
+        others = {decode: "decode", interpolate: "interpolate", encode: "encode"}
+        self._stage_of = {node: stage for node, (stage, _) in samplers.items()} | {n: s for n, s in others.items() if n is not None}
         self._offset = {stage: first for stage, first in samplers.values()}
         self._loading = frozenset(loading)
         self._loaded: set[str] = set()
@@ -132,6 +136,8 @@ class ProgressReporter:
             return self._update(stage, step, self._steps, round(SAMPLING_SHARE * step / self._steps, 1), self._eta(step))
         if stage == "decode":
             return self._update(stage, 0, 1, DECODE_AT)
+        if stage == "interpolate":
+            return self._update(stage, 0, 1, INTERPOLATE_AT)
         frames = of or self._frames
         return self._update(stage, value, frames, round(ENCODE_FROM + (100.0 - ENCODE_FROM) * value / frames, 1))
 

@@ -34,9 +34,10 @@ from typing import Any
 
 from worker import sizes
 from worker.download import redact_url, url_problem
+from worker.encoding import DEFAULT_FORMAT, FORMATS
 from worker.errors import InvalidInput
 from worker.settings import OUTPUT_MODES, Limits, Settings
-from worker.tasks import REGISTRY
+from worker.tasks import REGISTRY, custom
 from worker.tasks.base import Task
 from worker.tasks.common import RESIZE_METHODS
 
@@ -75,12 +76,17 @@ SEED_MAX = 2**64 - 1  # KSamplerAdvanced noise_seed
 CFG_MAX = 100.0  # KSamplerAdvanced cfg: 0..100
 SHIFT_MAX = 100.0  # ModelSamplingSD3 shift: 0..100
 LORA_STRENGTH_MAX = 100.0  # LoraLoaderModelOnly strength_model: -100..100
+USER_LORA_STRENGTH_MAX = 4.0  # a job's own LoRAs: beyond ±4 a LoRA only breaks the picture
 MIN_FRAME_RATE = 1.0  # VHS_VideoCombine frame_rate: min 1
+MAX_INTERPOLATE = 4  # RIFE multiplier the worker offers: 2, 3 or 4 frames per frame
 
 TOP_LEVEL_FIELDS = (
     "prompt", "image", "image_url", "negative_prompt", "options", "output_mode",
-    "task", "end_image", "end_image_url", "return_last_frame",
+    "task", "end_image", "end_image_url", "return_last_frame", "loras", "workflow",
 )  # fmt: skip
+#: The fields a custom graph's job may have; the rest belong to the stored graphs.
+CUSTOM_FIELDS = ("prompt", "negative_prompt", "image", "image_url", "options", "output_mode", "task", "workflow")
+LORA_FIELDS = ("name", "url", "strength", "target")
 #: The image fields of every task, in the order a job's images are prepared.
 IMAGE_FIELDS = ("image", "end_image")
 
@@ -110,6 +116,27 @@ class ImageInput:
 
 
 @dataclass(frozen=True)
+class LoraInput:
+    """One of the job's own LoRAs: a file ComfyUI lists (``name``) or one to fetch (``url``)."""
+
+    index: int
+    name: str | None
+    url: str | None = field(repr=False)
+    strength: float
+    target: str
+
+    @property
+    def field(self) -> str:
+        """``loras[2]``: where it came in the request, for messages."""
+        return f"loras[{self.index}]"
+
+    def describe(self) -> dict[str, object]:
+        """For the answer and the log: the name or the URL without its query."""
+        source = {"name": self.name} if self.name is not None else {"url": redact_url(self.url or "")}
+        return {**source, "strength": self.strength, "target": self.target}
+
+
+@dataclass(frozen=True)
 class VideoRequest:
     """A job, validated: every value is in range and of the type the task's graph needs."""
 
@@ -136,11 +163,26 @@ class VideoRequest:
     #: ``base64``, ``s3`` or ``auto``; None means the worker's default (``OUTPUT_MODE``).
     output_mode: str | None = None
     return_last_frame: bool = False
+    loras: tuple[LoraInput, ...] = ()
+    #: Frames made per generated frame by RIFE (1: off), and the video's frame rate then.
+    interpolate: int = 1
+    output_frame_rate: float | None = None
+    video_format: str = DEFAULT_FORMAT
+    crf: int | None = None
     #: A ``resolution`` whose size follows the start image (``aspect_ratio`` auto); see :func:`fit_to_image`.
     fit_resolution: str | None = None
 
     def image(self, name: str) -> ImageInput | None:
         return next((image for image in self.images if image.field == name), None)
+
+    @property
+    def video_frames(self) -> int:
+        """Frames in the video: the generated ones, and RIFE's between each pair."""
+        return (self.length - 1) * self.interpolate + 1
+
+    @property
+    def video_frame_rate(self) -> float:
+        return self.output_frame_rate or self.frame_rate * self.interpolate
 
     def describe(self) -> dict[str, object]:
         """The request for a log line: no image data, no URL query, no prompt text."""
@@ -154,10 +196,31 @@ class VideoRequest:
             "seed_randomized": self.seed_randomized,
             "output_mode": self.output_mode,
             "return_last_frame": self.return_last_frame,
+            "loras": [lora.describe() for lora in self.loras],
         }
 
 
-def parse_request(job_input: object, settings: Settings, *, unavailable_modes: Mapping[str, str] | None = None) -> VideoRequest:
+@dataclass(frozen=True)
+class CustomRequest:
+    """A job that brings its own API-format graph (``workflow``): only the values the worker injects."""
+
+    workflow: dict[str, Any] = field(repr=False)
+    prompt: str | None
+    negative_prompt: str | None
+    image: ImageInput | None
+    seed: int
+    seed_randomized: bool
+    output_mode: str | None = None
+    task: str = custom.NAME
+
+    @property
+    def images(self) -> tuple[ImageInput, ...]:
+        return (self.image,) if self.image is not None else ()
+
+
+def parse_request(
+    job_input: object, settings: Settings, *, unavailable_modes: Mapping[str, str] | None = None
+) -> VideoRequest | CustomRequest:
     """Validate ``job_input`` (the job's ``input``) for this worker's tasks and limits; raise one InvalidInput.
 
     ``unavailable_modes`` are output modes this worker cannot serve, each with why
@@ -171,13 +234,17 @@ def parse_request(job_input: object, settings: Settings, *, unavailable_modes: M
         )
     problems = _Problems()
     _check_unknown(job_input, "", TOP_LEVEL_FIELDS, "field", problems)
+    if job_input.get("workflow") is not None or job_input.get("task") == custom.NAME:
+        return _parse_custom(job_input, settings, unavailable_modes or {}, problems)
     task = _parse_task(job_input, tasks, problems)
     prompt = _parse_prompt(job_input.get("prompt"), limits, problems)
     negative_prompt = _parse_negative_prompt(job_input.get("negative_prompt"), limits, problems)
     images: tuple[ImageInput, ...] = ()
     options: dict[str, Any] = {}
-    if task is not None:  # else reported: the task decides which images and options a job may have
+    loras: tuple[LoraInput, ...] = ()
+    if task is not None:  # else reported: the task decides which images, options and LoRA targets a job may have
         images = _parse_images(job_input, task, tasks, problems)
+        loras = _parse_loras(job_input.get("loras"), task, limits, problems)
         defaults = {**task.defaults, "frame_rate": task.defaults.get("frame_rate") or settings.default_frame_rate}
         options = _parse_options(job_input.get("options"), _Context(limits, task, defaults, bool(images), {}), problems)
     output_mode = _parse_output_mode(job_input.get("output_mode"), unavailable_modes or {}, problems)
@@ -191,6 +258,7 @@ def parse_request(job_input: object, settings: Settings, *, unavailable_modes: M
         images=images,
         output_mode=output_mode,
         return_last_frame=return_last_frame,
+        loras=loras,
         **options,
     )
     log.debug("request: %s", request.describe())
@@ -250,6 +318,9 @@ class _Problems:
     def add(self, path: str, what: str, allowed: str) -> None:
         self._clauses.append(f"{path}: {what} (allowed: {allowed})")
 
+    def __len__(self) -> int:
+        return len(self._clauses)
+
     def raise_if_any(self) -> None:
         if self._clauses:
             raise InvalidInput("; ".join(self._clauses))
@@ -275,6 +346,9 @@ class _Problems:
 
     def add(self, path: str, what: str, allowed: str) -> None:
         self._clauses.append(f"{path}: {what} (allowed: {allowed})")
+
+    def __len__(self) -> int:
+        return len(self._clauses)
 
     def raise_if_any(self) -> None:
         if self._clauses:
@@ -444,6 +518,125 @@ def _parse_flag(job_input: Mapping[str, Any], name: str, problems: _Problems) ->
     return False
 
 
+# --- Custom graphs ------------------------------------------------------------------------------
+
+
+def _parse_custom(
+    job_input: Mapping[str, Any], settings: Settings, unavailable: Mapping[str, str], problems: _Problems
+) -> CustomRequest:
+    """A job with its own graph: the graph's form and size here; its node classes are checked
+    against ComfyUI's at run time (worker/tasks/custom.py)."""
+    workflow = _parse_workflow(job_input.get("workflow"), settings, problems)
+    for name in job_input:
+        if name not in CUSTOM_FIELDS and job_input[name] is not None:
+            problems.add(name, "not used with your own workflow", ", ".join(CUSTOM_FIELDS))
+    task = job_input.get("task")
+    if task not in (None, custom.NAME):
+        problems.add("task", f"{shown(task)} cannot run a workflow of your own", f'"{custom.NAME}" or no task')
+    limits = settings.limits
+    prompt = job_input.get("prompt")
+    prompt = _parse_prompt(prompt, limits, problems) if prompt is not None else None
+    negative = job_input.get("negative_prompt")
+    negative = _parse_negative_prompt(negative, limits, problems) if negative is not None else None
+    image = _parse_images({k: job_input.get(k) for k in ("image", "image_url")}, custom.TASK, settings.tasks, problems)
+    options = job_input.get("options") or {}
+    seed: int | None = None
+    if not isinstance(options, dict):
+        problems.add("options", f"{shown(options)} is not an object", "an object with seed")
+    else:
+        for key in options:
+            if key != "seed" and options[key] is not None:
+                problems.add(f"options.{key}", "not used with your own workflow", "seed")
+        if options.get("seed") is not None:
+            ctx = _Context(limits, custom.TASK, {}, bool(image), {})
+            seed = _parse_option(_SPECS["seed"], "options.seed", options["seed"], ctx, problems)
+    output_mode = _parse_output_mode(job_input.get("output_mode"), unavailable, problems)
+    problems.raise_if_any()
+    return CustomRequest(
+        workflow=workflow or {},
+        prompt=prompt,
+        negative_prompt=negative,
+        image=image[0] if image else None,
+        seed=seed if seed is not None else secrets.randbelow(SEED_MAX + 1),
+        seed_randomized=seed is None,
+        output_mode=output_mode,
+    )
+
+
+def _parse_workflow(value: object, settings: Settings, problems: _Problems) -> dict[str, Any] | None:
+    allowed = "an API-format ComfyUI graph: an object of nodes, each with class_type and inputs"
+    if not settings.allow_custom_workflow:
+        problems.add("workflow", "your own graphs are not enabled on this worker", "a task (the operator enables them with ALLOW_CUSTOM_WORKFLOW=true)")
+        return None
+    if not isinstance(value, dict) or not value:
+        problems.add("workflow", f"{shown(value)} is not a graph" if value is not None else "missing", allowed)
+        return None
+    size = len(json.dumps(value))
+    if size > settings.max_workflow_bytes:
+        problems.add("workflow", f"{size} bytes is too large", f"at most {settings.max_workflow_bytes} bytes (MAX_WORKFLOW_BYTES)")
+        return None
+    bad = [str(key) for key, node in value.items()
+           if not (isinstance(node, dict) and isinstance(node.get("class_type"), str) and isinstance(node.get("inputs"), dict))]  # fmt: skip
+    if bad:
+        problems.add("workflow", f"node {shown(bad[0])} has no class_type and inputs" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""), allowed)
+        return None
+    return value
+
+
+# --- LoRAs --------------------------------------------------------------------------------------
+
+
+def _parse_loras(value: object, task: Task, limits: Limits, problems: _Problems) -> tuple[LoraInput, ...]:
+    """The job's own LoRAs: at most ``MAX_LORAS`` objects, each a ``name`` or a ``url``."""
+    if value is None:
+        return ()
+    allowed = f"an array of at most {limits.max_loras} objects with name or url, strength, target"
+    if not isinstance(value, list):
+        problems.add("loras", f"{shown(value)} is not an array", allowed)
+        return ()
+    if len(value) > limits.max_loras:
+        problems.add("loras", f"{shown(value)} is too many (MAX_LORAS)", allowed)
+        return ()
+    parsed = [_parse_lora(index, item, task, limits, problems) for index, item in enumerate(value)]
+    return tuple(lora for lora in parsed if lora is not None)
+
+
+def _parse_lora(index: int, item: object, task: Task, limits: Limits, problems: _Problems) -> LoraInput | None:
+    path = f"loras[{index}]"
+    if not isinstance(item, dict):
+        problems.add(path, f"{shown(item)} is not an object", "an object with name or url, strength, target")
+        return None
+    count = len(problems)
+    _check_unknown(item, f"{path}.", LORA_FIELDS, "field", problems)
+    name, url = item.get("name"), item.get("url")
+    source = "exactly one of name (a file in the volume's models/loras, e.g. style/film.safetensors) or url (http/https)"
+    if (name is None) == (url is None):
+        problems.add(path, "both name and url given" if name is not None else "neither name nor url given", source)
+    elif name is not None:
+        name = _parse_lora_name(f"{path}.name", name, problems)
+    else:
+        url = _parse_image_url(f"{path}.url", url, problems)
+    ctx = _Context(limits, task, {}, False, {})
+    values = {
+        spec.name: spec.default(ctx) if item.get(spec.name) is None else _parse_option(spec, f"{path}.{spec.name}", item[spec.name], ctx, problems)
+        for spec in LORA_SPECS
+    }  # fmt: skip
+    if len(problems) > count:
+        return None
+    return LoraInput(index, name, url, **values)
+
+
+def _parse_lora_name(path: str, value: object, problems: _Problems) -> str | None:
+    allowed = "a LoRA file name as ComfyUI lists it under models/loras (subfolders as dir/name.safetensors)"
+    if not isinstance(value, str) or not value.strip():
+        problems.add(path, f"{shown(value)} is not a file name", allowed)
+    elif len(value) > 255 or "\\" in value or any(part in ("", "..") for part in value.split("/")):
+        problems.add(path, f"{shown(value)} is not a file name inside models/loras", allowed)
+    else:
+        return value
+    return None
+
+
 # --- Options ------------------------------------------------------------------------------------
 
 
@@ -553,15 +746,33 @@ def _example_series(rule: _Range, ctx: _Context) -> str:
 
 @dataclass(frozen=True)
 class _Choice:
-    """A rule for a COMBO input: the value must be one of ``choices``."""
+    """A rule for a COMBO input: the value must be one of ``choices`` (a function of the context:
+    some lists depend on the task)."""
 
-    choices: tuple[str, ...]
+    choices: Callable[[_Context], tuple[str, ...]]
 
     def allowed(self, ctx: _Context) -> str:
-        return ", ".join(self.choices)
+        return ", ".join(self.choices(ctx))
 
     def problem(self, value: str, ctx: _Context) -> str | None:
-        return None if value in self.choices else "is not one of the allowed values"
+        return None if value in self.choices(ctx) else "is not one of the allowed values"
+
+
+@dataclass(frozen=True)
+class _Quality:
+    """``crf``: the range of the job's ``video_format`` (a format that takes a bitrate takes no crf)."""
+
+    def allowed(self, ctx: _Context) -> str:
+        fmt = FORMATS[ctx.values.get("video_format", DEFAULT_FORMAT)]
+        if fmt.crf is None:
+            return f"no crf with video_format {fmt.name}, which is encoded at a fixed bitrate"
+        return f"integers from {fmt.crf[0]} to {fmt.crf[1]} for {fmt.name} (lower: better and bigger; default {fmt.crf[2]})"
+
+    def problem(self, value: int, ctx: _Context) -> str | None:
+        crf = FORMATS[ctx.values.get("video_format", DEFAULT_FORMAT)].crf
+        if crf is None:
+            return "is not used by this video_format"
+        return None if crf[0] <= value <= crf[1] else "is out of range"
 
 
 @dataclass(frozen=True)
@@ -654,23 +865,43 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec("seed", _parse_int, _Range(_const(0), _const(SEED_MAX)), _random_seed),
     OptionSpec("shift", _parse_float, _Range(_const(0.0), _const(SHIFT_MAX), integer=False), _task_default("shift")),
-    OptionSpec("sampler_name", _parse_str, _Choice(SAMPLER_NAMES), _task_default("sampler_name")),
-    OptionSpec("scheduler", _parse_str, _Choice(SCHEDULERS), _task_default("scheduler")),
+    OptionSpec("sampler_name", _parse_str, _Choice(lambda c: SAMPLER_NAMES), _task_default("sampler_name")),
+    OptionSpec("scheduler", _parse_str, _Choice(lambda c: SCHEDULERS), _task_default("scheduler")),
     OptionSpec(
         "lora_strength",
         _parse_float,
         _Range(_const(-LORA_STRENGTH_MAX), _const(LORA_STRENGTH_MAX), integer=False),
         _task_default("lora_strength"),
     ),
-    OptionSpec("resize", _parse_str, _Choice(tuple(RESIZE_METHODS)), _task_default("resize")),
-    OptionSpec("resolution", _parse_str, _Choice(sizes.RESOLUTIONS), lambda c: None),
-    OptionSpec("aspect_ratio", _parse_str, _Choice(sizes.ASPECT_RATIOS), lambda c: None),
+    OptionSpec("resize", _parse_str, _Choice(lambda c: tuple(RESIZE_METHODS)), _task_default("resize")),
+    OptionSpec("resolution", _parse_str, _Choice(lambda c: sizes.RESOLUTIONS), lambda c: None),
+    OptionSpec("aspect_ratio", _parse_str, _Choice(lambda c: sizes.ASPECT_RATIOS), lambda c: None),
     OptionSpec(
         "duration",
         _parse_float,
         _Range(_const(0.0), _max_duration, integer=False, hi_name=lambda c: f"{_number(round(_max_duration(c), 3))} s"),
         lambda c: None,
     ),
+    OptionSpec("interpolate", _parse_int, _Range(_const(1), _const(MAX_INTERPOLATE)), lambda c: 1),
+    OptionSpec(
+        "output_frame_rate",
+        _parse_float,
+        _Range(_const(MIN_FRAME_RATE), lambda c: c.limits.max_frame_rate, integer=False),
+        lambda c: None,
+    ),
+    OptionSpec("video_format", _parse_str, _Choice(lambda c: tuple(FORMATS)), lambda c: DEFAULT_FORMAT),
+    OptionSpec("crf", _parse_int, _Quality(), lambda c: (FORMATS[c.values.get("video_format", DEFAULT_FORMAT)].crf or (0, 0, None))[2]),
+)
+
+#: The fields of each of a job's own LoRAs, beside its name or url.
+LORA_SPECS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "strength",
+        _parse_float,
+        _Range(_const(-USER_LORA_STRENGTH_MAX), _const(USER_LORA_STRENGTH_MAX), integer=False),
+        lambda c: 1.0,
+    ),
+    OptionSpec("target", _parse_str, _Choice(lambda c: tuple(c.task.lora_targets)), lambda c: "both"),
 )
 
 _SPECS = {spec.name: spec for spec in OPTION_SPECS}
@@ -712,7 +943,7 @@ def _parse_options(value: object, ctx: _Context, problems: _Problems) -> dict[st
             )
         elif names:
             given[spec.name] = names[0]
-            parsed = _parse_option(spec, names[0], value[names[0]], ctx, problems)
+            parsed = _parse_option(spec, f"options.{names[0]}", value[names[0]], ctx, problems)
             if parsed is not None:
                 ctx.values[spec.name] = parsed
         else:
@@ -723,6 +954,7 @@ def _parse_options(value: object, ctx: _Context, problems: _Problems) -> dict[st
     values["seed_randomized"] = value.get("seed") is None
     values["fit_resolution"] = _apply_resolution(given, ctx, problems)
     _apply_duration(given, ctx, problems)
+    _check_interpolation(given, ctx, problems)
     for name in _PRESET_OPTIONS:
         values.pop(name, None)
     return values
@@ -783,9 +1015,29 @@ def _apply_duration(given: Mapping[str, str], ctx: _Context, problems: _Problems
     ctx.values["length"] = min(sizes.length_for(duration, frame_rate), _max_length(ctx))
 
 
-def _parse_option(spec: OptionSpec, key: str, raw: object, ctx: _Context, problems: _Problems) -> Any:
-    """One option's value, or None after reporting why it is refused (under the name used)."""
-    path = f"options.{key}"
+def _check_interpolation(given: Mapping[str, str], ctx: _Context, problems: _Problems) -> None:
+    """The interpolated video must stay within ``MAX_OUTPUT_FRAMES`` and, at its frame rate, ``MAX_FRAME_RATE``."""
+    values, limits = ctx.values, ctx.limits
+    factor, length, rate = values.get("interpolate", 1), values.get("length"), values.get("frame_rate")
+    if factor == 1 or length is None or rate is None:
+        return
+    frames = (length - 1) * factor + 1
+    if frames > limits.max_output_frames:
+        problems.add(
+            "options.interpolate",
+            f"{factor} makes {frames} frames of the {length} generated, more than MAX_OUTPUT_FRAMES ({limits.max_output_frames})",
+            f"a factor whose (length − 1) × factor + 1 is at most {limits.max_output_frames}, or fewer frames",
+        )
+    if "output_frame_rate" not in given and rate * factor > limits.max_frame_rate:
+        problems.add(
+            "options.interpolate",
+            f"{factor} at frame_rate {_number(rate)} plays at {_number(rate * factor)} fps, more than MAX_FRAME_RATE ({_number(limits.max_frame_rate)})",
+            "a smaller factor, a lower frame_rate (16 for Wan's natural motion), or options.output_frame_rate",
+        )
+
+
+def _parse_option(spec: OptionSpec, path: str, raw: object, ctx: _Context, problems: _Problems) -> Any:
+    """One value of ``spec``, or None after reporting why it is refused under ``path`` (the name used)."""
     try:
         parsed = spec.parse(raw)
     except _Rejected as exc:

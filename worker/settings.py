@@ -36,6 +36,9 @@ class Limits:
     max_image_pixels: int = 40_000_000
     image_url_timeout: float = 20.0
     allow_private_image_urls: bool = False
+    max_loras: int = 4
+    #: Frames in a video after interpolation ((161 − 1) × 4 + 1 by default).
+    max_output_frames: int = 641
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,9 @@ class Settings:
     warmup_timeout: float = 600.0
     #: Read the warm-up task's model files in parallel while ComfyUI boots (worker/prefetch.py).
     prefetch_models: bool = False
+    # --- Your own graphs ---------------------------------------------------------------------
+    allow_custom_workflow: bool = False
+    max_workflow_bytes: int = 1_000_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +154,8 @@ class Settings:
                 max_image_pixels=reader.get("MAX_IMAGE_PIXELS", int, dl.max_image_pixels, lo=1),
                 image_url_timeout=reader.get("IMAGE_URL_TIMEOUT", float, dl.image_url_timeout, lo=0.1),
                 allow_private_image_urls=reader.get("ALLOW_PRIVATE_IMAGE_URLS", parse_bool, dl.allow_private_image_urls),
+                max_loras=reader.get("MAX_LORAS", int, dl.max_loras, lo=0, hi=32),
+                max_output_frames=reader.get("MAX_OUTPUT_FRAMES", int, dl.max_output_frames, lo=1, hi=65536),
             ),
             loras=_loras_from_env(reader),
             default_frame_rate=reader.get("DEFAULT_FRAME_RATE", float, d.default_frame_rate, lo=1),
@@ -164,6 +172,8 @@ class Settings:
             warmup_task=reader.get("WARMUP_TASK", str, d.warmup_task if d.warmup_task in tasks else tasks[0]),
             warmup_timeout=reader.get("WARMUP_TIMEOUT", float, d.warmup_timeout, lo=1),
             prefetch_models=reader.get("PREFETCH_MODELS", parse_bool, d.prefetch_models),
+            allow_custom_workflow=reader.get("ALLOW_CUSTOM_WORKFLOW", parse_bool, d.allow_custom_workflow),
+            max_workflow_bytes=reader.get("MAX_WORKFLOW_BYTES", int, d.max_workflow_bytes, lo=1000, hi=100_000_000),
         )
         _check_relations(settings, reader)
         reader.raise_if_errors()

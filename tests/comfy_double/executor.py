@@ -463,6 +463,7 @@ class PromptRun:
                 values[name] = value
         hidden = {"PROMPT": self.prompt, "EXTRA_PNGINFO": self.item.extra_data.get("extra_pnginfo"), "UNIQUE_ID": node_id}
         for name, kind in declared.get("hidden", {}).items():  # only the ones the class declares
+            kind = kind[0] if isinstance(kind, list) else kind  # V3 nodes (SaveVideo) declare ["PROMPT"]
             if kind in hidden:
                 values[name] = hidden[kind]
         return values

@@ -536,6 +536,30 @@ def save_image(
     return (images,), {"images": results}
 
 
+@dataclass
+class VideoValue:
+    """A core ``VIDEO`` (CreateVideo's output): frames and a frame rate."""
+
+    frames: list[np.ndarray]
+    fps: float
+
+
+def create_video(ctx: NodeContext, images: LazyVideo | Images, fps: float, audio: Any = None, bit_depth: int = 8) -> NodeResult:
+    return (VideoValue(_image_frames(images), fps),), None
+
+
+def save_video(ctx: NodeContext, video: VideoValue, filename_prefix: str = "video/ComfyUI", format: str = "auto",  # noqa: A002
+               codec: Any = "auto", prompt: Any = None, extra_pnginfo: Any = None) -> NodeResult:  # fmt: skip
+    """``<prefix>_00001_.mp4`` (H.264) with ComfyUI's counter, reported as ``images`` with
+    ``animated`` (custom_savevideo.json)."""
+    height, width = video.frames[0].shape[:2]
+    full_folder, filename, subfolder, prefix = _save_path(filename_prefix, ctx.folders.output_dir, width, height)
+    file = f"{filename}_{_comfy_counter(full_folder, filename, prefix):05}_.mp4"
+    media.write_video(full_folder / file, iter(video.frames), video_format="video/h264-mp4", frame_rate=video.fps,
+                      pix_fmt="yuv420p", widgets={}, metadata=None, on_frame=lambda: None)  # fmt: skip
+    return (), {"images": [{"filename": file, "subfolder": subfolder, "type": "output"}], "animated": [True]}
+
+
 def vhs_video_combine(
     ctx: NodeContext,
     images: LazyVideo | Images | None,
@@ -810,6 +834,8 @@ NODE_FUNCTIONS: dict[str, Callable[..., NodeResult]] = {
     "ImageInvert": image_invert,
     "ImageBatch": image_batch,
     "RepeatImageBatch": repeat_image_batch,
+    "CreateVideo": create_video,
+    "SaveVideo": save_video,
 }
 
 #: Classes that receive every input of the node, declared or not (VHS's ``ContainsAll`` hidden dict).

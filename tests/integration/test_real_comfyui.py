@@ -37,6 +37,7 @@ SMALL = {"width": 64, "height": 64, "length": 5, "seed": 42}
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerAPI]:
     tmp = tmp_path_factory.mktemp("real")
     overrides = {
+        "ALLOW_CUSTOM_WORKFLOW": "true",
         "COMFY_DIR": REAL["REAL_COMFY_DIR"],
         "COMFY_PYTHON": REAL["REAL_COMFY_PYTHON"],
         "VOLUME_PATH": REAL["REAL_VOLUME"],
@@ -53,7 +54,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerAPI]:
 
 def _run(worker: WorkerAPI, job: dict, label: str) -> dict:
     started = time.monotonic()
-    body = worker.runsync({"prompt": PROMPT, **job}, timeout=1200)
+    body = worker.runsync({"prompt": PROMPT, **job} if "workflow" not in job else job, timeout=1200)
     seconds = time.monotonic() - started
     assert body["status"] == "COMPLETED", body.get("error")
     out = body["output"]
@@ -95,3 +96,34 @@ def test_a_chain_continues_from_the_last_frame(worker: WorkerAPI) -> None:
     first = _run(worker, {"image": png_b64(96, 64), "options": SMALL, "return_last_frame": True}, "chain, clip 1")
     second = _run(worker, {"image": first["last_frame"], "options": {**SMALL, "seed": 43}}, "chain, clip 2")
     assert decode_mp4(base64.b64decode(second["video"]))["frames"] == 5
+
+
+def test_two_loras_on_the_two_experts_and_one_that_does_not_fit(worker: WorkerAPI) -> None:
+    loras = [{"name": "style/example_style_high.safetensors", "strength": 0.7, "target": "high"},
+             {"name": "style/example_style_low.safetensors", "strength": 0.7, "target": "low"}]  # fmt: skip
+    out = _run(worker, {"image": png_b64(96, 64), "options": SMALL, "loras": loras}, "two LoRAs")
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
+    assert [lora["target"] for lora in out["loras"]] == ["high", "low"] and "warnings" not in out
+    mismatch = _run(worker, {"image": png_b64(96, 64), "options": {**SMALL, "seed": 7},
+                             "loras": [{"name": "style/mismatch.safetensors", "target": "high"}]}, "LoRA that does not fit")  # fmt: skip
+    [warning] = mismatch["warnings"]
+    assert warning.startswith("loras[0] ('style/mismatch.safetensors'): 21 of its 21 tensors did not fit the model")
+
+
+def test_interpolate_2_doubles_the_frame_rate(worker: WorkerAPI) -> None:
+    out = _run(worker, {"image": png_b64(96, 64), "options": {**SMALL, "frame_rate": 16, "interpolate": 2}}, "interpolate 2")
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["frames"], video["rate"]) == (9, 32.0) and out["frames"] == 9
+
+
+def test_a_custom_graph_runs_as_given(worker: WorkerAPI) -> None:
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "load_image"}},
+        "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "bilinear", "width": 64, "height": 64, "crop": "disabled"}},
+        "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 5}},
+        "4": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": 8.0}},
+        "5": {"class_type": "SaveVideo", "inputs": {"video": ["4", 0], "filename_prefix": "mine", "format": "auto", "codec": "auto"}},
+    }
+    out = _run(worker, {"workflow": graph, "image": png_b64(96, 64)}, "custom graph")
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["width"], video["frames"], video["rate"]) == (64, 5, 8.0) and out["task"] == "custom"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from comfy_bootstrap.models import ModelFile
+from worker.encoding import VideoFormat
 
 if TYPE_CHECKING:
     from worker.graph import Graph
@@ -61,6 +62,8 @@ class FillInputs:
     images: Mapping[str, str]
     filename_prefix: str
     save_metadata: bool
+    #: The format the video is encoded in (``options.video_format``, or H.264 when NVENC is not there).
+    video_format: VideoFormat
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Task:
     fill: Callable[[Graph, FillInputs], None]
     #: Progress stages of the sampler nodes: role → (stage name, first step), for one request.
     sampler_stages: Callable[[VideoRequest], Mapping[str, tuple[str, int]]]
+    #: Where a job's own LoRAs go, by their ``target``: the roles whose model they are chained after.
+    lora_targets: Mapping[str, tuple[str, ...]]
 
     def model_files(self, names: Mapping[str, str]) -> list[ModelFile]:
         """This task's files as ComfyUI must list them, given the configured names by variable."""

@@ -5,6 +5,7 @@ Each function fills the roles it names; a task's own module calls the ones its g
 
 from __future__ import annotations
 
+from worker.encoding import FORMAT_INPUTS
 from worker.graph import Graph
 from worker.tasks.base import FillInputs, HubFile, ModelSpec
 
@@ -35,6 +36,7 @@ RESIZE_METHODS: dict[str, str] = {"crop": "fill / crop", "pad": "pad", "stretch"
 #: The options every task takes (``options.<name>``); image tasks add ``resize``.
 COMMON_OPTIONS: tuple[str, ...] = (
     "width", "height", "length", "steps", "cfg", "frame_rate", "seed", "shift", "sampler_name", "scheduler",
+    "interpolate", "output_frame_rate", "video_format", "crf",
 )  # fmt: skip
 
 
@@ -69,10 +71,18 @@ def fill_latent(graph: Graph, job: FillInputs) -> None:
 
 
 def fill_video_output(graph: Graph, job: FillInputs) -> None:
+    """The video node: frame rate, file name, and the format with its own inputs (crf or bitrate)."""
+    fmt, request = job.video_format, job.request
+    inputs = graph.inputs("video_output")
+    for name in FORMAT_INPUTS:
+        inputs.pop(name, None)
+    quality = {"crf": request.crf if request.crf is not None else fmt.crf[2]} if fmt.crf else {}
     graph.set(
         "video_output",
-        frame_rate=float(job.request.frame_rate),
+        frame_rate=float(request.video_frame_rate),
         filename_prefix=job.filename_prefix,
-        format="video/h264-mp4",
+        format=fmt.vhs,
         save_metadata=job.save_metadata,
+        **fmt.widgets,
+        **quality,
     )

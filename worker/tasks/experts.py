@@ -43,6 +43,13 @@ DEFAULTS: dict[str, object] = {
     "shift": 8.0, "sampler_name": "euler", "scheduler": "simple", "lora_strength": 1.0, "resize": "crop",
 }  # fmt: skip
 
+#: A job's LoRAs go after the lightx2v LoRA of the expert(s) its ``target`` names.
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "both": ("lora_high_noise", "lora_low_noise"),
+    "high": ("lora_high_noise",),
+    "low": ("lora_low_noise",),
+}
+
 #: KSamplerAdvanced's ``end_at_step`` meaning "to the end" (ComfyUI's default).
 TO_THE_END = 10000
 

@@ -33,4 +33,5 @@ TASK = Task(
     size_step=16,
     fill=fill,
     sampler_stages=experts.sampler_stages,
+    lora_targets=experts.LORA_TARGETS,
 )

@@ -73,4 +73,5 @@ TASK = Task(
     size_step=32,
     fill=fill,
     sampler_stages=sampler_stages,
+    lora_targets={"both": ("model",)},
 )
