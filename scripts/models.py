@@ -2,7 +2,8 @@
 """Put the model files of the worker's tasks on a network volume: download, continue, verify.
 
     pip install huggingface_hub==2.4.0
-    python scripts/models.py --volume /workspace --task i2v     # the i2v task's five files
+    python scripts/models.py --volume /workspace --task i2v     # the i2v task's files, its 4-step LoRAs too
+    python scripts/models.py --volume /workspace --task i2v --speed default   # without the 4-step LoRAs
     python scripts/models.py --volume /workspace --dry-run      # every task: what would be fetched, sizes
     python scripts/models.py --volume /workspace --check        # present? right size? right SHA-256?
 
@@ -50,8 +51,8 @@ from comfy_bootstrap.config import ComfySettings  # noqa: E402
 from comfy_bootstrap.models import ModelFile, on_volume, searched_dirs  # noqa: E402
 from worker.model_files import SAFETENSORS_SUFFIXES, human_size, read_header  # noqa: E402
 from worker.settings import ConfigError, Settings  # noqa: E402
-from worker.tasks import REGISTRY, TASK_NAMES  # noqa: E402
-from worker.tasks.base import HubFile  # noqa: E402
+from worker.tasks import REGISTRY, SPEED_NAMES, TASK_NAMES  # noqa: E402
+from worker.tasks.base import DEFAULT_SPEED, HubFile, ModelSpec, Task  # noqa: E402
 
 try:
     import httpx2
@@ -121,11 +122,12 @@ class OnVolume:
 
 
 # ---- what to fetch -------------------------------------------------------------------------------
-def wanted_files(settings: Settings, tasks: Sequence[str]) -> list[Wanted]:
-    """Every file the tasks load, once, with the names configured by the MODEL_* variables."""
+def wanted_files(settings: Settings, tasks: Sequence[str], speeds: Sequence[str] | None = None) -> list[Wanted]:
+    """Every file the tasks load at the given speeds (None: all of them), once, with the names
+    configured by the MODEL_* variables."""
     files: dict[tuple[str, str], Wanted] = {}
     for task in tasks:
-        for spec in REGISTRY[task].models:
+        for spec in _task_specs(REGISTRY[task], speeds):
             name = settings.model_names[spec.env]
             if spec.source is None:
                 print(f"note: {spec.label} {name!r} ({spec.env}) has no known Hub source: put it in models/{spec.folder} yourself")
@@ -136,6 +138,13 @@ def wanted_files(settings: Settings, tasks: Sequence[str]) -> list[Wanted]:
             if task not in want.tasks:
                 want.tasks.append(task)
     return list(files.values())
+
+
+def _task_specs(task: Task, speeds: Sequence[str] | None) -> list[ModelSpec]:
+    if speeds is None:
+        return list(task.all_specs)
+    chosen = [task.specs(speed) for speed in speeds if speed == DEFAULT_SPEED or speed in task.speeds]
+    return list(dict.fromkeys(spec for specs in chosen for spec in specs))
 
 
 def describe_remote(api: HfApi, files: Sequence[Wanted]) -> None:
@@ -413,6 +422,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=(*TASK_NAMES, "all"),
         help="a task whose files to fetch; repeat for several (default: all)",
     )
+    parser.add_argument(
+        "--speed",
+        action="append",
+        choices=(DEFAULT_SPEED, *SPEED_NAMES, "all"),
+        help="the job speeds to fetch files for; repeat for several (default: all; "
+        f"{DEFAULT_SPEED} alone leaves out the speed presets' LoRAs)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="only verify the volume (present, size, SHA-256); exit 1 if anything is off")
     mode.add_argument("--dry-run", action="store_true", help="only list what would be fetched, from where, to where, and the sizes")
@@ -425,9 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scripts/models.py needs huggingface_hub 2.x: pip install huggingface_hub==2.4.0 ({HUB_IMPORT_ERROR})")
         return EXIT_USAGE
     tasks = TASK_NAMES if not args.task or "all" in args.task else tuple(dict.fromkeys(args.task))
+    speeds = None if not args.speed or "all" in args.speed else args.speed
     try:
         settings = Settings.from_env({**os.environ, "VOLUME_PATH": str(args.volume)})
-        files = wanted_files(settings, tasks)
+        files = wanted_files(settings, tasks, speeds)
     except ConfigError as exc:
         print(f"configuration error: {exc}")
         return EXIT_USAGE

@@ -36,8 +36,8 @@ TOKEN = "hf_fakeTokenThatMustNeverBePrinted0123"
 #: huggingface_hub writes what it receives in chunks of DOWNLOAD_CHUNK_SIZE (10 MB): a connection
 #: lost mid-chunk loses that chunk. The test files are a few KB, so their chunks are 250 bytes.
 CHUNK = 250
-#: (folder, default name) → (repo, path) of every task's files: 9 files in 2 repositories.
-SPECS = {(s.folder, s.default): (s.source.repo, s.source.path) for t in REGISTRY.values() for s in t.models}
+#: (folder, default name) → (repo, path) of every file of every task and speed: 13 files in 2 repositories.
+SPECS = {(s.folder, s.default): (s.source.repo, s.source.path) for t in REGISTRY.values() for s in t.all_specs}
 
 
 def content_for(index: int) -> bytes:
@@ -83,7 +83,7 @@ def target(volume: Path, folder: str, name: str) -> Path:
 
 
 def task_files(task: str) -> list[tuple[str, str]]:
-    return [(s.folder, s.default) for s in REGISTRY[task].models]
+    return [(s.folder, s.default) for s in REGISTRY[task].all_specs]
 
 
 def files_under(root: Path) -> list[str]:
@@ -103,26 +103,40 @@ def test_one_task_lands_in_the_volume_layout_with_the_hubs_bytes(hub: FakeHub, e
             "models/diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
             "models/diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
             "models/loras/wan/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors",
+            "models/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
+            "models/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
             "models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
             "models/vae/wan_2.1_vae.safetensors",
         ]
     )
     for folder, name in task_files("i2v"):
         assert target(volume, folder, name).read_bytes() == entry(hub, folder, name).content
-    assert out.count("ok: size and SHA-256 match the Hub's") == 5
+    assert out.count("ok: size and SHA-256 match the Hub's") == 7
     assert "from Kijai/WanVideo_comfy/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors" in out
-    assert f"all 5 files are in place under {volume / 'models'}" in out
+    assert f"all 7 files are in place under {volume / 'models'}" in out
 
     # A second run finds everything in place: it checks, and downloads nothing.
     hub.requests.clear()
     assert run(volume, "--task", "i2v") == 0
-    assert capsys.readouterr().out.count("present ") == 5 and blob_gets(hub) == []
+    assert capsys.readouterr().out.count("present ") == 7 and blob_gets(hub) == []
+
+
+def test_speed_default_leaves_the_speed_presets_loras_out(hub: FakeHub, env, volume: Path, capsys) -> None:
+    assert run(volume, "--task", "i2v", "--task", "t2v", "--speed", "default") == 0
+    assert not any("4steps" in name for name in files_under(volume))
+    assert "all 7 files are in place" in capsys.readouterr().out  # 2 + 2 experts, text encoder, VAE, lightx2v LoRA
+    assert run(volume, "--task", "t2v", "--speed", "4step") == 0  # adds the T2V 4-step LoRAs, nothing else
+    out = capsys.readouterr().out
+    assert out.count("present ") == 4 and out.count("ok: size and SHA-256 match the Hub's") == 2
+    assert "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors" in out
+    assert "split_files/loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors" in out
+    assert not any("i2v_lightx2v_4steps" in name for name in files_under(volume))
 
 
 def test_a_file_several_tasks_share_is_fetched_once(hub: FakeHub, env, volume: Path, capsys) -> None:
     assert run(volume, "--task", "i2v", "--task", "t2v", "--task", "flf2v") == 0
     gets = blob_gets(hub)
-    assert len(gets) == len(set(gets)) == 7  # 2 + 2 experts, text encoder, VAE, LoRA
+    assert len(gets) == len(set(gets)) == 11  # 2 + 2 experts, text encoder, VAE, LoRA, 2 + 2 4-step LoRAs
     assert "text encoder; i2v, t2v, flf2v)" in capsys.readouterr().out
 
 
@@ -155,7 +169,7 @@ def test_dry_run_lists_what_from_where_to_where_and_the_sizes_and_writes_nothing
         size = models.human_size(len(hub.files[(repo, path)].content))
         assert f"fetch    {name}  {size}  (" in out
         assert f"from {repo}/{path}\n" in out and f"to   {target(volume, folder, name)}\n" in out
-    assert f"9 files, {total / 1e9:.2f} GB in all; to download: {total / 1e9:.2f} GB. Dry run: nothing was written." in out
+    assert f"13 files, {total / 1e9:.2f} GB in all; to download: {total / 1e9:.2f} GB. Dry run: nothing was written." in out
     assert not volume.exists() and hub.seen("cdn") == [] and hub.seen("hub", "HEAD") == []
 
 
@@ -171,7 +185,7 @@ def test_dry_run_tells_present_partial_and_wrong_files_apart(hub: FakeHub, env, 
     out = capsys.readouterr().out
     assert f"resume   {high[1]}" in out and f"1.0 KB of {models.human_size(len(entry(hub, *high).content))} there" in out
     assert f"replace  {low[1]}" in out and "the file there is 35 bytes" in out
-    assert f"fetch    {vae[1]}" in out and out.count("present  ") == 2
+    assert f"fetch    {vae[1]}" in out and out.count("present  ") == 4
     assert {p: p.stat().st_mtime_ns for p in (volume / "models").rglob("*")} == before
 
 
@@ -180,7 +194,7 @@ def test_check_passes_on_a_good_volume(hub: FakeHub, env, volume: Path, capsys) 
     capsys.readouterr()
     hub.requests.clear()
     assert run(volume, "--check") == 0
-    assert capsys.readouterr().out.count("ok       ") == 9 and hub.seen("cdn") == []
+    assert capsys.readouterr().out.count("ok       ") == 13 and hub.seen("cdn") == []
 
 
 def test_check_names_a_corrupt_and_a_missing_file_and_the_command_that_fixes_them(hub: FakeHub, env, volume: Path, capsys) -> None:
@@ -197,7 +211,7 @@ def test_check_names_a_corrupt_and_a_missing_file_and_the_command_that_fixes_the
     actual, expected = hashlib.sha256(data).hexdigest(), entry(hub, folder, name).sha256
     assert f"wrong    {name}" in out and f"it is SHA-256 {actual}, the Hub's is {expected}" in out
     assert f"missing  {vae[1]}" in out and f"expected at {target(volume, *vae)}" in out
-    assert f"2 of 7 files missing or wrong: {vae[1]}, {name}" in out
+    assert f"2 of 9 files missing or wrong: {vae[1]}, {name}" in out
     assert f"fix: python scripts/models.py --volume {volume} --task i2v --task ti2v-5b" in out
     assert run(volume, "--task", "i2v", "--task", "ti2v-5b") == 0  # the fix works
     assert corrupt.read_bytes() == entry(hub, folder, name).content
@@ -291,7 +305,7 @@ def test_content_that_does_not_match_the_hubs_sha256_is_refused_and_not_kept(hub
     out = capsys.readouterr().out
     actual = hashlib.sha256(bad.content).hexdigest()
     assert f"{name}: the download from {SPECS[(folder, name)][0]}/{SPECS[(folder, name)][1]} is SHA-256 {actual}, the Hub's is {'ab' * 32}" in out
-    assert "it was deleted" in out and "1 of 5 files failed" in out
+    assert "it was deleted" in out and "1 of 7 files failed" in out
     assert [p for p in target(volume, folder, name).parent.iterdir()] == []
     assert target(volume, *task_files("i2v")[0]).exists()  # the other files still arrived
 

@@ -310,14 +310,14 @@ def test_unknown_option_lists_the_allowed_names() -> None:
 
 def test_unknown_top_level_field_lists_the_allowed_names() -> None:
     assert error_of({"prompt": "x", "image": IMAGE, "width": 832}) == (
-        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow)"
+        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed)"
     )
 
 
 @pytest.mark.parametrize(("value", "shown"), [("hello", '"hello"'), ([1, 2], "an array of 2 items"), (None, "null"), (7, "7")])
 def test_input_must_be_an_object(value: object, shown: str) -> None:
     assert error_of(value) == (
-        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow)"
+        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed)"
     )
 
 
@@ -627,3 +627,28 @@ def test_duration_limits_and_conflicts() -> None:
         "options.num_frames: given together with options.duration (allowed: only one of length or duration)"
     )
     assert error_of(job(duration="long")) == 'options.duration: "long" is not a number (allowed: numbers from 0 to 6.667 s)'
+
+
+# --- Speed presets --------------------------------------------------------------------------------
+
+
+def test_speed_4step_brings_its_defaults_and_the_job_may_still_change_them() -> None:
+    assert parse(job()).speed == "default"
+    fast = parse({**job(), "speed": "4step"})
+    assert (fast.speed, fast.steps, fast.split_step, fast.shift, fast.cfg) == ("4step", 4, 2, 5.0, 1.0)
+    assert (fast.sampler_name, fast.scheduler, fast.lora_strength) == ("euler", "simple", 1.0)
+    tuned = parse({**job(steps=8, shift=6), "speed": "4step"})
+    assert (tuned.steps, tuned.split_step, tuned.shift) == (8, 4, 6.0)
+    t2v = parse({"prompt": "x", "task": "t2v", "speed": "4step"})
+    assert (t2v.speed, t2v.steps, t2v.shift) == ("4step", 4, 5.0)
+    assert parse({**job(), "speed": "default"}).steps == 6
+
+
+def test_a_speed_the_task_does_not_offer_names_the_field_the_value_and_the_choices() -> None:
+    assert error_of({**job(), "speed": "turbo"}) == 'speed: "turbo" is not a speed of task i2v (allowed: "default", "4step")'
+    assert error_of({**job(), "speed": 4}) == 'speed: 4 is not a string (allowed: "default", "4step")'
+    assert error_of({"prompt": "x", "task": "ti2v-5b", "speed": "4step"}) == (
+        'speed: "4step" is not a speed of task ti2v-5b ("4step" is offered by the tasks i2v, flf2v, t2v) (allowed: "default")'
+    )
+    custom = {"prompt": "x", "workflow": {"1": {"class_type": "SaveImage", "inputs": {}}}, "speed": "4step"}
+    assert "speed: not used with your own workflow (allowed: prompt, negative_prompt, image" in error_of(custom)

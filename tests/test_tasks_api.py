@@ -110,6 +110,21 @@ def test_a_task_whose_files_are_missing_fails_alone(tmp_path: Path) -> None:
         assert _run(api, {"prompt": "x", "task": "t2v", "options": {"width": 64, "height": 64, "length": 5}})["task"] == "t2v"
 
 
+def test_the_4step_preset_through_the_local_api_and_its_missing_lora_named(tmp_path: Path) -> None:
+    with running_worker(tmp_path) as api:
+        options = {"width": 64, "height": 48, "length": 9}
+        out = _run(api, {"prompt": "a ball rolls", "image": png_b64(color=RED), "speed": "4step", "options": options})
+        video = decode_mp4(base64.b64decode(out["video"]))
+        assert (video["width"], video["height"], video["frames"]) == (64, 48, 9) and _close(video["first_mean"], RED)
+        assert (out["speed"], out["task"]) == ("4step", "i2v")
+        (Path(api.env["VOLUME_PATH"]) / "models" / "loras" / "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors").unlink()
+        body = api.runsync({"prompt": "x", "end_image": png_b64(), "speed": "4step", "options": options})
+        assert body["status"] == "FAILED"
+        assert body["error"].startswith("models_missing: task flf2v, speed 4step: 1 model file not found by ComfyUI")
+        assert "'wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors' (MODEL_LORA_4STEP_HIGH_NOISE)" in body["error"]
+        assert "speed" not in _run(api, {"prompt": "x", "end_image": png_b64(), "options": options})  # the default still works
+
+
 def test_a_task_the_deployment_does_not_serve_is_refused(tmp_path: Path) -> None:
     with running_worker(tmp_path, TASKS="i2v,ti2v-5b") as api:
         body = api.runsync({"prompt": "x", "task": "t2v"})

@@ -121,3 +121,39 @@ def test_job_files_are_unique_and_safe() -> None:
     a, b = job_files("sync-1/../x"), job_files("sync-1/../x")
     assert a != b and "/" not in a.image_name("image") and a.image_name("image").endswith(".png")
     assert a.filename_prefix.startswith("wan22_sync-1____x_")
+
+
+def _recorded_by_class(name: str) -> dict[str, list[dict]]:
+    from tests.comfy_double import recordings
+
+    prompt = next(iter(recordings.load_json(f"{name}_history.json").values()))["prompt"][2]
+    by_class: dict[str, list[dict]] = {}
+    for node_id in sorted(prompt, key=int):
+        node = prompt[node_id]
+        by_class.setdefault(node["class_type"], []).append({k: v for k, v in node["inputs"].items() if not isinstance(v, list)})
+    return by_class
+
+
+def test_the_4step_preset_fills_the_experts_as_the_recorded_4step_graph() -> None:
+    recorded = _recorded_by_class("i2v4step")
+    graph = by_role(filled_graph({**_job(seed=42, width=64, height=64, length=5), "speed": "4step"}, files=FILES))
+    n = {role: {k: v for k, v in inputs.items() if not isinstance(v, list)} for role, inputs in graph.items()}  # values, not links
+    assert [n["lora_high_noise"], n["lora_low_noise"]] == recorded["LoraLoaderModelOnly"]
+    assert [n["shift_high_noise"], n["shift_low_noise"]] == recorded["ModelSamplingSD3"]
+    assert [n["sampler_high_noise"], n["sampler_low_noise"]] == recorded["KSamplerAdvanced"]
+    assert [n["model_high_noise"], n["model_low_noise"]] == recorded["UNETLoader"]
+
+
+def test_the_4step_preset_takes_the_jobs_own_values_and_the_t2v_loras() -> None:
+    n = by_role(filled_graph({**_job(steps=6, shift=7.0, lora_strength=0.5), "speed": "4step"}, files=FILES))
+    assert n["sampler_high_noise"]["steps"] == 6 and n["sampler_high_noise"]["end_at_step"] == 3 and n["shift_low_noise"]["shift"] == 7.0
+    assert n["lora_high_noise"]["strength_model"] == n["lora_low_noise"]["strength_model"] == 0.5
+    t2v = by_role(filled_graph({"prompt": "p", "task": "t2v", "speed": "4step"}, files=FILES))
+    assert t2v["lora_high_noise"]["lora_name"] == "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors"
+    assert t2v["lora_low_noise"]["lora_name"] == "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors"
+    env = {"MODEL_LORA_4STEP_HIGH_NOISE": "fast/h.safetensors", "MODEL_T2V_LORA_4STEP_LOW_NOISE": "fast/tl.safetensors"}
+    flf2v = by_role(filled_graph({"prompt": "p", "end_image": "aGk=", "speed": "4step"}, Settings.from_env(env), files=FILES))
+    assert flf2v["lora_high_noise"]["lora_name"] == "fast/h.safetensors"
+    assert flf2v["lora_low_noise"]["lora_name"] == "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors"
+    t2v = by_role(filled_graph({"prompt": "p", "task": "t2v", "speed": "4step"}, Settings.from_env(env), files=FILES))
+    assert t2v["lora_low_noise"]["lora_name"] == "fast/tl.safetensors"

@@ -129,3 +129,16 @@ def test_interpolation_formats_and_loras_keep_the_graph_valid(validator, tmp_pat
                  "options": {"interpolate": 4, "frame_rate": 15, "length": 161, "video_format": video_format}}  # fmt: skip
     result = checker.validate(filled_graph(job_input, files=files).prompt)
     assert result.valid, (result.error, result.node_errors)
+
+
+@pytest.mark.parametrize("job", ["i2v", "flf2v", "flf2v end only", "t2v"])
+def test_the_4step_preset_keeps_every_graph_valid_with_its_own_loras(validator, tmp_path: Path, job: str) -> None:
+    checker, files = validator
+    for options in _bounds(TASK_JOBS[job].get("task", "i2v")):
+        result = checker.validate(filled_graph({"prompt": "p", **TASK_JOBS[job], "speed": "4step", "options": options}, files=files).prompt)
+        assert result.valid, (job, options, result.error, result.node_errors)
+    kind = "t2v" if job == "t2v" else "i2v"
+    (tmp_path / "volume" / "models" / "loras" / f"wan2.2_{kind}_lightx2v_4steps_lora_v{'1.1' if kind == 't2v' else '1'}_low_noise.safetensors").unlink()
+    result = checker.validate(filled_graph({"prompt": "p", **TASK_JOBS[job], "speed": "4step"}, files=files).prompt)
+    [errors] = [node["errors"] for node in result.node_errors.values() if node["class_type"] == "LoraLoaderModelOnly"]
+    assert errors[0]["type"] == "value_not_in_list"  # ComfyUI would refuse the graph without the file

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,7 @@ FRAGMENTS: dict[str, dict[str, str]] = {
     "last_frame.json": {"last_frame": "ImageFromBatch", "save_last_frame": "SaveImage"},
     "lora.json": {"lora": "LoraLoaderModelOnly"},
     "interpolate.json": {"interpolate": "RIFE VFI"},
+    "compile.json": {"compile": "TorchCompileModel"},
 }
 
 
@@ -167,6 +168,13 @@ def add_interpolation(graph: Graph, fragments: Mapping[str, Template], factor: i
     frames = graph.inputs("video_output")["images"]
     graph.splice(fragments["interpolate.json"], {"interpolate": {"frames": frames, "multiplier": factor}})
     graph.set("video_output", images=graph.link("interpolate"))
+
+
+def add_compile(graph: Graph, fragments: Mapping[str, Template], roles: Sequence[str]) -> None:
+    """``TORCH_COMPILE``: a ``TorchCompileModel`` (inductor) on the model each of ``roles`` puts out,
+    after its LoRAs, just before its sampler."""
+    for role in roles:
+        graph.insert_after(role, fragments["compile.json"], f"compile_{role}", "model")
 
 
 def add_last_frame(graph: Graph, fragments: Mapping[str, Template], prefix: str) -> None:

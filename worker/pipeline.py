@@ -37,7 +37,7 @@ from worker.request import CustomRequest, VideoRequest, fit_to_image, parse_requ
 from worker.settings import Settings
 from worker.storage import S3Storage, missing_settings, safe_endpoint
 from worker.tasks import REGISTRY, custom
-from worker.tasks.base import FillInputs, Task
+from worker.tasks.base import DEFAULT_SPEED, FillInputs, Task
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,10 @@ def generate_video(
     )  # fmt: skip
     timer.lap("prepare")
     runtime.server.ensure_alive()
-    check_models(settings.comfy, task.model_files(settings.model_names), runtime.client.list_models, subject=f"task {task.name}: ")
-    check_model_files(settings.comfy, task.name, task.model_files(settings.model_names))
+    model_files = task.model_files(settings.model_names, request.speed)
+    subject = f"task {task.name}: " if request.speed == DEFAULT_SPEED else f"task {task.name}, speed {request.speed}: "
+    check_models(settings.comfy, model_files, runtime.client.list_models, subject=subject)
+    check_model_files(settings.comfy, task.name, model_files)
     files = job_files(job_id)
     uploaded: list[str] = []
     produced: list[OutputFile] = []
@@ -246,7 +248,7 @@ def build_graph(
     settings = runtime.settings
     graph = Graph(runtime.templates[task.name])
     uploaded = {image.field: files.image_name(image.field) for image in request.images}
-    models = task.model_names(settings.model_names)
+    models = task.model_names(settings.model_names, request.speed)
     task.fill(graph, FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata, video_format))
     add_loras(graph, task, runtime.fragments["lora.json"], loras)
     if request.interpolate > 1:
@@ -345,6 +347,8 @@ def _response(
     warnings: list[str],
 ) -> dict[str, Any]:
     extras: dict[str, Any] = {}
+    if request.speed != DEFAULT_SPEED:
+        extras["speed"] = request.speed
     if request.interpolate > 1:
         extras.update(interpolate=request.interpolate, frames=request.video_frames)
     if loras:

@@ -15,7 +15,7 @@ from worker.tasks import REGISTRY
 
 
 def preflight(settings: Settings, gpus: list[GpuInfo] | None) -> list[str]:
-    """One line per missing piece: ComfyUI, a GPU, each served task's model files."""
+    """One line per missing piece: ComfyUI, a GPU, each served task's model files, then those only a speed preset loads."""
     comfy = settings.comfy
     if comfy.attached:  # the attached ComfyUI has its own models and GPU
         return []
@@ -32,7 +32,8 @@ def preflight(settings: Settings, gpus: list[GpuInfo] | None) -> list[str]:
             "(a tiny job takes minutes) set COMFY_EXTRA_ARGS=--cpu"
         )
     for name in settings.tasks:
-        files = REGISTRY[name].model_files(settings.model_names)
+        task = REGISTRY[name]
+        files = task.model_files(settings.model_names)
         missing = missing_on_volume(comfy, files)
         if missing:
             problems.append(
@@ -40,6 +41,15 @@ def preflight(settings: Settings, gpus: list[GpuInfo] | None) -> list[str]:
                 f"({', '.join(f.name for f in missing)}). Download them with: "
                 f"python scripts/models.py --task {name} --volume {comfy.volume_path}"
             )
+        for speed in task.speeds:
+            extra = [f for f in task.model_files(settings.model_names, speed) if f not in files]
+            absent = missing_on_volume(comfy, extra)
+            if absent:
+                problems.append(
+                    f'speed "{speed}" of task {name}: {", ".join(f.name for f in absent)} not on the volume (jobs asking '
+                    f"for it fail with models_missing). Download with: "
+                    f"python scripts/models.py --task {name} --speed {speed} --volume {comfy.volume_path}"
+                )
     return problems
 
 

@@ -38,7 +38,7 @@ from worker.encoding import DEFAULT_FORMAT, FORMATS
 from worker.errors import InvalidInput
 from worker.settings import OUTPUT_MODES, Limits, Settings
 from worker.tasks import REGISTRY, custom
-from worker.tasks.base import Task
+from worker.tasks.base import DEFAULT_SPEED, Task
 from worker.tasks.common import RESIZE_METHODS
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ MAX_INTERPOLATE = 4  # RIFE multiplier the worker offers: 2, 3 or 4 frames per f
 
 TOP_LEVEL_FIELDS = (
     "prompt", "image", "image_url", "negative_prompt", "options", "output_mode",
-    "task", "end_image", "end_image_url", "return_last_frame", "loras", "workflow",
+    "task", "end_image", "end_image_url", "return_last_frame", "loras", "workflow", "speed",
 )  # fmt: skip
 #: The fields a custom graph's job may have; the rest belong to the stored graphs.
 CUSTOM_FIELDS = ("prompt", "negative_prompt", "image", "image_url", "options", "output_mode", "task", "workflow")
@@ -171,6 +171,8 @@ class VideoRequest:
     crf: int | None = None
     #: A ``resolution`` whose size follows the start image (``aspect_ratio`` auto); see :func:`fit_to_image`.
     fit_resolution: str | None = None
+    #: ``default`` or one of the task's speed presets (its LoRAs and defaults).
+    speed: str = DEFAULT_SPEED
 
     def image(self, name: str) -> ImageInput | None:
         return next((image for image in self.images if image.field == name), None)
@@ -189,6 +191,7 @@ class VideoRequest:
         options = {name: getattr(self, name) for name in _OPTION_FIELDS}
         return {
             "task": self.task,
+            "speed": self.speed,
             "prompt_chars": len(self.prompt),
             "negative_prompt_chars": len(self.negative_prompt),
             **{image.field: image.describe() for image in self.images},
@@ -242,10 +245,13 @@ def parse_request(
     images: tuple[ImageInput, ...] = ()
     options: dict[str, Any] = {}
     loras: tuple[LoraInput, ...] = ()
-    if task is not None:  # else reported: the task decides which images, options and LoRA targets a job may have
+    speed = DEFAULT_SPEED
+    if task is not None:  # else reported: the task decides which images, options, LoRA targets and speeds a job may have
         images = _parse_images(job_input, task, tasks, problems)
         loras = _parse_loras(job_input.get("loras"), task, limits, problems)
-        defaults = {**task.defaults, "frame_rate": task.defaults.get("frame_rate") or settings.default_frame_rate}
+        speed = _parse_speed(job_input.get("speed"), task, tasks, problems)
+        task_defaults = task.defaults_for(speed)
+        defaults = {**task_defaults, "frame_rate": task_defaults.get("frame_rate") or settings.default_frame_rate}
         options = _parse_options(job_input.get("options"), _Context(limits, task, defaults, bool(images), {}), problems)
     output_mode = _parse_output_mode(job_input.get("output_mode"), unavailable_modes or {}, problems)
     return_last_frame = _parse_flag(job_input, "return_last_frame", problems)
@@ -259,6 +265,7 @@ def parse_request(
         output_mode=output_mode,
         return_last_frame=return_last_frame,
         loras=loras,
+        speed=speed,
         **options,
     )
     log.debug("request: %s", request.describe())
@@ -508,6 +515,23 @@ def _parse_output_mode(value: object, unavailable: Mapping[str, str], problems: 
     else:
         return value
     return None
+
+
+def _parse_speed(value: object, task: Task, served: tuple[str, ...], problems: _Problems) -> str:
+    """``default`` (when not given) or one of the task's speed presets."""
+    if value is None:
+        return DEFAULT_SPEED
+    choices = (DEFAULT_SPEED, *task.speeds)
+    allowed = ", ".join(f'"{name}"' for name in choices)
+    if not isinstance(value, str):
+        problems.add("speed", f"{shown(value)} is not a string", allowed)
+    elif value in choices:
+        return value
+    else:
+        offering = [name for name in served if value in REGISTRY[name].speeds]
+        elsewhere = f' ("{value}" is offered by the tasks {", ".join(offering)})' if offering else ""
+        problems.add("speed", f"{shown(value)} is not a speed of task {task.name}{elsewhere}", allowed)
+    return DEFAULT_SPEED
 
 
 def _parse_flag(job_input: Mapping[str, Any], name: str, problems: _Problems) -> bool:

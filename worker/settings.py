@@ -89,7 +89,7 @@ class S3Settings:
 
 def _default_model_names() -> dict[str, str]:
     """Every task's model files by their environment variable, at their defaults."""
-    return {spec.env: spec.default for task in REGISTRY.values() for spec in task.models}
+    return {spec.env: spec.default for task in REGISTRY.values() for spec in task.all_specs}
 
 
 @dataclass(frozen=True)

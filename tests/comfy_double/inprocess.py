@@ -41,7 +41,8 @@ WORKFLOW_MODEL_FILES: tuple[str, ...] = (
 
 #: Every model file of the graphs the double has recordings of: the stored workflow's, plus
 #: T2V-A14B (``t2v_*``), TI2V-5B with the Wan 2.2 VAE (``ti2v5b_*``) and the 4-step LoRA preset
-#: (``i2v4step_*``), named as in ``object_info_used_nodes.json``'s model lists.
+#: (``i2v4step_*``), named as in ``object_info_used_nodes.json``'s model lists, and the T2V 4-step
+#: LoRAs (not recorded; named as Comfy-Org's Wan 2.2 repackaging publishes them).
 ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
     "diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
@@ -49,6 +50,8 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "vae/wan2.2_vae.safetensors",
     "loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
     "loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
+    "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+    "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
 )
 
 #: One tiny tensor per stand-in, named like a tensor of that kind of model; a LoRA gets a

@@ -12,3 +12,5 @@ from worker.tasks.base import Task
 
 REGISTRY: dict[str, Task] = {task.name: task for task in (i2v.TASK, flf2v.TASK, t2v.TASK, ti2v_5b.TASK)}
 TASK_NAMES: tuple[str, ...] = tuple(REGISTRY)
+#: The job ``speed`` presets some task offers (every task also runs at ``default``).
+SPEED_NAMES: tuple[str, ...] = tuple(dict.fromkeys(speed for task in REGISTRY.values() for speed in task.speeds))

@@ -8,7 +8,7 @@ pipeline asks it for its model files and its progress stages, and the task fills
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from comfy_bootstrap.models import ModelFile
@@ -37,6 +37,22 @@ class ModelSpec:
     env: str
     label: str
     source: HubFile | None = None
+
+
+#: The speed every task has: its stored graph as it is.
+DEFAULT_SPEED = "default"
+
+
+@dataclass(frozen=True)
+class SpeedPreset:
+    """A faster way to run a task (the job's ``speed``): other model files in place of some of the
+    task's (``replaces`` names their roles), and other option defaults."""
+
+    name: str
+    summary: str
+    replaces: tuple[str, ...]
+    models: tuple[ModelSpec, ...]
+    defaults: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -87,14 +103,33 @@ class Task:
     sampler_stages: Callable[[VideoRequest], Mapping[str, tuple[str, int]]]
     #: Where a job's own LoRAs go, by their ``target``: the roles whose model they are chained after.
     lora_targets: Mapping[str, tuple[str, ...]]
+    #: The roles putting out each diffusion model as its sampler takes it (``TORCH_COMPILE`` compiles it there).
+    final_models: tuple[str, ...] = ()
+    #: The job's ``speed`` choices besides ``default``, by name.
+    speeds: Mapping[str, SpeedPreset] = field(default_factory=dict)
 
-    def model_files(self, names: Mapping[str, str]) -> list[ModelFile]:
-        """This task's files as ComfyUI must list them, given the configured names by variable."""
-        return [ModelFile(spec.folder, names[spec.env], spec.label, spec.env) for spec in self.models]
+    def specs(self, speed: str = DEFAULT_SPEED) -> tuple[ModelSpec, ...]:
+        """The model files a job of this speed loads."""
+        if speed == DEFAULT_SPEED:
+            return self.models
+        preset = self.speeds[speed]
+        return (*(spec for spec in self.models if spec.role not in preset.replaces), *preset.models)
 
-    def model_names(self, names: Mapping[str, str]) -> dict[str, str]:
+    @property
+    def all_specs(self) -> tuple[ModelSpec, ...]:
+        """Every file a job of any speed may load, the default ones first."""
+        return (*self.models, *(spec for preset in self.speeds.values() for spec in preset.models))
+
+    def defaults_for(self, speed: str = DEFAULT_SPEED) -> Mapping[str, Any]:
+        return self.defaults if speed == DEFAULT_SPEED else {**self.defaults, **self.speeds[speed].defaults}
+
+    def model_files(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED) -> list[ModelFile]:
+        """The files of a job of this speed as ComfyUI must list them, given the configured names by variable."""
+        return [ModelFile(spec.folder, names[spec.env], spec.label, spec.env) for spec in self.specs(speed)]
+
+    def model_names(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED) -> dict[str, str]:
         """Configured file name by model role, for :attr:`fill`."""
-        return {spec.role: names[spec.env] for spec in self.models}
+        return {spec.role: names[spec.env] for spec in self.specs(speed)}
 
     def slot(self, field: str) -> ImageSlot | None:
         return next((slot for slot in self.images if slot.field == field), None)

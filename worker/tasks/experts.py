@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from worker.graph import Graph
-from worker.tasks.base import FillInputs, HubFile, ModelSpec
+from worker.tasks.base import FillInputs, HubFile, ModelSpec, SpeedPreset
 from worker.tasks.common import REPACKAGED_22
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ ROLES: dict[str, str] = {
         ("sampler", "KSamplerAdvanced"),
     )
 }
+
+#: The model each sampler takes: the expert after its LoRAs and shift.
+FINAL_MODELS = tuple(f"shift_{expert}" for expert in EXPERTS)
 
 #: Options only the dual-expert tasks take.
 OPTIONS: tuple[str, ...] = ("split_step", "lora_strength")
@@ -67,13 +70,31 @@ def expert_models(kind: str) -> tuple[ModelSpec, ModelSpec]:
     )
 
 
+def four_step(kind: str, version: str) -> SpeedPreset:
+    """``speed: "4step"``: the Wan 2.2 Lightning LoRAs of ``kind`` (``i2v`` or ``t2v``), one per expert,
+    in place of the lightx2v LoRA; 2 + 2 steps at shift 5 (recorded: ``i2v4step_*``)."""
+    env = "" if kind == "i2v" else f"{kind.upper()}_"
+    loras = tuple(
+        ModelSpec(
+            f"lora_{expert}", "loras", f"wan2.2_{kind}_lightx2v_4steps_lora_{version}_{expert}.safetensors",
+            f"MODEL_{env}LORA_4STEP_{expert.upper()}", f"{kind.upper()} 4-step LoRA ({expert.replace('_', '-')})",
+            HubFile(REPACKAGED_22, f"split_files/loras/wan2.2_{kind}_lightx2v_4steps_lora_{version}_{expert}.safetensors"),
+        )  # fmt: skip
+        for expert in EXPERTS
+    )
+    return SpeedPreset(
+        "4step", "4 steps with the Wan 2.2 Lightning LoRAs", ("lora",), loras, {"steps": 4, "shift": 5.0, "cfg": 1.0}
+    )
+
+
 def fill_experts(graph: Graph, job: FillInputs) -> None:
-    """Both experts: model, LoRA, shift and their halves of the step schedule."""
+    """Both experts: model, LoRA (the expert's own under a speed preset), shift and their halves of the step schedule."""
     request = job.request
     split = request.split_step
     for expert in EXPERTS:
         graph.set(f"model_{expert}", unet_name=job.models[expert])
-        graph.set(f"lora_{expert}", lora_name=job.models["lora"], strength_model=request.lora_strength)
+        lora = job.models.get(f"lora_{expert}") or job.models["lora"]
+        graph.set(f"lora_{expert}", lora_name=lora, strength_model=request.lora_strength)
         graph.set(f"shift_{expert}", shift=request.shift)
         graph.set(
             f"sampler_{expert}",

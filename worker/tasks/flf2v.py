@@ -39,4 +39,6 @@ TASK = Task(
     fill=fill,
     sampler_stages=experts.sampler_stages,
     lora_targets=experts.LORA_TARGETS,
+    final_models=experts.FINAL_MODELS,
+    speeds=i2v.TASK.speeds,
 )

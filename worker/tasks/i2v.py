@@ -34,4 +34,6 @@ TASK = Task(
     fill=fill,
     sampler_stages=experts.sampler_stages,
     lora_targets=experts.LORA_TARGETS,
+    final_models=experts.FINAL_MODELS,
+    speeds={"4step": experts.four_step("i2v", "v1")},
 )

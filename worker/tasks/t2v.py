@@ -32,4 +32,6 @@ TASK = Task(
     fill=fill,
     sampler_stages=experts.sampler_stages,
     lora_targets=experts.LORA_TARGETS,
+    final_models=experts.FINAL_MODELS,
+    speeds={"4step": experts.four_step("t2v", "v1.1")},
 )

@@ -74,4 +74,5 @@ TASK = Task(
     fill=fill,
     sampler_stages=sampler_stages,
     lora_targets={"both": ("model",)},
+    final_models=("shift",),
 )
