@@ -102,8 +102,8 @@ class LaunchPlan:
     #: The ``--fast`` features on ComfyUI's command line (empty: no ``--fast``).
     fast: tuple[str, ...] = ()
 
-    def speed(self) -> dict[str, object]:
-        """What a job can report about the launch: ``{"attention": ..., "fast": [...]}``."""
+    def report(self) -> dict[str, object]:
+        """What a job can report about the launch (the answer's ``launch``): ``{"attention": ..., "fast": [...]}``."""
         return {"attention": self.attention, "fast": list(self.fast)}
 
 

@@ -268,7 +268,7 @@ def test_every_attention_fast_and_gpu_gives_its_command_line(tmp_path: Path, att
     fell_back = attention == "sage" and tail[:1] == ["--use-pytorch-cross-attention"]
     assert plan.attention == ("pytorch" if fell_back else attention)
     assert len(plan.warnings) == int(fell_back)
-    assert plan.speed() == {"attention": plan.attention, "fast": list(plan.fast)}
+    assert plan.report() == {"attention": plan.attention, "fast": list(plan.fast)}
 
 
 def test_no_gpu_read_and_no_sage_check_unless_a_setting_needs_them(tmp_path: Path) -> None:
@@ -351,7 +351,7 @@ def test_flags_of_extra_args_win_and_are_reported(tmp_path: Path) -> None:
     plan = plan_launch(s, memory=NO_LIMIT, gpus=[H100])
     assert plan.command[-2:] == ["--use-quad-cross-attention", "--fast"]
     assert plan.command.count("--fast") == 1 and "--use-sage-attention" not in plan.command
-    assert plan.speed() == {"attention": "quad", "fast": ["fp16_accumulation", "fp8_matrix_mult", "cublas_ops", "autotune"]}
+    assert plan.report() == {"attention": "quad", "fast": ["fp16_accumulation", "fp8_matrix_mult", "cublas_ops", "autotune"]}
     assert plan.warnings == []
     named = plan_launch(make_settings(tmp_path, extra_args=("--fast", "autotune", "--reserve-vram", "2")), memory=NO_LIMIT)
     assert named.fast == ("autotune",) and named.command.count("--fast") == 1

@@ -226,14 +226,14 @@ def test_the_gpu_and_sageattention_are_read_once_before_the_first_launch_and_onl
 
     plain = comfy(gpu_reader=gpus, sage_prober=probe)
     plain.start()
-    assert calls == [] and plain.plan.speed() == {"attention": "pytorch", "fast": []}
+    assert calls == [] and plain.plan.report() == {"attention": "pytorch", "fast": []}
     plain.stop()
 
     server = comfy(settings={"attention": "sage", "fast": "auto"}, gpu_reader=gpus, sage_prober=probe)
     server.start()
     argv = json.loads((tmp_path / "argv.json").read_text())["argv"]
     assert "--use-sage-attention" in argv and argv[-2:] == ["--fast", "fp8_matrix_mult"]
-    assert server.plan.speed() == {"attention": "sage", "fast": ["fp8_matrix_mult"]}
+    assert server.plan.report() == {"attention": "sage", "fast": ["fp8_matrix_mult"]}
     os.kill(server.pid, signal.SIGKILL)
     assert wait_until(lambda: server.exit_code is not None)
     server.ensure_alive()
