@@ -388,7 +388,10 @@ class VramPoller:
             self.total = int(device["vram_total"])
             self.peak = used if self.peak is None else max(self.peak, used)
 
-    def close(self) -> None:
+    def __enter__(self) -> VramPoller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
@@ -446,80 +449,85 @@ def local_worker(config: Config, sink: ProgressSink, job_timeout: float, log: Pa
 
 def run_local(config: Config, size: tuple[int, int, int], jobs: int, job_timeout: float, log: Path) -> dict[str, Any]:
     """One configuration at one size on a fresh local worker."""
-    import requests
-
-    width, height, length = size
-    run: dict[str, Any] = {"config": config.name, "env": config.env, "job": config.job,
-                           "width": width, "height": height, "length": length, "jobs": [], "system_stats": None}  # fmt: skip
-    image = test_image(width, height)
+    run = _new_run(config, size)
+    image = test_image(size[0], size[1])
     sink = ProgressSink()
     try:
-        with local_worker(config, sink, job_timeout, log) as (api, comfy, booted):
+        with local_worker(config, sink, job_timeout, log) as (api, comfy, booted), VramPoller(comfy) as poller:
             run["boot_s"] = round(booted, 3)
-            poller = VramPoller(comfy)
-            try:
-                for index in range(jobs):
-                    poller.reset()
-                    started = time.monotonic()
-                    try:
-                        body = requests.post(
-                            f"{api}/runsync",
-                            json={"input": job_input(config, width, height, length, image)},
-                            timeout=job_timeout + 120,
-                        ).json()
-                    except requests.RequestException as exc:
-                        body = {"status": "FAILED", "error": f"{type(exc).__name__}: {exc}"}
-                    seconds = time.monotonic() - started
-                    time.sleep(0.5)  # the SDK posts each update from a thread: let the last ones land
-                    run["jobs"].append(_job_result(body, seconds, sink.take(str(body.get("id"))), poller.peak, poller.total))
-                    _say(f"  {config.name} {width}x{height}x{length} job {index + 1}/{jobs}: {_job_line(run['jobs'][-1])}")
-                run["system_stats"] = poller.snapshot
-            finally:
-                poller.close()
+            for index in range(jobs):
+                run["jobs"].append(_local_job(api, job_input(config, *size, image), job_timeout, sink, poller))
+                _say(f"  {config.name} {'x'.join(map(str, size))} job {index + 1}/{jobs}: {_job_line(run['jobs'][-1])}")
+            run["system_stats"] = poller.snapshot
+    except RuntimeError as exc:
+        run["skipped"] = f"the worker did not start: {exc}"
     finally:
         sink.close()
     return run
 
 
+def _local_job(api: str, job: dict[str, Any], job_timeout: float, sink: ProgressSink, poller: VramPoller) -> dict[str, Any]:
+    """One ``/runsync`` job, with its progress updates and the VRAM peak while it ran."""
+    import requests
+
+    poller.reset()
+    started = time.monotonic()
+    try:
+        body = requests.post(f"{api}/runsync", json={"input": job}, timeout=job_timeout + 120).json()
+    except requests.RequestException as exc:
+        body = {"status": "FAILED", "error": f"{type(exc).__name__}: {exc}"}
+    seconds = time.monotonic() - started
+    time.sleep(0.5)  # the SDK posts each update from a thread of its own: let the last ones land
+    return _job_result(body, seconds, sink.take(str(body.get("id"))), poller.peak, poller.total)
+
+
+def _new_run(config: Config, size: tuple[int, int, int]) -> dict[str, Any]:
+    width, height, length = size
+    return {"config": config.name, "env": config.env, "job": config.job, "width": width, "height": height,
+            "length": length, "jobs": [], "system_stats": None}  # fmt: skip
+
+
 def run_endpoint(
     config: Config, size: tuple[int, int, int], jobs: int, job_timeout: float, endpoint: str, api_key: str, api_base: str
 ) -> dict[str, Any]:
-    """One configuration at one size as jobs of a deployed endpoint: ``/run``, then ``/status`` every :data:`STATUS_POLL` s."""
-    import requests
-
-    width, height, length = size
-    run: dict[str, Any] = {"config": config.name, "env": config.env, "job": config.job,
-                           "width": width, "height": height, "length": length, "jobs": [], "system_stats": None}  # fmt: skip
-    headers = {"Authorization": f"Bearer {api_key}"}
-    url = f"{api_base.rstrip('/')}/{endpoint}"
-    image = test_image(width, height)
+    """One configuration at one size as jobs of a deployed endpoint."""
+    run = _new_run(config, size)
+    url, headers = f"{api_base.rstrip('/')}/{endpoint}", {"Authorization": f"Bearer {api_key}"}
+    image = test_image(size[0], size[1])
     for index in range(jobs):
         started = time.monotonic()
-        progress: list[dict[str, Any]] = []
-        try:
-            job_id = requests.post(f"{url}/run", json={"input": job_input(config, width, height, length, image)},
-                                   headers=headers, timeout=60).json()["id"]  # fmt: skip
-            deadline = started + job_timeout + 600  # the queue and a cold worker come on top
-            while True:
-                status = requests.get(f"{url}/status/{job_id}", headers=headers, timeout=30).json()
-                if status.get("status") == "IN_PROGRESS" and isinstance(status.get("output"), dict):
-                    if not progress or progress[-1] != status["output"]:
-                        progress.append(status["output"])
-                if status.get("status") in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
-                    body = status
-                    break
-                if time.monotonic() > deadline:
-                    requests.post(f"{url}/cancel/{job_id}", headers=headers, timeout=30)
-                    body = {"status": "FAILED", "error": f"no answer within {deadline - started:.0f} s; cancelled"}
-                    break
-                time.sleep(STATUS_POLL)
-        except (requests.RequestException, KeyError, ValueError) as exc:
-            body = {"status": "FAILED", "error": f"{type(exc).__name__}: {exc}"}
+        body, progress = _endpoint_job(url, headers, job_input(config, *size, image), job_timeout)
         result = _job_result(body, time.monotonic() - started, progress, None, None)
         result["delay_ms"], result["execution_ms"] = body.get("delayTime"), body.get("executionTime")
         run["jobs"].append(result)
-        _say(f"  {config.name} {width}x{height}x{length} job {index + 1}/{jobs}: {_job_line(result)}")
+        _say(f"  {config.name} {'x'.join(map(str, size))} job {index + 1}/{jobs}: {_job_line(result)}")
     return run
+
+
+def _endpoint_job(
+    url: str, headers: dict[str, str], job: dict[str, Any], job_timeout: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``/run``, then ``/status`` every :data:`STATUS_POLL` s until the job ends: its last status and
+    the progress updates seen (each ``/status`` answer holds the latest one)."""
+    import requests
+
+    progress: list[dict[str, Any]] = []
+    try:
+        job_id = requests.post(f"{url}/run", json={"input": job}, headers=headers, timeout=60).json()["id"]
+        deadline = time.monotonic() + job_timeout + 600  # the queue and a cold worker come on top
+        while True:
+            status = requests.get(f"{url}/status/{job_id}", headers=headers, timeout=30).json()
+            if status.get("status") in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+                return status, progress
+            update = status.get("output")
+            if status.get("status") == "IN_PROGRESS" and isinstance(update, dict) and (not progress or progress[-1] != update):
+                progress.append(update)
+            if time.monotonic() > deadline:
+                requests.post(f"{url}/cancel/{job_id}", headers=headers, timeout=30)
+                return {"status": "FAILED", "error": f"no answer within {job_timeout + 600:.0f} s; cancelled"}, progress
+            time.sleep(STATUS_POLL)
+    except (requests.RequestException, KeyError, ValueError) as exc:
+        return {"status": "FAILED", "error": f"{type(exc).__name__}: {exc}"}, progress
 
 
 def _job_result(
@@ -589,7 +597,7 @@ def measure(
     for config in args.configs:
         for width, height, length in args.sizes:
             if args.endpoint and config.env:
-                run = {"config": config.name, "width": width, "height": height, "length": length, "jobs": [],
+                run = {**_new_run(config, (width, height, length)),
                        "skipped": f"{config.about} is the endpoint's environment, which a job cannot change"}  # fmt: skip
             elif args.endpoint:
                 run = run_endpoint(config, (width, height, length), args.jobs, args.job_timeout, args.endpoint,
