@@ -24,9 +24,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # ffmpeg: VideoHelperSuite encodes the MP4 with it. git: install.sh clones at the pins.
-# libglib2.0-0: needed by opencv-python-headless.
+# libglib2.0-0: needed by opencv-python-headless. gcc, libc6-dev: Triton compiles a small C module
+# at first use (torch.compile's inductor for TORCH_COMPILE=true, SageAttention's Triton kernels).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates ffmpeg git libglib2.0-0 \
+    && apt-get install -y --no-install-recommends ca-certificates ffmpeg gcc git libc6-dev libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 
 # Python at the pinned patch version (a uv-managed CPython build), in a venv that comes first on

@@ -39,7 +39,7 @@ comma := ,
 SERVE_ENV := $(if $(and $(wildcard $(LOCAL_COMFY)/ComfyUI/main.py),$(if $(COMFY_DIR),,1)),COMFY_DIR=$(LOCAL_COMFY)/ComfyUI COMFY_PYTHON=$(LOCAL_COMFY)/venv/bin/python) \
 	$(if $(and $(wildcard $(LOCAL_VOLUME)),$(if $(VOLUME_PATH),,1)),VOLUME_PATH=$(LOCAL_VOLUME))
 
-.PHONY: help install-dev test lint serve comfyui models run-local build push first-release patch minor major
+.PHONY: help install-dev test lint serve comfyui models run-local build build-sage push first-release patch minor major
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +80,10 @@ run-local: ## Build and run the image with a GPU and MODELS_DIR mounted (docker 
 
 build: ## Build the image IMAGE:VERSION for linux/amd64 (default wan22-worker:<the VERSION file>)
 	docker build --platform linux/amd64 --build-arg WORKER_VERSION=$(VERSION) $(BUILD_ARGS) -t $(IMAGE):$(VERSION) .
+
+build-sage: ## Build IMAGE:VERSION-sage: the image with SageAttention 2.2 compiled in, for COMFY_ATTENTION=sage (10-30 min more)
+	docker build --platform linux/amd64 --build-arg WORKER_VERSION=$(VERSION) --build-arg INSTALL_SAGEATTENTION=1 $(BUILD_ARGS) \
+		-t $(IMAGE):$(VERSION)-sage .
 
 push: build ## Build, then push IMAGE:VERSION (set IMAGE to your registry path, e.g. docker.io/you/wan22-worker)
 	docker push $(IMAGE):$(VERSION)

@@ -28,6 +28,10 @@ ATTENTION_FLAGS: dict[str, str] = {
 
 PINNED_MEMORY_MODES = ("auto", "on", "off")
 
+#: ComfyUI v0.30.0's ``--fast`` features (``PerformanceFeature`` in comfy/cli_args.py); COMFY_FAST
+#: takes ``off``, ``auto`` or a comma list of them (comfy_bootstrap/speed.py decides ``auto``).
+FAST_FEATURES = ("fp16_accumulation", "fp8_matrix_mult", "cublas_ops", "autotune")
+
 
 class ConfigError(ValueError):
     """The environment holds values the worker cannot run with; the message lists all of them."""
@@ -45,6 +49,8 @@ class ComfySettings:
     url: str | None = None
     extra_args: tuple[str, ...] = ()
     attention: str = "pytorch"
+    #: ``off``, ``auto`` (from the GPU's compute capability) or a comma list of FAST_FEATURES.
+    fast: str = "off"
     pinned_memory: str = "auto"
     work_dir: Path = Path("/tmp/wan22-worker")
     boot_timeout: float = 300.0
@@ -101,6 +107,7 @@ class ComfySettings:
             url=reader.get("COMFY_URL", parse_url, None),
             extra_args=tuple(reader.get("COMFY_EXTRA_ARGS", shlex.split, [])),
             attention=reader.get("COMFY_ATTENTION", str, d.attention, choices=tuple(ATTENTION_FLAGS)),
+            fast=reader.get("COMFY_FAST", parse_fast, d.fast),
             pinned_memory=reader.get("COMFY_PINNED_MEMORY", str, d.pinned_memory, choices=PINNED_MEMORY_MODES),
             work_dir=Path(reader.get("WORKER_DIR", str, str(d.work_dir))),
             boot_timeout=reader.get("COMFY_BOOT_TIMEOUT", float, d.boot_timeout, lo=1),
@@ -123,6 +130,21 @@ def parse_bool(raw: str) -> bool:
     if low in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("expected true/false (1/0, yes/no, on/off)")
+
+
+def parse_fast(raw: str) -> str:
+    """``COMFY_FAST``: ``off``, ``auto`` or a comma list of :data:`FAST_FEATURES`, in canonical form."""
+    value = raw.strip().lower()
+    if value in ("off", "auto"):
+        return value
+    names = list(dict.fromkeys(part.strip() for part in value.split(",")))
+    unknown = [name for name in names if name not in FAST_FEATURES]
+    if unknown:
+        raise ValueError(
+            f"unknown feature{'s' if len(unknown) > 1 else ''} {', '.join(repr(name) for name in unknown)}; allowed: off, auto, or a "
+            f"comma-separated list of {', '.join(FAST_FEATURES)}"
+        )
+    return ",".join(names)
 
 
 def parse_url(raw: str) -> str:

@@ -1,18 +1,22 @@
 """Choose ComfyUI's command line: pure functions, so every choice is testable and printed at boot.
 
-The inputs are the :class:`~comfy_bootstrap.config.ComfySettings` and a :class:`MemoryInfo`
-snapshot of the container's memory. Why each flag is chosen is explained in docs/deployment.md
-("ComfyUI's launch arguments").
+The inputs are the :class:`~comfy_bootstrap.config.ComfySettings`, a :class:`MemoryInfo`
+snapshot of the container's memory and, when a setting needs them (:func:`needs_gpus`,
+:func:`needs_sage_probe`), the GPUs and a SageAttention check (comfy_bootstrap/speed.py). Why each
+flag is chosen is explained in docs/deployment.md ("ComfyUI's launch arguments").
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ATTENTION_FLAGS, ComfySettings
+from .gpu import GpuInfo
+from .speed import SAGE_MODULES, SageProbe, choose_attention, choose_fast, fast_in_args
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +96,15 @@ class LaunchPlan:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     pinned_memory: bool = True
+    #: The attention backend ComfyUI was told to use (``pytorch`` also when ``sage`` was asked for
+    #: but cannot run here; a flag of COMFY_EXTRA_ARGS by its name, e.g. ``quad``).
+    attention: str = "pytorch"
+    #: The ``--fast`` features on ComfyUI's command line (empty: no ``--fast``).
+    fast: tuple[str, ...] = ()
+
+    def report(self) -> dict[str, object]:
+        """What a job can report about the launch (the answer's ``launch``): ``{"attention": ..., "fast": [...]}``."""
+        return {"attention": self.attention, "fast": list(self.fast)}
 
 
 def read_memory_info(
@@ -136,12 +149,38 @@ def read_oom_kills(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
     return None
 
 
-def plan_launch(settings: ComfySettings, *, memory: MemoryInfo) -> LaunchPlan:
-    """Decide ComfyUI's command line and explain each choice; warnings are also logged."""
+def needs_gpus(settings: ComfySettings) -> bool:
+    """True when a launch setting depends on the GPU's compute capability (read before the launch)."""
+    flags = _extra_flags(settings)
+    return (settings.attention == "sage" and not flags & ATTENTION_GROUP) or (
+        settings.fast == "auto" and "--fast" not in flags
+    )
+
+
+def needs_sage_probe(settings: ComfySettings, gpus: Sequence[GpuInfo] | None) -> bool:
+    """True when ``COMFY_ATTENTION=sage`` is to be honoured and every GPU is one SageAttention serves:
+    only then is it worth importing it in ComfyUI's Python."""
+    if settings.attention != "sage" or _extra_flags(settings) & ATTENTION_GROUP:
+        return False
+    return bool(gpus) and all(gpu.compute_capability in SAGE_MODULES for gpu in gpus or [])
+
+
+def plan_launch(
+    settings: ComfySettings,
+    *,
+    memory: MemoryInfo,
+    gpus: Sequence[GpuInfo] | None = None,
+    sage: SageProbe | None = None,
+) -> LaunchPlan:
+    """Decide ComfyUI's command line and explain each choice; warnings are also logged.
+
+    ``gpus`` (None: not read or no nvidia-smi) and ``sage`` matter only when :func:`needs_gpus` and
+    :func:`needs_sage_probe` say so.
+    """
     notes: list[str] = []
     warnings: list[str] = []
     extra = list(settings.extra_args)
-    extra_flags = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
+    extra_flags = _extra_flags(settings)
 
     cmd = [settings.comfy_python, "main.py"]
 
@@ -173,18 +212,24 @@ def plan_launch(settings: ComfySettings, *, memory: MemoryInfo) -> LaunchPlan:
     cmd += ["--extra-model-paths-config", str(_abs(settings.extra_model_paths_file))]
     notes.append(f"models also searched on the volume {settings.volume_path} (extra_model_paths.yaml)")
 
-    attention_flag = ATTENTION_FLAGS.get(settings.attention, "")
-    user_attention = sorted(extra_flags & ATTENTION_GROUP)
-    if user_attention:
-        notes.append(
-            f"attention: {' '.join(user_attention)} from COMFY_EXTRA_ARGS "
-            f"(COMFY_ATTENTION={settings.attention} not passed: ComfyUI accepts only one attention flag)"
-        )
-    elif attention_flag:
-        cmd.append(attention_flag)
-        notes.append(f"attention: {settings.attention} ({attention_flag})")
+    attention = choose_attention(
+        settings.attention, ATTENTION_FLAGS, user_flags=sorted(extra_flags & ATTENTION_GROUP), gpus=gpus, sage=sage
+    )
+    cmd += attention.flags
+    notes.append(attention.note)
+    if attention.warning:
+        warnings.append(attention.warning)
+
+    user_fast = fast_in_args(extra)
+    if user_fast is not None:
+        fast = user_fast
+        notes.append(f"--fast {' '.join(fast)} from COMFY_EXTRA_ARGS (COMFY_FAST={settings.fast} not passed)")
     else:
-        notes.append(f"attention: {settings.attention} (ComfyUI's own choice, no flag)")
+        choice = choose_fast(settings.fast, gpus)
+        fast = choice.features
+        if fast:
+            cmd += ["--fast", *fast]
+        notes.append(choice.note)
 
     pinned = _decide_pinned_memory(settings.pinned_memory, memory, notes, warnings)
     if not pinned and "--disable-pinned-memory" not in extra_flags:
@@ -204,12 +249,18 @@ def plan_launch(settings: ComfySettings, *, memory: MemoryInfo) -> LaunchPlan:
 
     for message in warnings:
         logger.warning("%s", message)
-    return LaunchPlan(command=cmd, notes=notes, warnings=warnings, pinned_memory=pinned)
+    return LaunchPlan(
+        command=cmd, notes=notes, warnings=warnings, pinned_memory=pinned, attention=attention.name, fast=tuple(fast)
+    )
 
 
 def build_command(settings: ComfySettings, *, memory: MemoryInfo) -> list[str]:
     """The command line alone (see :func:`plan_launch` for the notes explaining it)."""
     return plan_launch(settings, memory=memory).command
+
+
+def _extra_flags(settings: ComfySettings) -> set[str]:
+    return {arg.split("=", 1)[0] for arg in settings.extra_args if arg.startswith("--")}
 
 
 def _decide_pinned_memory(mode: str, memory: MemoryInfo, notes: list[str], warnings: list[str]) -> bool:

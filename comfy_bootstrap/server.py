@@ -16,14 +16,17 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .child import ComfyChild
 from .client import HEALTH_PATH, ComfyClient
 from .config import ComfySettings
 from .errors import ComfyBootError, ComfyUnavailable
-from .launch import LaunchPlan, MemoryInfo, plan_launch, read_memory_info, read_oom_kills
+from .gpu import GpuInfo, read_gpus
+from .launch import LaunchPlan, MemoryInfo, needs_gpus, needs_sage_probe, plan_launch, read_memory_info, read_oom_kills
 from .models import describe_volume, write_extra_model_paths
+from .speed import SageProbe, describe_gpus, probe_sageattention
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +58,13 @@ class ComfyServer:
         poll_interval: float = 0.25,
         health_timeout: float | None = None,
         stop_grace: float = 5.0,
+        gpu_reader: Callable[[], list[GpuInfo] | None] = read_gpus,
+        sage_prober: Callable[[str], SageProbe] = probe_sageattention,
     ):
         """``memory`` overrides the cgroup/meminfo reading (tests); the rest tune waits, in seconds.
+
+        ``gpu_reader`` and ``sage_prober`` run once, before the first launch, and only when a setting
+        needs them (COMFY_ATTENTION=sage, COMFY_FAST=auto); restarts reuse what they found.
 
         ``health_timeout`` (default: the smaller of 5 s and ``COMFY_HTTP_TIMEOUT``) bounds one
         liveness probe: short, because it runs before every job.
@@ -78,6 +86,9 @@ class ComfyServer:
         self._first_failure: str | None = None
         self._shutting_down = False
         self._volume_logged = False
+        self._gpu_reader = gpu_reader
+        self._sage_prober = sage_prober
+        self._facts: tuple[list[GpuInfo] | None, SageProbe | None] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -283,7 +294,8 @@ class ComfyServer:
             self._volume_logged = True
             logger.info("%s", describe_volume(s))
 
-        plan = plan_launch(s, memory=self._memory if self._memory is not None else read_memory_info())
+        gpus, sage = self._launch_facts()
+        plan = plan_launch(s, memory=self._memory if self._memory is not None else read_memory_info(), gpus=gpus, sage=sage)
         self.plan = plan
         logger.info("ComfyUI command: %s\n%s", shlex.join(plan.command), "\n".join(f"  - {n}" for n in plan.notes))
         if _port_in_use(s.host, s.port):
@@ -300,6 +312,21 @@ class ComfyServer:
             "ComfyUI started (pid %d); waiting up to %.0f s for %s%s; log: %s",
             self._child.pid, s.boot_timeout, self.url, HEALTH_PATH, s.log_file,
         )  # fmt: skip
+
+    def _launch_facts(self) -> tuple[list[GpuInfo] | None, SageProbe | None]:
+        """The GPUs and the SageAttention check, when a setting needs them; read once per worker."""
+        if self._facts is None:
+            gpus = sage = None
+            if needs_gpus(self.settings):
+                started = time.monotonic()
+                gpus = self._gpu_reader()
+                seen = describe_gpus(gpus) if gpus else "no GPU" if gpus == [] else "no nvidia-smi"
+                logger.info("GPUs for the launch settings: %s (nvidia-smi, %.2f s)", seen, time.monotonic() - started)
+            if needs_sage_probe(self.settings, gpus):
+                sage = self._sage_prober(self.settings.comfy_python)
+                logger.info("%s (checked in %s, %.1f s)", sage.describe(), self.settings.comfy_python, sage.seconds)
+            self._facts = (gpus, sage)
+        return self._facts
 
     def _raise_if_child_exited(self) -> None:
         if self.settings.attached:

@@ -37,6 +37,47 @@ def test_comfyui_is_launched_before_the_sdk_and_a_job_that_arrives_early_waits(t
     assert "waiting for ComfyUI at" in log or "ComfyUI is ready" in log
 
 
+def fake_nvidia_smi(folder: Path, line: str) -> str:
+    """A PATH whose nvidia-smi answers the worker's query with ``line`` (a GPU this machine lacks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\necho '{line}'\n")
+    script.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_sage_asked_for_without_sageattention_warns_once_and_runs_jobs_with_pytorch_attention(tmp_path: Path) -> None:
+    path = fake_nvidia_smi(tmp_path / "bin", "NVIDIA GeForce RTX 4090, 8.9, 570.124.06, 24564")
+    with running_worker(tmp_path, COMFY_ATTENTION="sage", COMFY_FAST="auto", PATH=path) as api:
+        body = api.runsync({"prompt": "x", "image": png_b64(), "options": {"width": 64, "height": 64, "length": 5}})
+        assert body["status"] == "COMPLETED", body.get("error")
+        argv = requests.get(f"http://127.0.0.1:{api.env['COMFY_PORT']}/system_stats", timeout=5).json()["system"]["argv"]
+    assert "--use-pytorch-cross-attention" in argv and "--use-sage-attention" not in argv
+    assert argv[argv.index("--fast") :][:2] == ["--fast", "fp8_matrix_mult"]
+    log = (tmp_path / "worker.log").read_text()
+    warning = (
+        "COMFY_ATTENTION=sage: ComfyUI's Python cannot import SageAttention: ModuleNotFoundError: No module named "
+        "'sageattention'; ComfyUI is launched with PyTorch attention (--use-pytorch-cross-attention) instead."
+    )
+    assert log.count(warning) == 1
+    assert "GPUs for the launch settings: sm_89 (NVIDIA GeForce RTX 4090) (nvidia-smi" in log
+    assert log.index("SageAttention unusable: ModuleNotFoundError") < log.index(warning) < log.index("ComfyUI started (pid")
+    assert "  - --fast fp8_matrix_mult (COMFY_FAST=auto: sm_89 (NVIDIA GeForce RTX 4090) has fp8 tensor cores;" in log
+
+
+def test_sage_is_passed_where_its_kernels_are_for_the_gpu(tmp_path: Path) -> None:
+    from tests.test_speed import IMAGE_BUILD, fake_sageattention
+
+    path = fake_nvidia_smi(tmp_path / "bin", "NVIDIA GeForce RTX 5090, 12.0, 575.51.03, 32607")
+    package = fake_sageattention(tmp_path / "site", IMAGE_BUILD)
+    with running_worker(tmp_path, COMFY_ATTENTION="sage", PATH=path, PYTHONPATH=str(package)) as api:
+        argv = requests.get(f"http://127.0.0.1:{api.env['COMFY_PORT']}/system_stats", timeout=5).json()["system"]["argv"]
+    assert "--use-sage-attention" in argv and "--fast" not in argv
+    log = (tmp_path / "worker.log").read_text()
+    assert "attention: sage (--use-sage-attention): SageAttention 2.2.0 has kernels for sm_120 (NVIDIA GeForce RTX 5090)" in log
+    assert "WARNING" not in log.split("ComfyUI started (pid")[0]
+
+
 def test_what_is_missing_is_said_once_with_the_command_that_fixes_it(tmp_path: Path) -> None:
     settings = Settings.from_env({"COMFY_DIR": str(tmp_path / "none"), "VOLUME_PATH": str(tmp_path / "vol"), "TASKS": "i2v,t2v"})
     problems = preflight(settings, gpus=None)

@@ -23,8 +23,10 @@ import pytest
 
 from comfy_bootstrap.config import ComfySettings as Settings
 from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable
+from comfy_bootstrap.gpu import GpuInfo
 from comfy_bootstrap.launch import MemoryInfo
 from comfy_bootstrap.server import ComfyServer
+from comfy_bootstrap.speed import CudaArchs, SageProbe
 
 REPO = Path(__file__).resolve().parent.parent
 MEMORY = MemoryInfo(host_ram=64 * 1024**3, cgroup_limit=None)
@@ -106,7 +108,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAKE_ARGV_FILE", str(tmp_path / "argv.json"))
     servers: list[ComfyServer] = []
 
-    def make(boot_timeout: float = 10.0, **kw) -> ComfyServer:
+    def make(boot_timeout: float = 10.0, settings: dict | None = None, **kw) -> ComfyServer:
         settings = Settings(
             comfy_dir=comfy_dir,
             comfy_python=sys.executable,
@@ -114,6 +116,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             work_dir=tmp_path / "work",
             volume_path=tmp_path / "volume",
             boot_timeout=boot_timeout,
+            **(settings or {}),
         )
         server = ComfyServer(settings, memory=MEMORY, poll_interval=0.1, health_timeout=0.5, stop_grace=1.0, **kw)
         servers.append(server)
@@ -206,6 +209,36 @@ def test_killed_child_is_detected_and_restarted(comfy) -> None:
     server.ensure_alive()
     assert server.pid != old and server.is_alive() and server.restarts == 1
     assert "fake ComfyUI starting" in server.log_tail()
+
+
+def test_the_gpu_and_sageattention_are_read_once_before_the_first_launch_and_only_when_needed(comfy, tmp_path: Path) -> None:
+    calls: list[str] = []
+    rtx_4090 = GpuInfo("NVIDIA GeForce RTX 4090", (8, 9), "570.124.06", 24564)
+
+    def gpus() -> list[GpuInfo]:
+        calls.append("nvidia-smi")
+        return [rtx_4090]
+
+    def probe(python: str) -> SageProbe:
+        calls.append(f"probe {python}")
+        built = CudaArchs(sass=frozenset({(8, 9), (9, 0), (12, 0)}))
+        return SageProbe(version="2.2.0", kernels={"_qattn_sm89": built, "_fused": built})
+
+    plain = comfy(gpu_reader=gpus, sage_prober=probe)
+    plain.start()
+    assert calls == [] and plain.plan.report() == {"attention": "pytorch", "fast": []}
+    plain.stop()
+
+    server = comfy(settings={"attention": "sage", "fast": "auto"}, gpu_reader=gpus, sage_prober=probe)
+    server.start()
+    argv = json.loads((tmp_path / "argv.json").read_text())["argv"]
+    assert "--use-sage-attention" in argv and argv[-2:] == ["--fast", "fp8_matrix_mult"]
+    assert server.plan.report() == {"attention": "sage", "fast": ["fp8_matrix_mult"]}
+    os.kill(server.pid, signal.SIGKILL)
+    assert wait_until(lambda: server.exit_code is not None)
+    server.ensure_alive()
+    assert server.restarts == 1 and "--use-sage-attention" in json.loads((tmp_path / "argv.json").read_text())["argv"]
+    assert calls == ["nvidia-smi", f"probe {sys.executable}"]  # not again for the restart
 
 
 def test_hung_child_is_detected_and_restarted(comfy, tmp_path: Path, monkeypatch) -> None:

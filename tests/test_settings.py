@@ -58,3 +58,22 @@ def test_bad_values_of_several_kinds_are_named_together() -> None:
     for clause in ("COMFY_PORT='0': must be within 1..65535", "JOB_TIMEOUT='soon'", "OUTPUT_MODE='ftp': allowed values are"):
         assert clause in message
     assert "DEFAULT_FRAME_RATE=90: above MAX_FRAME_RATE=60" in message
+
+
+def test_speed_switches_of_the_launch() -> None:
+    assert Settings.from_env({}).comfy.fast == "off" and Settings.from_env({}).torch_compile is False
+    assert Settings.from_env({"COMFY_FAST": " Auto "}).comfy.fast == "auto"
+    fast = Settings.from_env({"COMFY_FAST": "autotune, fp8_matrix_mult,autotune"}).comfy.fast
+    assert fast == "autotune,fp8_matrix_mult"
+    assert Settings.from_env({"TORCH_COMPILE": "true", "COMFY_ATTENTION": "sage"}).torch_compile is True
+
+
+def test_bad_speed_switches_name_the_variable_and_what_is_allowed() -> None:
+    message = error_of({"COMFY_FAST": "fp8,autotune", "COMFY_ATTENTION": "sage2", "TORCH_COMPILE": "max"})
+    assert message == (
+        "invalid configuration: COMFY_ATTENTION='sage2': allowed values are pytorch, sage, flash, xformers, split; "
+        "COMFY_FAST='fp8,autotune': unknown feature 'fp8'; allowed: off, auto, or a comma-separated list of "
+        "fp16_accumulation, fp8_matrix_mult, cublas_ops, autotune; "
+        "TORCH_COMPILE='max': expected true/false (1/0, yes/no, on/off)"
+    )
+    assert "COMFY_FAST='auto,': unknown features 'auto', ''; allowed: off, auto, or" in error_of({"COMFY_FAST": "auto,"})

@@ -103,6 +103,9 @@ class Settings:
     #: Model file names by environment variable (``MODEL_HIGH_NOISE`` → file), for every task.
     model_names: Mapping[str, str] = field(default_factory=_default_model_names)
     workflows_dir: Path = Path(__file__).resolve().parent.parent / "workflows"
+    #: Compile each diffusion model with torch.compile (``TorchCompileModel`` in the graphs). A
+    #: compiled model does not use ComfyUI's dynamic VRAM, and each new size compiles for minutes.
+    torch_compile: bool = False
     # --- Jobs ---------------------------------------------------------------------------------
     limits: Limits = field(default_factory=Limits)
     loras: LoraSettings = field(default_factory=LoraSettings)
@@ -143,6 +146,7 @@ class Settings:
             tasks=tasks,
             model_names={name: reader.get(name, str, default) for name, default in d.model_names.items()},
             workflows_dir=Path(reader.get("WORKFLOWS_DIR", str, str(d.workflows_dir))),
+            torch_compile=reader.get("TORCH_COMPILE", parse_bool, d.torch_compile),
             limits=Limits(
                 max_width=reader.get("MAX_WIDTH", int, dl.max_width, lo=16, hi=16384),
                 max_height=reader.get("MAX_HEIGHT", int, dl.max_height, lo=16, hi=16384),

@@ -43,6 +43,7 @@ _STORE_TRUE = [
     "--disable-async-offload",
     "--disable-dynamic-vram",
     "--enable-dynamic-vram",
+    "--fast-disk",
     "--force-non-blocking",
     "--disable-smart-memory",
     "--deterministic",
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--reserve-vram", type=float, default=None)
     add("--async-offload", nargs="?", const=2, type=int, default=None, metavar="NUM_STREAMS")
     add("--default-hashing-function", type=str, choices=["md5", "sha1", "sha256", "sha512"], default="sha256")
-    add("--fast", nargs="*", type=str)
+    add("--fast", nargs="*", type=str, choices=["fp16_accumulation", "fp8_matrix_mult", "cublas_ops", "autotune"])
     add("--whitelist-custom-nodes", type=str, nargs="+", default=[])
     add("--verbose", default="INFO", const="DEBUG", nargs="?", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     add("--front-end-version", type=str, default="comfyanonymous/ComfyUI@latest")
