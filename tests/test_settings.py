@@ -66,6 +66,9 @@ def test_speed_switches_of_the_launch() -> None:
     fast = Settings.from_env({"COMFY_FAST": "autotune, fp8_matrix_mult,autotune"}).comfy.fast
     assert fast == "autotune,fp8_matrix_mult"
     assert Settings.from_env({"TORCH_COMPILE": "true", "COMFY_ATTENTION": "sage"}).torch_compile is True
+    assert Settings.from_env({"TORCH_COMPILE": "true"}).warmup is True  # the first compile before the first job
+    assert Settings.from_env({"TORCH_COMPILE": "true", "WARMUP": "false"}).warmup is False
+    assert Settings.from_env({}).warmup is False
 
 
 def test_bad_speed_switches_name_the_variable_and_what_is_allowed() -> None:

@@ -89,8 +89,9 @@ def test_without_return_last_frame_the_answer_is_as_before(worker: WorkerAPI) ->
     out = _run(worker, {"prompt": "a ball rolls", "image": png_b64(), "options": {"width": 64, "height": 48, "length": 5}})
     assert "last_frame" not in out and "last_frame_url" not in out
     assert set(out) == {"video", "filename", "prompt_id", "files_count", "task", "seed", "width", "height", "length",
-                        "frame_rate", "content_type", "timings"}  # fmt: skip
+                        "frame_rate", "content_type", "timings", "launch"}  # fmt: skip
     assert out["content_type"] == "video/mp4"
+    assert out["launch"] == {"attention": "pytorch", "fast": [], "torch_compile": False}
 
 
 def test_a_preset_size_and_duration_reach_the_video(worker: WorkerAPI) -> None:
@@ -123,6 +124,14 @@ def test_the_4step_preset_through_the_local_api_and_its_missing_lora_named(tmp_p
         assert body["error"].startswith("models_missing: task flf2v, speed 4step: 1 model file not found by ComfyUI")
         assert "'wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors' (MODEL_LORA_4STEP_HIGH_NOISE)" in body["error"]
         assert "speed" not in _run(api, {"prompt": "x", "end_image": png_b64(), "options": options})  # the default still works
+
+
+def test_torch_compile_warms_up_compiled_before_the_first_job_and_the_answer_says_so(tmp_path: Path) -> None:
+    with running_worker(tmp_path, TORCH_COMPILE="true", COMFY_FAST="fp16_accumulation") as api:
+        out = _run(api, {"prompt": "x", "task": "t2v", "options": {"width": 64, "height": 48, "length": 5}})
+        assert out["launch"] == {"attention": "pytorch", "fast": ["fp16_accumulation"], "torch_compile": True}
+        assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
+    assert "the models are loaded and compiled (TORCH_COMPILE) at the warm-up's size" in (tmp_path / "worker.log").read_text()
 
 
 def test_a_task_the_deployment_does_not_serve_is_refused(tmp_path: Path) -> None:

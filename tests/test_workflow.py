@@ -157,3 +157,19 @@ def test_the_4step_preset_takes_the_jobs_own_values_and_the_t2v_loras() -> None:
     assert flf2v["lora_low_noise"]["lora_name"] == "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors"
     t2v = by_role(filled_graph({"prompt": "p", "task": "t2v", "speed": "4step"}, Settings.from_env(env), files=FILES))
     assert t2v["lora_low_noise"]["lora_name"] == "fast/tl.safetensors"
+
+
+def test_torch_compile_puts_a_compile_node_between_each_final_model_and_its_sampler() -> None:
+    compiled = Settings.from_env({"TORCH_COMPILE": "true"})
+    job = {**_job(), "loras": [{"name": "style/film.safetensors", "target": "high"}]}
+    graph = filled_graph(job, compiled, files=FILES)
+    n = by_role(graph)
+    for expert in ("high_noise", "low_noise"):
+        assert graph.prompt[graph.roles[f"compile_shift_{expert}"]]["class_type"] == "TorchCompileModel"
+        assert n[f"compile_shift_{expert}"] == {"model": graph.link(f"shift_{expert}"), "backend": "inductor"}
+        assert n[f"sampler_{expert}"]["model"] == graph.link(f"compile_shift_{expert}")
+    assert n["shift_high_noise"]["model"] == graph.link("user_lora_0_lora_high_noise")  # the LoRAs are compiled in
+    five_b = filled_graph({"prompt": "p", "task": "ti2v-5b"}, compiled, files=FILES)
+    assert by_role(five_b)["sampler"]["model"] == five_b.link("compile_shift")
+    plain = filled_graph(_job(), files=FILES)
+    assert not any(node["class_type"] == "TorchCompileModel" for node in plain.prompt.values())

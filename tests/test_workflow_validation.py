@@ -142,3 +142,13 @@ def test_the_4step_preset_keeps_every_graph_valid_with_its_own_loras(validator, 
     result = checker.validate(filled_graph({"prompt": "p", **TASK_JOBS[job], "speed": "4step"}, files=files).prompt)
     [errors] = [node["errors"] for node in result.node_errors.values() if node["class_type"] == "LoraLoaderModelOnly"]
     assert errors[0]["type"] == "value_not_in_list"  # ComfyUI would refuse the graph without the file
+
+
+@pytest.mark.parametrize("job", list(TASK_JOBS))
+def test_torch_compile_keeps_every_graph_valid(validator, job: str) -> None:
+    checker, files = validator
+    compiled = Settings.from_env({"TORCH_COMPILE": "true"})
+    graph = filled_graph({"prompt": "p", **TASK_JOBS[job], "return_last_frame": True}, compiled, files=files)
+    assert any(node["class_type"] == "TorchCompileModel" for node in graph.prompt.values())
+    result = checker.validate(graph.prompt)
+    assert result.valid, (result.error, result.node_errors)

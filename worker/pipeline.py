@@ -23,7 +23,17 @@ from worker import encoding
 from worker.delivery import Artifact, Delivery, choose_delivery, unavailable_modes
 from worker.encoding import VideoFormat
 from worker.errors import InvalidInput
-from worker.graph import Graph, JobFiles, Template, add_interpolation, add_last_frame, job_files, load_fragments, load_template
+from worker.graph import (
+    Graph,
+    JobFiles,
+    Template,
+    add_compile,
+    add_interpolation,
+    add_last_frame,
+    job_files,
+    load_fragments,
+    load_template,
+)
 from worker.image import PreparedImage, prepare_image
 from worker.lora_files import LoraCache
 from worker.loras import AppliedLora, register_lora_cache
@@ -172,7 +182,7 @@ def generate_video(
             warnings = [*([format_warning] if format_warning else []), *lora_warnings(runtime.server.log_since(logged_from), loras)]
             videos, artifacts = _collect(runtime.client, request, graph, run, produced)
             delivered = _deliver(delivery, job_id, artifacts, timer)
-            return _response(request, run, videos, delivered, timer.result(run), loras, warnings)
+            return {**_response(request, run, videos, delivered, timer.result(run), loras, warnings), **_launch(runtime)}
         finally:
             if not settings.keep_files:
                 remove_job_files(settings.comfy.input_dir, settings.comfy.output_dir, uploaded, produced)
@@ -229,7 +239,7 @@ def _custom_job(
         }
         if videos:
             answer["content_type"] = videos[0].format.content_type
-        return {**answer, **({"warnings": warnings} if warnings else {})}
+        return {**answer, **({"warnings": warnings} if warnings else {}), **_launch(runtime)}
     finally:
         if not settings.keep_files:
             remove_job_files(settings.comfy.input_dir, settings.comfy.output_dir, uploaded, produced)
@@ -243,14 +253,16 @@ def build_graph(
     loras: Sequence[AppliedLora] = (),
     video_format: VideoFormat = encoding.FORMATS[encoding.DEFAULT_FORMAT],
 ) -> Graph:
-    """The task's graph filled for this job, with its LoRAs and interpolation, and the last frame
-    (of the video as encoded) saved when asked."""
+    """The task's graph filled for this job, with its LoRAs, its models compiled (``TORCH_COMPILE``),
+    interpolation, and the last frame (of the video as encoded) saved when asked."""
     settings = runtime.settings
     graph = Graph(runtime.templates[task.name])
     uploaded = {image.field: files.image_name(image.field) for image in request.images}
     models = task.model_names(settings.model_names, request.speed)
     task.fill(graph, FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata, video_format))
     add_loras(graph, task, runtime.fragments["lora.json"], loras)
+    if settings.torch_compile:
+        add_compile(graph, runtime.fragments, task.final_models)
     if request.interpolate > 1:
         add_interpolation(graph, runtime.fragments, request.interpolate)
     if request.return_last_frame:
@@ -335,6 +347,14 @@ def _deliver(delivery: Delivery, job_id: str, artifacts: list[Artifact], timer: 
     fields = delivery.deliver(job_id, artifacts)
     timer.lap(delivery.upload_lap or "output")
     return fields
+
+
+def _launch(runtime: Runtime) -> dict[str, Any]:
+    """The answer's ``launch``: how ComfyUI runs the job (none when the worker attached to a ComfyUI)."""
+    plan = runtime.server.plan
+    if plan is None:
+        return {}
+    return {"launch": {**plan.report(), "torch_compile": runtime.settings.torch_compile}}
 
 
 def _response(

@@ -125,7 +125,8 @@ class Settings:
     output_mode: str = "auto"
     s3: S3Settings = field(default_factory=S3Settings)
     # --- Warm-up -----------------------------------------------------------------------------
-    #: Run a tiny job of ``warmup_task`` at boot, so the first user job finds the models loaded.
+    #: Run a tiny job of ``warmup_task`` at boot, so the first user job finds the models loaded
+    #: (and compiled: ``TORCH_COMPILE`` turns it on unless ``WARMUP`` is given).
     warmup: bool = False
     warmup_task: str = "i2v"
     warmup_timeout: float = 600.0
@@ -140,13 +141,15 @@ class Settings:
         """Read every setting from ``env`` (default ``os.environ``); raise one ConfigError for all faults."""
         reader = EnvReader(os.environ if env is None else env)
         d, dl = cls(), Limits()
+        comfy = ComfySettings.read(reader)
         tasks = reader.get("TASKS", _task_list, d.tasks)
+        torch_compile = reader.get("TORCH_COMPILE", parse_bool, d.torch_compile)
         settings = cls(
-            comfy=ComfySettings.read(reader),
+            comfy=comfy,
             tasks=tasks,
             model_names={name: reader.get(name, str, default) for name, default in d.model_names.items()},
             workflows_dir=Path(reader.get("WORKFLOWS_DIR", str, str(d.workflows_dir))),
-            torch_compile=reader.get("TORCH_COMPILE", parse_bool, d.torch_compile),
+            torch_compile=torch_compile,
             limits=Limits(
                 max_width=reader.get("MAX_WIDTH", int, dl.max_width, lo=16, hi=16384),
                 max_height=reader.get("MAX_HEIGHT", int, dl.max_height, lo=16, hi=16384),
@@ -172,7 +175,7 @@ class Settings:
             log_level=reader.get("LOG_LEVEL", str.upper, d.log_level, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
             output_mode=reader.get("OUTPUT_MODE", str.lower, d.output_mode, choices=OUTPUT_MODES),
             s3=_s3_from_env(reader),
-            warmup=reader.get("WARMUP", parse_bool, d.warmup),
+            warmup=reader.get("WARMUP", parse_bool, d.warmup or torch_compile),
             warmup_task=reader.get("WARMUP_TASK", str, d.warmup_task if d.warmup_task in tasks else tasks[0]),
             warmup_timeout=reader.get("WARMUP_TIMEOUT", float, d.warmup_timeout, lo=1),
             prefetch_models=reader.get("PREFETCH_MODELS", parse_bool, d.prefetch_models),

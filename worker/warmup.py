@@ -121,8 +121,9 @@ def _warm_up(runtime: Runtime, stop: threading.Event | None) -> WarmupResult:
     seconds = round(time.monotonic() - started, 3)
     timings = out.get("timings", {})
     log.info(
-        "warm-up done in %.1f s (ComfyUI %.1f s): the models are loaded",
+        "warm-up done in %.1f s (ComfyUI %.1f s): the models are loaded%s",
         seconds, timings.get("comfyui", timings.get("execution", 0.0)),
+        " and compiled (TORCH_COMPILE) at the warm-up's size" if runtime.settings.torch_compile else "",
     )  # fmt: skip
     return WarmupResult(True, seconds, timings=timings)
 
