@@ -67,15 +67,17 @@ def measure_overhead(
 ) -> OverheadRun:
     """Send ``jobs`` + 1 jobs (the first warms up: imports, first encoder run) and collect timings.
 
-    ``extra_input`` is merged into every job's input (e.g. ``{"output_mode": "s3"}``); a value
-    ``"$image"`` there stands for the job's image (e.g. ``{"end_image": "$image"}``).
+    ``extra_input`` is merged into every job's input (e.g. ``{"output_mode": "s3"}``), its
+    ``options`` into the job's options; a value ``"$image"`` there stands for the job's image
+    (e.g. ``{"end_image": "$image"}``).
     """
     image = textured_png_b64(1280, 720, noise)
     extra = {key: image if value == "$image" else value for key, value in (extra_input or {}).items()}
+    more_options = extra.pop("options", {})
     run = OverheadRun(width, height, length)
     for i in range(jobs + 1):
-        job = {"prompt": "a calm lake at dawn", "image": image,
-               "options": {"width": width, "height": height, "length": length, "seed": i}, **extra}  # fmt: skip
+        options = {"width": width, "height": height, "length": length, "seed": i, **more_options}
+        job = {"prompt": "a calm lake at dawn", "image": image, "options": options, **extra}
         round_trip, body, size = worker.runsync(job)
         if body.get("status") != "COMPLETED":
             raise SystemExit(f"job {i} failed: {body.get('error')}")

@@ -24,6 +24,8 @@ TASKS: dict[str, dict] = {
     "flf2v": {"task": "flf2v", "end_image": "$image"},
     "t2v": {"task": "t2v", "image": None},
     "ti2v-5b": {"task": "ti2v-5b"},
+    "i2v speed 4step": {"speed": "4step"},
+    "i2v + interpolate 2": {"options": {"interpolate": 2}},
 }
 
 

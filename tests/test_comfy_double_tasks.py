@@ -413,6 +413,8 @@ def test_object_info_serves_every_recorded_class(double: DoubleServer) -> None:
         VOLUME_DISTILL_LORA,
         "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
         "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
+        "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+        "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
     ]
 
 

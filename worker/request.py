@@ -343,35 +343,6 @@ def _check_unknown(
             problems.add(f"{prefix}{name}", f"unknown {noun}", ", ".join(known))
 
 
-
-
-class _Problems:
-    """Collects every problem of a request, so one error names them all."""
-
-    def __init__(self) -> None:
-        self._clauses: list[str] = []
-
-    def add(self, path: str, what: str, allowed: str) -> None:
-        self._clauses.append(f"{path}: {what} (allowed: {allowed})")
-
-    def __len__(self) -> int:
-        return len(self._clauses)
-
-    def raise_if_any(self) -> None:
-        if self._clauses:
-            raise InvalidInput("; ".join(self._clauses))
-
-
-def _check_unknown(
-    given: Mapping[Any, Any], prefix: str, known: tuple[str, ...], noun: str, problems: _Problems
-) -> None:
-    """Report every key of ``given`` that is not in ``known`` (a typo must not be ignored)."""
-    for key in given:
-        if key not in known:
-            name = str(key) if len(str(key)) <= 40 else str(key)[:39] + "…"
-            problems.add(f"{prefix}{name}", f"unknown {noun}", ", ".join(known))
-
-
 # --- Task -------------------------------------------------------------------------------------------
 
 
