@@ -127,3 +127,10 @@ def test_a_custom_graph_runs_as_given(worker: WorkerAPI) -> None:
     out = _run(worker, {"workflow": graph, "image": png_b64(96, 64)}, "custom graph")
     video = decode_mp4(base64.b64decode(out["video"]))
     assert (video["width"], video["frames"], video["rate"]) == (64, 5, 8.0) and out["task"] == "custom"
+
+
+@pytest.mark.parametrize(("label", "job"), [("i2v 4step", {"image": png_b64(96, 64)}), ("t2v 4step", {"task": "t2v"})])
+def test_the_4step_preset_runs_its_two_plus_two_steps(worker: WorkerAPI, label: str, job: dict) -> None:
+    out = _run(worker, {**job, "speed": "4step", "options": SMALL}, label)
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
+    assert out["speed"] == "4step" and "warnings" not in out  # the 4-step LoRAs fit the experts
