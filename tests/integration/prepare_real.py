@@ -1,0 +1,200 @@
+"""Write the files test_real_comfyui.py needs beyond the tiny models, onto its volume and ComfyUI.
+
+    <comfy venv>/bin/python tests/integration/prepare_real.py --volume <volume> --comfy-dir <comfy>
+
+Run it with ComfyUI's Python (it needs torch and safetensors), after the shared tiny-models scripts
+(make_tiny_models.py and make_tiny_models_more.py, ``--out <volume>/models``) and after
+comfy_bootstrap/install.sh. Under ``<volume>/models/loras/`` it writes:
+
+- ``wan/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors``: the tiny LoRA where the
+  worker's default ``MODEL_LORA`` looks;
+- ``style/example_style_{high,low}.safetensors``: LoRAs that fit the I2V experts (copies of the tiny
+  4-step LoRAs);
+- ``style/mismatch.safetensors``: 21 tensors of which none fits (blocks 30/31, which the 2-block tiny
+  models lack, and ``self_attn.qkv``, which no Wan model has), so ComfyUI logs ``lora key not loaded``
+  for each;
+- ``wan2.2_t2v_lightx2v_4steps_lora_v1.1_{high,low}_noise.safetensors``: the T2V 4-step names (the tiny
+  T2V and I2V experts share one architecture, so the I2V 4-step LoRAs serve);
+
+and ``<comfy>/custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife49.pth``, a random-weight
+RIFE 4.7-architecture checkpoint, unless one that the pack can load is already there. A file that is
+already right is left alone; every line of output says what happened to one file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+TINY = "make_tiny_models.py"
+TINY_MORE = "make_tiny_models_more.py"
+DISTILL = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
+I2V_4STEP = "wan2.2_i2v_lightx2v_4steps_lora_v1_{}_noise.safetensors"
+# destination under loras/ -> (source under loras/, the shared script that writes the source)
+COPIES = {
+    f"wan/{DISTILL}": (DISTILL, TINY),
+    "style/example_style_high.safetensors": (I2V_4STEP.format("high"), TINY_MORE),
+    "style/example_style_low.safetensors": (I2V_4STEP.format("low"), TINY_MORE),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": (I2V_4STEP.format("high"), TINY_MORE),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": (I2V_4STEP.format("low"), TINY_MORE),
+}
+EXPERT = "diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
+MISMATCH = "style/mismatch.safetensors"
+MISMATCH_MODULES = [f"blocks.{block}.{name}" for block in (30, 31) for name in ("self_attn.q", "cross_attn.k", "ffn.0")]
+MISMATCH_MODULES.append("blocks.0.self_attn.qkv")
+LORA_RANK, DIM = 4, 128  # never applied, so any shape will do; these are the tiny experts'
+RIFE = "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife49.pth"
+PINS = Path(__file__).resolve().parents[2] / "comfy_bootstrap" / "pins.env"
+
+
+def mismatch_shapes() -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for module in MISMATCH_MODULES:
+        key = f"diffusion_model.{module}"
+        shapes |= {f"{key}.lora_down.weight": (LORA_RANK, DIM), f"{key}.lora_up.weight": (DIM, LORA_RANK), f"{key}.alpha": ()}
+    return shapes
+
+
+def rife47_shapes() -> dict[str, tuple[int, ...]]:
+    """The state dict of the pack's IFNet(arch_ver="4.7") (rife47.pth, rife49.pth), which it loads strictly.
+
+    Four IFBlocks (input channels, width c): conv0 = two stride-2 3×3 convs (c/2, c); convblock = eight
+    residual 3×3 convs with a per-channel ``beta``; lastconv = a 4×4 transposed conv to 24 channels.
+    Then ``encode``: a 3×3 conv 3→16 and a 4×4 transposed conv 16→4.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for index, (inputs, c) in enumerate(((7 + 8, 192), (8 + 4 + 8, 128), (8 + 4 + 8, 96), (8 + 4 + 8, 64))):
+        block = f"block{index}"
+        shapes |= {f"{block}.conv0.0.0.weight": (c // 2, inputs, 3, 3), f"{block}.conv0.0.0.bias": (c // 2,),
+                   f"{block}.conv0.1.0.weight": (c, c // 2, 3, 3), f"{block}.conv0.1.0.bias": (c,)}  # fmt: skip
+        for i in range(8):
+            res = f"{block}.convblock.{i}"
+            shapes |= {f"{res}.beta": (1, c, 1, 1), f"{res}.conv.weight": (c, c, 3, 3), f"{res}.conv.bias": (c,)}
+        shapes |= {f"{block}.lastconv.0.weight": (c, 24, 4, 4), f"{block}.lastconv.0.bias": (24,)}
+    encode = {"encode.0.weight": (16, 3, 3, 3), "encode.0.bias": (16,), "encode.1.weight": (16, 4, 4, 4), "encode.1.bias": (4,)}
+    return shapes | encode
+
+
+def random_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """Small random weights (finite, near-neutral outputs); biases 0, ``beta`` 1, LoRA ``alpha`` = rank."""
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for key, shape in shapes.items():
+        if key.endswith(".bias"):
+            tensors[key] = torch.zeros(shape)
+        elif key.endswith(".beta"):
+            tensors[key] = torch.ones(shape)
+        elif key.endswith(".alpha"):
+            tensors[key] = torch.tensor(float(LORA_RANK))
+        else:
+            tensors[key] = torch.randn(shape, generator=generator) * 0.01
+    return tensors
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    with safe_open(str(path), framework="pt") as f:
+        return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+
+
+def torch_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in torch.load(path, map_location="cpu", weights_only=True).items()}
+
+
+def has_shapes(path: Path, read: Callable[[Path], dict], want: dict[str, tuple[int, ...]]) -> bool:
+    """Whether ``path`` holds exactly these tensor names and shapes; a file that will not load does not."""
+    try:
+        return path.is_file() and read(path) == want
+    except Exception:
+        return False
+
+
+def fitting(lora: Path, expert_keys: set[str]) -> tuple[int, int]:
+    """(tensors whose module has a weight in the expert, all tensors), the way ComfyUI maps LoRA keys."""
+    keys = list(safetensors_shapes(lora))
+    modules = [key.removeprefix("diffusion_model.").rsplit(".lora_", 1)[0].removesuffix(".alpha") for key in keys]
+    return sum(f"{module}.weight" in expert_keys for module in modules), len(keys)
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    write(part)
+    os.replace(part, path)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pinned_rife_sha256() -> str:
+    for line in PINS.read_text().splitlines() if PINS.is_file() else []:
+        if line.startswith("RIFE_CKPT_SHA256="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return ""
+
+
+def prepare(volume: Path, comfy_dir: Path) -> None:
+    models = volume / "models"
+    loras = models / "loras"
+    for source, script in [(EXPERT, TINY), *((f"loras/{source}", script) for source, script in COPIES.values())]:
+        if not (models / source).is_file():
+            sys.exit(f"prepare_real: {models / source} is missing: run the shared tiny-models {script} --out {models} first")
+    pack = comfy_dir / RIFE.split("/ckpts/")[0]
+    if not (pack / "vfi_models" / "rife").is_dir():
+        sys.exit(f"prepare_real: no ComfyUI-Frame-Interpolation pack at {pack}: run comfy_bootstrap/install.sh first")
+
+    with safe_open(str(models / EXPERT), framework="pt") as f:
+        expert_keys = set(f.keys())
+    for dest, (source, _) in COPIES.items():
+        target, origin = loras / dest, loras / source
+        if target.is_file() and filecmp.cmp(origin, target, shallow=False):
+            print(f"kept     {target} (same bytes as {source})")
+            continue
+        atomic_write(target, lambda part, origin=origin: shutil.copyfile(origin, part))
+        print(f"wrote    {target} (copy of {source})")
+
+    target = loras / MISMATCH
+    if has_shapes(target, safetensors_shapes, mismatch_shapes()):
+        action = "kept    "
+    else:
+        atomic_write(target, lambda part: save_file(random_tensors(mismatch_shapes()), str(part)))
+        action = "wrote   "
+    fit, total = fitting(target, expert_keys)
+    if fit:
+        sys.exit(f"prepare_real: {fit} of the {total} tensors of {target} fit {EXPERT}: is that model a tiny one?")
+    print(f"{action} {target} ({total} tensors, none fits the tiny I2V experts)")
+
+    target = comfy_dir / RIFE
+    pinned = target.is_file() and sha256(target) == pinned_rife_sha256()
+    if pinned or has_shapes(target, torch_shapes, rife47_shapes()):
+        action = "kept    "
+    else:
+        atomic_write(target, lambda part: torch.save(random_tensors(rife47_shapes()), part))
+        action = "wrote   "
+    weights = "the pinned RIFE 4.9 weights" if pinned else "random weights"
+    print(f"{action} {target} ({weights}, {len(rife47_shapes())} tensors of IFNet 4.7)")
+    if not pinned:
+        size = target.stat().st_size
+        print(f"         install.sh without the network: RIFE_CKPT_URL={target} RIFE_CKPT_SHA256={sha256(target)} RIFE_CKPT_SIZE={size}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--volume", type=Path, required=True, help="the volume (REAL_VOLUME): holds models/ with the tiny models")
+    parser.add_argument("--comfy-dir", type=Path, required=True, help="ComfyUI installed by install.sh (REAL_COMFY_DIR)")
+    args = parser.parse_args()
+    prepare(args.volume, args.comfy_dir)
+
+
+if __name__ == "__main__":
+    main()
