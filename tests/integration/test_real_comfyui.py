@@ -5,8 +5,8 @@ Opt-in: set ``REAL_COMFY_DIR`` (a ComfyUI installed with comfy_bootstrap/install
 models of ../shared/tools/tiny-models/); docs/development.md says how to set them up. CI has no
 ComfyUI: there the module is skipped with one line.
 
-The jobs are tiny (64×64, 5 frames) and share one prompt text, so ComfyUI encodes it once (about
-a minute on two cores) and serves it from its cache afterwards. Each test prints its timings.
+The jobs are tiny (64×64, 5 frames) and share one prompt text, so ComfyUI encodes it once (two
+to three minutes on two cores) and serves it from its cache afterwards. Each test prints its timings.
 """
 
 from __future__ import annotations
