@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from comfy_bootstrap.config import ComfySettings  # noqa: E402
 from comfy_bootstrap.models import ModelFile, on_volume, searched_dirs  # noqa: E402
-from worker.model_files import SAFETENSORS_SUFFIXES, human_size, read_header  # noqa: E402
+from worker.model_files import human_size  # noqa: E402
+from worker.safetensors import SUFFIXES, NotSafetensors, read_header  # noqa: E402
 from worker.settings import ConfigError, Settings  # noqa: E402
 from worker.tasks import REGISTRY, SPEED_NAMES, TASK_NAMES  # noqa: E402
 from worker.tasks.base import DEFAULT_SPEED, HubFile, ModelSpec, Task  # noqa: E402
@@ -193,10 +194,12 @@ def part_path(path: Path, remote: Remote) -> Path:
 
 def continues_download(path: Path, size: int) -> bool:
     """Whether the file under the final name looks like the start of the Hub's file (a download cut short)."""
-    if not path.name.lower().endswith(SAFETENSORS_SUFFIXES) or path.stat().st_size >= size:
+    if not path.name.lower().endswith(SUFFIXES) or path.stat().st_size >= size:
         return False
-    header = read_header(path)
-    return not isinstance(header, str) and header.file_size == size
+    try:
+        return read_header(path).file_bytes == size
+    except NotSafetensors:
+        return False
 
 
 def plan(want: Wanted, local: OnVolume) -> tuple[str, str]:

@@ -22,7 +22,8 @@ import pytest
 import worker.lora_files as lora_files
 from tests import test_download
 from tests.test_download import OTHER_PUBLIC_IP, PUBLIC_IP, Network, Route, Server, body, redirect, resolver
-from tests.test_lora_format import LORA, MODEL, lora, safetensors
+from tests.test_lora_format import LORA, MODEL, lora
+from tests.test_safetensors import safetensors_file
 from tests.tls import make_tls
 from worker.errors import InvalidInput
 from worker.lora_files import LoraCache, token_hosts_match
@@ -169,7 +170,7 @@ def test_the_same_bytes_from_two_urls_are_one_file(server: Server, make_cache: C
     ],
 )
 def test_lora_naming_schemes_are_accepted(names: tuple[str, ...], server: Server, make_cache: Callable[..., LoraCache]) -> None:
-    data = safetensors({name: (4, 4) for name in names})
+    data = safetensors_file({name: (4, 4) for name in names})
     server.routes["/x.safetensors"] = body(data)
     assert make_cache().fetch(server.url("/x.safetensors"), "f") == sha_name(data)
 
@@ -236,8 +237,9 @@ def test_a_file_shorter_than_its_header_says_is_refused(server: Server, make_cac
 def test_an_html_page_is_refused(server: Server, make_cache: Callable[..., LoraCache]) -> None:
     server.routes["/page"] = body(b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>...</body></html>" * 4)
     assert error(make_cache(), server.url("/page")) == (
-        f"loras[0].url: http://127.0.0.1:{server.port}/page: an HTML page, not a safetensors file "
-        f"(a web page, login or error page instead of the file?) {ALLOWED}"
+        f"loras[0].url: http://127.0.0.1:{server.port}/page: an HTML page, not a safetensors file: it starts with "
+        f"'<!DOCTYPE html><html><head><title>Sign in</title></head><bo…' (a web page, login or error page instead of "
+        f"the file?) {ALLOWED}"
     )
 
 
@@ -253,13 +255,13 @@ def test_a_full_model_is_refused_at_its_header(server: Server, make_cache: Calla
     server.routes["/model.safetensors"] = body(MODEL)
     assert error(make_cache(), server.url("/model.safetensors")) == (
         f"loras[0].url: http://127.0.0.1:{server.port}/model.safetensors: a safetensors file of 2 tensors and none "
-        f'named like a LoRA\'s (e.g. "blocks.0.self_attn.q.weight"): a model checkpoint, not a LoRA {ALLOWED}'
+        f"named like a LoRA's (e.g. 'blocks.0.self_attn.q.weight'): a model checkpoint, not a LoRA {ALLOWED}"
     )
 
 
 def test_a_big_model_is_refused_without_downloading_it(server: Server, make_cache: Callable[..., LoraCache]) -> None:
     sent = threading.Event()
-    big = safetensors({"blocks.0.weight": (1024, 1024)})  # 2 MiB of data after a short header
+    big = safetensors_file({"blocks.0.weight": (1024, 1024)})  # 2 MiB of data after a short header
 
     def slow_model(h: BaseHTTPRequestHandler) -> None:
         h.send_response(200)
@@ -281,9 +283,9 @@ def test_a_big_model_is_refused_without_downloading_it(server: Server, make_cach
     [
         (b"\x80\x02}q\x00(X\x05\x00\x00\x00state" + b"\x00" * 64, "a Python pickle, not a safetensors file"),
         (b"PK\x03\x04\x14\x00\x00\x00" + b"\x00" * 64, "a ZIP archive, not a safetensors file"),
-        (b'{"error": "Repository not found"}' + b" " * 40, "JSON, not a safetensors file"),
+        (b'{"error": "Repository not found"}' + b" " * 40, "JSON, not a safetensors file: it starts with '{\"error\": \"Repository not found\"}'"),
         (b"GGUF\x03\x00\x00\x00" + b"\x00" * 64, "a GGUF file, not a safetensors file"),
-        (b"tiny", "4 bytes is too short to be a safetensors file"),
+        (b"tiny", "the file is 4 bytes, too short for a safetensors file (an empty or cut-off download)"),
     ],
 )
 def test_other_files_are_named(data: bytes, said: str, server: Server, make_cache: Callable[..., LoraCache]) -> None:

@@ -23,7 +23,7 @@ from huggingface_hub import constants, file_download
 
 from tests.fake_hub import FakeHub, HubEntry
 from tests.harness import REPO
-from tests.test_model_files import safetensors_bytes
+from tests.test_safetensors import safetensors_file
 from worker.tasks import REGISTRY
 
 SCRIPT = REPO / "scripts" / "models.py"
@@ -41,7 +41,7 @@ SPECS = {(s.folder, s.default): (s.source.repo, s.source.path) for t in REGISTRY
 
 
 def content_for(index: int) -> bytes:
-    return safetensors_bytes({f"blocks.{i}.weight": 700 + 300 * index for i in range(3)})
+    return safetensors_file({f"blocks.{i}.weight": (350 + 150 * index,) for i in range(3)}, seed=index)
 
 
 @pytest.fixture
@@ -353,7 +353,7 @@ def test_an_unreachable_hub_is_one_clear_error(env, volume: Path, monkeypatch, c
 def test_a_fresh_clone_needs_nothing_but_huggingface_hub() -> None:
     """The worker modules the script imports need only the standard library (``python -S``: no
     site-packages at all); without huggingface_hub, ``--help`` works and a run says what to install."""
-    imports = [sys.executable, "-S", "-c", "import worker.settings, worker.tasks, worker.model_files"]
+    imports = [sys.executable, "-S", "-c", "import worker.settings, worker.tasks, worker.model_files, worker.safetensors"]
     subprocess.run(imports, cwd=REPO, capture_output=True, text=True, timeout=30, check=True)
     help_text = subprocess.run([sys.executable, "-S", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert help_text.returncode == 0 and "--dry-run" in help_text.stdout

@@ -47,7 +47,7 @@ from typing import BinaryIO
 from worker.download import FetchRules, Resolver, redact_url, resolve_host
 from worker.download import fetch as guarded_fetch
 from worker.errors import InvalidInput
-from worker.lora_format import LORA_ALLOWED, LoraSniffer, NotALora
+from worker.lora_format import LORA_ALLOWED, LoraSniffer, NotALora, lora_tensors
 from worker.settings import LoraSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class LoraCache:
             raise self._not_a_lora(field, url, exc) from None
         log.info(
             "%s: %d bytes, %d LoRA tensors of %d, in %.1f s from %s",
-            field, fetched.size, len(header.lora_tensors()), len(header.tensors),
+            field, fetched.size, len(lora_tensors(header)), len(header.tensors),
             time.monotonic() - started, redact_url(fetched.url),
         )  # fmt: skip
         return digest.hexdigest(), fetched.size

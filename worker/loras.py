@@ -25,8 +25,8 @@ from comfy_bootstrap.models import ModelFile, on_volume
 from worker.errors import InvalidInput
 from worker.graph import Graph, Template
 from worker.lora_files import LoraCache, LoraJob
-from worker.lora_format import NotALora, read_header
 from worker.request import LoraInput
+from worker.safetensors import NotSafetensors, read_header
 from worker.settings import Settings
 from worker.tasks.base import Task
 
@@ -129,7 +129,7 @@ def _tensor_names(loras: Sequence[AppliedLora]) -> Mapping[AppliedLora, set[str]
             continue
         try:
             names[lora] = set(read_header(lora.path).tensors)
-        except (OSError, NotALora) as exc:
+        except (OSError, NotSafetensors) as exc:
             log.debug("cannot read the tensor names of %s: %s", lora.path, exc)
     return names
 

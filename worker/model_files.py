@@ -2,103 +2,43 @@
 
 :func:`comfy_bootstrap.models.check_models` asks ComfyUI whether it lists each file by name. A file
 cut short by an interrupted download, or an HTML error page saved under the model's name, passes
-that check and fails much later inside ComfyUI's loader, after the job waited for it. The
-safetensors format says in its first bytes how big the file must be: an 8-byte little-endian
-header length, a JSON header giving each tensor's byte range (``data_offsets``, counted from the
-end of the header), then the tensors' bytes. Reading those few kilobytes tells whether the file
-holds what it declares. Results are kept per (path, size, mtime), so a warm worker reads each
-header once and a file that changed is read again.
-
-Only the standard library is used: the worker has no ``safetensors`` package.
+that check and fails much later inside ComfyUI's loader, after the job waited for it. The header
+(:func:`worker.safetensors.read_header`, a few kilobytes) says how big the file must be. Results are
+kept per (path, size, mtime), so a warm worker reads each header once and a file that changed is
+read again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from comfy_bootstrap.config import ComfySettings
 from comfy_bootstrap.models import ModelFile, on_volume
 from worker.errors import ModelsInvalid
+from worker.safetensors import SUFFIXES, NotSafetensors, read_header
 
 log = logging.getLogger(__name__)
-
-#: Name endings of safetensors files (ComfyUI also loads ``.sft`` as safetensors); others are not checked.
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-#: The largest header the safetensors library accepts (its ``MAX_HEADER_SIZE``).
-HEADER_LIMIT = 100_000_000
-_LENGTH = struct.Struct("<Q")
-
-
-@dataclass(frozen=True)
-class Header:
-    """What a safetensors file's first bytes declare: its header's length and the tensor data's size."""
-
-    length: int
-    data: int
-
-    @property
-    def file_size(self) -> int:
-        """The size the whole file must have."""
-        return _LENGTH.size + self.length + self.data
-
-
-def read_header(path: Path) -> Header | str:
-    """The header of the safetensors file at ``path``, or what keeps it from being read.
-
-    Needs only the file's start: a file cut short after its header still gives its header.
-    """
-    size = path.stat().st_size
-    if size < _LENGTH.size:
-        return f"the file is {human_size(size)}, too short for a safetensors file (an empty or cut-off download)"
-    with path.open("rb") as f:
-        head = f.read(_LENGTH.size)
-        (length,) = _LENGTH.unpack(head)
-        if length < 2 or length > HEADER_LIMIT:
-            return _not_safetensors(head + f.read(64), f"its first 8 bytes give a header length of {length:,} bytes")
-        if _LENGTH.size + length > size:
-            return (
-                f"the file ends inside its header (a header of {human_size(length)}, the file holds {human_size(size)}): "
-                "the download was cut short"
-            )
-        raw = f.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return "not a safetensors file: its header is not JSON"
-    if not isinstance(header, dict):
-        return "not a safetensors file: its header is not a JSON object"
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not _valid_offsets(offsets):
-            return f"not a valid safetensors file: tensor {name!r} has no valid data_offsets ({offsets!r})"
-        end = max(end, offsets[1])
-    return Header(length, end)
 
 
 def safetensors_problem(path: Path) -> str | None:
     """What is wrong with the safetensors file at ``path``, or None when it holds what its header declares."""
-    header = read_header(path)
-    if isinstance(header, str):
-        return header
-    held = path.stat().st_size - _LENGTH.size - header.length
-    if held < header.data:
+    try:
+        header = read_header(path)
+    except NotSafetensors as exc:
+        return str(exc)
+    data, missing = header.data_bytes, header.file_bytes - path.stat().st_size
+    if missing > 0:
         return (
-            f"the header declares {human_size(header.data)} of tensor data but the file holds {human_size(held)}: "
-            f"{human_size(header.data - held)} missing — the download was cut short"
+            f"the header declares {human_size(data)} of tensor data but the file holds {human_size(data - missing)}: "
+            f"{human_size(missing)} missing — the download was cut short"
         )
-    if held > header.data:
+    if missing < 0:
         return (
-            f"the file holds {human_size(held - header.data)} more than the {human_size(header.data)} of tensor data "
-            "its header declares (written twice, or another file appended)"
+            f"the file holds {human_size(-missing)} more than the {human_size(data)} of tensor data its header "
+            "declares (written twice, or another file appended)"
         )
     return None
 
@@ -139,7 +79,7 @@ def check_model_files(comfy: ComfySettings, task: str, files: Sequence[ModelFile
     """
     problems: list[tuple[ModelFile, Path, str]] = []
     for file in files:
-        if not file.name.lower().endswith(SAFETENSORS_SUFFIXES):
+        if not file.name.lower().endswith(SUFFIXES):
             continue
         path = on_volume(comfy, file)
         if path is None:
@@ -166,28 +106,6 @@ def _invalid_message(comfy: ComfySettings, task: str, problems: list[tuple[Model
         f"run: python scripts/models.py --task {task} --volume {comfy.volume_path}"
     )
     return "\n".join(lines)
-
-
-def _valid_offsets(offsets: object) -> bool:
-    """``[begin, end]``: two integers, ``0 <= begin <= end``."""
-    return (
-        isinstance(offsets, list)
-        and len(offsets) == 2
-        and all(type(o) is int for o in offsets)
-        and 0 <= offsets[0] <= offsets[1]
-    )
-
-
-def _not_safetensors(head: bytes, why: str) -> str:
-    """The message for a file that is not safetensors at all, quoting its start when it is text."""
-    text = head.decode("utf-8", "replace")
-    printable = "".join(c for c in text if c.isprintable() or c in "\n\t").strip()
-    if len(printable) >= 0.9 * len(text) and printable:
-        start = " ".join(printable.split())[:40]
-        web_page = start.lower().startswith(("<!doctype", "<html", "<?xml"))
-        kind = "a web page (an error or sign-in page)" if web_page else "text"
-        return f"not a safetensors file: it starts with {start!r}, {kind} saved under the model's name (a failed download)"
-    return f"not a safetensors file: {why}"
 
 
 def human_size(count: int) -> str:
