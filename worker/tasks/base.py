@@ -48,8 +48,6 @@ class SpeedPreset:
     """A faster way to run a task (the job's ``speed``): other model files in place of some of the
     task's (``replaces`` names their roles), and other option defaults."""
 
-    name: str
-    summary: str
     replaces: tuple[str, ...]
     models: tuple[ModelSpec, ...]
     defaults: Mapping[str, Any]

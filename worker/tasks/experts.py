@@ -82,9 +82,7 @@ def four_step(kind: str, version: str) -> SpeedPreset:
         )  # fmt: skip
         for expert in EXPERTS
     )
-    return SpeedPreset(
-        "4step", "4 steps with the Wan 2.2 Lightning LoRAs", ("lora",), loras, {"steps": 4, "shift": 5.0, "cfg": 1.0}
-    )
+    return SpeedPreset(replaces=("lora",), models=loras, defaults={"steps": 4, "shift": 5.0, "cfg": 1.0})
 
 
 def fill_experts(graph: Graph, job: FillInputs) -> None:
