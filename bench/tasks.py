@@ -3,8 +3,9 @@
 One worker (``python handler.py --rp_serve_api`` with the double as its ComfyUI, as in the tests)
 runs N jobs of each task at 832×480, 81 frames from a 1280×720 image, and prints the overhead
 (``timings.total − timings.execution``: everything the worker does that is not ComfyUI's run) as
-p50/p95 per task. The per-job figures on the real ComfyUI come from tests/integration (see
-docs/performance.md).
+p50/p95 per task, and for jobs with two LoRAs by name and with a LoRA by URL (served on
+127.0.0.1; the first job fetches it, the measured ones find it in the cache). The per-job figures
+on the real ComfyUI come from tests/integration (see docs/performance.md).
 
 Usage: python bench/tasks.py [--jobs 20]
 """
@@ -13,9 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from common import p50_p95, running_worker
 from overhead import measure_overhead
+
+from tests.comfy_double.inprocess import safetensors_stand_in
+
+LORA_NAMES = ("bench/style_high.safetensors", "bench/style_low.safetensors")
 
 #: Each task's fields on top of the job's prompt, image and options (null: "not given").
 TASKS: dict[str, dict] = {
@@ -26,7 +34,27 @@ TASKS: dict[str, dict] = {
     "ti2v-5b": {"task": "ti2v-5b"},
     "i2v speed 4step": {"speed": "4step"},
     "i2v + interpolate 2": {"options": {"interpolate": 2}},
+    "i2v + 2 LoRAs by name": {"loras": [{"name": LORA_NAMES[0], "target": "high"}, {"name": LORA_NAMES[1], "target": "low"}]},
 }
+
+
+def serve_lora() -> ThreadingHTTPServer:
+    """A LoRA file on http://127.0.0.1:<port>/style.safetensors, served from a thread."""
+    body = safetensors_stand_in("loras/bench/by_url.safetensors")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def main() -> None:
@@ -34,8 +62,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
     results = {}
-    with running_worker() as worker:
-        for name, fields in TASKS.items():
+    server = serve_lora()
+    jobs = {**TASKS, "i2v + a LoRA by URL (cached)": {"loras": [{"url": f"http://127.0.0.1:{server.server_port}/style.safetensors"}]}}
+    with running_worker(ALLOW_PRIVATE_LORA_URLS="true") as worker:
+        loras = Path(worker.env["VOLUME_PATH"]) / "models" / "loras"
+        for name in LORA_NAMES:
+            (loras / name).parent.mkdir(parents=True, exist_ok=True)
+            (loras / name).write_bytes(safetensors_stand_in(f"loras/{name}"))
+        for name, fields in jobs.items():
             run = measure_overhead(worker, args.jobs, extra_input=fields)
             overhead = run.series()["overhead: worker total - execution"]
             results[name] = [round(v * 1000, 1) for v in p50_p95(overhead)]
