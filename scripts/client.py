@@ -56,9 +56,10 @@ STAGES = {
     "encode": "encoding",
 }  # fmt: skip
 OPTIONS = (("width", int), ("height", int), ("length", int), ("steps", int), ("cfg", float), ("frame_rate", float),
-           ("seed", int), ("resolution", str), ("aspect_ratio", str), ("duration", float))  # fmt: skip
+           ("seed", int), ("resolution", str), ("aspect_ratio", str), ("duration", float), ("interpolate", int),
+           ("output_frame_rate", float), ("video_format", str), ("crf", int))  # fmt: skip
 #: Flags that describe the job itself, refused together with --input-json.
-JOB_FLAGS = ("prompt", "negative_prompt", "image", "image_url", "end_image", "end_image_url", "task", "lora") + tuple(
+JOB_FLAGS = ("prompt", "negative_prompt", "image", "image_url", "end_image", "end_image_url", "task", "speed", "lora") + tuple(
     name for name, _ in OPTIONS
 )
 
@@ -135,6 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     job.add_argument("--prompt")
     job.add_argument("--negative-prompt")
     job.add_argument("--task", choices=TASKS)
+    job.add_argument("--speed", choices=("default", "4step"), help="4step: the Wan 2.2 Lightning LoRAs, 4 steps (i2v, flf2v, t2v)")
     image = job.add_mutually_exclusive_group()
     image.add_argument("--image", type=Path, metavar="FILE", help="start image, sent as base64")
     image.add_argument("--image-url", metavar="URL")
@@ -171,7 +173,7 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         body = _read_input_json(args.input_json)
     else:
         job_input: dict[str, Any] = {}
-        for key in ("prompt", "negative_prompt", "task", "image_url", "end_image_url"):
+        for key in ("prompt", "negative_prompt", "task", "speed", "image_url", "end_image_url"):
             if getattr(args, key) is not None:
                 job_input[key] = getattr(args, key)
         for key in ("image", "end_image"):

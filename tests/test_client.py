@@ -99,6 +99,11 @@ def test_request_carries_only_the_fields_given(tmp_path: Path) -> None:
     assert _request("--prompt", "x", "--image-url", "https://x/a.png") == {
         "input": {"prompt": "x", "image_url": "https://x/a.png"}
     }
+    assert _request("--prompt", "x", "--task", "t2v", "--speed", "4step", "--interpolate", "2", "--output-frame-rate", "30",
+                    "--video-format", "webm", "--crf", "30") == {
+        "input": {"prompt": "x", "task": "t2v", "speed": "4step",
+                  "options": {"interpolate": 2, "output_frame_rate": 30.0, "video_format": "webm", "crf": 30}}
+    }  # fmt: skip
 
 
 def test_request_refuses_nothing_and_unreadable_files(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ def preflight(settings: Settings, gpus: list[GpuInfo] | None) -> list[str]:
                 f"({', '.join(f.name for f in missing)}). Download them with: "
                 f"python scripts/models.py --task {name} --volume {comfy.volume_path}"
             )
+            continue  # that command fetches the speed presets' files too
         for speed in task.speeds:
             extra = [f for f in task.model_files(settings.model_names, speed) if f not in files]
             absent = missing_on_volume(comfy, extra)
