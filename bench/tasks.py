@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from common import p50_p95, running_worker
 from overhead import measure_overhead
 
 from tests.comfy_double.inprocess import safetensors_stand_in
+from tests.file_server import FileServer
 
 LORA_NAMES = ("bench/style_high.safetensors", "bench/style_low.safetensors")
 
@@ -38,33 +37,14 @@ TASKS: dict[str, dict] = {
 }
 
 
-def serve_lora() -> ThreadingHTTPServer:
-    """A LoRA file on http://127.0.0.1:<port>/style.safetensors, served from a thread."""
-    body = safetensors_stand_in("loras/bench/by_url.safetensors")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
     results = {}
-    server = serve_lora()
-    jobs = {**TASKS, "i2v + a LoRA by URL (cached)": {"loras": [{"url": f"http://127.0.0.1:{server.server_port}/style.safetensors"}]}}
-    with running_worker(ALLOW_PRIVATE_LORA_URLS="true") as worker:
+    server = FileServer({"/style.safetensors": safetensors_stand_in("loras/bench/by_url.safetensors")})
+    jobs = {**TASKS, "i2v + a LoRA by URL (cached)": {"loras": [{"url": f"{server.url}/style.safetensors"}]}}
+    with server, running_worker(ALLOW_PRIVATE_LORA_URLS="true") as worker:
         loras = Path(worker.env["VOLUME_PATH"]) / "models" / "loras"
         for name in LORA_NAMES:
             (loras / name).parent.mkdir(parents=True, exist_ok=True)

@@ -7,15 +7,14 @@ import dataclasses
 import io
 import logging
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image, ImageCms
 
+from tests.file_server import FileServer
 from worker.errors import InvalidImage
 from worker.image import PreparedImage, decode_base64_image, decode_image, prepare_image
 from worker.request import ImageInput, parse_request
@@ -405,28 +404,8 @@ def test_an_end_image_is_checked_like_the_image_and_named_in_its_errors() -> Non
 @pytest.fixture
 def image_server() -> Iterator[tuple[str, dict[str, bytes]]]:
     """An HTTP server on 127.0.0.1 serving ``files`` by path."""
-    files: dict[str, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            data = files.get(self.path.split("?")[0])
-            if data is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", files
-    httpd.shutdown()
-    httpd.server_close()
+    with FileServer() as server:
+        yield server.url, server.files
 
 
 def test_prepare_image_from_url(image_server: tuple[str, dict[str, bytes]]) -> None:

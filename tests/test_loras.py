@@ -8,15 +8,14 @@ tests the address guard itself).
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.comfy_double.inprocess import safetensors_stand_in
+from tests.file_server import FileServer
 from tests.harness import by_role, decode_mp4, filled_graph, png_b64
 from worker.errors import InvalidInput
 from worker.pipeline import generate_video
@@ -104,43 +103,13 @@ def test_a_lora_made_for_another_model_is_a_warning_naming_it(make_runtime) -> N
     assert [lora["name"] for lora in out["loras"]] == ["style/film.safetensors", "sd15_style.safetensors"]
 
 
-class _LoraSite:
-    """An HTTP server serving LoRA files by path and counting requests."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                site.requests.append(self.path)
-                data = site.files.get(self.path.split("?")[0])
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def lora_site() -> Iterator[_LoraSite]:
-    site = _LoraSite()
-    yield site
-    site.httpd.shutdown()
-    site.httpd.server_close()
+def lora_site() -> Iterator[FileServer]:
+    with FileServer() as site:
+        yield site
 
 
-def test_a_lora_by_url_is_fetched_once_and_loaded_from_the_cache(make_runtime, lora_site: _LoraSite) -> None:
+def test_a_lora_by_url_is_fetched_once_and_loaded_from_the_cache(make_runtime, lora_site: FileServer) -> None:
     runtime = make_runtime(ALLOW_PRIVATE_LORA_URLS="true")
     lora_site.files["/film.safetensors"] = safetensors_stand_in("loras/film.safetensors")
     job = _job(loras=[{"url": f"{lora_site.url}/film.safetensors?token=secret", "strength": 0.8}])
@@ -152,7 +121,7 @@ def test_a_lora_by_url_is_fetched_once_and_loaded_from_the_cache(make_runtime, l
     assert len(cached) == 1 and cached[0].name in runtime.client.list_models("loras")  # ComfyUI lists the cache folder
 
 
-def test_a_url_that_is_not_a_lora_is_refused_before_comfyui_runs(make_runtime, lora_site: _LoraSite) -> None:
+def test_a_url_that_is_not_a_lora_is_refused_before_comfyui_runs(make_runtime, lora_site: FileServer) -> None:
     runtime = make_runtime(ALLOW_PRIVATE_LORA_URLS="true")
     lora_site.files["/page"] = b"<!DOCTYPE html><html>Sign in</html>"
     with pytest.raises(InvalidInput, match=r"^loras\[0\]\.url: .*HTML"):
