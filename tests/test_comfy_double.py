@@ -157,6 +157,22 @@ def queue(server: DoubleServer, prompt: dict[str, Any], client_id: str) -> str:
     return response.json()["prompt_id"]
 
 
+class DoubleClient:
+    """A websocket client of a double (connected once ``status`` arrives) that runs prompts to their end."""
+
+    def __init__(self, server: DoubleServer) -> None:
+        self.server = server
+        self.client_id = str(uuid.uuid4())
+        self.ws = WsClient(server.ws_url(self.client_id))
+        self.ws.wait_for(lambda m: m["type"] == "status")
+
+    def run(self, prompt: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """Queue ``prompt``; its id and every message from the POST to ``executing node=null``."""
+        start = len(self.ws.messages)
+        prompt_id = queue(self.server, prompt, self.client_id)
+        return prompt_id, self.ws.wait_done(prompt_id)[start:]
+
+
 def probe(path: Path) -> dict[str, Any]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]

@@ -16,7 +16,6 @@ import io
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from tests.comfy_double import ALL_MODEL_FILES, DoubleServer, create_model_files
 from tests.comfy_double.graph import is_link
 from tests.comfy_double.inprocess import safetensors_stand_in
 from tests.comfy_double.node_impls import FITTING_LORA_KEY_PREFIX, Images, InterpolatedVideo
-from tests.test_comfy_double import WsClient, _launch, free_port, post, queue
+from tests.test_comfy_double import DoubleClient, WsClient, _launch, free_port, post
 from tests.test_comfy_double_tasks import recorded_messages, ws_canon
 from worker.safetensors import parse_header
 
@@ -133,14 +132,11 @@ def ffmpeg_lines(log: str) -> str:
     return "".join(line for line in log.splitlines(keepends=True) if not line.startswith("\x1b["))
 
 
-class Session:
+class Session(DoubleClient):
     """A websocket client of an in-process double with ``example.png`` uploaded."""
 
     def __init__(self, server: DoubleServer) -> None:
-        self.server = server
-        self.client_id = str(uuid.uuid4())
-        self.ws = WsClient(server.ws_url(self.client_id))
-        self.ws.wait_for(lambda m: m["type"] == "status")
+        super().__init__(server)
         response = requests.post(
             f"{server.url}/upload/image",
             files={"image": ("example.png", example_png(), "image/png")},
@@ -148,11 +144,6 @@ class Session:
             timeout=10,
         )
         assert response.status_code == 200, response.text
-
-    def run(self, prompt: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-        start = len(self.ws.messages)
-        prompt_id = queue(self.server, prompt, self.client_id)
-        return prompt_id, self.ws.wait_done(prompt_id)[start:]
 
     def run_recorded(self, name: str) -> tuple[str, list[dict[str, Any]]]:
         """``name``'s prompt after a warm-up that leaves in the cache what the recording found there."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from tests.comfy_double import ALL_MODEL_FILES, DoubleServer, create_model_files
 from tests.comfy_double.inprocess import safetensors_stand_in
 from tests.comfy_double.node_impls import DecodedVideo, Images, NodeContext, image_from_batch, save_image
 from tests.harness import decode_mp4
-from tests.test_comfy_double import WsClient, post, queue
+from tests.test_comfy_double import DoubleClient, post
 from worker.safetensors import parse_header
 
 #: The LoRA paths of the recordings' volume (``object_info_flf2v_nodes.json``) that differ from the
@@ -151,23 +150,14 @@ def mean(pixels: np.ndarray) -> np.ndarray:
     return pixels.reshape(-1, 3).astype(float).mean(axis=0)
 
 
-class Session:
+class Session(DoubleClient):
     """A websocket client of the double plus the files the recorded graphs read."""
 
     def __init__(self, server: DoubleServer) -> None:
-        self.server = server
-        self.client_id = str(uuid.uuid4())
-        self.ws = WsClient(server.ws_url(self.client_id))
-        self.ws.wait_for(lambda m: m["type"] == "status")
+        super().__init__(server)
         upload(server, RED_BLUE, red_blue())
         upload(server, GREEN, solid((30, 200, 40)))
         upload(server, OTHER, solid((200, 200, 30)))
-
-    def run(self, prompt: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-        """Queue ``prompt``; its id and every message from the POST to ``executing node=null``."""
-        start = len(self.ws.messages)
-        prompt_id = queue(self.server, prompt, self.client_id)
-        return prompt_id, self.ws.wait_done(prompt_id)[start:]
 
     def warm_up(self, name: str, end: str | None = None) -> None:
         """Run the graph the recording server ran before ``name``, if any."""
