@@ -325,20 +325,26 @@ def fix_command(volume: Path, tasks: Iterable[str]) -> str:
     return f"python scripts/models.py --volume {volume} {flags}".rstrip()
 
 
-def show(want: Wanted, local: OnVolume, status: str) -> None:
+def show(want: Wanted, local: OnVolume, status: str, why: str = "") -> None:
     print(f"{status:<8} {want.name}  {human_size(want.remote.size)}  ({want.label}; {', '.join(want.tasks)})")
     print(f"{'':<8}   from {want.origin}")
     print(f"{'':<8}   to   {local.path}")
+    if why:
+        print(f"{'':<8}   {why}")
+
+
+def show_plan(want: Wanted, comfy: ComfySettings) -> tuple[OnVolume, str]:
+    """Where the file is or goes and what to do with it, printed; (place, action)."""
+    local = where_on_volume(comfy, want)
+    action, why = plan(want, local)
+    show(want, local, action, why)
+    return local, action
 
 
 def dry_run(files: Sequence[Wanted], comfy: ComfySettings) -> int:
     to_fetch = 0
     for want in files:
-        local = where_on_volume(comfy, want)
-        action, why = plan(want, local)
-        show(want, local, action)
-        if why:
-            print(f"{'':<8}   {why}")
+        local, action = show_plan(want, comfy)
         if action != "present":
             to_fetch += want.remote.size - (local.part_size if action == "resume" and local.part_size else 0)
     total = sum(w.remote.size for w in files)
@@ -357,9 +363,7 @@ def check(files: Sequence[Wanted], comfy: ComfySettings) -> int:
         else:
             problem = verify(local.path, want)
             status, why = ("ok", "") if problem is None else ("wrong", f"it is {problem}")
-        show(want, local, status)
-        if why:
-            print(f"{'':<8}   {why}")
+        show(want, local, status, why)
         if status != "ok":
             bad.append(want)
     if not bad:
@@ -376,11 +380,7 @@ def fetch(files: Sequence[Wanted], comfy: ComfySettings, endpoint: str) -> int:
     downloaded = 0
     started = time.monotonic()
     for want in files:
-        local = where_on_volume(comfy, want)
-        action, why = plan(want, local)
-        show(want, local, action)
-        if why:
-            print(f"{'':<8}   {why}")
+        local, action = show_plan(want, comfy)
         try:
             if action == "present":
                 problem = verify(local.path, want)
