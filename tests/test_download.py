@@ -432,20 +432,26 @@ def test_connection_refused() -> None:
 def test_query_and_credentials_never_reach_messages_or_logs(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     server.routes["/old"] = redirect(server.url("/missing?X-Amz-Signature=SECRET2"))
-    message = fetch_error(f"http://user:SECRET0@127.0.0.1:{server.port}/old?X-Amz-Signature=SECRET1")
+    refused = fetch_error(f"http://user:SECRET0@127.0.0.1:{server.port}/old?X-Amz-Signature=SECRET1")
+    assert refused == (
+        f"image_url: http://…@127.0.0.1:{server.port}/old?… has user info (user@ or user:password@) before the host "
+        "(allowed: an http:// or https:// URL)"
+    )
+    message = fetch_error(f"http://127.0.0.1:{server.port}/old?X-Amz-Signature=SECRET1")
     assert message == (
         f"image_url: redirect 1 goes to http://127.0.0.1:{server.port}/missing?…: the server answered "
         "HTTP 404 Not Found (allowed: a URL that answers 2xx with the image)"
     )
     worker_logs = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("worker"))
-    assert worker_logs and "SECRET" not in worker_logs and "SECRET" not in message
+    assert worker_logs and "SECRET" not in worker_logs + message + refused
     assert server.requests[0][0] == "/old?X-Amz-Signature=SECRET1"  # the query itself is still sent
 
 
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("https://u:p@h.example/a.png?sig=1#frag", "https://h.example/a.png?…"),
+        ("https://u:p@h.example/a.png?sig=1#frag", "https://…@h.example/a.png?…"),
+        ("http://127.0.0.1:8188\\@h.example/a\r\nb.png", "http://…@h.example/a\\r\\nb.png"),
         ("https://h.example/a.png#frag", "https://h.example/a.png"),
         ("not a url?x=1", "not a url?…"),
         ("https://h.example/" + "a" * 300, "https://h.example/" + "a" * 181 + "…"),
@@ -515,3 +521,89 @@ def test_https_verifies_the_certificate_against_the_host_name(tmp_path: Path) ->
         assert fetch_error(url, resolve=resolve).endswith("the TLS handshake failed (is the certificate valid for this host?)")
     finally:
         tls_server.stop()
+
+
+# --- URLs whose host two parsers read differently ---------------------------------------------------
+
+
+def test_backslash_userinfo_cannot_reach_loopback(server: Server, network: Network) -> None:
+    """``http://127.0.0.1:P\\@<public>/x.png`` is checked as the public host by ``urlsplit``; urllib3
+    would read 127.0.0.1:P from it. The URL is refused before anything is sent."""
+    server.routes["/x.png"] = body(BODY)
+    network.routes[PUBLIC_IP] = None
+    url = f"http://127.0.0.1:{server.port}\\@{PUBLIC_IP}/x.png"
+    message = fetch_error(url, CLOSED, resolve=resolver({}))
+    assert message.startswith("image_url: ") and "backslash" in message
+    assert server.requests == [] and network.connects == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user@cdn.test/a.png",
+        "http://user:pass@cdn.test/a.png",
+        "http://127.0.0.1:8188\\@cdn.test/a.png",
+        "http:\\\\cdn.test/a.png",
+        "http://cdn.test\\a.png",
+        "http://cdn.test/a\\b.png",
+        "http://cdn.test/a b.png",
+        "http://cdn.test/a\tb.png",
+        "http://cdn.test/a.png\r\nX-Injected: 1",
+        "http://cdn.test/a\x00.png",
+        "http://cdn.test/a\x7f.png",
+        "http://cdn.test/a\u00a0.png",
+        "http://[fe80::1%25eth0]/a.png",
+        "http://evil%40127.0.0.1/a.png",
+        "http:/cdn.test/a.png",
+    ],
+)
+def test_urls_with_userinfo_backslash_whitespace_or_odd_hosts_are_refused(url: str, network: Network) -> None:
+    message = fetch_error(url, CLOSED, resolve=resolver({"cdn.test": [PUBLIC_IP]}))
+    assert message.startswith("image_url: ") and "(allowed: an http:// or https:// URL" in message
+    assert network.connects == []
+    assert ":pass@" not in message and "\n" not in message and "\t" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "target"),
+    [
+        ("http://cdn.test/a@b.png", "cdn.test", 80, "/a@b.png"),
+        ("http://cdn.test/?next=@127.0.0.1", "cdn.test", 80, "/?next=@127.0.0.1"),
+        ("http://cdn.test?x@127.0.0.1:8188", "cdn.test", 80, "/?x@127.0.0.1:8188"),
+        ("http://cdn.test#@127.0.0.1/x", "cdn.test", 80, "/"),
+        ("http://cdn.test/%40127.0.0.1/x", "cdn.test", 80, "/%40127.0.0.1/x"),
+        ("http://cdn.test/%5C@127.0.0.1/x", "cdn.test", 80, "/%5C@127.0.0.1/x"),
+        ("HTTP://CDN.Test:8080/A.png", "cdn.test", 8080, "/A.png"),
+        ("http://cdn.test./a.png", "cdn.test.", 80, "/a.png"),
+        ("https://bücher.test/a.png", "xn--bcher-kva.test", 443, "/a.png"),
+        ("http://[2606:4700:4700::1111]:81/a.png", "2606:4700:4700::1111", 81, "/a.png"),
+    ],
+)
+def test_the_request_goes_to_the_checked_address_and_nowhere_else(url: str, host: str, port: int, target: str) -> None:
+    """The URL handed to urllib3 is built from parsed parts: the host it connects to is the address
+    that was checked, for every tricky form (what urllib3 and requests parse from it)."""
+    import urllib3.util
+    from requests import Request
+
+    from worker.download import FetchRules, _Target
+
+    parsed = _Target.parse(url, 0, FetchRules.for_image(CLOSED))
+    assert (parsed.host, parsed.port) == (host, port)
+    for address in (PUBLIC_IP, "2606:4700:4700::1111"):
+        built = parsed.url_for(address)
+        seen = urllib3.util.parse_url(Request("GET", built).prepare().url)
+        assert (seen.host.strip("[]"), seen.port) == (address, port), built
+        assert seen.auth is None and seen.request_uri == target
+
+
+def test_each_redirect_hop_goes_through_the_same_checks(server: Server, network: Network) -> None:
+    network.routes[PUBLIC_IP] = server.port
+    resolve = resolver({"cdn.test": [PUBLIC_IP]})
+    for location in (f"http://127.0.0.1:{server.port}\\@cdn.test/x.png", "http://u:p@cdn.test/x.png", "http:\\\\cdn.test/x"):
+        server.requests.clear()
+        network.connects.clear()
+        server.routes["/old"] = redirect(location)
+        server.routes["/x.png"] = body(BODY)
+        message = fetch_error(server.url("/old", host="cdn.test"), CLOSED, resolve=resolve)
+        assert message.startswith("image_url: redirect 1 goes to "), message
+        assert server.paths() == ["/old"] and network.connects == [PUBLIC_IP]

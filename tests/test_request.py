@@ -425,7 +425,7 @@ def test_image_url_form(url: str, what: str) -> None:
 
 def test_image_url_messages_hide_query_and_credentials() -> None:
     message = error_of({"prompt": "x", "image_url": "gopher://user:hunter2@host/a.png?X-Amz-Signature=SECRET"})
-    assert message == 'image_url: "gopher://host/a.png?…" is not an http or https URL (allowed: an http:// or https:// URL)'
+    assert message == 'image_url: "gopher://…@host/a.png?…" is not an http or https URL (allowed: an http:// or https:// URL)'
     assert error_of({"prompt": "x", "image_url": 42}) == "image_url: 42 is not a string (allowed: an http:// or https:// URL)"
 
 

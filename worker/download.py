@@ -35,15 +35,17 @@ signature), no user:password.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
@@ -117,25 +119,37 @@ def resolve_host(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def redact_url(url: str, max_chars: int = 200) -> str:
+def redact_url(url: str, max_chars: int = 200, *, escape: bool = True) -> str:
     """``url`` fit for a log line or an error: no query, fragment or credentials; truncated.
 
     Signed URLs (S3, GCS, CDN tokens) carry their secret in the query string, so it becomes
-    ``?…``; ``user:password@`` is dropped for the same reason. Works on malformed URLs too.
+    ``?…``; ``user:password@`` becomes ``…@`` for the same reason. Whitespace and control
+    characters are escaped (unless ``escape`` is False: the caller quotes it as JSON), so the text
+    stays one line. Works on malformed URLs too.
     """
     base, has_query = _strip_query(url)
     scheme, separator, rest = base.partition("://")
     if separator:
         netloc, slash, path = rest.partition("/")
-        base = f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
-    shown = base + ("?…" if has_query else "")
+        before, at, host = netloc.rpartition("@")
+        base = f"{scheme}://{'…@' if at else ''}{host}{slash}{path}"
+    shown = (_escaped(base) if escape else base) + ("?…" if has_query else "")
     if len(shown) > max_chars:
         shown = shown[: max_chars - 1] + "…"
     return shown
 
 
 def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be fetched at all (before any resolution), or None when its form is fine."""
+    """Why ``url`` cannot be fetched at all (before any resolution), or None when its form is fine.
+
+    Refused besides a scheme other than http(s) and a missing host: a backslash, whitespace or a
+    control character anywhere, user info (``user@``, ``user:pass@``), and a host that is neither an
+    IP literal nor a DNS name: parsers disagree on where the host of such a URL is
+    (``http://127.0.0.1:8188\\@1.1.1.1/`` is 1.1.1.1 to ``urlsplit``, 127.0.0.1 to urllib3).
+    """
+    odd = _ODD_CHARACTER.search(url)
+    if odd is not None:
+        return f"has {_character_name(odd.group())} at position {odd.start()}"
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -143,11 +157,51 @@ def url_problem(url: str) -> str | None:
         return "is not a valid URL"
     if parts.scheme not in _DEFAULT_PORTS:
         return "is not an http or https URL"
+    if "@" in parts.netloc:
+        return "has user info (user@ or user:password@) before the host"
     if not parts.hostname:
         return "has no host name"
+    if _ascii_host(parts.hostname) is None:
+        return "has a host that is not a valid name or IP address"
     if port == 0:
         return "has port 0"
     return None
+
+
+#: Characters no fetched URL may hold: backslash, whitespace (Unicode too), C0 and C1 controls.
+_ODD_CHARACTER = re.compile(r"[\\\s\x00-\x1f\x7f-\x9f]")
+_UNPRINTABLE = re.compile(r"[^\S ]|[\x00-\x1f\x7f-\x9f]")
+_DNS_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _character_name(char: str) -> str:
+    if char == "\\":
+        return "a backslash"
+    if char.isspace():
+        return f"whitespace ({_escaped(char)})"
+    return f"a control character ({_escaped(char)})"
+
+
+def _escaped(text: str) -> str:
+    """``text`` with whitespace other than spaces and control characters written as JSON escapes."""
+    return _UNPRINTABLE.sub(lambda m: json.dumps(m.group())[1:-1], text)
+
+
+def _ascii_host(hostname: str) -> str | None:
+    """The host as it goes on the wire: an IP literal, or a DNS name in ASCII (IDNA); None when it is
+    neither, or an IPv6 address with a zone (``%eth0``)."""
+    if "%" in hostname:
+        return None
+    try:
+        ipaddress.ip_address(hostname)
+        return hostname
+    except ValueError:
+        pass
+    try:
+        ascii_host = hostname.encode("idna").decode("ascii") if not hostname.isascii() else hostname
+    except UnicodeError:
+        return None
+    return ascii_host if _DNS_NAME.fullmatch(ascii_host) else None
 
 
 def address_problem(address: str) -> str | None:
@@ -240,11 +294,7 @@ class _Target:
             subject = f"{field}: {redact_url(url)}" if hop == 0 else f"{_where(url, hop, field)}, which"
             raise rules.error(f"{subject} {problem} (allowed: an http:// or https:// URL)")
         parts = urlsplit(url)
-        hostname = parts.hostname or ""
-        try:
-            host = hostname.encode("idna").decode("ascii") if not hostname.isascii() else hostname
-        except UnicodeError:
-            raise rules.error(f"{_where(url, hop, field)}: the host name is not valid") from None
+        host = _ascii_host(parts.hostname or "") or ""  # url_problem refused any other host
         return cls(url, parts, host, parts.port or _DEFAULT_PORTS[parts.scheme], hop, field)
 
     @property
@@ -261,11 +311,12 @@ class _Target:
         return host if self.port == _DEFAULT_PORTS[self.parts.scheme] else f"{host}:{self.port}"
 
     def url_for(self, address: str) -> str:
-        """This URL with its host replaced by ``address`` (credentials, path and query kept)."""
-        userinfo = self.parts.netloc.rpartition("@")[0]
+        """The URL to send: built from the parsed parts, with the checked ``address`` as its host.
+
+        Never an edit of the netloc string: whatever the user wrote before the host is not in it.
+        """
         host = f"[{address}]" if ":" in address else address
-        netloc = f"{userinfo + '@' if userinfo else ''}{host}:{self.port}"
-        return self.parts._replace(netloc=netloc, fragment="").geturl()
+        return urlunsplit((self.parts.scheme, f"{host}:{self.port}", self.parts.path or "/", self.parts.query, ""))
 
 
 def _where(url: str, hop: int, field: str) -> str:

@@ -466,7 +466,7 @@ def _parse_image_url(name: str, value: object, problems: _Problems) -> str | Non
     url = value.strip()
     problem = url_problem(url)
     if problem is not None:
-        problems.add(name, f"{shown(redact_url(url, 100))} {problem}", allowed)
+        problems.add(name, f"{shown(redact_url(url, 100, escape=False))} {problem}", allowed)
         return None
     return url
 
