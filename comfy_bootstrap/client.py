@@ -62,11 +62,14 @@ class ComfyClient:
         return self.health_error(timeout) is None
 
     # --- inputs ----------------------------------------------------------------------------
-    def upload_image(self, name: str, data: bytes) -> str:
-        """Upload PNG bytes to ComfyUI's input folder; returns the name ComfyUI stored it under."""
-        files = {"image": (name, data, "image/png")}
+    def upload_file(self, name: str, data: bytes, content_type: str = "image/png") -> str:
+        """Upload a file to ComfyUI's input folder; returns the name ComfyUI stored it under.
+
+        ``POST /upload/image`` takes any file, not only images (recorded: media_upload_responses.json).
+        """
+        files = {"image": (name, data, content_type)}
         body = self._call(
-            "upload the input image",
+            "upload the input file",
             lambda: self._http.post(
                 self._url("/upload/image"), files=files, data={"overwrite": "true", "type": "input"}, timeout=self.timeout
             ),

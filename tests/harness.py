@@ -23,10 +23,11 @@ from tests.comfy_double import create_model_files
 from tests.comfy_double.inprocess import ALL_MODEL_FILES
 from worker.graph import Graph, JobFiles, job_files
 from worker.loras import AppliedLora
-from worker.pipeline import Runtime, build_graph
-from worker.request import parse_request
+from worker.pipeline import Runtime
+from worker.request.parse import parse_request
 from worker.settings import Settings
 from worker.tasks import REGISTRY
+from worker.tasks.stored import build_graph
 
 REPO = Path(__file__).resolve().parent.parent
 DOUBLE_DIR = REPO / "tests" / "comfy_double"
@@ -80,7 +81,9 @@ def filled_graph(job_input: dict, settings: Settings | None = None, files: JobFi
     settings = settings or Settings()
     request = parse_request(job_input, settings)
     loras = [AppliedLora(lora, lora.name, None) for lora in request.loras if lora.name is not None]  # by name only
-    return build_graph(Runtime.create(settings), REGISTRY[request.task], request, files or job_files("job1"), loras)
+    files = files or job_files("job1")
+    uploaded = {given.field: files.input_name(given.field, ".png") for given in request.inputs}
+    return build_graph(Runtime.create(settings), REGISTRY[request.task], request, files, uploaded, loras)
 
 
 def by_role(graph: Graph) -> dict[str, dict]:

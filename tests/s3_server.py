@@ -29,7 +29,7 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from tests.harness import free_port
-from worker.settings import S3Settings
+from worker.delivery.s3 import S3Settings
 
 #: Any key works while moto's credential checks are off.
 OPEN_KEY, OPEN_SECRET = "AKIAOPENTESTKEY00001", "open/test/secret/key/0000000000000000000"

@@ -20,7 +20,8 @@ from tests.harness import decode_mp4, files_in, png_b64, running_worker
 from tests.recorded import load as load_recording
 from worker.errors import InvalidInput
 from worker.pipeline import generate_video
-from worker.request import CustomRequest, parse_request
+from worker.request.model import CustomRequest
+from worker.request.parse import parse_request
 from worker.settings import Settings
 
 ALLOWED = Settings(allow_custom_workflow=True)
@@ -47,7 +48,7 @@ def test_a_workflow_needs_the_operators_consent() -> None:
 def test_a_workflow_job_takes_only_what_can_be_injected() -> None:
     request = parse_request({"workflow": _graph(), "prompt": " a cat ", "image": png_b64(), "options": {"seed": 5}}, ALLOWED)
     assert isinstance(request, CustomRequest) and request.prompt == "a cat" and request.seed == 5
-    assert request.image is not None and not request.seed_randomized
+    assert request.input("image") is not None and not request.seed_randomized
     with pytest.raises(InvalidInput) as err:
         parse_request({"workflow": _graph(), "task": "i2v", "loras": [], "options": {"width": 64}, "end_image": "x"}, ALLOWED)
     message = str(err.value)

@@ -25,7 +25,7 @@ def _prompt(client: ComfyClient, *, env: dict[str, str] | None = None, **options
     """A filled graph whose input image is uploaded, as the pipeline builds it."""
     options = {"width": 64, "height": 64, "length": 5, "seed": 1, **options}
     files = job_files("t")
-    client.upload_image(files.image_name("image"), base64.b64decode(PNG_1PX))
+    client.upload_file(files.input_name("image", ".png"), base64.b64decode(PNG_1PX))
     job = {"prompt": "a red square", "image": PNG_1PX, "options": options}
     return filled_graph(job, Settings.from_env(env or {}), files)
 

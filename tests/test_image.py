@@ -17,7 +17,8 @@ from PIL import Image, ImageCms
 from tests.file_server import FileServer
 from worker.errors import InvalidImage
 from worker.image import PreparedImage, decode_base64_image, decode_image, prepare_image
-from worker.request import ImageInput, parse_request
+from worker.request.model import MediaInput
+from worker.request.parse import parse_request
 from worker.settings import Limits, Settings
 
 LIMITS = Limits()
@@ -390,13 +391,13 @@ def test_prepared_image_is_frozen_and_its_repr_has_no_bytes() -> None:
 
 def test_prepare_image_from_base64_request() -> None:
     request = parse_request({"prompt": "a cat", "image": "data:image/png;base64," + B64}, Settings())
-    prepared = prepare_image(request.image("image"), LIMITS)
+    prepared = prepare_image(request.input("image"), LIMITS)
     assert (prepared.width, prepared.height) == (40, 20) and opened(prepared)
 
 
 def test_an_end_image_is_checked_like_the_image_and_named_in_its_errors() -> None:
     with pytest.raises(InvalidImage, match=r"^end_image: 3 bytes of data is not an allowed image"):
-        prepare_image(ImageInput("end_image", b64="data:image/png;base64,AAAA"), LIMITS)
+        prepare_image(MediaInput("end_image", "image", b64="data:image/png;base64,AAAA"), LIMITS)
     with pytest.raises(InvalidImage, match=r"^end_image: a URL is not base64 .*send URLs as end_image_url"):
         decode_base64_image("https://example.com/a.png", LIMITS, field="end_image")
 
@@ -414,11 +415,11 @@ def test_prepare_image_from_url(image_server: tuple[str, dict[str, bytes]]) -> N
     files["/page.html"] = b"<html><body>Sign in</body></html>"
     limits = Limits(allow_private_image_urls=True)
     request = parse_request({"prompt": "a cat", "image_url": base + "/cat.jpg?sig=1"}, Settings(limits=limits))
-    prepared = prepare_image(request.image("image"), limits)
+    prepared = prepare_image(request.input("image"), limits)
     assert (prepared.width, prepared.height, prepared.source_format) == (40, 20, "JPEG")
     html = parse_request({"prompt": "a cat", "image_url": base + "/page.html"}, Settings(limits=limits))
     with pytest.raises(InvalidImage) as caught:
-        prepare_image(html.image("image"), limits)
+        prepare_image(html.input("image"), limits)
     assert str(caught.value) == f"image_url: 33 bytes of HTML data is not an allowed image {FORMATS_ALLOWED}"
 
 
@@ -427,7 +428,7 @@ def test_prepare_image_refuses_loopback_urls_by_default(image_server: tuple[str,
     files["/cat.png"] = RED_PNG
     request = parse_request({"prompt": "a cat", "image_url": base + "/cat.png"}, Settings())
     with pytest.raises(InvalidImage, match=r"^image_url: .*127\.0\.0\.1 is a loopback address"):
-        prepare_image(request.image("image"), LIMITS)
+        prepare_image(request.input("image"), LIMITS)
 
 
 def test_an_rgb_png_needing_no_change_is_uploaded_byte_for_byte() -> None:

@@ -9,11 +9,22 @@ import pytest
 
 from comfy_bootstrap.errors import OutputMissing
 from tests.recorded import history_entry
-from worker.delivery import Artifact, InlineDelivery, S3Delivery, choose_delivery, unavailable_modes
+from worker.delivery import Artifact, Delivery
+from worker.delivery.inline import InlineDelivery
+from worker.delivery.s3 import S3Delivery
 from worker.errors import OutputTooLarge
 from worker.outputs import OutputFile, find_image, find_videos, remove_job_files
-from worker.settings import S3Settings, Settings
-from worker.storage import S3Storage
+from worker.settings import Settings
+
+S3_ENV = {"BUCKET_NAME": "b", "BUCKET_ACCESS_KEY_ID": "k", "BUCKET_SECRET_ACCESS_KEY": "s"}
+
+
+def _inline(limit: int, *, s3: bool) -> InlineDelivery:
+    """The base64 provider of a worker with (or without) S3 output, with its advice for large files."""
+    env = {"MAX_RESPONSE_BYTES": str(limit), **(S3_ENV if s3 else {})}
+    provider = Delivery(Settings.from_env(env).delivery, "auto").providers["base64"]
+    assert isinstance(provider, InlineDelivery)
+    return provider
 
 MP4 = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 10
 
@@ -40,7 +51,7 @@ def test_no_mp4_in_outputs_is_a_clear_error() -> None:
 
 def test_inline_delivery_roundtrips_under_the_limit() -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"p" * 100
-    fields = InlineDelivery(10_000, s3_configured=False).deliver(
+    fields = _inline(10_000, s3=False).deliver(
         "job", [Artifact("video", "v.mp4", MP4, "video/mp4"), Artifact("last_frame", "f.png", png, "image/png")]
     )
     assert base64.b64decode(fields["video"]) == MP4 and base64.b64decode(fields["last_frame"]) == png
@@ -49,7 +60,7 @@ def test_inline_delivery_roundtrips_under_the_limit() -> None:
 def test_inline_delivery_refuses_an_answer_over_the_payload_limit_and_says_what_to_do() -> None:
     data = b"x" * 7_600_000  # 10.1 MB as base64
     with pytest.raises(OutputTooLarge) as err:
-        InlineDelivery(10_000_000, s3_configured=False).deliver("job", [Artifact("video", "v.mp4", data, "video/mp4")])
+        _inline(10_000_000, s3=False).deliver("job", [Artifact("video", "v.mp4", data, "video/mp4")])
     text = str(err.value)
     assert text.startswith("the video is 7.6 MB") and "MAX_RESPONSE_BYTES" in text and "options.length" in text
     assert "configure S3 output" in text
@@ -59,20 +70,19 @@ def test_the_last_frame_counts_towards_the_limit() -> None:
     video = Artifact("video", "v.mp4", b"x" * 7_000_000, "video/mp4")  # 9.33 MB as base64: fits alone
     frame = Artifact("last_frame", "f.png", b"y" * 600_000, "image/png")
     limit = 10_000_000
-    assert InlineDelivery(limit, s3_configured=True).deliver("job", [video])
+    assert _inline(limit, s3=True).deliver("job", [video])
     with pytest.raises(OutputTooLarge, match=r"^the video and last frame are 7\.6 MB.*output_mode \"s3\""):
-        InlineDelivery(limit, s3_configured=True).deliver("job", [video, frame])
+        _inline(limit, s3=True).deliver("job", [video, frame])
 
 
 def test_the_output_mode_is_chosen_once_from_the_job_or_the_worker_default() -> None:
-    storage = S3Storage(S3Settings(bucket="b", access_key_id="k", secret_access_key="s"))
-    settings = Settings()  # OUTPUT_MODE=auto
-    assert isinstance(choose_delivery(None, settings, None), InlineDelivery)
-    assert isinstance(choose_delivery(None, settings, storage), S3Delivery)
-    assert isinstance(choose_delivery("base64", settings, storage), InlineDelivery)
-    assert isinstance(choose_delivery(None, Settings(output_mode="base64"), storage), InlineDelivery)
-    assert unavailable_modes(settings, storage) == {}
-    assert unavailable_modes(settings, None) == {
+    without, with_s3 = Settings(), Settings.from_env(S3_ENV)  # OUTPUT_MODE=auto
+    assert isinstance(Delivery(without.delivery, "auto").choose(None), InlineDelivery)
+    assert isinstance(Delivery(with_s3.delivery, "auto").choose(None), S3Delivery)
+    assert isinstance(Delivery(with_s3.delivery, "auto").choose("base64"), InlineDelivery)
+    assert isinstance(Delivery(with_s3.delivery, "base64").choose(None), InlineDelivery)
+    assert Delivery(with_s3.delivery, "auto").unavailable == {}
+    assert Delivery(without.delivery, "auto").unavailable == {
         "s3": "S3 output is not configured (the operator sets BUCKET_NAME (or the bucket as the path of "
         "BUCKET_ENDPOINT_URL), BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY)"
     }

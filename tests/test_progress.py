@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from comfy_bootstrap import messages as m
 from tests.recorded import ws_texts
-from worker.progress import ProgressReporter
+from worker.progress import ProgressPlan, ProgressReporter
 
 # Node ids of the recorded I2V graph (recordings use the same graph as workflows/).
 SAMPLERS = {"14": ("high_noise", 0), "15": ("low_noise", 3)}
@@ -23,9 +23,8 @@ class FakeClock:
 
 
 def _reporter(sent: list, clock: FakeClock, interval: float = 0.0) -> ProgressReporter:
-    return ProgressReporter(
-        SAMPLERS, **NODES, loading=LOADING, steps=6, frames=5, send=sent.append, interval=interval, started=0.0, clock=clock
-    )
+    plan = ProgressPlan(SAMPLERS, **NODES, loading=frozenset(LOADING), steps=6, frames=5)
+    return ProgressReporter(plan, send=sent.append, interval=interval, started=0.0, clock=clock)
 
 
 def _feed(reporter: ProgressReporter, name: str, clock: FakeClock, step: float) -> None:

@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 
-from worker import request as request_module
 from worker.errors import InvalidInput
-from worker.request import DEFAULT_NEGATIVE_PROMPT, SAMPLER_NAMES, SCHEDULERS, VideoRequest, parse_request
+from worker.request import options as request_module
+from worker.request.fields import DEFAULT_NEGATIVE_PROMPT
+from worker.request.model import MediaInput, VideoRequest
+from worker.request.options import SAMPLER_NAMES, SCHEDULERS
+from worker.request.parse import parse_request
 from worker.settings import Limits, Settings
 from worker.tasks import REGISTRY
 from worker.tasks.common import RESIZE_METHODS
@@ -50,7 +53,7 @@ def test_minimal_job_gets_every_default() -> None:
     assert (req.cfg, req.frame_rate, req.shift, req.lora_strength) == (1.0, 24.0, 8.0, 1.0)
     assert (req.sampler_name, req.scheduler, req.resize) == ("euler", "simple", "crop")
     assert req.negative_prompt == DEFAULT_NEGATIVE_PROMPT
-    assert req.images == (request_module.ImageInput("image", b64=IMAGE),) and req.image("image").url is None
+    assert req.inputs == (MediaInput("image", "image", b64=IMAGE),) and req.input("image").url is None
     assert req.seed_randomized is True and 0 <= req.seed <= 2**64 - 1
     assert (req.task, req.return_last_frame, req.output_mode) == ("i2v", False, None)
 
@@ -390,7 +393,7 @@ IMAGE_ALLOWED = (
 
 def test_image_url_is_accepted_instead_of_image() -> None:
     req = parse({"prompt": "x", "image_url": " https://cdn.example.com/cat.png?sig=1 "})
-    assert (req.image("image").url, req.image("image").b64) == ("https://cdn.example.com/cat.png?sig=1", None)
+    assert (req.input("image").url, req.input("image").b64) == ("https://cdn.example.com/cat.png?sig=1", None)
 
 
 def test_exactly_one_image_source() -> None:
@@ -486,7 +489,7 @@ def test_the_task_follows_the_images_when_not_given() -> None:
     assert parse({"prompt": "x", "image": IMAGE, "end_image_url": "https://a.example/b.png"}).task == "flf2v"
     assert parse({"prompt": "x", "task": "t2v"}).task == "t2v"
     both = parse({"prompt": "x", "image": IMAGE, "end_image": IMAGE})
-    assert [image.field for image in both.images] == ["image", "end_image"]
+    assert [image.field for image in both.inputs] == ["image", "end_image"]
 
 
 def test_a_task_is_one_of_the_served_ones() -> None:
@@ -527,7 +530,7 @@ def test_the_5b_task_has_its_own_defaults_and_a_32_pixel_step() -> None:
     req = parse({"prompt": "x", "task": "ti2v-5b"})
     assert (req.width, req.height, req.length, req.frame_rate, req.steps, req.cfg) == (1280, 704, 121, 24.0, 20, 5.0)
     assert (req.sampler_name, req.scheduler, req.shift, req.split_step, req.lora_strength) == ("uni_pc", "simple", 8.0, None, None)
-    assert req.images == ()
+    assert req.inputs == ()
     assert error_of({"prompt": "x", "task": "ti2v-5b", "options": {"width": 848}}) == (
         "options.width: 848 is not a multiple of 32 (allowed: multiples of 32 from 32 to 1280)"
     )

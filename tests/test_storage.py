@@ -18,10 +18,10 @@ import requests
 
 from tests.harness import free_port
 from tests.s3_server import OPEN_KEY, OPEN_SECRET, MotoS3
-from worker import storage as storage_module
+from worker.delivery import s3 as storage_module
+from worker.delivery.s3 import S3Settings, S3Storage, StoredFile, missing_settings, object_key, safe_endpoint
 from worker.errors import StorageFailed
-from worker.settings import S3Settings, Settings
-from worker.storage import S3Storage, StoredFile, missing_settings, object_key, safe_endpoint
+from worker.settings import Settings
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
 
@@ -71,7 +71,7 @@ def test_bucket_named_by_the_endpoint_path_receives_the_upload(moto_s3: MotoS3) 
     bucket = moto_s3.new_bucket()
     env = {**moto_s3.env(bucket), "BUCKET_ENDPOINT_URL": f"{moto_s3.endpoint}/{bucket}"}
     del env["BUCKET_NAME"]
-    s3 = Settings.from_env(env).s3
+    s3 = Settings.from_env(env).delivery["s3"]
     assert (s3.bucket, s3.endpoint_url) == (bucket, moto_s3.endpoint)
     stored = S3Storage(s3).upload(fake_mp4(2000), "p/j/f.mp4")
     assert stored.bucket == bucket

@@ -52,12 +52,12 @@ def _assert_no_files(runtime: Runtime) -> None:
 def test_warmup_settings_bound_the_prompt_and_keep_nothing(make_runtime) -> None:
     runtime = make_runtime(WARMUP_TIMEOUT="123", KEEP_FILES="true", OUTPUT_MODE="auto")
     warm = warmup_runtime(runtime)
-    assert (warm.settings.job_timeout, warm.settings.keep_files, warm.settings.output_mode) == (123.0, False, "base64")
+    assert (warm.settings.job_timeout, warm.settings.keep_files) == (123.0, False)
     assert warm.server is runtime.server and warm.client is runtime.client and warm.templates is runtime.templates
     assert (runtime.settings.job_timeout, runtime.settings.keep_files) == (60.0, True)  # the jobs' own settings
     job = warmup_input(REGISTRY["i2v"])
     assert set(job["options"]) == {"width", "height", "length", "seed"}  # default steps
-    assert job["task"] == "i2v" and job["image"]
+    assert job["task"] == "i2v" and job["image"] and job["output_mode"] == "base64"  # never uploaded
     assert warmup_input(REGISTRY["i2v"]) == job  # fixed: same image, same seed
 
 

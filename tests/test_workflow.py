@@ -10,10 +10,12 @@ import pytest
 from tests.harness import by_role, filled_graph
 from worker.errors import WorkflowError
 from worker.graph import JobFiles, job_files, load_template
-from worker.pipeline import Runtime, build_graph
-from worker.request import DEFAULT_NEGATIVE_PROMPT, parse_request
+from worker.pipeline import Runtime
+from worker.request.fields import DEFAULT_NEGATIVE_PROMPT
+from worker.request.parse import parse_request
 from worker.settings import Settings
 from worker.tasks import REGISTRY
+from worker.tasks.stored import build_graph
 
 I2V = REGISTRY["i2v"]
 I2V_PATH = Settings().workflows_dir / I2V.workflow
@@ -36,7 +38,7 @@ def test_defaults_fill_the_original_workers_values() -> None:
     assert (n["resize_image"]["width"], n["resize_image"]["height"]) == (832, 832)
     assert n["positive_prompt"]["text"] == "a fox runs"
     assert n["negative_prompt"]["text"] == DEFAULT_NEGATIVE_PROMPT
-    assert n["load_image"]["image"] == FILES.image_name("image")
+    assert n["load_image"]["image"] == FILES.input_name("image", ".png")
     assert n["video_output"]["filename_prefix"] == FILES.filename_prefix
     assert n["video_output"]["frame_rate"] == 24.0 and n["video_output"]["save_metadata"] is False
     assert n["resize_image"]["method"] == "fill / crop"
@@ -71,7 +73,7 @@ def test_filling_does_not_touch_the_loaded_graphs() -> None:
 
     before = snapshot()
     request = parse_request({**_job(), "return_last_frame": True}, runtime.settings)
-    build_graph(runtime, I2V, request, FILES)
+    build_graph(runtime, I2V, request, FILES, {"image": FILES.input_name("image", ".png")})
     assert snapshot() == before
 
 
@@ -119,7 +121,7 @@ def test_unreadable_workflow_is_a_workflow_error(tmp_path: Path) -> None:
 
 def test_job_files_are_unique_and_safe() -> None:
     a, b = job_files("sync-1/../x"), job_files("sync-1/../x")
-    assert a != b and "/" not in a.image_name("image") and a.image_name("image").endswith(".png")
+    assert a != b and "/" not in a.input_name("image", ".png") and a.input_name("image", ".png").endswith(".png")
     assert a.filename_prefix.startswith("wan22_sync-1____x_")
 
 

@@ -19,7 +19,7 @@ from tests.comfy_double.node_defs import NodeCatalog
 from tests.comfy_double.validation import PromptValidator
 from tests.harness import filled_graph
 from worker.graph import job_files
-from worker.request import SAMPLER_NAMES, SCHEDULERS
+from worker.request.options import SAMPLER_NAMES, SCHEDULERS
 from worker.settings import Limits, Settings
 from worker.tasks import REGISTRY
 from worker.tasks.common import RESIZE_METHODS
@@ -35,7 +35,7 @@ def validator(tmp_path: Path):
     folders.ensure_io_dirs()
     files = job_files("v")
     for field in ("image", "end_image"):
-        (folders.input_dir / files.image_name(field)).write_bytes(b"png")
+        (folders.input_dir / files.input_name(field, ".png")).write_bytes(b"png")
     return PromptValidator(NodeCatalog(folders), folders), files
 
 

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -52,7 +52,9 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from worker.errors import InvalidImage, WorkerError
-from worker.settings import Limits
+
+if TYPE_CHECKING:  # a leaf: the request model imports redact_url
+    from worker.settings import Limits
 
 log = logging.getLogger(__name__)
 

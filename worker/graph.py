@@ -129,9 +129,9 @@ class JobFiles:
 
     stem: str
 
-    def image_name(self, field: str) -> str:
-        """The uploaded name of the job's image given in ``field`` (``image``, ``end_image``)."""
-        return f"{self.stem}_{field}.png"
+    def input_name(self, field: str, suffix: str) -> str:
+        """The uploaded name of the job's media given in ``field`` (``image`` → ``<stem>_image.png``)."""
+        return f"{self.stem}_{field}{suffix}"
 
     @property
     def filename_prefix(self) -> str:

@@ -53,7 +53,7 @@ from worker.errors import InvalidImage
 from worker.settings import Limits
 
 if TYPE_CHECKING:
-    from worker.request import ImageInput
+    from worker.request.model import MediaInput
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class PreparedImage:
     description: str = ""
 
 
-def prepare_image(given: ImageInput, limits: Limits) -> PreparedImage:
+def prepare_image(given: MediaInput, limits: Limits) -> PreparedImage:
     """One of the job's images, whichever way it came (base64 / data URI or URL), ready to upload."""
     field = given.source_field
     if given.b64 is not None:

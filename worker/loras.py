@@ -25,7 +25,7 @@ from comfy_bootstrap.models import ModelFile, on_volume
 from worker.errors import InvalidInput
 from worker.graph import Graph, Template
 from worker.lora_files import LoraCache, LoraJob
-from worker.request import LoraInput
+from worker.request.model import LoraInput
 from worker.safetensors import NotSafetensors, read_header
 from worker.settings import Settings
 from worker.tasks.base import Task

@@ -24,7 +24,7 @@ sent just before the result can land after it, so the last encode step is not se
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from comfy_bootstrap import messages as m
@@ -34,6 +34,21 @@ SAMPLING_SHARE = 90.0
 DECODE_AT = 90.0
 INTERPOLATE_AT = 92.0
 ENCODE_FROM = 95.0
+
+
+@dataclass(frozen=True)
+class ProgressPlan:
+    """Which node of a job's graph is which stage: what the reporter needs to know of the graph."""
+
+    #: Sampler node id → (stage name, the step of the whole schedule it starts at).
+    samplers: Mapping[str, tuple[str, int]]
+    decode: str | None
+    encode: str | None
+    #: The nodes that run before sampling (loaders, text encoders).
+    loading: frozenset[str]
+    steps: int
+    frames: int
+    interpolate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,28 +76,21 @@ class ProgressReporter:
 
     def __init__(
         self,
-        samplers: Mapping[str, tuple[str, int]],
+        plan: ProgressPlan,
         *,
-        decode: str | None,
-        encode: str | None,
-        loading: Collection[str],
-        steps: int,
-        interpolate: str | None = None,
-        frames: int,
         send: Callable[[dict[str, object]], None],
         interval: float,
         started: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
-        """``samplers``: sampler node id → (stage, the step it starts at); ``decode``/``encode``: node
-        ids; ``loading``: the nodes that run before sampling; ``started``: when the job began."""
-        others = {decode: "decode", interpolate: "interpolate", encode: "encode"}
-        self._stage_of = {node: stage for node, (stage, _) in samplers.items()} | {n: s for n, s in others.items() if n is not None}
-        self._offset = {stage: first for stage, first in samplers.values()}
-        self._loading = frozenset(loading)
+        """``plan``: the stages of the job's graph; ``started``: when the job began."""
+        others = {plan.decode: "decode", plan.interpolate: "interpolate", plan.encode: "encode"}
+        self._stage_of = {node: stage for node, (stage, _) in plan.samplers.items()} | {n: s for n, s in others.items() if n is not None}
+        self._offset = {stage: first for stage, first in plan.samplers.values()}
+        self._loading = plan.loading
         self._loaded: set[str] = set()
-        self._steps = max(steps, 1)
-        self._frames = max(frames, 1)
+        self._steps = max(plan.steps, 1)
+        self._frames = max(plan.frames, 1)
         self._send = send
         self._interval = interval
         self._clock = clock

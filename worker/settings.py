@@ -12,14 +12,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from comfy_bootstrap.config import ComfySettings, ConfigError, EnvReader, parse_bool, parse_url
+from comfy_bootstrap.config import ComfySettings, ConfigError, EnvReader, parse_bool
+from worker.delivery import AUTO, OUTPUT_MODES, PROVIDERS
 from worker.tasks import REGISTRY, TASK_NAMES
 
-__all__ = ["ConfigError", "Limits", "LoraSettings", "OUTPUT_MODES", "S3Settings", "Settings"]
-
-OUTPUT_MODES = ("base64", "s3", "auto")
+__all__ = ["ConfigError", "Limits", "LoraSettings", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -63,33 +62,14 @@ class LoraSettings:
     civitai_token: str | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class S3Settings:
-    """Where outputs go in ``s3`` / ``auto`` output mode (AWS S3, Cloudflare R2, MinIO, ...).
-
-    Names follow RunPod's convention (``BUCKET_ENDPOINT_URL``, ``BUCKET_ACCESS_KEY_ID``,
-    ``BUCKET_SECRET_ACCESS_KEY``). The bucket is ``BUCKET_NAME`` or, as RunPod's own helpers do,
-    the first path segment of the endpoint URL (``https://host/<bucket>``). The keys never
-    appear in ``repr`` or the boot log.
-    """
-
-    endpoint_url: str | None = None
-    access_key_id: str | None = field(default=None, repr=False)
-    secret_access_key: str | None = field(default=None, repr=False)
-    bucket: str | None = None
-    region: str | None = None
-    prefix: str = "wan22"
-    url_expiry: int = 3600
-
-    @property
-    def configured(self) -> bool:
-        """True when a bucket is known and credentials are given (else ``auto`` means base64)."""
-        return bool(self.bucket and self.access_key_id and self.secret_access_key)
-
-
 def _default_model_names() -> dict[str, str]:
     """Every task's model files by their environment variable, at their defaults."""
     return {spec.env: spec.default for task in REGISTRY.values() for spec in task.all_specs}
+
+
+def _read_delivery(reader: EnvReader) -> dict[str, Any]:
+    """Each output provider's own settings, by its name (worker/delivery/)."""
+    return {name: spec.read_settings(reader) for name, spec in PROVIDERS.items()}
 
 
 @dataclass(frozen=True)
@@ -114,16 +94,15 @@ class Settings:
     default_frame_rate: float = 24.0
     job_timeout: float = 540.0
     progress_interval: float = 2.0
-    #: RunPod drops larger results silently; 10 MB (decimal, to be safe) fits /run and /runsync.
-    max_response_bytes: int = 10_000_000
     keep_files: bool = False
     save_metadata: bool = False
     ws_reconnect_attempts: int = 5
     log_level: str = "INFO"
     # --- Output ------------------------------------------------------------------------------
-    #: Default for jobs that give no ``output_mode``: base64 in the response, S3, or S3 when configured.
-    output_mode: str = "auto"
-    s3: S3Settings = field(default_factory=S3Settings)
+    #: Default for jobs that give no ``output_mode``: a provider's name, or ``auto`` (the best available).
+    output_mode: str = AUTO
+    #: Each output provider's settings by its name (``base64``: the size guard; ``s3``: the bucket).
+    delivery: Mapping[str, Any] = field(default_factory=lambda: _read_delivery(EnvReader({})))
     # --- Warm-up -----------------------------------------------------------------------------
     #: Run a tiny job of ``warmup_task`` at boot, so the first user job finds the models loaded
     #: (and compiled: ``TORCH_COMPILE`` turns it on unless ``WARMUP`` is given).
@@ -168,13 +147,12 @@ class Settings:
             default_frame_rate=reader.get("DEFAULT_FRAME_RATE", float, d.default_frame_rate, lo=1),
             job_timeout=reader.get("JOB_TIMEOUT", float, d.job_timeout, lo=1),
             progress_interval=reader.get("PROGRESS_INTERVAL", float, d.progress_interval, lo=0),
-            max_response_bytes=reader.get("MAX_RESPONSE_BYTES", int, d.max_response_bytes, lo=1024),
             keep_files=reader.get("KEEP_FILES", parse_bool, d.keep_files),
             save_metadata=reader.get("SAVE_METADATA", parse_bool, d.save_metadata),
             ws_reconnect_attempts=reader.get("WS_RECONNECT_ATTEMPTS", int, d.ws_reconnect_attempts, lo=0, hi=100),
             log_level=reader.get("LOG_LEVEL", str.upper, d.log_level, choices=("DEBUG", "INFO", "WARNING", "ERROR")),
             output_mode=reader.get("OUTPUT_MODE", str.lower, d.output_mode, choices=OUTPUT_MODES),
-            s3=_s3_from_env(reader),
+            delivery=_read_delivery(reader),
             warmup=reader.get("WARMUP", parse_bool, d.warmup or torch_compile),
             warmup_task=reader.get("WARMUP_TASK", str, d.warmup_task if d.warmup_task in tasks else tasks[0]),
             warmup_timeout=reader.get("WARMUP_TIMEOUT", float, d.warmup_timeout, lo=1),
@@ -187,8 +165,8 @@ class Settings:
         return settings
 
     def describe(self) -> dict[str, object]:
-        """The settings as plain values for the boot log; S3 keys are left out (repr=False)."""
-        return {f.name: repr(getattr(self, f.name)) if f.name == "s3" else str(getattr(self, f.name)) for f in fields(self)}
+        """The settings as plain values for the boot log; keys and tokens are left out (repr=False)."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
 
 def _task_list(raw: str) -> tuple[str, ...]:
@@ -201,11 +179,9 @@ def _task_list(raw: str) -> tuple[str, ...]:
 
 def _check_relations(settings: Settings, reader: EnvReader) -> None:
     """Rules that involve several variables."""
-    if settings.output_mode == "s3" and not settings.s3.configured:
-        reader.fail(
-            "OUTPUT_MODE='s3' needs S3 output configured: BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY and "
-            "BUCKET_NAME (or the bucket as the path of BUCKET_ENDPOINT_URL); or use OUTPUT_MODE=auto"
-        )
+    mode = settings.output_mode
+    if mode in PROVIDERS and PROVIDERS[mode].unavailable(settings.delivery[mode]) is not None:
+        reader.fail(f"OUTPUT_MODE={mode!r} needs {PROVIDERS[mode].setup}; or use OUTPUT_MODE=auto")
     if settings.loras.max_bytes > settings.loras.cache_bytes:
         reader.fail(
             f"LORA_MAX_BYTES={settings.loras.max_bytes} is larger than LORA_CACHE_BYTES={settings.loras.cache_bytes}: "
@@ -251,26 +227,4 @@ def _loras_from_env(reader: EnvReader) -> LoraSettings:
         cache_bytes=reader.get("LORA_CACHE_BYTES", int, d.cache_bytes, lo=1),
         hf_token=reader.get("HF_TOKEN", str.strip, None) or None,
         civitai_token=reader.get("CIVITAI_TOKEN", str.strip, None) or None,
-    )
-
-
-def _s3_from_env(reader: EnvReader) -> S3Settings:
-    """S3 settings; the bucket comes from BUCKET_NAME or the endpoint URL's first path segment."""
-    d = S3Settings()
-    endpoint = reader.get("BUCKET_ENDPOINT_URL", parse_url, None)
-    bucket = reader.get("BUCKET_NAME", str, None)
-    if endpoint and not bucket:
-        parsed = urlsplit(endpoint)
-        segment = parsed.path.strip("/").split("/", 1)[0]
-        if segment:
-            bucket = segment
-            endpoint = urlunsplit((parsed.scheme, parsed.netloc, "", "", ""))
-    return S3Settings(
-        endpoint_url=endpoint,
-        access_key_id=reader.get("BUCKET_ACCESS_KEY_ID", str, None),
-        secret_access_key=reader.get("BUCKET_SECRET_ACCESS_KEY", str, None),
-        bucket=bucket,
-        region=reader.get("BUCKET_REGION", str, None),
-        prefix=reader.get("S3_PREFIX", str, d.prefix).strip("/"),
-        url_expiry=reader.get("S3_URL_EXPIRY", int, d.url_expiry, lo=1, hi=604800),
     )

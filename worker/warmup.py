@@ -74,19 +74,15 @@ def warmup_input(task: Task) -> dict[str, Any]:
     return {
         "task": task.name,
         "prompt": WARMUP_PROMPT,
-        **{slot.field: image for slot in task.images},
+        **{slot.field: image for slot in task.inputs if slot.kind == "image"},
+        "output_mode": "base64",
         "options": {"width": WARMUP_SIZE, "height": WARMUP_SIZE, "length": WARMUP_LENGTH, "seed": WARMUP_SEED},
     }
 
 
 def warmup_runtime(runtime: Runtime) -> Runtime:
     """The same runtime (same ComfyUI, client, workflow) with the warm-up's bound and no files kept."""
-    settings = dataclasses.replace(
-        runtime.settings,
-        job_timeout=runtime.settings.warmup_timeout,
-        keep_files=False,
-        output_mode="base64",
-    )
+    settings = dataclasses.replace(runtime.settings, job_timeout=runtime.settings.warmup_timeout, keep_files=False)
     return dataclasses.replace(runtime, settings=settings)
 
 

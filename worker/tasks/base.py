@@ -1,22 +1,21 @@
 """What a task is: a stored graph, the model files it loads, the inputs it takes, and how it fills the graph.
 
 A task module builds one :class:`Task`; :mod:`worker.tasks` registers it under its name. The
-request parser asks the task which images and options it accepts and with which defaults, the
-pipeline asks it for its model files and its progress stages, and the task fills its own graph.
+request parser asks the task which media inputs and options it accepts and with which defaults
+(and whether the inputs a job gives imply it), the pipeline asks it for its model files and its
+progress stages, and the task fills its own graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from comfy_bootstrap.models import ModelFile
 from worker.encoding import VideoFormat
-
-if TYPE_CHECKING:
-    from worker.graph import Graph
-    from worker.request import VideoRequest
+from worker.graph import Graph
+from worker.request.model import DEFAULT_SPEED, VideoRequest
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,7 @@ class ModelSpec:
     source: HubFile | None = None
 
 
-#: The speed every task has: its stored graph as it is.
-DEFAULT_SPEED = "default"
+__all__ = ["DEFAULT_SPEED", "FillInputs", "HubFile", "InputSlot", "ModelSpec", "SpeedPreset", "Task"]
 
 
 @dataclass(frozen=True)
@@ -54,10 +52,12 @@ class SpeedPreset:
 
 
 @dataclass(frozen=True)
-class ImageSlot:
-    """An image a task takes: the request field (``image``; ``image_url`` is its URL form) and whether it is required."""
+class InputSlot:
+    """A media input a task takes: the request field (``<field>_url`` is its URL form), its kind
+    (:mod:`worker.inputs`), and whether it is required."""
 
     field: str
+    kind: str
     required: bool
 
     @property
@@ -72,8 +72,8 @@ class FillInputs:
     request: VideoRequest
     #: Model file name by the spec's role (``high_noise`` → ``wan2.2_i2v_high_noise_…``).
     models: Mapping[str, str]
-    #: Uploaded image name by request field (``image`` → ``wan22_<job>_image.png``).
-    images: Mapping[str, str]
+    #: Uploaded file name by request field (``image`` → ``wan22_<job>_image.png``).
+    inputs: Mapping[str, str]
     filename_prefix: str
     save_metadata: bool
     #: The format the video is encoded in (``options.video_format``, or H.264 when NVENC is not there).
@@ -89,8 +89,8 @@ class Task:
     #: Every role the task fills, with the class its node must have.
     roles: Mapping[str, str]
     models: tuple[ModelSpec, ...]
-    images: tuple[ImageSlot, ...]
-    #: Names of the options (``options.<name>``) this task accepts; see worker/request.py.
+    inputs: tuple[InputSlot, ...]
+    #: Names of the options (``options.<name>``) this task accepts; see worker/request/options.py.
     options: tuple[str, ...]
     #: Option defaults; ``frame_rate`` None means the worker's ``DEFAULT_FRAME_RATE``.
     defaults: Mapping[str, Any]
@@ -105,6 +105,9 @@ class Task:
     final_models: tuple[str, ...] = ()
     #: The job's ``speed`` choices besides ``default``, by name.
     speeds: Mapping[str, SpeedPreset] = field(default_factory=dict)
+    #: Input fields whose presence chooses this task when a job names none (its required inputs
+    #: given; the task implied by the most of them wins).
+    implied_by: tuple[str, ...] = ()
 
     def specs(self, speed: str = DEFAULT_SPEED) -> tuple[ModelSpec, ...]:
         """The model files a job of this speed loads."""
@@ -129,5 +132,5 @@ class Task:
         """Configured file name by model role, for :attr:`fill`."""
         return {spec.role: names[spec.env] for spec in self.specs(speed)}
 
-    def slot(self, field: str) -> ImageSlot | None:
-        return next((slot for slot in self.images if slot.field == field), None)
+    def slot(self, field: str) -> InputSlot | None:
+        return next((slot for slot in self.inputs if slot.field == field), None)

@@ -57,11 +57,11 @@ def fill_image(graph: Graph, job: FillInputs, field: str, latent_input: str) -> 
     """The image of ``field`` resized to the frame size, or, when the job has none, its nodes removed
     and the latent node's ``latent_input`` unlinked (the input is optional there)."""
     request = job.request
-    if field not in job.images:
+    if field not in job.inputs:
         graph.remove(f"load_{field}", f"resize_{field}")
         graph.inputs("latent").pop(latent_input, None)
         return
-    graph.set(f"load_{field}", image=job.images[field])
+    graph.set(f"load_{field}", image=job.inputs[field])
     graph.set(f"resize_{field}", width=request.width, height=request.height, method=RESIZE_METHODS[request.resize])
 
 

@@ -12,17 +12,33 @@ the graph made (VideoHelperSuite's ``gifs``, or core ``SaveVideo``'s ``images`` 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from comfy_bootstrap.client import ComfyClient
+from comfy_bootstrap.errors import OutputMissing
+from comfy_bootstrap.execution import RunResult
+from worker.delivery import Artifact
 from worker.encoding import by_extension
-from worker.outputs import OutputFile
-from worker.tasks.base import ImageSlot, Task
+from worker.errors import InvalidInput
+from worker.graph import JobFiles
+from worker.inputs.base import PreparedInput
+from worker.outputs import OutputFile, read_png, read_video
+from worker.plan import Collected, JobPlan, PlanContext, Upload
+from worker.progress import ProgressPlan
+from worker.request.model import CUSTOM_TASK, CustomRequest
+from worker.tasks.base import InputSlot
 
 if TYPE_CHECKING:
-    from worker.request import CustomRequest
+    from worker.pipeline import Runtime
 
-NAME = "custom"
+log = logging.getLogger(__name__)
+
+NAME = CUSTOM_TASK
+#: The media a custom job may bring: one image, for the node titled ``load_image``.
+INPUTS = (InputSlot("image", "image", required=False),)
 
 #: Role titles the worker fills, with the inputs it sets (the first the node has).
 ROLES: dict[str, tuple[str, ...]] = {
@@ -31,29 +47,48 @@ ROLES: dict[str, tuple[str, ...]] = {
     "load_image": ("image",),
     "seed": ("seed", "noise_seed"),
 }
+#: The request field each filled role comes from, for the warning when no node has the role.
+_GIVEN_AS = {"positive_prompt": "prompt", "negative_prompt": "negative_prompt", "load_image": "image"}
 
-#: What the request parser needs of a custom job: one optional image, the seed option.
-TASK = Task(
-    name=NAME,
-    summary="your own API-format graph",
-    workflow="",
-    roles={},
-    models=(),
-    images=(ImageSlot("image", required=False),),
-    options=("seed",),
-    defaults={},
-    size_step=16,
-    fill=lambda graph, job: None,
-    sampler_stages=lambda request: {},
-    lora_targets={},
-)
+#: Node classes whose progress is sampling steps.
+SAMPLER_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
+#: Node classes that write the video (the encode stage).
+VIDEO_CLASSES = frozenset({"VHS_VideoCombine", "SaveVideo"})
 
 
-def unknown_classes(workflow: Mapping[str, Any], registered: set[str]) -> list[str]:
-    return sorted({node["class_type"] for node in workflow.values()} - registered)
+@dataclass(frozen=True)
+class CustomJob:
+    """A job with its own graph: its classes checked, the job's values put in, its outputs found anywhere."""
+
+    request: CustomRequest
+    prepared: Mapping[str, PreparedInput]
+
+    def describe(self) -> str:
+        return f"your own workflow of {len(self.request.workflow)} nodes, seed {self.request.seed}"
+
+    def check(self, runtime: Runtime) -> None:
+        unknown = sorted({node["class_type"] for node in self.request.workflow.values()} - runtime.node_classes())
+        if unknown:
+            raise InvalidInput(
+                f"workflow: node classes this ComfyUI does not have: {', '.join(unknown)} (allowed: the classes of "
+                "ComfyUI v0.30.0 and of the node packs in this image: VideoHelperSuite, ComfyUI_essentials, Frame-Interpolation)"
+            )
+
+    def plan(self, ctx: PlanContext) -> JobPlan:
+        uploads = tuple(Upload.of(ctx.files, prepared) for prepared in self.prepared.values())
+        image = next((upload.name for upload in uploads if upload.field == "image"), None)
+        prompt, warnings = fill(self.request, image, ctx.files)
+        return JobPlan(
+            prompt=prompt,
+            uploads=uploads,
+            progress=progress(prompt),
+            outputs=CustomOutputs(),
+            fields={"task": NAME, "seed": self.request.seed},
+            warnings=tuple(warnings),
+        )
 
 
-def fill(request: CustomRequest, image_name: str | None, stem: str) -> tuple[dict[str, Any], list[str]]:
+def fill(request: CustomRequest, image_name: str | None, files: JobFiles) -> tuple[dict[str, Any], list[str]]:
     """The graph to run: the job's values put into the titled nodes, file prefixes made job-unique;
     and a warning for each value the graph has no node for."""
     prompt = copy.deepcopy(request.workflow)
@@ -68,14 +103,29 @@ def fill(request: CustomRequest, image_name: str | None, stem: str) -> tuple[dic
             inputs[name] = values[role]
             filled.add(role)
         if "filename_prefix" in inputs:
-            inputs["filename_prefix"] = f"{stem}_{node_id}"
-    given = {"positive_prompt": "prompt", "negative_prompt": "negative_prompt", "load_image": "image"}
+            inputs["filename_prefix"] = f"{files.stem}_{node_id}"
     warnings = [
         f"{field}: given, but no node of the workflow is titled {role!r}, so it was not used"
-        for role, field in given.items()
+        for role, field in _GIVEN_AS.items()
         if values[role] is not None and role not in filled
     ]
     return prompt, warnings
+
+
+class CustomOutputs:
+    """The first video the graph reported (VHS ``gifs``, ``SaveVideo``'s animated ``images``), else its PNG images."""
+
+    def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
+        videos, pictures = find_outputs(run.outputs)
+        produced.extend(videos + pictures)
+        if videos:
+            video = videos[0]
+            artifacts = (Artifact("video", video.filename, read_video(client, video), video.format.content_type),)
+            return Collected(artifacts, video.filename, len(videos), video.format.content_type)
+        if pictures:
+            artifacts = tuple(Artifact("images", p.filename, read_png(client, p), "image/png", listed=True) for p in pictures)
+            return Collected(artifacts, pictures[0].filename, len(pictures), None)
+        raise OutputMissing(f"your workflow finished but reported no video and no PNG image (outputs: {sorted(run.outputs)})")
 
 
 def find_outputs(outputs: Mapping[str, Any]) -> tuple[list[OutputFile], list[OutputFile]]:
@@ -93,40 +143,36 @@ def find_outputs(outputs: Mapping[str, Any]) -> tuple[list[OutputFile], list[Out
     return videos, images
 
 
-#: Node classes whose progress is sampling steps.
-SAMPLER_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
-#: Node classes that write the video (the encode stage).
-VIDEO_CLASSES = frozenset({"VHS_VideoCombine", "SaveVideo"})
-
-
-def progress(prompt: Mapping[str, Any]) -> dict[str, Any]:
-    """What the progress reporter needs: each sampler as a ``sampling`` stage of its own steps,
-    the first decoder and video writer, the nodes before sampling."""
+def progress(prompt: Mapping[str, Any]) -> ProgressPlan:
+    """Each sampler as a ``sampling`` stage of its own steps, the first decoder and video writer,
+    and the nodes that run before sampling (those no sampler feeds), found in one pass over the links."""
     samplers = [nid for nid, node in prompt.items() if node["class_type"] in SAMPLER_CLASSES]
     first = lambda classes: next((nid for nid, node in prompt.items() if node["class_type"] in classes), None)  # noqa: E731
-    before = set(prompt) - set(samplers) - {nid for nid, node in prompt.items() if _downstream_of(prompt, nid, samplers)}
-    steps = max((int(prompt[nid]["inputs"].get("steps", 1)) for nid in samplers if isinstance(prompt[nid]["inputs"].get("steps"), int)), default=1)
-    return {
-        "samplers": {nid: ("sampling", 0) for nid in samplers},
-        "decode": first({"VAEDecode", "VAEDecodeTiled"}),
-        "encode": first(VIDEO_CLASSES),
-        "loading": before,
-        "interpolate": first({"RIFE VFI"}),
-        "steps": steps,
-        "frames": 1,
-    }
+    after = _downstream(prompt, samplers)
+    steps = [prompt[nid]["inputs"].get("steps") for nid in samplers]
+    return ProgressPlan(
+        samplers={nid: ("sampling", 0) for nid in samplers},
+        decode=first({"VAEDecode", "VAEDecodeTiled"}),
+        encode=first(VIDEO_CLASSES),
+        loading=frozenset(set(prompt) - after - set(samplers)),
+        interpolate=first({"RIFE VFI"}),
+        steps=max((int(s) for s in steps if isinstance(s, int)), default=1),
+        frames=1,
+    )
 
 
-def _downstream_of(prompt: Mapping[str, Any], node_id: str, sources: list[str]) -> bool:
-    """Whether ``node_id`` depends on any of ``sources`` (directly or not)."""
-    seen, todo = set(), [node_id]
-    while todo:
-        current = todo.pop()
-        for value in prompt[current]["inputs"].values():
+def _downstream(prompt: Mapping[str, Any], sources: list[str]) -> set[str]:
+    """Every node that depends on any of ``sources``, directly or not (a breadth-first walk over the reversed links)."""
+    consumers: dict[str, list[str]] = {}
+    for node_id, node in prompt.items():
+        for value in node["inputs"].values():
             if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and value[0] in prompt:
-                if value[0] in sources:
-                    return True
-                if value[0] not in seen:
-                    seen.add(value[0])
-                    todo.append(value[0])
-    return False
+                consumers.setdefault(value[0], []).append(node_id)
+    seen: set[str] = set()
+    todo = list(sources)
+    while todo:
+        for consumer in consumers.get(todo.pop(), ()):
+            if consumer not in seen:
+                seen.add(consumer)
+                todo.append(consumer)
+    return seen

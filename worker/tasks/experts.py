@@ -6,14 +6,11 @@ step-distill LoRA. The i2v, flf2v and t2v graphs share this half of the graph.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from worker.graph import Graph
+from worker.request.model import VideoRequest
 from worker.tasks.base import FillInputs, HubFile, ModelSpec, SpeedPreset
 from worker.tasks.common import REPACKAGED_22
-
-if TYPE_CHECKING:
-    from worker.request import VideoRequest
 
 LIGHTX2V_LORA = ModelSpec(
     "lora", "loras", "wan/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors", "MODEL_LORA",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from worker.graph import Graph
 from worker.tasks import common, experts, i2v
-from worker.tasks.base import FillInputs, ImageSlot, Task
+from worker.tasks.base import FillInputs, InputSlot, Task
 
 
 def fill(graph: Graph, job: FillInputs) -> None:
@@ -32,7 +32,7 @@ TASK = Task(
         **experts.ROLES,
     },
     models=i2v.MODELS,
-    images=(ImageSlot("image", required=False), ImageSlot("end_image", required=True)),
+    inputs=(InputSlot("image", "image", required=False), InputSlot("end_image", "image", required=True)),
     options=i2v.TASK.options,
     defaults=experts.DEFAULTS,
     size_step=16,
@@ -41,4 +41,5 @@ TASK = Task(
     lora_targets=experts.LORA_TARGETS,
     final_models=experts.FINAL_MODELS,
     speeds=i2v.TASK.speeds,
+    implied_by=("end_image", "image"),
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from worker.graph import Graph
 from worker.tasks import common, experts
-from worker.tasks.base import FillInputs, ImageSlot, Task
+from worker.tasks.base import FillInputs, InputSlot, Task
 
 MODELS = (*experts.expert_models("i2v"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA)
 
@@ -27,7 +27,7 @@ TASK = Task(
     workflow="wan22_i2v_14b_lightx2v.json",
     roles={**common.TEXT_ROLES, **common.image_roles("image"), "latent": "WanImageToVideo", **experts.ROLES},
     models=MODELS,
-    images=(ImageSlot("image", required=True),),
+    inputs=(InputSlot("image", "image", required=True),),
     options=(*common.COMMON_OPTIONS, *experts.OPTIONS, "resize"),
     defaults=experts.DEFAULTS,
     size_step=16,
@@ -36,4 +36,5 @@ TASK = Task(
     lora_targets=experts.LORA_TARGETS,
     final_models=experts.FINAL_MODELS,
     speeds={"4step": experts.four_step("i2v", "v1")},
+    implied_by=("image",),
 )

@@ -9,14 +9,11 @@ One ``KSampler`` over ``Wan22ImageToVideoLatent`` with the Wan 2.2 VAE (recorded
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from worker.graph import Graph
+from worker.request.model import VideoRequest
 from worker.tasks import common
-from worker.tasks.base import FillInputs, HubFile, ImageSlot, ModelSpec, Task
-
-if TYPE_CHECKING:
-    from worker.request import VideoRequest
+from worker.tasks.base import FillInputs, HubFile, InputSlot, ModelSpec, Task
 
 MODEL = ModelSpec(
     "model", "diffusion_models", "wan2.2_ti2v_5B_fp16.safetensors", "MODEL_TI2V_5B", "TI2V-5B diffusion model",
@@ -64,7 +61,7 @@ TASK = Task(
         "sampler": "KSampler",
     },
     models=(MODEL, common.TEXT_ENCODER, VAE),
-    images=(ImageSlot("image", required=False),),
+    inputs=(InputSlot("image", "image", required=False),),
     options=(*common.COMMON_OPTIONS, "resize"),
     defaults={
         "width": 1280, "height": 704, "length": 121, "steps": 20, "cfg": 5.0, "frame_rate": 24.0,

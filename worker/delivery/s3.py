@@ -1,4 +1,4 @@
-"""Put a job's files in an S3-compatible bucket and hand back presigned GET URLs.
+"""``s3``: a job's files put in an S3-compatible bucket; the answer carries presigned GET URLs.
 
 Works with AWS S3, Cloudflare R2, MinIO and other S3 APIs through boto3 directly (RunPod's
 ``rp_upload`` labels an MP4 ``image/mp4`` and silently writes to a local folder when credentials
@@ -18,14 +18,18 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from comfy_bootstrap.config import EnvReader, parse_url
+from worker.delivery.base import Artifact, ProviderSpec, put
 from worker.errors import StorageFailed
-from worker.settings import S3Settings
 
 log = logging.getLogger(__name__)
+
+NAME = "s3"
 
 #: Seconds to open a connection; with ``ATTEMPTS`` this bounds an unreachable endpoint (~10 s).
 CONNECT_TIMEOUT = 5.0
@@ -35,6 +39,52 @@ READ_TIMEOUT = 15.0
 ATTEMPTS = 2
 
 _QUIET_LOGGERS = ("botocore", "boto3", "s3transfer")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where outputs go (AWS S3, Cloudflare R2, MinIO, ...).
+
+    Names follow RunPod's convention (``BUCKET_ENDPOINT_URL``, ``BUCKET_ACCESS_KEY_ID``,
+    ``BUCKET_SECRET_ACCESS_KEY``). The bucket is ``BUCKET_NAME`` or, as RunPod's own helpers do,
+    the first path segment of the endpoint URL (``https://host/<bucket>``). The keys never
+    appear in ``repr`` or the boot log.
+    """
+
+    endpoint_url: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    bucket: str | None = None
+    region: str | None = None
+    prefix: str = "wan22"
+    url_expiry: int = 3600
+
+    @property
+    def configured(self) -> bool:
+        """True when a bucket is known and credentials are given (else ``auto`` means base64)."""
+        return bool(self.bucket and self.access_key_id and self.secret_access_key)
+
+
+def read_settings(reader: EnvReader) -> S3Settings:
+    """S3 settings; the bucket comes from BUCKET_NAME or the endpoint URL's first path segment."""
+    d = S3Settings()
+    endpoint = reader.get("BUCKET_ENDPOINT_URL", parse_url, None)
+    bucket = reader.get("BUCKET_NAME", str, None)
+    if endpoint and not bucket:
+        parsed = urlsplit(endpoint)
+        segment = parsed.path.strip("/").split("/", 1)[0]
+        if segment:
+            bucket = segment
+            endpoint = urlunsplit((parsed.scheme, parsed.netloc, "", "", ""))
+    return S3Settings(
+        endpoint_url=endpoint,
+        access_key_id=reader.get("BUCKET_ACCESS_KEY_ID", str, None),
+        secret_access_key=reader.get("BUCKET_SECRET_ACCESS_KEY", str, None),
+        bucket=bucket,
+        region=reader.get("BUCKET_REGION", str, None),
+        prefix=reader.get("S3_PREFIX", str, d.prefix).strip("/"),
+        url_expiry=reader.get("S3_URL_EXPIRY", int, d.url_expiry, lo=1, hi=604800),
+    )
 
 
 @dataclass(frozen=True)
@@ -213,3 +263,55 @@ def _scrub(text: str, s3: S3Settings) -> str:
         if secret and len(secret) >= 8:  # real keys are 16+ characters; "a" would garble the text
             text = text.replace(secret, "***")
     return re.sub(r"(https?://[^\s\"'?]+)\?[^\s\"']*", r"\1?…", text)
+
+
+class S3Delivery:
+    """Files uploaded to ``<prefix>/<job id>/<file>``; the answer carries presigned links."""
+
+    mode = NAME
+    upload_lap = "s3_upload"
+
+    def __init__(self, storage: S3Storage):
+        self.storage = storage
+
+    def deliver(self, job_id: str, artifacts: Sequence[Artifact]) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for artifact in artifacts:
+            stored = self.storage.upload(artifact.data, self.storage.key_for(job_id, artifact.filename), artifact.content_type)
+            put(fields, artifact, artifact.url_field, stored.url)
+            if artifact.name == "video":
+                fields.update(video_key=stored.key, video_bucket=stored.bucket, video_url_expires_in=stored.expires_in)
+        return fields
+
+
+def _unavailable(s3: S3Settings) -> str | None:
+    return None if s3.configured else f"S3 output is not configured (the operator sets {', '.join(missing_settings(s3))})"
+
+
+def _half_done(s3: S3Settings) -> str | None:
+    """A setup begun but not finished is worth a warning at boot (none at all is not)."""
+    if s3.configured or not (s3.endpoint_url or s3.bucket or s3.access_key_id or s3.secret_access_key):
+        return None
+    return f"S3 output is off, files go out as base64: missing {', '.join(missing_settings(s3))}"
+
+
+def _create(s3: S3Settings, remedy: str) -> S3Delivery:
+    """The uploader (its boto3 client is made on first use)."""
+    log.info("S3 output: bucket %s at %s, keys %s/<job id>/<file>, links valid %d s", s3.bucket, safe_endpoint(s3), s3.prefix, s3.url_expiry)
+    return S3Delivery(S3Storage(s3))
+
+
+SPEC = ProviderSpec(
+    name=NAME,
+    read_settings=read_settings,
+    unavailable=_unavailable,
+    create=_create,
+    boot_warning=_half_done,
+    setup="S3 output configured: BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY and BUCKET_NAME (or the bucket as the path of BUCKET_ENDPOINT_URL)",
+    auto_rank=1,
+    large_file_advice=(
+        'or ask for output_mode "s3" (or "auto"): this worker uploads to S3, which has no size limit',
+        "or configure S3 output, which has no size limit (BUCKET_ENDPOINT_URL, BUCKET_NAME, "
+        "BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY; see docs/deployment.md)",
+    ),
+)

@@ -1,0 +1,25 @@
+"""The media a job can bring, one module per kind, registered by name.
+
+An input kind (:class:`worker.inputs.base.InputKind`) owns how its file is given (base64 or
+``<field>_url``), checked and decoded, and which node loads it. Adding a kind is adding a module
+here; a task takes it by naming it in an :class:`~worker.tasks.base.InputSlot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from worker.inputs import image
+from worker.inputs.base import InputKind, PreparedInput
+
+if TYPE_CHECKING:
+    from worker.request.model import MediaInput
+    from worker.settings import Limits
+
+KINDS: dict[str, InputKind] = {kind.name: kind for kind in (image.KIND,)}
+
+
+def prepare_inputs(given: Sequence[MediaInput], limits: Limits) -> Mapping[str, PreparedInput]:
+    """Each of the job's media files, checked and decoded by its kind, by request field."""
+    return {media.field: KINDS[media.kind].prepare(media, limits) for media in given}

@@ -1,0 +1,55 @@
+"""What an input kind is: how a job gives a media file, how the worker checks and decodes it, and
+how ComfyUI receives and loads it.
+
+A kind module builds one :class:`InputKind`; :mod:`worker.inputs` registers it by name. A task
+declares the inputs it takes as :class:`worker.tasks.base.InputSlot` (field, kind, required); the
+request parser, the pipeline and the docs find the kind through the slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.request.model import MediaInput
+    from worker.settings import Limits
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """A job's media file, checked and decoded: the bytes ComfyUI receives and what they are."""
+
+    field: str
+    kind: str
+    data: bytes = field(repr=False)
+    #: The uploaded file's name ending and MIME type.
+    suffix: str
+    content_type: str
+    #: One line for the logs: source, size, what was done to it.
+    description: str
+    #: Width and height of an image (None for other kinds).
+    size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """One kind of media a job can bring."""
+
+    name: str
+    #: The data URI header its base64 form may carry, for messages (``data:image/<type>;base64,``).
+    data_uri: str
+    #: The node class that loads the uploaded file in a graph.
+    loader: str
+    #: Fetch (a URL) or decode (base64), check against the limits, and turn it into what ComfyUI gets.
+    prepare: Callable[[MediaInput, Limits], PreparedInput]
+
+    @property
+    def data_form(self) -> str:
+        """What the base64 field takes, in a request error's ``allowed``."""
+        return f"a base64 string or a {self.data_uri} URI"
+
+    def allowed(self, field: str) -> str:
+        """The rule for a slot of this kind: one of the field or its URL form."""
+        return f"exactly one of {field} (base64 or a {self.data_uri} URI) or {field}_url (an http:// or https:// URL)"

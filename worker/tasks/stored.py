@@ -1,0 +1,151 @@
+"""A stored task's job: its model files checked, its graph filled (with the job's LoRAs, compile,
+interpolation and last frame), its progress stages and outputs named by role.
+
+The task modules say *what* their graph is (:class:`worker.tasks.base.Task`); this module turns
+one validated request of a task into the :class:`~worker.plan.JobPlan` the pipeline runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from comfy_bootstrap.client import ComfyClient
+from comfy_bootstrap.execution import RunResult
+from comfy_bootstrap.models import check_models
+from worker import encoding
+from worker.delivery import Artifact
+from worker.encoding import VideoFormat
+from worker.graph import Graph, JobFiles, add_compile, add_interpolation, add_last_frame
+from worker.inputs.base import PreparedInput
+from worker.loras import AppliedLora
+from worker.loras import add_to_graph as add_loras
+from worker.loras import resolve as resolve_loras
+from worker.loras import warnings_from_log as lora_warnings
+from worker.model_files import check_model_files
+from worker.outputs import OutputFile, find_image, find_videos, read_png, read_video
+from worker.plan import Collected, JobPlan, PlanContext, Upload
+from worker.progress import ProgressPlan
+from worker.request.model import DEFAULT_SPEED, VideoRequest
+from worker.tasks.base import FillInputs, Task
+
+if TYPE_CHECKING:
+    from worker.pipeline import Runtime
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """One job of a stored task."""
+
+    task: Task
+    request: VideoRequest
+    prepared: Mapping[str, PreparedInput]
+
+    def describe(self) -> str:
+        request = self.request
+        media = {name: given.description for name, given in self.prepared.items()} or "none"
+        return (
+            f"task {self.task.name}, {request.width}x{request.height}, {request.length} frames, {request.steps} steps, "
+            f"seed {request.seed}, images {media}"
+        )
+
+    def check(self, runtime: Runtime) -> None:
+        """The task's model files (at the job's speed) listed by ComfyUI and whole on the volume."""
+        settings, task, speed = runtime.settings, self.task, self.request.speed
+        model_files = task.model_files(settings.model_names, speed)
+        subject = f"task {task.name}: " if speed == DEFAULT_SPEED else f"task {task.name}, speed {speed}: "
+        check_models(settings.comfy, model_files, runtime.client.list_models, subject=subject)
+        check_model_files(settings.comfy, task.name, model_files)
+
+    def plan(self, ctx: PlanContext) -> JobPlan:
+        runtime, request, task = ctx.runtime, self.request, self.task
+        loras = resolve_loras(request.loras, lambda: runtime.client.list_models("loras"), ctx.fetched, runtime.settings.comfy)
+        if loras:
+            ctx.timer.lap("loras")
+        video_format, format_warning = encoding.choose(request.video_format)
+        uploads = tuple(Upload.of(ctx.files, prepared) for prepared in self.prepared.values())
+        graph = build_graph(runtime, task, request, ctx.files, {u.field: u.name for u in uploads}, loras, video_format)
+        return JobPlan(
+            prompt=graph.prompt,
+            uploads=uploads,
+            progress=progress_plan(task, request, graph),
+            outputs=TaskOutputs(graph.roles["video_output"], graph.roles.get("save_last_frame")),
+            fields={
+                "task": request.task, "seed": request.seed, "width": request.width, "height": request.height,
+                "length": request.length, "frame_rate": request.video_frame_rate,
+            },  # fmt: skip
+            extras=_extras(request, loras),
+            warnings=(format_warning,) if format_warning else (),
+            log_warnings=lambda text: lora_warnings(text, loras),
+        )
+
+
+def build_graph(
+    runtime: Runtime,
+    task: Task,
+    request: VideoRequest,
+    files: JobFiles,
+    uploaded: Mapping[str, str],
+    loras: Sequence[AppliedLora] = (),
+    video_format: VideoFormat = encoding.FORMATS[encoding.DEFAULT_FORMAT],
+) -> Graph:
+    """The task's graph filled for this job (``uploaded``: the uploaded file name by input field), with
+    its LoRAs, its models compiled (``TORCH_COMPILE``), interpolation, and the last frame (of the
+    video as encoded) saved when asked."""
+    settings = runtime.settings
+    graph = Graph(runtime.templates[task.name])
+    models = task.model_names(settings.model_names, request.speed)
+    task.fill(graph, FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata, video_format))
+    add_loras(graph, task, runtime.fragments["lora.json"], loras)
+    if settings.torch_compile:
+        add_compile(graph, runtime.fragments, task.final_models)
+    if request.interpolate > 1:
+        add_interpolation(graph, runtime.fragments, request.interpolate)
+    if request.return_last_frame:
+        add_last_frame(graph, runtime.fragments, files.last_frame_prefix)
+    return graph
+
+
+def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPlan:
+    """The stages of a task's graph: its samplers by role, the decoder, the video node, what loads before."""
+    samplers = task.sampler_stages(request)
+    return ProgressPlan(
+        samplers={graph.roles[role]: stage for role, stage in samplers.items()},
+        decode=graph.roles["decode"],
+        encode=graph.roles["video_output"],
+        loading=frozenset(graph.upstream(samplers)),
+        interpolate=graph.roles.get("interpolate"),
+        steps=request.steps,
+        frames=request.video_frames,
+    )
+
+
+@dataclass(frozen=True)
+class TaskOutputs:
+    """The video of the task's video node and, when saved, the last frame's PNG."""
+
+    video_node: str
+    last_frame_node: str | None
+
+    def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
+        videos = find_videos(run.outputs, self.video_node)
+        produced.extend(videos)
+        video = videos[0]
+        artifacts = [Artifact("video", video.filename, read_video(client, video), video.format.content_type)]
+        if self.last_frame_node is not None:
+            frame = find_image(run.outputs, self.last_frame_node)
+            produced.append(frame)
+            artifacts.append(Artifact("last_frame", frame.filename, read_png(client, frame), "image/png"))
+        return Collected(tuple(artifacts), video.filename, len(videos), video.format.content_type)
+
+
+def _extras(request: VideoRequest, loras: Sequence[AppliedLora]) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    if request.speed != DEFAULT_SPEED:
+        extras["speed"] = request.speed
+    if request.interpolate > 1:
+        extras.update(interpolate=request.interpolate, frames=request.video_frames)
+    if loras:
+        extras["loras"] = [lora.describe() for lora in loras]
+    return extras
