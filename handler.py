@@ -30,7 +30,7 @@ from typing import Any  # noqa: E402
 from comfy_bootstrap.child import stop_on_exit  # noqa: E402
 from comfy_bootstrap.errors import ComfyBootError, ComfyError  # noqa: E402
 from comfy_bootstrap.gpu import read_gpus  # noqa: E402
-from comfy_bootstrap.server import ComfyServer  # noqa: E402
+from comfy_bootstrap.server import comfy_server  # noqa: E402
 from worker.errors import WorkerError  # noqa: E402
 from worker.health import Verdict, WorkerHealth  # noqa: E402
 from worker.logs import JOB_ID, configure_logging  # noqa: E402
@@ -146,7 +146,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     loras = LoraCache.from_settings(settings)
     settings = register_lora_cache(settings, loras)  # ComfyUI must know the cache folder from its start
-    server = ComfyServer(settings.comfy)
+    server = comfy_server(settings.comfy)
     stop_on_exit(server.shutdown)
     try:
         server.launch()

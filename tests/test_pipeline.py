@@ -78,7 +78,7 @@ def test_comfyui_crash_mid_job_is_reported_and_the_next_job_works(make_runtime) 
 def test_comfyui_killed_by_the_oom_killer_twice_asks_for_a_new_worker(make_runtime, monkeypatch) -> None:
     runtime = make_runtime()
     kills = iter(range(1, 100))  # the container's OOM-kill counter rises with every kill
-    monkeypatch.setattr("comfy_bootstrap.server.read_oom_kills", lambda: next(kills))
+    monkeypatch.setattr("comfy_bootstrap.crash.read_oom_kills", lambda: next(kills))
     health = WorkerHealth(on_runpod=True)
     verdicts = []
     for seed in (1, 2):

@@ -25,7 +25,7 @@ from comfy_bootstrap.config import ComfySettings as Settings
 from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable
 from comfy_bootstrap.gpu import GpuInfo
 from comfy_bootstrap.launch import MemoryInfo
-from comfy_bootstrap.server import ComfyServer
+from comfy_bootstrap.server import ComfyServer, comfy_server
 from comfy_bootstrap.speed import CudaArchs, SageProbe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             boot_timeout=boot_timeout,
             **(settings or {}),
         )
-        server = ComfyServer(settings, memory=MEMORY, poll_interval=0.1, health_timeout=0.5, stop_grace=1.0, **kw)
+        server = comfy_server(settings, memory=MEMORY, poll_interval=0.1, health_timeout=0.5, stop_grace=1.0, **kw)
         servers.append(server)
         return server
 
@@ -159,7 +159,7 @@ def test_launch_returns_at_once_and_the_first_job_waits_for_readiness(comfy, mon
     t0 = time.monotonic()
     server.launch()
     assert time.monotonic() - t0 < 0.5 and server.pid is not None
-    caplog.set_level("INFO", logger="comfy_bootstrap.server")
+    caplog.set_level("INFO", logger="comfy_bootstrap.launched")
     monkeypatch.setattr(server, "wait_ready", functools.partial(server.wait_ready, report_every=0.5))
     server.ensure_alive()  # still booting: waits, does not restart it
     assert time.monotonic() - t0 >= 1.4 and server.is_alive() and server.restarts == 0
@@ -313,7 +313,7 @@ def test_attach_mode_running_then_gone(tmp_path: Path) -> None:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    server = ComfyServer(Settings(url=url, work_dir=tmp_path, boot_timeout=5), health_timeout=0.5)
+    server = comfy_server(Settings(url=url, work_dir=tmp_path, boot_timeout=5), health_timeout=0.5)
     server.start()
     assert server.is_alive() and server.pid is None and server.exit_code is None
     server.ensure_alive()
@@ -331,7 +331,7 @@ def test_attach_mode_running_then_gone(tmp_path: Path) -> None:
 
 def test_attach_mode_dead_url(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    server = ComfyServer(Settings(url=url, work_dir=tmp_path, boot_timeout=0.5), health_timeout=0.3)
+    server = comfy_server(Settings(url=url, work_dir=tmp_path, boot_timeout=0.5), health_timeout=0.3)
     with pytest.raises(ComfyBootError, match=rf"attached ComfyUI at {url} did not answer"):
         server.start()
     assert not server.is_alive()
@@ -346,12 +346,12 @@ WORKER_SCRIPT = textwrap.dedent(
     from comfy_bootstrap.config import ComfySettings as Settings
     from comfy_bootstrap.child import stop_on_exit
     from comfy_bootstrap.launch import MemoryInfo
-    from comfy_bootstrap.server import ComfyServer
+    from comfy_bootstrap.server import comfy_server
 
     comfy_dir, work_dir, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     settings = Settings(comfy_dir=Path(comfy_dir), comfy_python=sys.executable, port=port,
                         work_dir=Path(work_dir), boot_timeout=10)
-    server = ComfyServer(settings, memory=MemoryInfo(None, None), poll_interval=0.1, stop_grace=1.0)
+    server = comfy_server(settings, memory=MemoryInfo(None, None), poll_interval=0.1, stop_grace=1.0)
     stop_on_exit(server.shutdown)
     server.start()
     print(server.pid, flush=True)

@@ -19,7 +19,7 @@ from typing import Any
 from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable, ExecutionTimeout
 from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
-from comfy_bootstrap.server import ComfyServer
+from comfy_bootstrap.server import ComfyServer, comfy_server
 from worker.delivery import Artifact, Delivery, Provider
 from worker.graph import Template, job_files, load_fragments, load_template
 from worker.inputs import prepare_inputs
@@ -77,7 +77,7 @@ class Runtime:
         loras = loras or LoraCache.from_settings(settings)
         settings = register_lora_cache(settings, loras)
         client = ComfyClient(settings.comfy.base_url, timeout=settings.comfy.http_timeout)
-        server = server or ComfyServer(settings.comfy)
+        server = server or comfy_server(settings.comfy)
         delivery = Delivery(settings.delivery, settings.output_mode)
         return cls(settings, server, client, templates, fragments, loras, delivery)
 
