@@ -29,14 +29,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
 import io
 import json
 import os
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,7 +51,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import textured_png_b64  # noqa: E402
 from comfy_bootstrap.gpu import GpuInfo, read_gpus  # noqa: E402
+from tests.harness import free_port, load_script, stop_worker_api  # noqa: E402
+
+#: scripts/client.py: its endpoint calls (/run, /status, /cancel through RunPod's SDK) serve here too.
+client = load_script("wan22_client", REPO / "scripts" / "client.py")
 
 GIB = 1024**3
 PROMPT = "a red fox trots through fresh snow at the edge of a pine forest, morning light, cinematic"
@@ -64,8 +66,6 @@ NOT_SAMPLING = ("queued", "loading", "decode", "encode")
 #: The environment variables the configurations set; taken out of the inherited environment so that
 #: ``default`` is the worker's default whatever the shell holds.
 SPEED_VARIABLES = ("COMFY_ATTENTION", "COMFY_FAST", "TORCH_COMPILE")
-#: RunPod's API, as the SDK and scripts/client.py take it (``RUNPOD_ENDPOINT_BASE_URL``).
-RUNPOD_API = "https://api.runpod.ai/v2"
 #: Seconds between two ``/status`` calls on an endpoint: each answer holds the latest progress update.
 STATUS_POLL = 1.0
 
@@ -287,18 +287,6 @@ def parse_configs(raw: str) -> list[Config]:
     return [CONFIGS[name] for name in names]
 
 
-def test_image(width: int, height: int) -> str:
-    """A PNG of the job's size as base64: gradients with grain, so the video is not trivially flat."""
-    from PIL import Image
-
-    red = Image.linear_gradient("L").rotate(90).resize((width, height))
-    green = Image.radial_gradient("L").resize((width, height))
-    blue = Image.effect_noise((width, height), 48)
-    buf = io.BytesIO()
-    Image.merge("RGB", (red, green, blue)).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def job_input(config: Config, width: int, height: int, length: int, image: str) -> dict[str, Any]:
     return {
         "task": "i2v",
@@ -307,12 +295,6 @@ def job_input(config: Config, width: int, height: int, length: int, image: str) 
         "options": {"width": width, "height": height, "length": length, "seed": SEED},
         **config.job,
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ProgressSink:
@@ -402,14 +384,14 @@ def local_worker(config: Config, sink: ProgressSink, job_timeout: float, log: Pa
     ComfyUI's URL and the seconds from the worker's start until ComfyUI answered."""
     import requests
 
-    api_port = _free_port()
+    api_port = free_port()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wan22-bench-gpu-") as tmp:
         env = {key: value for key, value in os.environ.items() if key not in SPEED_VARIABLES}
         env.pop("RUNPOD_LOG_LEVEL", None)
         env.update(
             config.env,
-            COMFY_PORT=str(_free_port()),
+            COMFY_PORT=str(free_port()),
             WORKER_DIR=str(Path(tmp) / "work"),
             JOB_TIMEOUT=str(job_timeout),
             PROGRESS_INTERVAL="0",
@@ -438,19 +420,13 @@ def local_worker(config: Config, sink: ProgressSink, job_timeout: float, log: Pa
                     booted = time.monotonic() - started
             yield api, comfy, booted
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            stop_worker_api(proc, timeout=60)
 
 
 def run_local(config: Config, size: tuple[int, int, int], jobs: int, job_timeout: float, log: Path) -> dict[str, Any]:
     """One configuration at one size on a fresh local worker."""
     run = _new_run(config, size)
-    image = test_image(size[0], size[1])
+    image = textured_png_b64(size[0], size[1], noise=48)
     sink = ProgressSink()
     try:
         with local_worker(config, sink, job_timeout, log) as (api, comfy, booted), VramPoller(comfy) as poller:
@@ -487,16 +463,14 @@ def _new_run(config: Config, size: tuple[int, int, int]) -> dict[str, Any]:
             "length": length, "jobs": [], "system_stats": None}  # fmt: skip
 
 
-def run_endpoint(
-    config: Config, size: tuple[int, int, int], jobs: int, job_timeout: float, endpoint: str, api_key: str, api_base: str
-) -> dict[str, Any]:
-    """One configuration at one size as jobs of a deployed endpoint."""
+def run_endpoint(config: Config, size: tuple[int, int, int], jobs: int, job_timeout: float, endpoint: str) -> dict[str, Any]:
+    """One configuration at one size as jobs of a deployed endpoint (RUNPOD_API_KEY; the SDK's base URL)."""
     run = _new_run(config, size)
-    url, headers = f"{api_base.rstrip('/')}/{endpoint}", {"Authorization": f"Bearer {api_key}"}
-    image = test_image(size[0], size[1])
+    api = client.EndpointApi(endpoint, os.environ["RUNPOD_API_KEY"])
+    image = textured_png_b64(size[0], size[1], noise=48)
     for index in range(jobs):
         started = time.monotonic()
-        body, progress = _endpoint_job(url, headers, job_input(config, *size, image), job_timeout)
+        body, progress = _endpoint_job(api, job_input(config, *size, image), job_timeout)
         result = _job_result(body, time.monotonic() - started, progress, None, None)
         result["delay_ms"], result["execution_ms"] = body.get("delayTime"), body.get("executionTime")
         run["jobs"].append(result)
@@ -504,30 +478,26 @@ def run_endpoint(
     return run
 
 
-def _endpoint_job(
-    url: str, headers: dict[str, str], job: dict[str, Any], job_timeout: float
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``/run``, then ``/status`` every :data:`STATUS_POLL` s until the job ends: its last status and
-    the progress updates seen (each ``/status`` answer holds the latest one)."""
-    import requests
-
+def _endpoint_job(api: Any, job: dict[str, Any], job_timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``/run``, then ``/status`` every :data:`STATUS_POLL` s until the job ends (the client's loop): its
+    last status and the progress updates seen (each ``/status`` answer holds the latest one)."""
     progress: list[dict[str, Any]] = []
+
+    def record(status: str, update: Any) -> None:
+        if status == "IN_PROGRESS" and isinstance(update, dict) and (not progress or progress[-1] != update):
+            progress.append(update)
+
+    started = time.monotonic()
+    allowed = job_timeout + 600  # the queue and a cold worker come on top
     try:
-        job_id = requests.post(f"{url}/run", json={"input": job}, headers=headers, timeout=60).json()["id"]
-        deadline = time.monotonic() + job_timeout + 600  # the queue and a cold worker come on top
-        while True:
-            status = requests.get(f"{url}/status/{job_id}", headers=headers, timeout=30).json()
-            if status.get("status") in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
-                return status, progress
-            update = status.get("output")
-            if status.get("status") == "IN_PROGRESS" and isinstance(update, dict) and (not progress or progress[-1] != update):
-                progress.append(update)
-            if time.monotonic() > deadline:
-                requests.post(f"{url}/cancel/{job_id}", headers=headers, timeout=30)
-                return {"status": "FAILED", "error": f"no answer within {job_timeout + 600:.0f} s; cancelled"}, progress
-            time.sleep(STATUS_POLL)
-    except (requests.RequestException, KeyError, ValueError) as exc:
-        return {"status": "FAILED", "error": f"{type(exc).__name__}: {exc}"}, progress
+        job_id = api.submit({"input": job})
+        try:
+            return client.follow(api, job_id, client.Display(io.StringIO(), record), started, started + allowed, STATUS_POLL), progress
+        except client.JobTimeout:
+            api.cancel(job_id)
+            return {"status": "FAILED", "error": f"no answer within {allowed:.0f} s; cancelled"}, progress
+    except client.ClientError as exc:
+        return {"status": "FAILED", "error": str(exc)}, progress
 
 
 def _job_result(
@@ -600,8 +570,7 @@ def measure(
                 run = {**_new_run(config, (width, height, length)),
                        "skipped": f"{config.about} is the endpoint's environment, which a job cannot change"}  # fmt: skip
             elif args.endpoint:
-                run = run_endpoint(config, (width, height, length), args.jobs, args.job_timeout, args.endpoint,
-                                   os.environ["RUNPOD_API_KEY"], os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or RUNPOD_API)  # fmt: skip
+                run = run_endpoint(config, (width, height, length), args.jobs, args.job_timeout, args.endpoint)
             else:
                 run = run_local(config, (width, height, length), args.jobs, args.job_timeout, args.log)
             record["runs"].append(run)

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import websocket
 
@@ -93,7 +93,7 @@ class _PromptRun:
             try:
                 self._follow()
             except StopRequested:
-                self._abort()  # always raises
+                self._abort()
             history = self._settled_history()
             return RunResult(self.prompt_id, history, queued_at, self.started_at, time.monotonic(), self.reconnects)
         finally:
@@ -192,7 +192,7 @@ class _PromptRun:
         raise ExecutionFailed("ComfyUI reports the prompt failed without an error message")
 
     # --- abort --------------------------------------------------------------------------------
-    def _abort(self) -> None:
+    def _abort(self) -> NoReturn:
         """Interrupt and dequeue our prompt, wait briefly for ComfyUI to confirm, then raise."""
         cancelled = self.opt.stop.is_set()
         what = "cancelled" if cancelled else f"ran past the job timeout of {self.opt.timeout:g} s"

@@ -43,7 +43,10 @@ import requests
 from tqdm import tqdm
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_API, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+# The worker's vocabulary, copied so that the client runs without the worker's code; tests/test_vocabulary.py
+# holds each list to the worker's registries.
 TASKS = ("i2v", "flf2v", "t2v", "ti2v-5b")
+SPEEDS = ("default", "4step")
 #: Largest request body RunPod accepts on /run (bytes).
 RUN_LIMIT = 10_000_000
 FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
@@ -55,13 +58,17 @@ STAGES = {
     "low_noise": "sampling, low noise", "sampling": "sampling", "decode": "decoding", "interpolate": "interpolating",
     "encode": "encoding",
 }  # fmt: skip
-OPTIONS = (("width", int), ("height", int), ("length", int), ("steps", int), ("cfg", float), ("frame_rate", float),
-           ("seed", int), ("resolution", str), ("aspect_ratio", str), ("duration", float), ("interpolate", int),
-           ("output_frame_rate", float), ("video_format", str), ("crf", int))  # fmt: skip
+OPTIONS = (("width", int), ("height", int), ("length", int), ("steps", int), ("split_step", int), ("cfg", float),
+           ("frame_rate", float), ("seed", int), ("shift", float), ("sampler_name", str), ("scheduler", str),
+           ("lora_strength", float), ("resize", str), ("resolution", str), ("aspect_ratio", str), ("duration", float),
+           ("interpolate", int), ("output_frame_rate", float), ("video_format", str), ("crf", int))  # fmt: skip
+#: The media fields (``<field>`` as base64 from a file, ``<field>_url``) and what they are.
+MEDIA = (("image", "start image"), ("end_image", "end image (flf2v)"))
 #: Flags that describe the job itself, refused together with --input-json.
-JOB_FLAGS = ("prompt", "negative_prompt", "image", "image_url", "end_image", "end_image_url", "task", "speed", "lora") + tuple(
-    name for name, _ in OPTIONS
-)
+JOB_FLAGS = (
+    "prompt", "negative_prompt", *(name for field, _ in MEDIA for name in (field, f"{field}_url")), "task", "speed", "lora",
+    *(name for name, _ in OPTIONS),
+)  # fmt: skip
 
 ProgressCallback = Callable[[str, Any], None]
 
@@ -136,13 +143,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     job.add_argument("--prompt")
     job.add_argument("--negative-prompt")
     job.add_argument("--task", choices=TASKS)
-    job.add_argument("--speed", choices=("default", "4step"), help="4step: the Wan 2.2 Lightning LoRAs, 4 steps (i2v, flf2v, t2v)")
-    image = job.add_mutually_exclusive_group()
-    image.add_argument("--image", type=Path, metavar="FILE", help="start image, sent as base64")
-    image.add_argument("--image-url", metavar="URL")
-    end = job.add_mutually_exclusive_group()
-    end.add_argument("--end-image", type=Path, metavar="FILE", help="end image (flf2v), sent as base64")
-    end.add_argument("--end-image-url", metavar="URL")
+    job.add_argument("--speed", choices=SPEEDS, help="4step: the Wan 2.2 Lightning LoRAs, 4 steps (i2v, flf2v, t2v)")
+    for field, what in MEDIA:
+        media = job.add_mutually_exclusive_group()
+        media.add_argument(f"--{field.replace('_', '-')}", type=Path, metavar="FILE", help=f"{what}, sent as base64")
+        media.add_argument(f"--{field.replace('_', '-')}-url", metavar="URL")
     job.add_argument("--lora", action="append", type=parse_lora, metavar="NAME_OR_URL[:STRENGTH[:TARGET]]",
                      help="extra LoRA; repeat for more")  # fmt: skip
     job.add_argument("--input-json", metavar="FILE", help='send this job input as is ({"input": {...}} or the input; - = stdin)')
@@ -173,10 +178,10 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         body = _read_input_json(args.input_json)
     else:
         job_input: dict[str, Any] = {}
-        for key in ("prompt", "negative_prompt", "task", "speed", "image_url", "end_image_url"):
+        for key in ("prompt", "negative_prompt", "task", "speed", *(f"{field}_url" for field, _ in MEDIA)):
             if getattr(args, key) is not None:
                 job_input[key] = getattr(args, key)
-        for key in ("image", "end_image"):
+        for key, _ in MEDIA:
             if getattr(args, key) is not None:
                 job_input[key] = _read_base64(getattr(args, key), f"--{key.replace('_', '-')}")
         if args.lora:

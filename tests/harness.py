@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import io
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -31,6 +33,16 @@ from worker.tasks.stored import build_graph
 
 REPO = Path(__file__).resolve().parent.parent
 DOUBLE_DIR = REPO / "tests" / "comfy_double"
+
+
+def load_script(name: str, path: Path) -> types.ModuleType:
+    """A script of the repository (``scripts/client.py``, ``bench/gpu.py``) imported as module ``name``, once."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sys.modules[name]
 
 
 def free_port() -> int:

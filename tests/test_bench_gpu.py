@@ -4,7 +4,6 @@ local and endpoint loops work end to end against the ComfyUI double (a GPU faked
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,17 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import runpod
 
-from tests.harness import REPO, process_env, stop_worker_api, wait_http
+from tests.harness import REPO, load_script, process_env, stop_worker_api, wait_http
 from tests.runpod_platform import FakeRunPod
 
 SCRIPT = REPO / "bench" / "gpu.py"
 RECORD = Path(__file__).resolve().parent / "bench_gpu_record.json"
 RTX_4090 = "NVIDIA GeForce RTX 4090, 8.9, 570.124.06, 24564"
 
-spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
-bench = sys.modules["bench_gpu"] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
-spec.loader.exec_module(bench)
+bench = load_script("bench_gpu", SCRIPT)
 
 
 def nvidia_smi(folder: Path, line: str | None) -> Path:
@@ -205,7 +203,7 @@ def test_an_endpoint_run_polls_status_and_skips_what_a_job_cannot_change(tmp_pat
         try:
             wait_http(f"http://127.0.0.1:{env['COMFY_PORT']}/system_stats", timeout=60)
             monkeypatch.setenv("RUNPOD_API_KEY", platform.api_key)
-            monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", platform.base_url)
+            monkeypatch.setattr(runpod, "endpoint_url_base", platform.base_url)  # read from the environment at import
             monkeypatch.setattr(bench, "STATUS_POLL", 0.05)
             out = tmp_path / "endpoint.json"
             argv = ["--endpoint", platform.endpoint_id, "--configs", "default,compile", "--sizes", "64x64x5", "--jobs", "2",

@@ -11,7 +11,6 @@ import argparse
 import base64
 import functools
 import http.server
-import importlib.util
 import io
 import os
 import re
@@ -28,14 +27,21 @@ from typing import Any
 import pytest
 import requests
 
-from tests.harness import REPO, decode_mp4, free_port, png_b64, process_env, start_worker_api, stop_worker_api, wait_http
+from tests.harness import (
+    REPO,
+    decode_mp4,
+    free_port,
+    load_script,
+    png_b64,
+    process_env,
+    start_worker_api,
+    stop_worker_api,
+    wait_http,
+)
 from tests.runpod_platform import FakeRunPod
 
 CLIENT = REPO / "scripts" / "client.py"
-_spec = importlib.util.spec_from_file_location("wan22_client", CLIENT)
-client = importlib.util.module_from_spec(_spec)
-sys.modules["wan22_client"] = client
-_spec.loader.exec_module(client)
+client = load_script("wan22_client", CLIENT)
 
 #: The order of a job's stages: worker/progress.py's, and those the client has labels for.
 STAGE_ORDER = ["queued", "loading", "high_noise", "low_noise", "sampling", "decode", "interpolate", "encode"]
