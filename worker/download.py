@@ -35,7 +35,6 @@ signature), no user:password.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 import re
@@ -52,6 +51,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from worker.errors import InvalidImage, WorkerError
+from worker.urls import escaped, redact_url
 
 if TYPE_CHECKING:  # a leaf: the request model imports redact_url
     from worker.settings import Limits
@@ -121,26 +121,6 @@ def resolve_host(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def redact_url(url: str, max_chars: int = 200, *, escape: bool = True) -> str:
-    """``url`` fit for a log line or an error: no query, fragment or credentials; truncated.
-
-    Signed URLs (S3, GCS, CDN tokens) carry their secret in the query string, so it becomes
-    ``?…``; ``user:password@`` becomes ``…@`` for the same reason. Whitespace and control
-    characters are escaped (unless ``escape`` is False: the caller quotes it as JSON), so the text
-    stays one line. Works on malformed URLs too.
-    """
-    base, has_query = _strip_query(url)
-    scheme, separator, rest = base.partition("://")
-    if separator:
-        netloc, slash, path = rest.partition("/")
-        before, at, host = netloc.rpartition("@")
-        base = f"{scheme}://{'…@' if at else ''}{host}{slash}{path}"
-    shown = (_escaped(base) if escape else base) + ("?…" if has_query else "")
-    if len(shown) > max_chars:
-        shown = shown[: max_chars - 1] + "…"
-    return shown
-
-
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be fetched at all (before any resolution), or None when its form is fine.
 
@@ -172,7 +152,6 @@ def url_problem(url: str) -> str | None:
 
 #: Characters no fetched URL may hold: backslash, whitespace (Unicode too), C0 and C1 controls.
 _ODD_CHARACTER = re.compile(r"[\\\s\x00-\x1f\x7f-\x9f]")
-_UNPRINTABLE = re.compile(r"[^\S ]|[\x00-\x1f\x7f-\x9f]")
 _DNS_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 
 
@@ -180,13 +159,8 @@ def _character_name(char: str) -> str:
     if char == "\\":
         return "a backslash"
     if char.isspace():
-        return f"whitespace ({_escaped(char)})"
-    return f"a control character ({_escaped(char)})"
-
-
-def _escaped(text: str) -> str:
-    """``text`` with whitespace other than spaces and control characters written as JSON escapes."""
-    return _UNPRINTABLE.sub(lambda m: json.dumps(m.group())[1:-1], text)
+        return f"whitespace ({escaped(char)})"
+    return f"a control character ({escaped(char)})"
 
 
 def _ascii_host(hostname: str) -> str | None:
@@ -601,10 +575,3 @@ def _nat64_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     if ip in _NAT64_PREFIX:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
-
-
-def _strip_query(url: str) -> tuple[str, bool]:
-    """``url`` without ``?query`` and ``#fragment``, and whether there was a query."""
-    before_fragment = url.split("#", 1)[0]
-    base, question, _ = before_fragment.partition("?")
-    return base, bool(question)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from worker.download import redact_url
 from worker.encoding import DEFAULT_FORMAT
+from worker.urls import redact_url
 
 #: The speed every task has: its stored graph as it is.
 DEFAULT_SPEED = "default"
