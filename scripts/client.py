@@ -61,12 +61,15 @@ STAGES = {
 OPTIONS = (("width", int), ("height", int), ("length", int), ("steps", int), ("split_step", int), ("cfg", float),
            ("frame_rate", float), ("seed", int), ("shift", float), ("sampler_name", str), ("scheduler", str),
            ("lora_strength", float), ("resize", str), ("resolution", str), ("aspect_ratio", str), ("duration", float),
-           ("interpolate", int), ("output_frame_rate", float), ("video_format", str), ("crf", int))  # fmt: skip
+           ("interpolate", int), ("output_frame_rate", float), ("video_format", str), ("crf", int), ("fit", str))  # fmt: skip
 #: The media fields (``<field>`` as base64 from a file, ``<field>_url``) and what they are.
-MEDIA = (("image", "start image"), ("end_image", "end image (flf2v)"))
+MEDIA = (("image", "start image"), ("end_image", "end image (flf2v)"), ("audio", "sound track the video carries (s2v: the speech)"))
+#: The media that are tracks in time: ``<field>_start`` / ``<field>_end`` (seconds) cut them.
+TIMED = ("audio",)
 #: Flags that describe the job itself, refused together with --input-json.
 JOB_FLAGS = (
-    "prompt", "negative_prompt", *(name for field, _ in MEDIA for name in (field, f"{field}_url")), "task", "speed", "lora",
+    "prompt", "negative_prompt", *(name for field, _ in MEDIA for name in (field, f"{field}_url")),
+    *(name for field in TIMED for name in (f"{field}_start", f"{field}_end")), "task", "speed", "lora",
     *(name for name, _ in OPTIONS),
 )  # fmt: skip
 
@@ -148,6 +151,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         media = job.add_mutually_exclusive_group()
         media.add_argument(f"--{field.replace('_', '-')}", type=Path, metavar="FILE", help=f"{what}, sent as base64")
         media.add_argument(f"--{field.replace('_', '-')}-url", metavar="URL")
+    for field in TIMED:
+        job.add_argument(f"--{field}-start", type=float, metavar="SECONDS", help=f"use the {field} from here")
+        job.add_argument(f"--{field}-end", type=float, metavar="SECONDS", help=f"use the {field} up to here")
     job.add_argument("--lora", action="append", type=parse_lora, metavar="NAME_OR_URL[:STRENGTH[:TARGET]]",
                      help="extra LoRA; repeat for more")  # fmt: skip
     job.add_argument("--input-json", metavar="FILE", help='send this job input as is ({"input": {...}} or the input; - = stdin)')
@@ -178,7 +184,8 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         body = _read_input_json(args.input_json)
     else:
         job_input: dict[str, Any] = {}
-        for key in ("prompt", "negative_prompt", "task", "speed", *(f"{field}_url" for field, _ in MEDIA)):
+        spans = (name for field in TIMED for name in (f"{field}_start", f"{field}_end"))
+        for key in ("prompt", "negative_prompt", "task", "speed", *(f"{field}_url" for field, _ in MEDIA), *spans):
             if getattr(args, key) is not None:
                 job_input[key] = getattr(args, key)
         for key, _ in MEDIA:

@@ -7,7 +7,8 @@ keeps its own lists; these tests fail the moment the worker gains or renames one
 from __future__ import annotations
 
 from tests.harness import REPO, load_script, png_b64
-from worker.request.fields import INPUT_SLOTS
+from worker.inputs import KINDS
+from worker.request.fields import INPUT_SLOTS, input_fields
 from worker.request.model import VideoRequest
 from worker.request.options import OPTION_SPECS
 from worker.request.parse import parse_request
@@ -31,9 +32,10 @@ def test_the_client_offers_every_option_with_its_type() -> None:
 
 
 def test_the_client_offers_every_media_field() -> None:
-    assert [field for field, _ in client.MEDIA] == list(INPUT_SLOTS)
+    assert {field for field, _ in client.MEDIA} == set(INPUT_SLOTS)
     parser_flags = set(vars(client.parse_args(["--url", "http://x"])))
-    assert {name for field in INPUT_SLOTS for name in (field, f"{field}_url")} <= parser_flags
+    assert {name for slot in INPUT_SLOTS.values() for name in input_fields(slot)} <= parser_flags
+    assert set(client.TIMED) == {field for field, slot in INPUT_SLOTS.items() if KINDS[slot.kind].timed}
 
 
 def test_the_client_names_every_progress_stage() -> None:

@@ -155,6 +155,7 @@ FRAGMENTS: dict[str, dict[str, str]] = {
     "lora.json": {"lora": "LoraLoaderModelOnly"},
     "interpolate.json": {"interpolate": "RIFE VFI"},
     "compile.json": {"compile": "TorchCompileModel"},
+    "audio.json": {"load_audio": "LoadAudio"},
 }
 
 
@@ -184,3 +185,12 @@ def add_last_frame(graph: Graph, fragments: Mapping[str, Template], prefix: str)
     graph.splice(
         fragments["last_frame.json"], {"last_frame": {"image": frames}, "save_last_frame": {"filename_prefix": prefix}}
     )
+
+
+def add_audio(graph: Graph, fragments: Mapping[str, Template], uploaded: str) -> None:
+    """The job's audio track on the video: ``LoadAudio`` (the graph's own when it has one) into the video
+    node's ``audio``, which VideoHelperSuite pads with silence or cuts to the video's length (recorded: s2v_*)."""
+    if "load_audio" not in graph.roles:
+        graph.splice(fragments["audio.json"], {})
+    graph.set("load_audio", audio=uploaded)
+    graph.set("video_output", audio=graph.link("load_audio"))

@@ -8,11 +8,14 @@ Files are read through ``GET /view``, which works for a launched and an attached
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import av
 
 from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.errors import OutputMissing
@@ -21,6 +24,8 @@ from worker.encoding import DEFAULT_FORMAT, FORMATS, VideoFormat, by_extension
 log = logging.getLogger(__name__)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: VideoHelperSuite's name ending for the video it muxed the audio into.
+_WITH_AUDIO = "-audio"
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,14 @@ class OutputFile:
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any], *companion_keys: str) -> OutputFile:
+        """The file of a history entry; VHS's video with sound (``<name>-audio.mp4``) also leaves the
+        silent ``<name>.mp4`` beside it (VideoHelperSuite's mux; recorded: s2v_*), a companion too."""
+        filename = str(entry["filename"])
         companions = tuple(str(entry[key]) for key in companion_keys if entry.get(key))
-        return cls(str(entry["filename"]), str(entry.get("subfolder") or ""), str(entry.get("type") or "output"), companions)
+        stem, dot, extension = filename.rpartition(".")
+        if stem.endswith(_WITH_AUDIO):
+            companions += (f"{stem.removesuffix(_WITH_AUDIO)}{dot}{extension}",)
+        return cls(filename, str(entry.get("subfolder") or ""), str(entry.get("type") or "output"), companions)
 
 
 def find_videos(outputs: dict[str, Any], node: str) -> list[OutputFile]:
@@ -78,6 +89,21 @@ def read_video(client: ComfyClient, video: OutputFile) -> bytes:
             "see ffmpeg's lines in ComfyUI's log"
         )
     return data
+
+
+def audio_track(video: bytes) -> dict[str, Any] | None:
+    """The sound track of a video the run made (the answer's ``audio``), from its container; None without one."""
+    try:
+        with av.open(io.BytesIO(video)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            seconds = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / av.time_base
+            context = stream.codec_context
+            return {"codec": context.name, "seconds": round(seconds, 3), "sample_rate": context.sample_rate,
+                    "channels": context.layout.nb_channels}  # fmt: skip
+    except av.FFmpegError as exc:
+        raise OutputMissing(f"the video's sound track cannot be read: {exc}") from None
 
 
 def read_png(client: ComfyClient, image: OutputFile) -> bytes:

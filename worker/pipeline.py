@@ -30,7 +30,7 @@ from worker.outputs import OutputFile, remove_job_files
 from worker.plan import Collected, Job, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan, ProgressReporter
 from worker.request.model import CustomRequest, VideoRequest
-from worker.request.options import fit_to_image
+from worker.request.options import fit_length, fit_to_image
 from worker.request.parse import parse_request
 from worker.settings import Settings
 from worker.tasks import REGISTRY
@@ -155,6 +155,8 @@ def _job(request: VideoRequest | CustomRequest, prepared: Mapping[str, PreparedI
     size = next((given.size for given in prepared.values() if given.size is not None), None)
     if size is not None:
         request = fit_to_image(request, *size, settings.limits)
+    if request.fit is not None:
+        request = fit_length(request, prepared[request.fit].seconds or 0.0, settings.limits)
     return StoredJob(REGISTRY[request.task], request, prepared)
 
 
@@ -175,6 +177,7 @@ def _answer(
         "files_count": collected.files_count,
         **plan.fields,
         **({"content_type": collected.content_type} if collected.content_type else {}),
+        **collected.facts,
         "timings": timings,
         **plan.extras,
         **({"warnings": warnings} if warnings else {}),

@@ -50,6 +50,8 @@ class Collected:
     files_count: int
     #: The main file's MIME type when it is a video (None: images).
     content_type: str | None
+    #: What else the answer says of the files (the video's ``audio``).
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Outputs(Protocol):

@@ -34,7 +34,7 @@ from .faults import ArmedFaults, Fault, FaultBoard
 from .folders import Folders
 from .graph import NEVER_EQUAL, ExecutionOrder, is_link, node_signatures
 from .hub import WebSocketHub
-from .node_defs import NodeCatalog
+from .node_defs import INPUT_FILE_LOADERS, NodeCatalog
 from .node_impls import ACCEPTS_ANY_INPUT, NODE_FUNCTIONS, PROGRESS_CLASSES, NodeContext
 from .observations import Observations
 from .prompt_queue import PromptQueue, QueueItem
@@ -396,12 +396,13 @@ class PromptRun:
         return {"outputs": outputs, "meta": meta}
 
     def _is_changed(self, node_id: str) -> Any:
-        """``IS_CHANGED``: LoadImage hashes the file, so a new image under the same name reruns."""
+        """``IS_CHANGED`` / ``fingerprint_inputs``: LoadImage and LoadAudio hash the file, so a new file
+        under the same name reruns."""
         node = self.prompt[node_id]
-        if node["class_type"] != "LoadImage":
+        if node["class_type"] not in INPUT_FILE_LOADERS:
             return None
         try:
-            path = self.ex.folders.annotated_path(node["inputs"]["image"])
+            path = self.ex.folders.annotated_path(node["inputs"][INPUT_FILE_LOADERS[node["class_type"]][0]])
             return hashlib.sha256(path.read_bytes()).hexdigest()
         except Exception as ex:  # noqa: BLE001 - ComfyUI logs and treats it as "always changed"
             logger.warning("WARNING: %s", ex)

@@ -164,14 +164,14 @@ class Folders:
                 return directory / name[: -len(suffix)]
         return base / name
 
-    def input_images(self) -> list[str]:
-        """LoadImage's COMBO list: image files at the top of the input folder, sorted."""
+    def input_files(self, content_types: tuple[str, ...]) -> list[str]:
+        """A loader's COMBO list: files at the top of the input folder of those content types
+        (``image``; ``audio`` and ``video`` for LoadAudio), sorted."""
         try:
             names = [e.name for e in os.scandir(self.input_dir) if e.is_file()]
         except FileNotFoundError:
             return []
-        images = [n for n in names if (mimetypes.guess_type(n)[0] or "").startswith("image/")]
-        return sorted(images)
+        return sorted(n for n in names if (mimetypes.guess_type(n)[0] or "").split("/")[0] in content_types)
 
     def snapshot(self) -> dict[str, list[str]]:
         """Files currently in input/output/temp (relative, sorted): lets tests check clean-up."""

@@ -443,3 +443,56 @@ def video_metadata(prompt: dict[str, Any], extra_pnginfo: dict[str, Any] | None)
         tags[str(key)] = json.dumps(value)
     tags["creation_time"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return tags
+
+
+# -- audio --------------------------------------------------------------------------------------------
+
+#: VHS's ``audio_pass`` per format (``video_formats/*.json``): the codec its mux re-encodes the audio with.
+#: webm's libvorbis is not in PyAV's FFmpeg; its native (experimental) vorbis encoder stands in and
+#: writes stereo only, so a mono track comes out as two equal channels here.
+AUDIO_CODECS: dict[str, str] = {
+    "video/h264-mp4": "aac",
+    "video/h265-mp4": "aac",
+    "video/nvenc_h264-mp4": "aac",
+    "video/webm": "vorbis",
+}
+
+
+def load_audio(path: Path) -> tuple[np.ndarray, int]:
+    """``LoadAudio``: the whole track as float32 ``(channels, samples)`` and its sample rate (FFmpeg's errors propagate)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        context = stream.codec_context
+        resampler = av.AudioResampler(format="fltp", layout=context.layout, rate=context.sample_rate)
+        blocks = [out.to_ndarray() for frame in container.decode(stream) for out in resampler.resample(frame)]
+        blocks += [out.to_ndarray() for out in resampler.resample(None)]
+    if not blocks:
+        raise RuntimeError(f"no audio decoded from {path.name}")
+    return np.concatenate(blocks, axis=1).astype(np.float32), context.sample_rate
+
+
+def mux_audio(video: Path, out: Path, samples: np.ndarray, rate: int, video_format: str, frames: int, frame_rate: float) -> None:
+    """VHS's mux: the video stream copied, the audio re-encoded, padded with silence to the video's length plus
+    1 s (``apad=whole_dur``) and cut at the video's end (``-shortest``)."""
+    codec = AUDIO_CODECS[video_format]
+    seconds = frames / frame_rate
+    channels = 2 if codec == "vorbis" else samples.shape[0]
+    track = np.zeros((channels, int(round(seconds * rate))), dtype=np.float32)
+    source = samples if samples.shape[0] == channels else np.repeat(samples[:1], channels, axis=0)
+    length = min(track.shape[1], source.shape[1])
+    track[:, :length] = source[:, :length]
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(str(video)) as inp, av.open(str(out), "w", format=out.suffix.lstrip(".")) as output:
+        video_in = inp.streams.video[0]
+        video_out = output.add_stream_from_template(video_in)
+        audio_out = output.add_stream(codec, rate=rate, layout=layout)
+        for packet in inp.demux(video_in):
+            if packet.dts is not None:
+                packet.stream = video_out
+                output.mux(packet)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(track), format="fltp", layout=layout)
+        frame.sample_rate = rate
+        for packet in audio_out.encode(frame):
+            output.mux(packet)
+        for packet in audio_out.encode(None):
+            output.mux(packet)

@@ -23,7 +23,12 @@ _MODEL_LISTS: dict[tuple[str, str], str] = {
 
 #: Classes with a ``VALIDATE_INPUTS`` of their own and the inputs it takes (ComfyUI then skips the
 #: built-in min/max/COMBO checks for those inputs).
-CUSTOM_VALIDATED_INPUTS: dict[str, tuple[str, ...]] = {"LoadImage": ("image",)}
+CUSTOM_VALIDATED_INPUTS: dict[str, tuple[str, ...]] = {"LoadImage": ("image",), "LoadAudio": ("audio",)}
+#: Loaders of a file of the input folder: class -> (its input, what it is, the content types its list shows).
+INPUT_FILE_LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "LoadImage": ("image", "image", ("image",)),
+    "LoadAudio": ("audio", "audio", ("audio", "video")),
+}
 
 
 class NodeCatalog:
@@ -50,7 +55,9 @@ class NodeCatalog:
                     files = files + ["pixel_space"]
                 required[name][0] = files
         if class_type == "LoadImage":
-            required["image"][0] = self._folders.input_images()
+            required["image"][0] = self._folders.input_files(("image",))
+        if class_type == "LoadAudio":  # a v3 schema node: its list is the COMBO's "options"
+            required["audio"][1]["options"] = self._folders.input_files(("audio", "video"))
         return info
 
     def all_info(self) -> dict[str, dict[str, Any]]:

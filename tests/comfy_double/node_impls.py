@@ -537,6 +537,23 @@ def save_image(
 
 
 @dataclass
+class AudioValue:
+    """An ``AUDIO``: ``{"waveform": (batch, channels, samples), "sample_rate"}`` in ComfyUI; here the samples and rate."""
+
+    samples: np.ndarray
+    rate: int
+
+    def __str__(self) -> str:
+        return f"<AUDIO {self.samples.shape[0]}ch {self.samples.shape[1] / self.rate:.2f}s {self.rate}Hz>"
+
+
+def load_audio(ctx: NodeContext, audio: str) -> NodeResult:
+    """``LoadAudio`` (comfy_extras/nodes_audio.py): the file of the input folder, decoded whole."""
+    samples, rate = media.load_audio(ctx.folders.annotated_path(audio))
+    return (AudioValue(samples, rate),), None
+
+
+@dataclass
 class VideoValue:
     """A core ``VIDEO`` (CreateVideo's output): frames and a frame rate."""
 
@@ -622,6 +639,11 @@ def vhs_video_combine(
                 on_frame()
         else:
             _write_video(full_folder / file, sequence, format, frame_rate, widgets, metadata, on_frame)
+            audio = kwargs.get("audio")
+            if isinstance(audio, AudioValue):  # VHS muxes into <name>-audio.<ext> and reports that file
+                output_files.append(str(full_folder / file))
+                file = f"{filename}_{counter:05}-audio.{media.VIDEO_CODECS[format][1]}"
+                media.mux_audio(Path(output_files[-1]), full_folder / file, audio.samples, audio.rate, format, total, frame_rate)
     output_files.append(str(full_folder / file))
     preview = {
         "filename": file,
@@ -836,6 +858,7 @@ NODE_FUNCTIONS: dict[str, Callable[..., NodeResult]] = {
     "RepeatImageBatch": repeat_image_batch,
     "CreateVideo": create_video,
     "SaveVideo": save_video,
+    "LoadAudio": load_audio,
 }
 
 #: Classes that receive every input of the node, declared or not (VHS's ``ContainsAll`` hidden dict).

@@ -45,6 +45,7 @@ OBJECT_INFO_FILES: tuple[str, ...] = (
     "object_info_rife_vfi.json",  # RIFE VFI (ComfyUI-Frame-Interpolation)
     "object_info_image_nodes.json",  # ImageScale, ImageInvert, ImageBatch, RepeatImageBatch (rife_*, vhs_*)
     "object_info_video_nodes.json",  # CreateVideo, SaveVideo (custom_savevideo.json)
+    "object_info_media_nodes.json",  # the 41 audio, video and Wan media classes (LoadAudio, WanSoundImageToVideo, ...)
 )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .folders import Folders
-from .node_defs import CUSTOM_VALIDATED_INPUTS, NodeCatalog, input_info
+from .node_defs import CUSTOM_VALIDATED_INPUTS, INPUT_FILE_LOADERS, NodeCatalog, input_info
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +221,9 @@ class PromptValidator:
             if error is not None:
                 errors.append(error)
 
-        if class_type == "LoadImage" and "image" in inputs:
-            error = self._check_load_image(inputs["image"])
+        if class_type in INPUT_FILE_LOADERS:
+            name, what, _ = INPUT_FILE_LOADERS[class_type]
+            error = self._check_input_file(name, what, inputs[name]) if name in inputs else None
             if error is not None:
                 errors.append(error)
 
@@ -293,15 +294,15 @@ class PromptValidator:
             return False
         return ok
 
-    def _check_load_image(self, image: Any) -> ErrorDict | None:
-        """``LoadImage.VALIDATE_INPUTS``: any existing file of the input folder is accepted."""
-        if isinstance(image, str) and os.path.exists(self._folders.annotated_path(image)):
+    def _check_input_file(self, name: str, what: str, value: Any) -> ErrorDict | None:
+        """``LoadImage.VALIDATE_INPUTS`` / ``LoadAudio.validate_inputs``: any existing file of the input folder is accepted."""
+        if isinstance(value, str) and os.path.exists(self._folders.annotated_path(value)):
             return None
         return _reason(
             "custom_validation_failed",
             "Custom validation failed for node",
-            f"image - Invalid image file: {image}",
-            {"input_name": "image"},
+            f"{name} - Invalid {what} file: {value}",
+            {"input_name": name},
         )
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from worker.inputs import image
+from worker.inputs import audio, image
 from worker.inputs.base import InputKind, PreparedInput
 
 if TYPE_CHECKING:
     from worker.request.model import MediaInput
     from worker.settings import Limits
 
-KINDS: dict[str, InputKind] = {kind.name: kind for kind in (image.KIND,)}
+KINDS: dict[str, InputKind] = {kind.name: kind for kind in (image.KIND, audio.KIND)}
 
 
 def prepare_inputs(given: Sequence[MediaInput], limits: Limits) -> Mapping[str, PreparedInput]:

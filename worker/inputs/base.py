@@ -31,6 +31,8 @@ class PreparedInput:
     description: str
     #: Width and height of an image (None for other kinds).
     size: tuple[int, int] | None = None
+    #: Length of a track in seconds (None for an image).
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class InputKind:
     loader: str
     #: Fetch (a URL) or decode (base64), check against the limits, and turn it into what ComfyUI gets.
     prepare: Callable[[MediaInput, Limits], PreparedInput]
+    #: For a track in time, the most seconds of it a job may use (a job cuts it with ``<field>_start``
+    #: and ``<field>_end``), and the variable that sets it; None for an image.
+    max_seconds: Callable[[Limits], float] | None = None
+    max_seconds_setting: str = ""
+
+    @property
+    def timed(self) -> bool:
+        return self.max_seconds is not None
 
     @property
     def data_form(self) -> str:

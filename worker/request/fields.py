@@ -9,6 +9,7 @@ surrounding whitespace; ``negative_prompt`` is kept as given.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from worker.delivery import OUTPUT_MODES
@@ -16,7 +17,18 @@ from worker.download import redact_url, url_problem
 from worker.inputs import KINDS
 from worker.request.model import DEFAULT_SPEED, LoraInput, MediaInput
 from worker.request.options import LORA_SPECS
-from worker.request.rules import Context, Problems, check_unknown, parse_option, shown
+from worker.request.rules import (
+    Context,
+    OptionSpec,
+    Problems,
+    Range,
+    check_unknown,
+    const,
+    number,
+    parse_float,
+    parse_option,
+    shown,
+)
 from worker.settings import Limits
 from worker.tasks import REGISTRY
 from worker.tasks.base import InputSlot, Task
@@ -30,6 +42,10 @@ DEFAULT_NEGATIVE_PROMPT = (
 
 #: Every media input a task takes, once, by request field (the kind of a field is the same in every task).
 INPUT_SLOTS: dict[str, InputSlot] = {slot.field: slot for task in REGISTRY.values() for slot in task.inputs}
+#: ``<field>_start`` / ``<field>_end`` of a track: seconds (the upper bound is checked with both known).
+_SPAN = OptionSpec(
+    "span", parse_float, Range(const(0.0), const(float("inf")), integer=False, hi_name=lambda ctx: "the track's length"), lambda ctx: None
+)
 LORA_FIELDS = ("name", "url", "strength", "target")
 
 
@@ -124,11 +140,22 @@ def parse_negative_prompt(value: object, limits: Limits, problems: Problems) -> 
 # --- Media inputs ----------------------------------------------------------------------------------
 
 
+def input_fields(slot: InputSlot) -> tuple[str, ...]:
+    """The request fields of a media input: ``<field>``, ``<field>_url``, and for a track ``<field>_start`` / ``_end``."""
+    trim = (f"{slot.field}_start", f"{slot.field}_end") if KINDS[slot.kind].timed else ()
+    return (slot.field, slot.url_field, *trim)
+
+
 def parse_inputs(
-    job_input: Mapping[str, Any], slots: tuple[InputSlot, ...], owner: str, served: tuple[str, ...], problems: Problems
+    job_input: Mapping[str, Any],
+    slots: tuple[InputSlot, ...],
+    owner: str,
+    served: tuple[str, ...],
+    limits: Limits,
+    problems: Problems,
 ) -> tuple[MediaInput, ...]:
-    """The media of ``slots``, each as exactly one of ``<field>`` / ``<field>_url``; the other media
-    fields refused as not used by ``owner`` (the task).
+    """The media of ``slots``, each as exactly one of ``<field>`` / ``<field>_url`` (and the part of a
+    track to use); the other media fields refused as not used by ``owner`` (the task).
 
     Only type and form are checked here; the kind decodes the data (:mod:`worker.inputs`). Media is
     never echoed: a string is described by its length.
@@ -138,15 +165,41 @@ def parse_inputs(
     for name, known in INPUT_SLOTS.items():
         slot = taken.get(name)
         if slot is None:
-            for given in (name, known.url_field):
+            for given in input_fields(known):
                 if job_input.get(given) is not None:
                     takers = ", ".join(_tasks_taking(name, served)) or "none on this worker"
                     problems.add(given, f"not used by task {owner}", f"only with task {takers}")
             continue
         media = _parse_input(job_input, slot, problems)
+        span = _parse_span(job_input, slot, media is not None, limits, problems) if KINDS[slot.kind].timed else (0.0, None)
         if media is not None:
-            inputs.append(media)
+            inputs.append(replace(media, start=span[0], end=span[1]))
     return tuple(inputs)
+
+
+def _parse_span(
+    job_input: Mapping[str, Any], slot: InputSlot, given: bool, limits: Limits, problems: Problems
+) -> tuple[float, float | None]:
+    """``<field>_start`` / ``<field>_end``: seconds into the track, the end after the start, within the kind's limit."""
+    kind = KINDS[slot.kind]
+    assert kind.max_seconds is not None
+    longest = kind.max_seconds(limits)
+    names = (f"{slot.field}_start", f"{slot.field}_end")
+    values: list[float | None] = []
+    for name in names:
+        raw = job_input.get(name)
+        if raw is not None and not given:
+            problems.add(name, f"given without {slot.field}", f"together with {slot.field} or {slot.url_field}")
+        values.append(None if raw is None else parse_option(_SPAN, name, raw, Context(limits, None, {}, frozenset(), {}), problems))
+    start, end = values[0] or 0.0, values[1]
+    if end is not None and values[1] is not None and end <= start:
+        problems.add(names[1], f"{number(end)} is not after {names[0]} ({number(start)})", f"seconds after {number(start)}")
+    elif end is not None and end - start > longest:
+        problems.add(
+            names[1], f"{number(end)} makes {number(end - start)} s of {slot.field}, more than allowed",
+            f"at most {number(longest)} s after {names[0]} ({kind.max_seconds_setting})",
+        )  # fmt: skip
+    return start, end
 
 
 def _parse_input(job_input: Mapping[str, Any], slot: InputSlot, problems: Problems) -> MediaInput | None:
@@ -263,7 +316,7 @@ def _parse_lora(index: int, item: object, task: Task, limits: Limits, problems: 
         name = _parse_lora_name(f"{path}.name", name, problems)
     else:
         url = parse_url(f"{path}.url", url, problems)
-    ctx = Context(limits, task, {}, False, {})
+    ctx = Context(limits, task, {}, frozenset(), {})
     values = {
         spec.name: spec.default(ctx) if item.get(spec.name) is None else parse_option(spec, f"{path}.{spec.name}", item[spec.name], ctx, problems)
         for spec in LORA_SPECS

@@ -28,6 +28,9 @@ class MediaInput:
     kind: str
     b64: str | None = field(default=None, repr=False)
     url: str | None = field(default=None, repr=False)
+    #: The part of a track to use, in seconds (``<field>_start`` / ``<field>_end``; timed kinds only).
+    start: float = 0.0
+    end: float | None = None
 
     @property
     def source_field(self) -> str:
@@ -92,6 +95,8 @@ class VideoRequest:
     output_frame_rate: float | None = None
     video_format: str = DEFAULT_FORMAT
     crf: int | None = None
+    #: The media whose length the video's follows (``audio``; None: ``length`` decides).
+    fit: str | None = None
     #: A ``resolution`` whose size follows the start image (``aspect_ratio`` auto); see ``fit_to_image``.
     fit_resolution: str | None = None
     #: ``default`` or one of the task's speed presets (its LoRAs and defaults).

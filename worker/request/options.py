@@ -10,6 +10,7 @@ error.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -17,6 +18,7 @@ from typing import Any
 
 from worker import sizes
 from worker.encoding import DEFAULT_FORMAT, FORMATS
+from worker.errors import InvalidInput
 from worker.request.model import VideoRequest
 from worker.request.rules import (
     Choice,
@@ -72,6 +74,8 @@ LORA_STRENGTH_MAX = 100.0  # LoraLoaderModelOnly strength_model: -100..100
 USER_LORA_STRENGTH_MAX = 4.0  # a job's own LoRAs: beyond ±4 a LoRA only breaks the picture
 MIN_FRAME_RATE = 1.0  # VHS_VideoCombine frame_rate: min 1
 MAX_INTERPOLATE = 4  # RIFE multiplier the worker offers: 2, 3 or 4 frames per frame
+#: ``options.fit``: the media whose length the video's length follows.
+FIT_TO: tuple[str, ...] = ("audio",)
 
 
 
@@ -188,6 +192,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec("video_format", parse_str, Choice(lambda c: tuple(FORMATS)), lambda c: DEFAULT_FORMAT),
     OptionSpec("crf", parse_int, _Quality(), lambda c: (FORMATS[c.values.get("video_format", DEFAULT_FORMAT)].crf or (0, 0, None))[2]),
+    OptionSpec("fit", parse_str, Choice(lambda c: FIT_TO), lambda c: None),
 )
 
 
@@ -253,6 +258,7 @@ def parse_options(value: object, ctx: Context, problems: Problems) -> dict[str, 
     values["seed_randomized"] = value.get("seed") is None
     values["fit_resolution"] = _apply_resolution(given, ctx, problems)
     _apply_duration(given, ctx, problems)
+    _check_fit(given, ctx, problems)
     _check_interpolation(given, ctx, problems)
     for name in PRESET_OPTIONS:
         values.pop(name, None)
@@ -314,6 +320,18 @@ def _apply_duration(given: Mapping[str, str], ctx: Context, problems: Problems) 
     ctx.values["length"] = min(sizes.length_for(duration, frame_rate), max_length(ctx))
 
 
+def _check_fit(given: Mapping[str, str], ctx: Context, problems: Problems) -> None:
+    """``fit`` needs its media, and decides the length itself (worked out once the track is decoded: :func:`fit_length`)."""
+    media = ctx.values.get("fit")
+    if media is None:
+        return
+    if media not in ctx.media:
+        problems.add("options.fit", f'"{media}" given without {media}', f"together with {media} or {media}_url")
+    for other in ("length", "duration"):
+        if other in given:
+            problems.add(f"options.{given[other]}", "given together with options.fit", f"only one of {other} or fit")
+
+
 def _check_interpolation(given: Mapping[str, str], ctx: Context, problems: Problems) -> None:
     """The interpolated video must stay within ``MAX_OUTPUT_FRAMES`` and, at its frame rate, ``MAX_FRAME_RATE``."""
     values, limits = ctx.values, ctx.limits
@@ -346,3 +364,21 @@ def fit_to_image(request: VideoRequest, image_width: int, image_height: int, lim
     )  # fmt: skip
     log.info("resolution %s, aspect_ratio auto: %dx%d image → %dx%d", request.fit_resolution, image_width, image_height, width, height)
     return replace(request, width=width, height=height, fit_resolution=None)
+
+
+def fit_length(request: VideoRequest, seconds: float, limits: Limits) -> VideoRequest:
+    """``fit: "audio"``: the fewest frames (4n+1) whose video lasts as long as the track, within the limits."""
+    if request.fit is None:
+        return request
+    needed = math.ceil(seconds * request.video_frame_rate - 1e-6)  # frames the video must show
+    length = math.ceil(max(needed - 1, 0) / request.interpolate / LENGTH_STEP) * LENGTH_STEP + 1
+    longest = multiple_below(limits.max_length, LENGTH_STEP, 1)
+    if length > longest or (length - 1) * request.interpolate + 1 > limits.max_output_frames:
+        covered = ((longest - 1) * request.interpolate + 1) / request.video_frame_rate
+        raise InvalidInput(
+            f"options.fit: the {request.fit} is {seconds:g} s; at {number(request.video_frame_rate)} fps that needs {length} frames, "
+            f"more than MAX_LENGTH ({longest}) (allowed: {request.fit} of at most {covered:.2f} s at this frame rate; cut it with "
+            f"{request.fit}_end, or use task s2v, whose video follows the whole track)"
+        )
+    log.info("fit %s: %.2f s of %s at %s fps → %d frames", request.fit, seconds, request.fit, number(request.video_frame_rate), length)
+    return replace(request, length=length)

@@ -17,6 +17,7 @@ from typing import Any
 from worker.errors import InvalidInput
 from worker.request.fields import (
     INPUT_SLOTS,
+    input_fields,
     parse_flag,
     parse_inputs,
     parse_loras,
@@ -42,7 +43,7 @@ _FIELD_ORDER = (
 )  # fmt: skip
 TOP_LEVEL_FIELDS = (
     *_FIELD_ORDER,
-    *(name for slot in INPUT_SLOTS.values() for name in (slot.field, slot.url_field) if name not in _FIELD_ORDER),
+    *(name for slot in INPUT_SLOTS.values() for name in input_fields(slot) if name not in _FIELD_ORDER),
 )
 #: The fields a custom graph's job may have; the rest belong to the stored graphs.
 CUSTOM_FIELDS = (
@@ -77,13 +78,13 @@ def parse_request(
     loras: tuple[LoraInput, ...] = ()
     speed = DEFAULT_SPEED
     if task is not None:  # else reported: the task decides which media, options, LoRA targets and speeds a job may have
-        inputs = parse_inputs(job_input, task.inputs, task.name, tasks, problems)
+        inputs = parse_inputs(job_input, task.inputs, task.name, tasks, limits, problems)
         loras = parse_loras(job_input.get("loras"), task, limits, problems)
         speed = parse_speed(job_input.get("speed"), task, tasks, problems)
         task_defaults = task.defaults_for(speed)
         defaults = {**task_defaults, "frame_rate": task_defaults.get("frame_rate") or settings.default_frame_rate}
-        has_image = any(given.kind == "image" for given in inputs)
-        options = parse_options(job_input.get("options"), Context(limits, task, defaults, has_image, {}), problems)
+        media = frozenset(given.kind for given in inputs)
+        options = parse_options(job_input.get("options"), Context(limits, task, defaults, media, {}), problems)
     output_mode = parse_output_mode(job_input.get("output_mode"), unavailable_modes or {}, problems)
     return_last_frame = parse_flag(job_input, "return_last_frame", problems)
     problems.raise_if_any()
@@ -121,7 +122,7 @@ def _parse_custom(
     negative = job_input.get("negative_prompt")
     negative = parse_negative_prompt(negative, limits, problems) if negative is not None else None
     given = {name: job_input.get(name) for slot in custom.INPUTS for name in (slot.field, slot.url_field)}
-    inputs = parse_inputs(given, custom.INPUTS, CUSTOM_TASK, settings.tasks, problems)
+    inputs = parse_inputs(given, custom.INPUTS, CUSTOM_TASK, settings.tasks, limits, problems)
     options = job_input.get("options") or {}
     seed: int | None = None
     if not isinstance(options, dict):
@@ -131,7 +132,7 @@ def _parse_custom(
             if key != "seed" and options[key] is not None:
                 problems.add(f"options.{key}", "not used with your own workflow", "seed")
         if options.get("seed") is not None:
-            ctx = Context(limits, None, {}, bool(inputs), {})
+            ctx = Context(limits, None, {}, frozenset(given.kind for given in inputs), {})
             seed = parse_option(SPECS["seed"], "options.seed", options["seed"], ctx, problems)
     output_mode = parse_output_mode(job_input.get("output_mode"), unavailable, problems)
     problems.raise_if_any()

@@ -134,8 +134,13 @@ class Context:
     #: None for a job with its own graph (only its seed is an option).
     task: Task | None
     defaults: Mapping[str, Any]
-    has_image: bool
+    #: The kinds of media the job gives (``image``, ``audio``).
+    media: frozenset[str]
     values: dict[str, Any]
+
+    @property
+    def has_image(self) -> bool:
+        return "image" in self.media
 
     @property
     def step(self) -> int:

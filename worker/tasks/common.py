@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from worker.encoding import FORMAT_INPUTS
 from worker.graph import Graph
-from worker.tasks.base import FillInputs, HubFile, ModelSpec
+from worker.tasks.base import FillInputs, HubFile, InputSlot, ModelSpec
 
 REPACKAGED_22 = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 
@@ -30,13 +30,16 @@ TEXT_ROLES: dict[str, str] = {
     "video_output": "VHS_VideoCombine",
 }
 
+#: A sound track any task takes: the video carries it (padded or cut to the video's length).
+AUDIO = InputSlot("audio", "audio", required=False)
+
 #: The user's word for fitting an image of another aspect ratio → ``ImageResize+``'s ``method``.
 RESIZE_METHODS: dict[str, str] = {"crop": "fill / crop", "pad": "pad", "stretch": "stretch"}
 
 #: The options every task takes (``options.<name>``); image tasks add ``resize``.
 COMMON_OPTIONS: tuple[str, ...] = (
     "width", "height", "length", "steps", "cfg", "frame_rate", "seed", "shift", "sampler_name", "scheduler",
-    "interpolate", "output_frame_rate", "video_format", "crf",
+    "interpolate", "output_frame_rate", "video_format", "crf", "fit",
 )  # fmt: skip
 
 

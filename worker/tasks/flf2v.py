@@ -32,7 +32,7 @@ TASK = Task(
         **experts.ROLES,
     },
     models=i2v.MODELS,
-    inputs=(InputSlot("image", "image", required=False), InputSlot("end_image", "image", required=True)),
+    inputs=(InputSlot("image", "image", required=False), InputSlot("end_image", "image", required=True), common.AUDIO),
     options=i2v.TASK.options,
     defaults=experts.DEFAULTS,
     size_step=16,

@@ -27,7 +27,7 @@ TASK = Task(
     workflow="wan22_i2v_14b_lightx2v.json",
     roles={**common.TEXT_ROLES, **common.image_roles("image"), "latent": "WanImageToVideo", **experts.ROLES},
     models=MODELS,
-    inputs=(InputSlot("image", "image", required=True),),
+    inputs=(InputSlot("image", "image", required=True), common.AUDIO),
     options=(*common.COMMON_OPTIONS, *experts.OPTIONS, "resize"),
     defaults=experts.DEFAULTS,
     size_step=16,

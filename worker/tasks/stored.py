@@ -17,14 +17,14 @@ from comfy_bootstrap.models import check_models
 from worker import encoding
 from worker.delivery import Artifact
 from worker.encoding import VideoFormat
-from worker.graph import Graph, JobFiles, add_compile, add_interpolation, add_last_frame
+from worker.graph import Graph, JobFiles, add_audio, add_compile, add_interpolation, add_last_frame
 from worker.inputs.base import PreparedInput
 from worker.loras import AppliedLora
 from worker.loras import add_to_graph as add_loras
 from worker.loras import resolve as resolve_loras
 from worker.loras import warnings_from_log as lora_warnings
 from worker.model_files import check_model_files
-from worker.outputs import OutputFile, find_image, find_videos, read_png, read_video
+from worker.outputs import OutputFile, audio_track, find_image, find_videos, read_png, read_video
 from worker.plan import Collected, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan
 from worker.request.model import DEFAULT_SPEED, VideoRequest
@@ -70,7 +70,7 @@ class StoredJob:
             prompt=graph.prompt,
             uploads=uploads,
             progress=progress_plan(task, request, graph),
-            outputs=TaskOutputs(graph.roles["video_output"], graph.roles.get("save_last_frame")),
+            outputs=TaskOutputs(graph.roles["video_output"], graph.roles.get("save_last_frame"), "audio" in self.prepared),
             fields={
                 "task": request.task, "seed": request.seed, "width": request.width, "height": request.height,
                 "length": request.length, "frame_rate": request.video_frame_rate,
@@ -104,6 +104,8 @@ def build_graph(
         add_interpolation(graph, runtime.fragments, request.interpolate)
     if request.return_last_frame:
         add_last_frame(graph, runtime.fragments, files.last_frame_prefix)
+    if "audio" in uploaded:
+        add_audio(graph, runtime.fragments, uploaded["audio"])
     return graph
 
 
@@ -127,17 +129,21 @@ class TaskOutputs:
 
     video_node: str
     last_frame_node: str | None
+    #: The job gave a sound track: the answer says what the video carries of it.
+    with_audio: bool = False
 
     def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
         videos = find_videos(run.outputs, self.video_node)
         produced.extend(videos)
         video = videos[0]
-        artifacts = [Artifact("video", video.filename, read_video(client, video), video.format.content_type)]
+        data = read_video(client, video)
+        artifacts = [Artifact("video", video.filename, data, video.format.content_type)]
         if self.last_frame_node is not None:
             frame = find_image(run.outputs, self.last_frame_node)
             produced.append(frame)
             artifacts.append(Artifact("last_frame", frame.filename, read_png(client, frame), "image/png"))
-        return Collected(tuple(artifacts), video.filename, len(videos), video.format.content_type)
+        facts = {"audio": audio_track(data)} if self.with_audio else {}
+        return Collected(tuple(artifacts), video.filename, len(videos), video.format.content_type, facts)
 
 
 def _extras(request: VideoRequest, loras: Sequence[AppliedLora]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ TASK = Task(
     workflow="wan22_t2v_14b_lightx2v.json",
     roles={**common.TEXT_ROLES, "latent": "EmptyHunyuanLatentVideo", **experts.ROLES},
     models=(*experts.expert_models("t2v"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA),
-    inputs=(),
+    inputs=(common.AUDIO,),
     options=(*common.COMMON_OPTIONS, *experts.OPTIONS),
     defaults={name: value for name, value in experts.DEFAULTS.items() if name != "resize"},
     size_step=16,

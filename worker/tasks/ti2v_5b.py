@@ -61,7 +61,7 @@ TASK = Task(
         "sampler": "KSampler",
     },
     models=(MODEL, common.TEXT_ENCODER, VAE),
-    inputs=(InputSlot("image", "image", required=False),),
+    inputs=(InputSlot("image", "image", required=False), common.AUDIO),
     options=(*common.COMMON_OPTIONS, "resize"),
     defaults={
         "width": 1280, "height": 704, "length": 121, "steps": 20, "cfg": 5.0, "frame_rate": 24.0,

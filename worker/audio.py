@@ -1,0 +1,230 @@
+"""Audio bytes → a checked track, cut to the part the job asked for, as 16-bit PCM WAV for ComfyUI.
+
+The steps, each refusing with an :class:`InvalidInput` naming the field (``audio``, ``audio_url``):
+
+1. at most ``MAX_AUDIO_BYTES``;
+2. a WAV, MP3, FLAC, OGG (Vorbis, Opus), AAC (ADTS), MP4/M4A/MOV or WebM/Matroska file,
+   recognised by its signature, and opened with that one demuxer: no other FFmpeg demuxer ever
+   runs on user data;
+3. an audio stream, at most :data:`MAX_SAMPLE_RATE` Hz and :data:`MAX_CHANNELS` channels; a length
+   its header declares past the limit is refused before anything is decoded;
+4. decoded from ``start`` (seeking there) to ``end``, bounded by ``MAX_AUDIO_SECONDS`` of the cut
+   track and by :data:`DECODE_SECONDS` of wall time, so a lying header or a slow file costs little;
+5. converted to 16-bit PCM, mono or stereo (more channels are mixed down), at the file's own
+   sample rate up to 48 kHz: the audio encoder resamples inside ComfyUI to what it needs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+
+from worker.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+#: Sample rates above this are refused (studio files go to 192 kHz; more is no audio a job needs).
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8
+#: The uploaded track's highest sample rate (others are kept as they are).
+UPLOAD_RATE = 48_000
+#: Wall-clock seconds the decoding of one file may take.
+DECODE_SECONDS = 30.0
+FORMATS_TEXT = "WAV, MP3, FLAC, OGG (Vorbis, Opus), AAC, M4A, or the audio track of an MP4, MOV or WebM"
+
+
+@dataclass(frozen=True)
+class _Container:
+    """An allowed container: how its files begin and the FFmpeg demuxer that reads it."""
+
+    name: str
+    demuxer: str
+
+    def matches(self, head: bytes) -> bool:
+        return _SIGNATURES[self.name](head)
+
+
+def _mp3_frame(head: bytes) -> bool:
+    return len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06 != 0
+
+
+def _adts(head: bytes) -> bool:
+    return len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0
+
+
+_SIGNATURES = {
+    "WAV": lambda head: head[:4] == b"RIFF" and head[8:12] == b"WAVE",
+    "FLAC": lambda head: head[:4] == b"fLaC",
+    "OGG": lambda head: head[:4] == b"OggS",
+    "MP4": lambda head: head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"),
+    "WebM": lambda head: head[:4] == b"\x1a\x45\xdf\xa3",
+    "MP3": lambda head: head[:3] == b"ID3" or _mp3_frame(head),
+    "AAC": _adts,
+}
+CONTAINERS = (
+    _Container("WAV", "wav"), _Container("FLAC", "flac"), _Container("OGG", "ogg"), _Container("MP4", "mov"),
+    _Container("WebM", "matroska"), _Container("MP3", "mp3"), _Container("AAC", "aac"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    """The track ComfyUI receives (WAV bytes) and what it was."""
+
+    wav: bytes = field(repr=False)
+    seconds: float
+    sample_rate: int
+    channels: int
+    #: The container and codec the user sent (``MP3 mp3``, ``MP4 aac``).
+    source: str
+    description: str
+
+
+def decode_audio(
+    data: bytes, *, field: str, max_bytes: int, max_seconds: float, start: float = 0.0, end: float | None = None
+) -> PreparedAudio:
+    """Check ``data`` is an allowed audio file within the limits and return the part from ``start`` to ``end`` as WAV."""
+    if not data:
+        raise InvalidInput(f"{field}: 0 bytes is not an audio file (allowed: a {FORMATS_TEXT} file)")
+    if len(data) > max_bytes:
+        raise InvalidInput(f"{field}: {len(data)} bytes is too large (allowed: at most {max_bytes} bytes (MAX_AUDIO_BYTES))")
+    container = next((c for c in CONTAINERS if c.matches(data[:16])), None)
+    if container is None:
+        raise InvalidInput(f"{field}: {len(data)} bytes of {_sniff(data)} is not an allowed audio file (allowed: {FORMATS_TEXT})")
+    try:
+        return _decode(data, container, field, max_seconds, start, end)
+    except InvalidInput:
+        raise
+    except (av.FFmpegError, ValueError, IndexError, OverflowError, MemoryError) as exc:
+        log.info("%s: FFmpeg cannot read the %s: %s", field, container.name, exc)
+        raise InvalidInput(
+            f"{field}: the {container.name} data is truncated or corrupt ({_short(exc)}) (allowed: a complete {FORMATS_TEXT} file)"
+        ) from None
+
+
+def _decode(data: bytes, container: _Container, field: str, max_seconds: float, start: float, end: float | None) -> PreparedAudio:
+    with av.open(io.BytesIO(data), format=container.demuxer, options={"probesize": "1000000"}) as opened:
+        stream = _audio_stream(opened, container, field)
+        codec = stream.codec_context
+        rate, channels = int(codec.sample_rate or 0), int(codec.layout.nb_channels if codec.layout else 0)
+        if not 0 < rate <= MAX_SAMPLE_RATE:
+            raise InvalidInput(f"{field}: a sample rate of {rate} Hz is not allowed (allowed: 1 to {MAX_SAMPLE_RATE} Hz)")
+        if not 0 < channels <= MAX_CHANNELS:
+            raise InvalidInput(f"{field}: {channels} channels is not allowed (allowed: 1 to {MAX_CHANNELS})")
+        _check_declared_length(opened, stream, container, field, max_seconds, start, end)
+        out_rate, layout = min(rate, UPLOAD_RATE), "mono" if channels == 1 else "stereo"
+        samples = _cut(_frames(opened, stream, start), out_rate, layout, field, max_seconds, start, end)
+    if samples.size == 0:
+        where = f" after {start:g} s" if start else ""
+        raise InvalidInput(f"{field}: the {container.name} file holds no sound{where} (0 samples) (allowed: a track with sound)")
+    width = 1 if layout == "mono" else 2
+    seconds = samples.size / width / out_rate
+    wav = _wav(samples, out_rate, width)
+    source = f"{container.name} {codec.name}"
+    cut = f", cut {start:g}–{end:g} s" if end is not None else f", from {start:g} s" if start else ""
+    description = f"{source} {rate} Hz {channels} ch, {len(data)} bytes{cut} → WAV {out_rate} Hz {layout}, {seconds:.2f} s, {len(wav)} bytes"
+    return PreparedAudio(wav, round(seconds, 3), out_rate, width, source, description)
+
+
+def _audio_stream(opened: av.container.InputContainer, container: _Container, field: str) -> av.AudioStream:
+    if opened.streams.audio:
+        return opened.streams.audio[0]
+    others = ", ".join(f"{s.type} ({s.codec_context.name})" for s in opened.streams if s.codec_context is not None) or "none"
+    raise InvalidInput(f"{field}: the {container.name} file has no audio stream (its streams: {others}) (allowed: a file with sound)")
+
+
+def _check_declared_length(
+    opened: av.container.InputContainer, stream: av.AudioStream, container: _Container, field: str,
+    max_seconds: float, start: float, end: float | None,
+) -> None:  # fmt: skip
+    """Refuse before decoding when the header declares more than the limit after the cut (a lying header is caught while decoding)."""
+    declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    if declared is None and opened.duration:
+        declared = opened.duration / av.time_base
+    if declared is None:
+        return
+    if start >= declared:
+        raise InvalidInput(f"{field}: audio_start {start:g} s is past the end of the track ({declared:.1f} s) (allowed: less than {declared:.1f})")
+    used = min(declared, end if end is not None else declared) - start
+    if used > max_seconds + 0.5:
+        raise InvalidInput(
+            f"{field}: the {container.name} header declares {declared:.1f} s, {used:.1f} s of it used, longer than allowed "
+            f"(allowed: at most {max_seconds:g} s (MAX_AUDIO_SECONDS); cut it with audio_start and audio_end)"
+        )
+
+
+def _frames(opened: av.container.InputContainer, stream: av.AudioStream, start: float) -> Iterator[av.AudioFrame]:
+    if start > 0 and stream.time_base:
+        opened.seek(int(start / stream.time_base), stream=stream, backward=True)
+    yield from opened.decode(stream)
+
+
+def _cut(
+    frames: Iterator[av.AudioFrame], rate: int, layout: str, field: str, max_seconds: float, start: float, end: float | None
+) -> np.ndarray:
+    """The interleaved 16-bit samples from ``start`` to ``end``, refused once they pass ``max_seconds``."""
+    resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
+    width = 1 if layout == "mono" else 2
+    limit = int((min(end - start, max_seconds) if end is not None else max_seconds) * rate) + rate // 2
+    deadline = time.monotonic() + DECODE_SECONDS
+    kept: list[np.ndarray] = []
+    position: float | None = None  # seconds of the next resampled sample
+    taken = 0
+    for frame in frames:
+        if position is None:
+            position = float(frame.time) if frame.time is not None else 0.0
+        for out in resampler.resample(frame):
+            block = out.to_ndarray().reshape(-1)
+            count = block.size // width
+            skip = max(0, min(count, round((start - position) * rate)))
+            position += count / rate
+            block = block[skip * width :]
+            if end is not None:
+                block = block[: max(0, round((end - start) * rate) - taken) * width]
+            taken += block.size // width
+            kept.append(block)
+        if taken > limit and end is None:
+            raise InvalidInput(
+                f"{field}: the track is longer than allowed after {start:g} s (allowed: at most {max_seconds:g} s "
+                "(MAX_AUDIO_SECONDS); cut it with audio_start and audio_end)"
+            )
+        if (end is not None and position is not None and position >= end) or time.monotonic() > deadline:
+            break
+    if time.monotonic() > deadline:
+        raise InvalidInput(f"{field}: decoding took longer than {DECODE_SECONDS:g} s (allowed: a file that decodes in time)")
+    return np.concatenate(kept) if kept else np.zeros(0, dtype=np.int16)
+
+
+def _wav(samples: np.ndarray, rate: int, channels: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _sniff(data: bytes) -> str:
+    """What non-audio data is, so the message helps (an image, an HTML page…)."""
+    head = data[:64].lstrip().lower()
+    for test, name in (
+        (head.startswith(b"\x89png"), "PNG"), (head.startswith(b"\xff\xd8\xff"), "JPEG"), (head.startswith(b"gif8"), "GIF"),
+        (head.startswith((b"<!doctype html", b"<html")), "HTML"), (head.startswith(b"%pdf"), "PDF"),
+        (head[:1] in (b"{", b"["), "JSON"),
+    ):  # fmt: skip
+        if test:
+            return f"{name} data"
+    return "data"
