@@ -33,6 +33,7 @@ VOLUME_SUBDIRS: dict[str, tuple[str, ...]] = {
     "text_encoders": ("models/text_encoders", "models/clip"),
     "vae": ("models/vae",),
     "loras": ("models/loras",),
+    "audio_encoders": ("models/audio_encoders",),
 }
 
 #: The YAML section names; any name works for ComfyUI, these say where the paths come from.

@@ -9,7 +9,7 @@ from worker.progress import ProgressPlan, ProgressReporter
 
 # Node ids of the recorded I2V graph (recordings use the same graph as workflows/).
 SAMPLERS = {"14": ("high_noise", 0), "15": ("low_noise", 3)}
-NODES = {"decode": "16", "encode": "17"}
+NODES = {"decode": ("16",), "encode": ("17",)}
 #: Everything the samplers depend on: loaders, text encoders, image, latent.
 LOADING = {str(n) for n in range(1, 14)}
 

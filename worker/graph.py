@@ -58,6 +58,8 @@ class Graph:
     def __init__(self, template: Template):
         self.prompt: dict[str, Any] = copy.deepcopy(template.graph)
         self.roles: dict[str, str] = dict(template.roles)
+        #: The roles of the video nodes, in playing order: one, or one per segment of a video made in segments.
+        self.outputs: list[str] = ["video_output"] if "video_output" in self.roles else []
 
     def inputs(self, role: str) -> dict[str, Any]:
         return self.prompt[self.roles[role]]["inputs"]
@@ -85,9 +87,10 @@ class Graph:
         for role in roles:
             del self.prompt[self.roles.pop(role)]
 
-    def splice(self, fragment: Template, connect: Mapping[str, Mapping[str, Any]]) -> None:
-        """Add a stored fragment's nodes under new ids (its inner links follow), then set the inputs
-        ``connect`` names (role → {input: value}), typically links into this graph."""
+    def splice(self, fragment: Template, connect: Mapping[str, Mapping[str, Any]], suffix: str = "") -> None:
+        """Add a stored fragment's nodes under new ids (its inner links follow), its roles named with
+        ``suffix`` (a fragment added more than once), then set the inputs ``connect`` names (role →
+        {input: value}), typically links into this graph."""
         first = self._next_id()
         new_ids = {old: str(first + n) for n, old in enumerate(fragment.graph)}
         for old, node in fragment.graph.items():
@@ -96,7 +99,7 @@ class Graph:
                 if _is_link(value) and value[0] in new_ids:
                     copied["inputs"][name] = [new_ids[value[0]], value[1]]
             self.prompt[new_ids[old]] = copied
-        self.roles.update({role: new_ids[node_id] for role, node_id in fragment.roles.items()})
+        self.roles.update({role + suffix: new_ids[node_id] for role, node_id in fragment.roles.items()})
         for role, values in connect.items():
             self.set(role, **values)
 
@@ -156,6 +159,10 @@ FRAGMENTS: dict[str, dict[str, str]] = {
     "interpolate.json": {"interpolate": "RIFE VFI"},
     "compile.json": {"compile": "TorchCompileModel"},
     "audio.json": {"load_audio": "LoadAudio"},
+    "s2v_extend.json": {
+        "extend": "WanSoundImageToVideoExtend", "sampler": "KSampler", "joined": "LatentConcat", "context": "TrimVideoLatent",
+        "with_context": "LatentConcat", "decode": "VAEDecode", "trim_frames": "ImageFromBatch", "video_output": "VHS_VideoCombine",
+    },
 }
 
 
@@ -179,9 +186,9 @@ def add_compile(graph: Graph, fragments: Mapping[str, Template], roles: Sequence
 
 
 def add_last_frame(graph: Graph, fragments: Mapping[str, Template], prefix: str) -> None:
-    """Save the video's last frame as a PNG: ``ImageFromBatch`` (index −1) of the frames the video
-    node encodes → ``SaveImage`` (recorded in flf2v_lora_lastframe_*)."""
-    frames = graph.inputs("video_output")["images"]
+    """Save the video's last frame as a PNG: ``ImageFromBatch`` (index −1) of the frames the (last)
+    video node encodes → ``SaveImage`` (recorded in flf2v_lora_lastframe_*)."""
+    frames = graph.inputs(graph.outputs[-1])["images"]
     graph.splice(
         fragments["last_frame.json"], {"last_frame": {"image": frames}, "save_last_frame": {"filename_prefix": prefix}}
     )

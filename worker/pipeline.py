@@ -30,7 +30,7 @@ from worker.outputs import OutputFile, remove_job_files
 from worker.plan import Collected, Job, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan, ProgressReporter
 from worker.request.model import CustomRequest, VideoRequest
-from worker.request.options import fit_length, fit_to_image
+from worker.request.options import adapt_to_media
 from worker.request.parse import parse_request
 from worker.settings import Settings
 from worker.tasks import REGISTRY
@@ -149,15 +149,13 @@ def generate_video(
 
 
 def _job(request: VideoRequest | CustomRequest, prepared: Mapping[str, PreparedInput], settings: Settings) -> Job:
-    """The job a request is: its own graph's, or its task's (sized to its first image when asked)."""
+    """The job a request is: its own graph's, or its task's (adapted to its media: the size of its image,
+    the length of its track)."""
     if isinstance(request, CustomRequest):
         return CustomJob(request, prepared)
-    size = next((given.size for given in prepared.values() if given.size is not None), None)
-    if size is not None:
-        request = fit_to_image(request, *size, settings.limits)
-    if request.fit is not None:
-        request = fit_length(request, prepared[request.fit].seconds or 0.0, settings.limits)
-    return StoredJob(REGISTRY[request.task], request, prepared)
+    task, limits = REGISTRY[request.task], settings.limits
+    request = adapt_to_media(request, prepared, limits)
+    return StoredJob(task, task.adapt(request, prepared, limits) if task.adapt else request, prepared)
 
 
 def _answer(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from comfy_bootstrap import messages as m
 
@@ -42,13 +42,16 @@ class ProgressPlan:
 
     #: Sampler node id → (stage name, the step of the whole schedule it starts at).
     samplers: Mapping[str, tuple[str, int]]
-    decode: str | None
-    encode: str | None
+    #: The decoder and the video node (one each per segment of a video made in segments).
+    decode: tuple[str, ...]
+    encode: tuple[str, ...]
     #: The nodes that run before sampling (loaders, text encoders).
     loading: frozenset[str]
     steps: int
     frames: int
     interpolate: str | None = None
+    #: A video made in segments: each segment's nodes → (segment k, of n); the bar is split between them.
+    segments: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,11 @@ class ProgressUpdate:
     percent: float
     elapsed: float
     eta: float | None = None
+    #: (segment k, of n) of a video made in segments.
+    segment: tuple[int, int] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        update: dict[str, object] = {
             "stage": self.stage,
             "step": self.step,
             "steps": self.steps,
@@ -69,6 +74,9 @@ class ProgressUpdate:
             "elapsed": self.elapsed,
             "eta": self.eta,
         }
+        if self.segment is not None:
+            update.update(segment=self.segment[0], segments=self.segment[1])
+        return update
 
 
 class ProgressReporter:
@@ -84,9 +92,12 @@ class ProgressReporter:
         clock: Callable[[], float] = time.monotonic,
     ):
         """``plan``: the stages of the job's graph; ``started``: when the job began."""
-        others = {plan.decode: "decode", plan.interpolate: "interpolate", plan.encode: "encode"}
-        self._stage_of = {node: stage for node, (stage, _) in plan.samplers.items()} | {n: s for n, s in others.items() if n is not None}
-        self._offset = {stage: first for stage, first in plan.samplers.values()}
+        others = {**dict.fromkeys(plan.decode, "decode"), **dict.fromkeys(plan.encode, "encode")}
+        if plan.interpolate is not None:
+            others[plan.interpolate] = "interpolate"
+        self._stage_of = {node: stage for node, (stage, _) in plan.samplers.items()} | others
+        self._first_step = {node: first for node, (_, first) in plan.samplers.items()}
+        self._segment_of = plan.segments
         self._loading = plan.loading
         self._loaded: set[str] = set()
         self._steps = max(plan.steps, 1)
@@ -127,27 +138,37 @@ class ProgressReporter:
             self._loaded.add(msg.node)
             return update
         if isinstance(msg, m.Executing) and msg.node in self._stage_of:
-            return self._at(self._stage_of[msg.node], 0, None)
+            return self._at(msg.node, 0, None)
         if isinstance(msg, m.Progress) and msg.node in self._stage_of:
-            stage = self._stage_of[msg.node]
-            if stage == "encode" and msg.value >= msg.max:
+            segment = self._segment_of.get(msg.node, (1, 1))
+            if self._stage_of[msg.node] == "encode" and msg.value >= msg.max and segment[0] == segment[1]:
                 return None  # the result follows at once: don't race it
-            return self._at(stage, msg.value, msg.max)
+            return self._at(msg.node, msg.value, msg.max)
         return None
 
     def _loading_update(self) -> ProgressUpdate:
         return self._update("loading", len(self._loaded), len(self._loading), self._percent)
 
-    def _at(self, stage: str, value: int, of: int | None) -> ProgressUpdate:
-        if stage in self._offset:
-            step = min(self._offset[stage] + value, self._steps)
-            return self._update(stage, step, self._steps, round(SAMPLING_SHARE * step / self._steps, 1), self._eta(step))
+    def _at(self, node: str, value: int, of: int | None) -> ProgressUpdate:
+        """Where ``node`` is at ``value`` (of ``of``): its stage, step and share of the bar (of its segment's share)."""
+        stage, segment = self._stage_of[node], self._segment_of.get(node)
+        k, n = segment or (1, 1)
+        if node in self._first_step:
+            step = min(self._first_step[node] + value, self._steps)
+            within = SAMPLING_SHARE * (step / self._steps * n - (k - 1))
+            return self._update(stage, step, self._steps, self._share(within, k, n), self._eta(step), segment)
         if stage == "decode":
-            return self._update(stage, 0, 1, DECODE_AT)
+            return self._update(stage, 0, 1, self._share(DECODE_AT, k, n), segment=segment)
         if stage == "interpolate":
             return self._update(stage, 0, 1, INTERPOLATE_AT)
         frames = of or self._frames
-        return self._update(stage, value, frames, round(ENCODE_FROM + (100.0 - ENCODE_FROM) * value / frames, 1))
+        within = ENCODE_FROM + (100.0 - ENCODE_FROM) * value / frames
+        return self._update(stage, value, frames, self._share(within, k, n), segment=segment)
+
+    @staticmethod
+    def _share(percent: float, k: int, n: int) -> float:
+        """``percent`` of segment ``k`` of ``n`` as a percent of the whole job."""
+        return round(((k - 1) * 100.0 + percent) / n, 1)
 
     def _eta(self, step: int) -> float | None:
         """Seconds left in sampling at the rate measured since the first sampling step was seen."""
@@ -160,6 +181,8 @@ class ProgressReporter:
             return None
         return round((now - since) / (step - first) * (self._steps - step), 1)
 
-    def _update(self, stage: str, step: int, steps: int, percent: float, eta: float | None = None) -> ProgressUpdate:
+    def _update(
+        self, stage: str, step: int, steps: int, percent: float, eta: float | None = None, segment: tuple[int, int] | None = None
+    ) -> ProgressUpdate:
         self._percent = max(self._percent, percent)
-        return ProgressUpdate(stage, step, steps, self._percent, round(self._clock() - self._started, 1), eta)
+        return ProgressUpdate(stage, step, steps, self._percent, round(self._clock() - self._started, 1), eta, segment)

@@ -36,6 +36,8 @@ class Limits:
     max_audio_bytes: int = 50 * 1024 * 1024
     #: Seconds of audio a job may use (after audio_start/audio_end).
     max_audio_seconds: float = 60.0
+    #: Seconds of video task s2v makes at most (its length follows the audio).
+    max_s2v_seconds: float = 60.0
     image_url_timeout: float = 20.0
     allow_private_image_urls: bool = False
     max_loras: int = 4
@@ -143,6 +145,7 @@ class Settings:
                 max_image_pixels=reader.get("MAX_IMAGE_PIXELS", int, dl.max_image_pixels, lo=1),
                 max_audio_bytes=reader.get("MAX_AUDIO_BYTES", int, dl.max_audio_bytes, lo=1),
                 max_audio_seconds=reader.get("MAX_AUDIO_SECONDS", float, dl.max_audio_seconds, lo=1, hi=3600),
+                max_s2v_seconds=reader.get("MAX_S2V_SECONDS", float, dl.max_s2v_seconds, lo=1, hi=3600),
                 image_url_timeout=reader.get("IMAGE_URL_TIMEOUT", float, dl.image_url_timeout, lo=0.1),
                 allow_private_image_urls=reader.get("ALLOW_PRIVATE_IMAGE_URLS", parse_bool, dl.allow_private_image_urls),
                 max_loras=reader.get("MAX_LORAS", int, dl.max_loras, lo=0, hi=32),

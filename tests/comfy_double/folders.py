@@ -241,6 +241,7 @@ def volume_model_paths(models_root: Path) -> dict[str, list[Path]]:
         "text_encoders": [root / "text_encoders", root / "clip"],
         "vae": [root / "vae"],
         "loras": [root / "loras"],
+        "audio_encoders": [root / "audio_encoders"],
     }
 
 

@@ -41,8 +41,9 @@ WORKFLOW_MODEL_FILES: tuple[str, ...] = (
 
 #: Every model file of the graphs the double has recordings of: the stored workflow's, plus
 #: T2V-A14B (``t2v_*``), TI2V-5B with the Wan 2.2 VAE (``ti2v5b_*``) and the 4-step LoRA preset
-#: (``i2v4step_*``), named as in ``object_info_used_nodes.json``'s model lists, and the T2V 4-step
-#: LoRAs (not recorded; named as Comfy-Org's Wan 2.2 repackaging publishes them).
+#: (``i2v4step_*``), named as in ``object_info_used_nodes.json``'s model lists, the T2V 4-step
+#: LoRAs (not recorded; named as Comfy-Org's Wan 2.2 repackaging publishes them), and S2V's model and
+#: audio encoder (``s2v_*``).
 ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
     "diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
@@ -52,6 +53,8 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
     "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
     "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
+    "diffusion_models/wan2.2_s2v_14B_fp8_scaled.safetensors",
+    "audio_encoders/wav2vec2_large_english_fp16.safetensors",
 )
 
 #: One tiny tensor per stand-in, named like a tensor of that kind of model; a LoRA gets a

@@ -19,6 +19,7 @@ _MODEL_LISTS: dict[tuple[str, str], str] = {
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders",
 }
 
 #: Classes with a ``VALIDATE_INPUTS`` of their own and the inputs it takes (ComfyUI then skips the
@@ -53,7 +54,10 @@ class NodeCatalog:
                 files = self._folders.list_models(folder) or []
                 if cls == "VAELoader":
                     files = files + ["pixel_space"]
-                required[name][0] = files
+                if required[name][0] == "COMBO":  # a v3 schema node: its list is the COMBO's "options"
+                    required[name][1]["options"] = files
+                else:
+                    required[name][0] = files
         if class_type == "LoadImage":
             required["image"][0] = self._folders.input_files(("image",))
         if class_type == "LoadAudio":  # a v3 schema node: its list is the COMBO's "options"

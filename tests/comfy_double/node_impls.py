@@ -547,6 +547,55 @@ class AudioValue:
         return f"<AUDIO {self.samples.shape[0]}ch {self.samples.shape[1] / self.rate:.2f}s {self.rate}Hz>"
 
 
+def audio_encoder_loader(ctx: NodeContext, audio_encoder_name: str) -> NodeResult:
+    _require_model(ctx, "audio_encoders", audio_encoder_name)
+    return (Handle("AUDIO_ENCODER", audio_encoder_name),), None
+
+
+def audio_encoder_encode(ctx: NodeContext, audio_encoder: Handle, audio: AudioValue) -> NodeResult:
+    """wav2vec2's features of the whole track: here only how long it is (50 feature frames a second)."""
+    return ({"seconds": audio.samples.shape[1] / audio.rate, "encoder": audio_encoder.name},), None
+
+
+def wan_sound_image_to_video(
+    ctx: NodeContext, positive: Conditioning, negative: Conditioning, vae: Handle, width: int, height: int, length: int,
+    batch_size: int, audio_encoder_output: Any = None, ref_image: Images | None = None, control_video: Any = None,
+    ref_motion: Any = None,
+) -> NodeResult:  # fmt: skip
+    """``WanSoundImageToVideo``: a ``length``-frame latent; the reference image (bilinear, centre) is what the double's frames show."""
+    start = media.upscale_center(ref_image.frames[0], width, height) if ref_image is not None and ref_image.frames else None
+    return (positive, negative, Latent(width=width, height=height, length=length, batch=batch_size, start=start)), None
+
+
+def wan_sound_image_to_video_extend(
+    ctx: NodeContext, positive: Conditioning, negative: Conditioning, vae: Handle, length: int, video_latent: Latent,
+    audio_encoder_output: Any = None, ref_image: Images | None = None, control_video: Any = None,
+) -> NodeResult:  # fmt: skip
+    """``WanSoundImageToVideoExtend``: the next ``length`` frames, sized and batched like ``video_latent`` (the segments so far)."""
+    width, height = video_latent.width // 8 * 8, video_latent.height // 8 * 8
+    start = media.upscale_center(ref_image.frames[0], width, height) if ref_image is not None and ref_image.frames else video_latent.start
+    latent = Latent(width=width, height=height, length=length, batch=video_latent.batch, start=start)
+    return (positive, negative, latent), None
+
+
+def latent_concat(ctx: NodeContext, samples1: Latent, samples2: Latent, dim: str) -> NodeResult:
+    """``LatentConcat`` along time (``t``): the latent frames of both, the first one's start image."""
+    if dim != "t":
+        raise Exception(f"[comfy_double] LatentConcat along {dim!r} is not emulated")  # noqa: TRY002
+    frames = _latent_frames(samples1) + _latent_frames(samples2)
+    return (dataclasses.replace(samples1, length=(frames - 1) * 4 + 1, end=samples2.end),), None
+
+
+def trim_video_latent(ctx: NodeContext, samples: Latent, trim_amount: int) -> NodeResult:
+    """``TrimVideoLatent``: the latent without its first ``trim_amount`` latent frames."""
+    frames = max(1, _latent_frames(samples) - trim_amount)
+    return (dataclasses.replace(samples, length=(frames - 1) * 4 + 1),), None
+
+
+def _latent_frames(latent: Latent) -> int:
+    return (latent.length - 1) // 4 + 1
+
+
 def load_audio(ctx: NodeContext, audio: str) -> NodeResult:
     """``LoadAudio`` (comfy_extras/nodes_audio.py): the file of the input folder, decoded whole."""
     samples, rate = media.load_audio(ctx.folders.annotated_path(audio))
@@ -859,6 +908,12 @@ NODE_FUNCTIONS: dict[str, Callable[..., NodeResult]] = {
     "CreateVideo": create_video,
     "SaveVideo": save_video,
     "LoadAudio": load_audio,
+    "AudioEncoderLoader": audio_encoder_loader,
+    "AudioEncoderEncode": audio_encoder_encode,
+    "WanSoundImageToVideo": wan_sound_image_to_video,
+    "WanSoundImageToVideoExtend": wan_sound_image_to_video_extend,
+    "LatentConcat": latent_concat,
+    "TrimVideoLatent": trim_video_latent,
 }
 
 #: Classes that receive every input of the node, declared or not (VHS's ``ContainsAll`` hidden dict).

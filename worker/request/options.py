@@ -19,6 +19,7 @@ from typing import Any
 from worker import sizes
 from worker.encoding import DEFAULT_FORMAT, FORMATS
 from worker.errors import InvalidInput
+from worker.inputs.base import PreparedInput
 from worker.request.model import VideoRequest
 from worker.request.rules import (
     Choice,
@@ -216,7 +217,9 @@ PRESET_OPTIONS = ("resolution", "aspect_ratio", "duration")
 
 
 def task_specs(task: Task) -> tuple[OptionSpec, ...]:
-    accepted = set(task.options) | set(PRESET_OPTIONS)
+    """The options a task takes: its own, and the presets of what it has (``duration`` only with ``length``)."""
+    presets = [name for name in PRESET_OPTIONS if name != "duration" or "length" in task.options]
+    accepted = set(task.options) | set(presets)
     return tuple(spec for spec in OPTION_SPECS if spec.name in accepted)
 
 
@@ -255,6 +258,10 @@ def parse_options(value: object, ctx: Context, problems: Problems) -> dict[str, 
             if default is not None:
                 ctx.values[spec.name] = default
     values = ctx.values
+    offered = {spec.name for spec in specs}
+    for name, fixed in ctx.defaults.items():  # a default of an option the task does not offer is fixed (s2v's 16 fps)
+        if name not in offered and fixed is not None:
+            values.setdefault(name, fixed)
     values["seed_randomized"] = value.get("seed") is None
     values["fit_resolution"] = _apply_resolution(given, ctx, problems)
     _apply_duration(given, ctx, problems)
@@ -364,6 +371,17 @@ def fit_to_image(request: VideoRequest, image_width: int, image_height: int, lim
     )  # fmt: skip
     log.info("resolution %s, aspect_ratio auto: %dx%d image → %dx%d", request.fit_resolution, image_width, image_height, width, height)
     return replace(request, width=width, height=height, fit_resolution=None)
+
+
+def adapt_to_media(request: VideoRequest, prepared: Mapping[str, PreparedInput], limits: Limits) -> VideoRequest:
+    """What a job's media decide (a task's ``adapt`` unless it has its own): the size of ``aspect_ratio:
+    auto`` from the first image, the length of ``fit`` from its track."""
+    size = next((given.size for given in prepared.values() if given.size is not None), None)
+    if size is not None:
+        request = fit_to_image(request, *size, limits)
+    if request.fit is not None:
+        request = fit_length(request, prepared[request.fit].seconds or 0.0, limits)
+    return request
 
 
 def fit_length(request: VideoRequest, seconds: float, limits: Limits) -> VideoRequest:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfy_bootstrap.models import ModelFile
 from worker.encoding import VideoFormat
-from worker.graph import Graph
+from worker.graph import Graph, Template
 from worker.request.model import DEFAULT_SPEED, VideoRequest
 
 
@@ -38,6 +38,10 @@ class ModelSpec:
     source: HubFile | None = None
 
 
+if TYPE_CHECKING:  # the input kinds and the settings import the tasks' registry
+    from worker.inputs.base import PreparedInput
+    from worker.settings import Limits
+
 __all__ = ["DEFAULT_SPEED", "FillInputs", "HubFile", "InputSlot", "ModelSpec", "SpeedPreset", "Task"]
 
 
@@ -49,6 +53,8 @@ class SpeedPreset:
     replaces: tuple[str, ...]
     models: tuple[ModelSpec, ...]
     defaults: Mapping[str, Any]
+    #: LoRAs the preset adds to the graph: the role of its model spec → the graph role it is chained after.
+    loras: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class FillInputs:
     save_metadata: bool
     #: The format the video is encoded in (``options.video_format``, or H.264 when NVENC is not there).
     video_format: VideoFormat
+    #: Pieces of graph a task may add (``workflows/fragments/``: a video made in segments adds one per segment).
+    fragments: Mapping[str, Template] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,9 @@ class Task:
     #: Input fields whose presence chooses this task when a job names none (its required inputs
     #: given; the task implied by the most of them wins).
     implied_by: tuple[str, ...] = ()
+    #: What the job's prepared media change in its request beyond what every task's do (the size from
+    #: the image, ``fit``: :func:`worker.request.options.adapt_to_media`): s2v's length from the audio.
+    adapt: Callable[[VideoRequest, Mapping[str, PreparedInput], Limits], VideoRequest] | None = None
 
     def specs(self, speed: str = DEFAULT_SPEED) -> tuple[ModelSpec, ...]:
         """The model files a job of this speed loads."""
@@ -120,6 +131,10 @@ class Task:
     def all_specs(self) -> tuple[ModelSpec, ...]:
         """Every file a job of any speed may load, the default ones first."""
         return (*self.models, *(spec for preset in self.speeds.values() for spec in preset.models))
+
+    def speed_loras(self, speed: str = DEFAULT_SPEED) -> Mapping[str, str]:
+        """The LoRAs a speed adds to the graph: model spec role → the role it is chained after."""
+        return {} if speed == DEFAULT_SPEED else self.speeds[speed].loras
 
     def defaults_for(self, speed: str = DEFAULT_SPEED) -> Mapping[str, Any]:
         return self.defaults if speed == DEFAULT_SPEED else {**self.defaults, **self.speeds[speed].defaults}

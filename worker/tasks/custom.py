@@ -144,18 +144,18 @@ def find_outputs(outputs: Mapping[str, Any]) -> tuple[list[OutputFile], list[Out
 
 
 def progress(prompt: Mapping[str, Any]) -> ProgressPlan:
-    """Each sampler as a ``sampling`` stage of its own steps, the first decoder and video writer,
-    and the nodes that run before sampling (those no sampler feeds), found in one pass over the links."""
-    samplers = [nid for nid, node in prompt.items() if node["class_type"] in SAMPLER_CLASSES]
-    first = lambda classes: next((nid for nid, node in prompt.items() if node["class_type"] in classes), None)  # noqa: E731
+    """Each sampler as a ``sampling`` stage of its own steps, the decoders and video writers, and the
+    nodes that run before sampling (those no sampler feeds), found in one pass over the links."""
+    of_class = lambda classes: tuple(nid for nid, node in prompt.items() if node["class_type"] in classes)  # noqa: E731
+    samplers = list(of_class(SAMPLER_CLASSES))
     after = _downstream(prompt, samplers)
     steps = [prompt[nid]["inputs"].get("steps") for nid in samplers]
     return ProgressPlan(
         samplers={nid: ("sampling", 0) for nid in samplers},
-        decode=first({"VAEDecode", "VAEDecodeTiled"}),
-        encode=first(VIDEO_CLASSES),
+        decode=of_class({"VAEDecode", "VAEDecodeTiled"}),
+        encode=of_class(VIDEO_CLASSES),
         loading=frozenset(set(prompt) - after - set(samplers)),
-        interpolate=first({"RIFE VFI"}),
+        interpolate=next(iter(of_class({"RIFE VFI"})), None),
         steps=max((int(s) for s in steps if isinstance(s, int)), default=1),
         frames=1,
     )

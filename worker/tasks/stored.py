@@ -24,6 +24,7 @@ from worker.loras import add_to_graph as add_loras
 from worker.loras import resolve as resolve_loras
 from worker.loras import warnings_from_log as lora_warnings
 from worker.model_files import check_model_files
+from worker.mux import join_segments
 from worker.outputs import OutputFile, audio_track, find_image, find_videos, read_png, read_video
 from worker.plan import Collected, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan
@@ -70,7 +71,12 @@ class StoredJob:
             prompt=graph.prompt,
             uploads=uploads,
             progress=progress_plan(task, request, graph),
-            outputs=TaskOutputs(graph.roles["video_output"], graph.roles.get("save_last_frame"), "audio" in self.prepared),
+            outputs=TaskOutputs(
+                tuple(graph.roles[role] for role in graph.outputs),
+                graph.roles.get("save_last_frame"),
+                self.prepared.get("audio"),
+                f"{ctx.files.stem}.{video_format.extension}",
+            ),
             fields={
                 "task": request.task, "seed": request.seed, "width": request.width, "height": request.height,
                 "length": request.length, "frame_rate": request.video_frame_rate,
@@ -96,7 +102,10 @@ def build_graph(
     settings = runtime.settings
     graph = Graph(runtime.templates[task.name])
     models = task.model_names(settings.model_names, request.speed)
-    task.fill(graph, FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata, video_format))
+    inputs = FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata, video_format, runtime.fragments)
+    task.fill(graph, inputs)
+    for spec_role, after in task.speed_loras(request.speed).items():
+        graph.insert_after(after, runtime.fragments["lora.json"], f"speed_{spec_role}", "model", lora_name=models[spec_role], strength_model=1.0)
     add_loras(graph, task, runtime.fragments["lora.json"], loras)
     if settings.torch_compile:
         add_compile(graph, runtime.fragments, task.final_models)
@@ -104,7 +113,7 @@ def build_graph(
         add_interpolation(graph, runtime.fragments, request.interpolate)
     if request.return_last_frame:
         add_last_frame(graph, runtime.fragments, files.last_frame_prefix)
-    if "audio" in uploaded:
+    if "audio" in uploaded and len(graph.outputs) == 1:  # in segments, the worker joins them and adds the track
         add_audio(graph, runtime.fragments, uploaded["audio"])
     return graph
 
@@ -114,8 +123,8 @@ def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPl
     samplers = task.sampler_stages(request)
     return ProgressPlan(
         samplers={graph.roles[role]: stage for role, stage in samplers.items()},
-        decode=graph.roles["decode"],
-        encode=graph.roles["video_output"],
+        decode=(graph.roles["decode"],),
+        encode=(graph.roles["video_output"],),
         loading=frozenset(graph.upstream(samplers)),
         interpolate=graph.roles.get("interpolate"),
         steps=request.steps,
@@ -125,25 +134,32 @@ def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPl
 
 @dataclass(frozen=True)
 class TaskOutputs:
-    """The video of the task's video node and, when saved, the last frame's PNG."""
+    """The video of the task's video node — or of its segments' nodes, joined with the job's track —
+    and, when saved, the last frame's PNG."""
 
-    video_node: str
+    video_nodes: tuple[str, ...]
     last_frame_node: str | None
-    #: The job gave a sound track: the answer says what the video carries of it.
-    with_audio: bool = False
+    #: The job's sound track: the answer says what the video carries of it (the worker adds it to segments).
+    track: PreparedInput | None = None
+    #: The joined video's file name.
+    joined_name: str = "video.mp4"
 
     def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
-        videos = find_videos(run.outputs, self.video_node)
-        produced.extend(videos)
-        video = videos[0]
+        segments = [find_videos(run.outputs, node) for node in self.video_nodes]
+        produced.extend(video for videos in segments for video in videos)
+        video = segments[0][0]
         data = read_video(client, video)
-        artifacts = [Artifact("video", video.filename, data, video.format.content_type)]
+        name = video.filename
+        if len(segments) > 1:
+            parts = [data, *(read_video(client, videos[0]) for videos in segments[1:])]
+            data, name = join_segments(parts, video.format, self.track.data if self.track else None), self.joined_name
+        artifacts = [Artifact("video", name, data, video.format.content_type)]
         if self.last_frame_node is not None:
             frame = find_image(run.outputs, self.last_frame_node)
             produced.append(frame)
             artifacts.append(Artifact("last_frame", frame.filename, read_png(client, frame), "image/png"))
-        facts = {"audio": audio_track(data)} if self.with_audio else {}
-        return Collected(tuple(artifacts), video.filename, len(videos), video.format.content_type, facts)
+        facts = {"audio": audio_track(data)} if self.track is not None else {}
+        return Collected(tuple(artifacts), name, len(segments[0]), video.format.content_type, facts)
 
 
 def _extras(request: VideoRequest, loras: Sequence[AppliedLora]) -> dict[str, Any]:
