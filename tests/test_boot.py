@@ -116,6 +116,20 @@ def test_the_hint_fetches_what_is_missing_from_a_clone(tmp_path: Path) -> None:
     assert f'scripts/models.py --volume "{vol}" --task flf2v' in dry.stdout
 
 
+def test_without_comfyui_every_job_answers_the_fix_and_nobody_is_told_to_restart(tmp_path: Path) -> None:
+    with running_worker(tmp_path, COMFY_DIR=str(tmp_path / "none")) as api:
+        answers = [api.runsync({"prompt": "x", "image": png_b64()}) for _ in range(2)]
+    fix = (
+        f"comfyui_unavailable: ComfyUI: {tmp_path}/none/main.py does not exist (COMFY_DIR). Install it with: make comfyui "
+        "(or set COMFY_DIR to a ComfyUI installed by comfy_bootstrap/install.sh, or COMFY_URL to a running one)"
+    )
+    assert [(a["status"], a["error"]) for a in answers] == [("FAILED", fix)] * 2
+    assert all("refresh_worker" not in a for a in answers)
+    log = (tmp_path / "worker.log").read_text()
+    assert f"ERROR [-] wan22.handler: comfyui_boot_failed: ComfyUI could not be started: ComfyUI not found: {tmp_path}/none" in log
+    assert "should be restarted" not in log and "replace this worker" not in log
+
+
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git")
 def test_a_fresh_clone_runs_the_worker_with_the_readme_command(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()

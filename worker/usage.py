@@ -16,8 +16,8 @@ wan22-worker: short videos with Wan 2.2 in a headless ComfyUI v0.30.0, as a RunP
 At boot it launches ComfyUI as a child process, then takes jobs.
 
 modes:
-  python handler.py                on RunPod (its RUNPOD_WEBHOOK_* variables set): the production job
-                                   loop, one job at a time; the Docker image's command
+  python handler.py                on RunPod (its RUNPOD_WEBHOOK_* variables set): the production
+                                   job loop, one job at a time; the Docker image's command
   python handler.py                anywhere else: runs test_input.json once (or --test_input '<json>')
                                    and exits 0 (the job completed) or 1
   python handler.py --rp_serve_api RunPod's local test API on http://localhost:8000 (--rp_api_port,
