@@ -99,6 +99,7 @@ def test_a_volume_with_only_a_cached_model_runs_an_i2v_job(volume: Path, tmp_pat
     ) in log
     assert "  found diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors: Comfy-Org/Wan_2.2_ComfyUI_Repackaged/" in log
     assert "models of task" not in log and "not there" not in log  # nothing missing, nothing looked for in vain
+    assert f"  - models also searched on the volume {volume} after the cached model's files linked in {tmp_path}/work/model-links" in log
 
 
 def test_with_both_places_the_cached_files_are_the_ones_loaded(volume: Path, tmp_path: Path) -> None:
