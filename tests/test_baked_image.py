@@ -97,3 +97,18 @@ def test_make_build_baked_names_the_tasks_in_the_tag_and_passes_the_token_as_a_s
     env.pop("HF_TOKEN")
     plain = subprocess.run(["make", "-s", "-n", "build-baked"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=True)
     assert "--build-arg BAKE_TASKS=i2v " in plain.stdout and "--secret" not in plain.stdout and f":{version}-i2v ." in plain.stdout
+
+
+def test_the_documented_sizes_per_task_set_are_the_files_the_build_fetches() -> None:
+    from tests.test_models_script import models  # scripts/models.py, loaded once
+    from worker.settings import Settings
+
+    section = (REPO / "docs" / "deployment.md").read_text().split("## The image with the models inside", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:4] for line in section.splitlines() if line.startswith("| `") and "`TASK`" not in line]
+    assert len(rows) >= 5
+    for task_cell, count, size in rows:
+        tasks = task_cell.strip(" `")
+        names = models.TASK_NAMES if tasks == "all" else tasks.split(",")
+        files = models.wanted_files(Settings(), names)
+        assert int(count) == len(files), tasks
+        assert size.strip() == f"{sum(models.size_of(f) for f in files) / 1e9:.2f} GB", tasks
