@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
-from tests.harness import REPO, decode_mp4, free_port, png_b64, running_worker, wait_http
+from tests.harness import REPO, decode_mp4, free_port, png_b64, process_env, running_worker, wait_http
 from worker.preflight import preflight
 from worker.settings import Settings
 
@@ -128,6 +129,20 @@ def test_without_comfyui_every_job_answers_the_fix_and_nobody_is_told_to_restart
     log = (tmp_path / "worker.log").read_text()
     assert f"ERROR [-] wan22.handler: comfyui_boot_failed: ComfyUI could not be started: ComfyUI not found: {tmp_path}/none" in log
     assert "should be restarted" not in log and "replace this worker" not in log
+
+
+def test_a_broken_stored_graph_stops_the_worker_with_workflow_invalid_in_the_log(tmp_path: Path) -> None:
+    """The other boot-only code the docs name: logged with the code, and the worker exits 2."""
+    workflows = tmp_path / "workflows"
+    shutil.copytree(REPO / "workflows", workflows)
+    graph_path = workflows / "wan22_i2v_14b_lightx2v.json"
+    graph = json.loads(graph_path.read_text())
+    graph = {key: node for key, node in graph.items() if node["_meta"]["title"] != "decode"}
+    graph_path.write_text(json.dumps(graph))
+    env = process_env(tmp_path, WORKFLOWS_DIR=str(workflows), TASKS="i2v")
+    done = subprocess.run([sys.executable, "handler.py", "--rp_serve_api"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"ERROR [-] wan22.handler: workflow_invalid: workflow {graph_path} cannot be filled: role 'decode'" in done.stdout + done.stderr
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git")
