@@ -45,9 +45,7 @@ def link_cached_models(settings: Settings) -> Settings:
         return settings
     result = search_cache(settings)
     log.info("%s", hf_cache.describe(result))
-    if not result.found:
-        return settings
-    try:
+    try:  # also when nothing was found: the links of an earlier boot go
         folders = hf_cache.link(result.found, comfy.model_links_dir)
     except OSError as exc:
         log.error("cannot link the cached model's files into %s: %s; ComfyUI will not see them", comfy.model_links_dir, exc)
