@@ -1,22 +1,24 @@
 # syntax=docker/dockerfile:1
 #
-# wan22-worker: RunPod serverless worker for Wan 2.2 I2V 14B in ComfyUI. linux/amd64 only.
+# wan22-worker: RunPod serverless worker for Wan 2.2 (i2v, flf2v, t2v, ti2v-5b) in ComfyUI. linux/amd64 only.
 #
 #   docker build --platform linux/amd64 -t wan22-worker:$(cat VERSION) .      (or: make build)
+#   docker build --platform linux/amd64 --target baked --build-arg BAKE_TASKS=i2v ...   (make build-baked TASK=i2v)
 #
 # Every ARG default below equals the same key of comfy_bootstrap/pins.env (tests/test_dockerfile.py
 # checks it). Layers go from what changes least to what changes most: system packages, Python,
 # torch, ComfyUI + node packs, [SageAttention], the worker's requirements, and the worker's code
-# last, so a code change rebuilds only the last layers. The Wan model weights are not in the image:
-# they are read from the network volume at run time (docs/deployment.md). The one exception is the
-# 21 MB RIFE checkpoint of frame interpolation, which its node pack reads from its own folder.
+# last, so a code change rebuilds only the last layers. The Wan model weights are not in the default
+# image: they are read from the network volume or a cached model at run time (docs/deployment.md).
+# The one exception is the 21 MB RIFE checkpoint of frame interpolation, which its node pack reads
+# from its own folder. The `baked` stage adds the model files of chosen tasks (make build-baked).
 
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
 ARG UV_VERSION=0.13.0
 
 FROM --platform=linux/amd64 ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 
-FROM --platform=linux/amd64 ${BASE_IMAGE}
+FROM --platform=linux/amd64 ${BASE_IMAGE} AS worker
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -109,7 +111,7 @@ RUN mkdir -p "${WORKER_DIR}" && chmod 1777 "${WORKER_DIR}"
 
 ARG WORKER_VERSION=dev
 LABEL org.opencontainers.image.title="wan22-worker" \
-      org.opencontainers.image.description="RunPod serverless worker: Wan 2.2 I2V 14B in ComfyUI" \
+      org.opencontainers.image.description="RunPod serverless worker: Wan 2.2 video tasks (i2v, flf2v, t2v, ti2v-5b) in ComfyUI" \
       org.opencontainers.image.version="${WORKER_VERSION}"
 
 # The worker's code, last.
@@ -120,3 +122,24 @@ COPY workflows/ /app/workflows/
 RUN chmod -R a+rX /app
 
 CMD ["python", "-u", "handler.py"]
+
+# The image with model files inside, for endpoints that would rather pull one large image (which
+# FlashBoot keeps on the host) than read a network volume: scripts/models.py downloads the files of
+# BAKE_TASKS (comma-separated, or all) into the image's own volume path, each checked against the
+# Hub's SHA-256, then --check verifies them again; a mismatch fails the build. A gated repository
+# needs the token as a build secret (make build-baked passes HF_TOKEN so), never a layer.
+FROM worker AS baked
+ARG BAKE_TASKS=i2v
+ARG BAKED_VOLUME=/opt/wan22-volume
+COPY scripts/requirements-models.txt scripts/models.py scripts/hub_files.py /app/scripts/
+RUN python -m pip install -r /app/scripts/requirements-models.txt
+RUN --mount=type=secret,id=HF_TOKEN,env=HF_TOKEN \
+    set -e; set --; for task in $(echo "${BAKE_TASKS}" | tr ',' ' '); do set -- "$@" --task "$task"; done; \
+    python scripts/models.py --volume "${BAKED_VOLUME}" "$@"; \
+    python scripts/models.py --volume "${BAKED_VOLUME}" "$@" --check; \
+    chmod -R a+rX "${BAKED_VOLUME}"
+# The worker reads the baked files; a network volume, if one is attached, is not searched for models.
+ENV VOLUME_PATH=${BAKED_VOLUME}
+
+# The default image (make build, the RunPod Hub's build): the worker without model files.
+FROM worker

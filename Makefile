@@ -33,13 +33,16 @@ VOLUME ?= $(or $(VOLUME_PATH),$(LOCAL_VOLUME))
 TASK ?= i2v
 MODELS_ARGS ?=
 comma := ,
+space := $(subst ,, )
+# `make build-baked`: TASK as one comma list (the build argument) and as a tag suffix (i2v-t2v).
+BAKE_TASKS := $(subst $(space),$(comma),$(strip $(TASK)))
 
-# `make serve` uses the ComfyUI of `make comfyui` and the volume of `make models` when they exist
-# and COMFY_DIR / VOLUME_PATH are not set.
-SERVE_ENV := $(if $(and $(wildcard $(LOCAL_COMFY)/ComfyUI/main.py),$(if $(COMFY_DIR),,1)),COMFY_DIR=$(LOCAL_COMFY)/ComfyUI COMFY_PYTHON=$(LOCAL_COMFY)/venv/bin/python) \
-	$(if $(and $(wildcard $(LOCAL_VOLUME)),$(if $(VOLUME_PATH),,1)),VOLUME_PATH=$(LOCAL_VOLUME))
+# `make serve` uses the ComfyUI of `make comfyui` once it is complete, and the volume `make models`
+# fills (./volume), unless COMFY_DIR / VOLUME_PATH are set.
+SERVE_ENV = $(if $(and $(wildcard $(LOCAL_COMFY)/.complete),$(if $(COMFY_DIR),,1)),COMFY_DIR=$(LOCAL_COMFY)/ComfyUI COMFY_PYTHON=$(LOCAL_COMFY)/venv/bin/python) \
+	$(if $(VOLUME_PATH),,VOLUME_PATH=$(LOCAL_VOLUME))
 
-.PHONY: help install-dev test lint serve comfyui models run-local build build-sage push first-release patch minor major
+.PHONY: help install-dev test lint serve comfyui models run-local build build-sage build-baked push first-release patch minor major
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,7 +52,7 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt scripts/requirements-models.txt scripts/requirements-client.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
@@ -64,11 +67,8 @@ lint: $(VENV)/.dev ## Lint the code: ruff check .
 serve: $(VENV)/.runtime ## Run the worker with RunPod's local API on :8000 (sets up .venv first; API_PORT to change)
 	$(SERVE_ENV) $(PY) handler.py --rp_serve_api --rp_api_port $(API_PORT)
 
-comfyui: ## Install ComfyUI v0.30.0, its node packs and the pinned torch into .comfy/ (about 9 GB)
-	$(PYTHON3) -m venv $(LOCAL_COMFY)/venv
-	$(LOCAL_COMFY)/venv/bin/python -m pip install --index-url $(TORCH_INDEX_URL) torch==$(TORCH_VERSION) \
-		torchvision==$(TORCHVISION_VERSION) torchaudio==$(TORCHAUDIO_VERSION) xformers==$(XFORMERS_VERSION)
-	COMFY_DIR=$(LOCAL_COMFY)/ComfyUI PYTHON=$(LOCAL_COMFY)/venv/bin/python bash comfy_bootstrap/install.sh comfyui
+comfyui: ## Install ComfyUI v0.30.0, its node packs and the pinned torch into .comfy/ (about 9 GB); checks its sources first, leaves nothing half-built
+	PYTHON3=$(PYTHON3) bash comfy_bootstrap/install.sh local $(LOCAL_COMFY)
 
 models: $(VENV)/.dev ## Download TASK's model files (default i2v; all for every task) onto VOLUME (default VOLUME_PATH or ./volume), resumably, SHA-256 checked
 	$(PY) scripts/models.py --volume "$(VOLUME)" $(foreach task,$(subst $(comma), ,$(TASK)),--task $(task)) $(MODELS_ARGS)
@@ -84,6 +84,10 @@ build: ## Build the image IMAGE:VERSION for linux/amd64 (default wan22-worker:<t
 build-sage: ## Build IMAGE:VERSION-sage: the image with SageAttention 2.2 compiled in, for COMFY_ATTENTION=sage (10-30 min more)
 	docker build --platform linux/amd64 --build-arg WORKER_VERSION=$(VERSION) --build-arg INSTALL_SAGEATTENTION=1 $(BUILD_ARGS) \
 		-t $(IMAGE):$(VERSION)-sage .
+
+build-baked: ## Build IMAGE:VERSION-<TASK>: the image with TASK's model files inside (default i2v; all, or a list), SHA-256 checked at build time
+	docker build --platform linux/amd64 --target baked --build-arg WORKER_VERSION=$(VERSION) --build-arg BAKE_TASKS=$(BAKE_TASKS) \
+		$(if $(HF_TOKEN),--secret id=HF_TOKEN$(comma)env=HF_TOKEN) $(BUILD_ARGS) -t $(IMAGE):$(VERSION)-$(subst $(comma),-,$(BAKE_TASKS)) .
 
 push: build ## Build, then push IMAGE:VERSION (set IMAGE to your registry path, e.g. docker.io/you/wan22-worker)
 	docker push $(IMAGE):$(VERSION)

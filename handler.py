@@ -15,6 +15,12 @@ from __future__ import annotations
 import os
 import sys
 
+from worker import usage
+
+if __name__ == "__main__" and usage.wants_help(sys.argv):  # before the SDK, which would boot first
+    print(usage.HELP, end="")
+    sys.exit(0)
+
 # The SDK logs job inputs (the image) and outputs (the video) at its default level DEBUG, and the
 # whole result at INFO in `python handler.py` test mode: set its level before it is imported.
 _TEST_MODE = "--rp_serve_api" not in sys.argv and "RUNPOD_WEBHOOK_GET_JOB" not in os.environ
@@ -27,20 +33,26 @@ import logging  # noqa: E402
 import threading  # noqa: E402
 from typing import Any  # noqa: E402
 
-from comfy_bootstrap.child import stop_on_exit  # noqa: E402
-from comfy_bootstrap.errors import ComfyBootError, ComfyError  # noqa: E402
-from comfy_bootstrap.gpu import read_gpus  # noqa: E402
-from comfy_bootstrap.server import comfy_server  # noqa: E402
-from worker.errors import WorkerError  # noqa: E402
-from worker.health import Verdict, WorkerHealth  # noqa: E402
-from worker.logs import JOB_ID, configure_logging  # noqa: E402
-from worker.lora_files import LoraCache  # noqa: E402
-from worker.loras import register_lora_cache  # noqa: E402
-from worker.pipeline import Runtime, generate_video  # noqa: E402
-from worker.prefetch import start_prefetch  # noqa: E402
-from worker.preflight import model_paths, preflight  # noqa: E402
-from worker.settings import ConfigError, Settings  # noqa: E402
-from worker.warmup import Warmup, start_warmup  # noqa: E402
+try:
+    from comfy_bootstrap.child import stop_on_exit
+    from comfy_bootstrap.errors import ComfyBootError, ComfyError, ComfyUnavailable
+    from comfy_bootstrap.gpu import read_gpus
+    from comfy_bootstrap.server import comfy_server
+    from worker.cached_models import link_cached_models
+    from worker.errors import WorkerError
+    from worker.health import Verdict, WorkerHealth
+    from worker.logs import JOB_ID, configure_logging
+    from worker.lora_files import LoraCache
+    from worker.loras import register_lora_cache
+    from worker.pipeline import Runtime, generate_video
+    from worker.prefetch import start_prefetch
+    from worker.preflight import comfy_missing, model_paths, preflight
+    from worker.settings import ConfigError, Settings
+    from worker.warmup import Warmup, start_warmup
+except ModuleNotFoundError as _missing:  # a Python without the worker's requirements (outside .venv)
+    if __name__ != "__main__":
+        raise
+    sys.exit(usage.missing_package(_missing))
 
 log = logging.getLogger("wan22.handler")
 
@@ -106,6 +118,10 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
             pass
         raise
     except (WorkerError, ComfyError) as exc:
+        setup = comfy_missing(RUNTIME.settings.comfy) if isinstance(exc, ComfyUnavailable) else None
+        if setup:  # not installed: the fix, not restarts or a new worker, which would fail the same way
+            log.warning("job failed: %s: %s", exc.code, setup)
+            return {"error": f"{exc.code}: {setup}"}
         log.warning("job failed: %s: %s", exc.code, utf8_safe(str(exc)))
         verdict = HEALTH.after_failure(exc)
         if verdict.refresh_worker and ON_RUNPOD:
@@ -146,12 +162,13 @@ def main() -> None:
     configure_logging(settings.log_level)
     loras = LoraCache.from_settings(settings)
     settings = register_lora_cache(settings, loras)  # ComfyUI must know the cache folder from its start
+    settings = link_cached_models(settings)  # and the cached model's files, ahead of the volume's
     server = comfy_server(settings.comfy)
     stop_on_exit(server.shutdown)
     try:
         server.launch()
     except ComfyBootError as exc:  # each job tries again and, failing, answers with this reason
-        log.error("ComfyUI could not be started: %s", exc)
+        log.error("%s: ComfyUI could not be started: %s", exc.code, exc)
     log.info("settings: %s", settings.describe())
     if settings.prefetch_models:
         start_prefetch(model_paths(settings, settings.warmup_task))

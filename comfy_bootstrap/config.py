@@ -8,6 +8,7 @@ names every bad variable at once.
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from collections.abc import Callable, Mapping
@@ -31,6 +32,9 @@ PINNED_MEMORY_MODES = ("auto", "on", "off")
 #: ComfyUI v0.30.0's ``--fast`` features (``PerformanceFeature`` in comfy/cli_args.py); COMFY_FAST
 #: takes ``off``, ``auto`` or a comma list of them (comfy_bootstrap/speed.py decides ``auto``).
 FAST_FEATURES = ("fp16_accumulation", "fp8_matrix_mult", "cublas_ops", "autotune")
+
+#: A Hugging Face repository as MODEL_REPO names it: ``org/name`` or ``org/name@revision``.
+REPO_PATTERN = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
 
 
 class ConfigError(ValueError):
@@ -57,6 +61,9 @@ class ComfySettings:
     http_timeout: float = 10.0
     #: The network volume whose ``models/<folder>`` ComfyUI searches (extra_model_paths.yaml).
     volume_path: Path = Path("/runpod-volume")
+    #: The one repository of the volume's Hugging Face cache to take model files from (``MODEL_REPO``,
+    #: ``org/name[@revision]``); None: any repository there.
+    model_repo: str | None = None
     #: More folders ComfyUI searches, as (ComfyUI folder, absolute path): set by the worker, not read
     #: from the environment (e.g. its cache of LoRAs fetched by URL).
     extra_model_dirs: tuple[tuple[str, Path], ...] = ()
@@ -96,6 +103,16 @@ class ComfySettings:
     def extra_model_paths_file(self) -> Path:
         return self.work_dir / "extra_model_paths.yaml"
 
+    @property
+    def hf_cache_dir(self) -> Path:
+        """Where RunPod puts an endpoint's cached model: a Hugging Face cache on the volume's path."""
+        return self.volume_path / "huggingface-cache" / "hub"
+
+    @property
+    def model_links_dir(self) -> Path:
+        """The worker's folder of links to model files found elsewhere (the Hugging Face cache)."""
+        return self.work_dir / "model-links"
+
     @classmethod
     def read(cls, reader: EnvReader) -> ComfySettings:
         d = cls()
@@ -113,6 +130,7 @@ class ComfySettings:
             boot_timeout=reader.get("COMFY_BOOT_TIMEOUT", float, d.boot_timeout, lo=1),
             http_timeout=reader.get("COMFY_HTTP_TIMEOUT", float, d.http_timeout, lo=0.1),
             volume_path=Path(reader.get("VOLUME_PATH", str, str(d.volume_path))),
+            model_repo=reader.get("MODEL_REPO", parse_repo, d.model_repo),
         )
 
     @classmethod
@@ -145,6 +163,13 @@ def parse_fast(raw: str) -> str:
             f"comma-separated list of {', '.join(FAST_FEATURES)}"
         )
     return ",".join(names)
+
+
+def parse_repo(raw: str) -> str:
+    value = raw.strip()
+    if not REPO_PATTERN.match(value):
+        raise ValueError("expected a Hugging Face repository as org/name or org/name@revision")
+    return value
 
 
 def parse_url(raw: str) -> str:

@@ -5,6 +5,9 @@
 #
 #   bash comfy_bootstrap/install.sh                 # ComfyUI + VHS + essentials + Frame-Interpolation
 #   bash comfy_bootstrap/install.sh sageattention   # optional: build SageAttention 2.2 (needs nvcc)
+#   bash comfy_bootstrap/install.sh local DIR       # make comfyui: a venv with the pinned torch and all of
+#                                                   # the above in DIR, every source checked first; a failed
+#                                                   # run removes DIR, a finished one marks it DIR/.complete
 #
 # The Dockerfile runs it; it runs the same way on any Linux machine (or against local clones).
 # Running it twice changes nothing and needs no network. It never installs or changes torch: install the pinned
@@ -24,6 +27,8 @@
 #   WORKFLOWS        workflow files whose node classes must register (default: ../workflows/*.json
 #                    and ../workflows/fragments/*.json next to this script)
 #   PINS_FILE        the pins file (default: pins.env next to this script)
+#   PYTHON3          (local) the Python that creates DIR/venv (default python3)
+#   PIP_INDEX_URL    (local) the package index pip uses (default https://pypi.org/simple)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,7 +39,9 @@ SKIP_PIP=${SKIP_PIP:-0}
 SKIP_VERIFY=${SKIP_VERIFY:-0}
 FI_DIR_NAME=ComfyUI-Frame-Interpolation
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wan22-install.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+# A local install being built: removed if the script ends before it is complete.
+BUILDING=""
+trap 'rm -rf "$WORK"; [ -z "$BUILDING" ] || { rm -rf "$BUILDING"; log "failed: removed the half-built $BUILDING (nothing is installed)"; }' EXIT
 
 log() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -323,15 +330,89 @@ sys.exit(0 if kernels else 1)
 PY
 }
 
+# reachable LABEL VAR URL: empty output when URL answers (a git repository, an http(s) page, a local
+# file or folder), else one line naming what cannot be reached and the variable that sets it.
+reachable() {
+    local label=$1 var=$2 url=$3
+    case $url in
+        http://* | https://* | file://*)
+            "${PYTHON3:-python3}" - "$url" <<'PY' 2>&1 | sed "s|^|  $label ($var=$url): |"
+import sys
+import urllib.error
+import urllib.request
+
+try:
+    request = urllib.request.Request(sys.argv[1], method="HEAD", headers={"User-Agent": "wan22-worker install.sh"})
+    urllib.request.urlopen(request, timeout=15).close()
+except urllib.error.HTTPError as exc:  # it answered: only "not found" says the URL is wrong
+    if exc.code == 404:
+        print("answers HTTP 404 (not found): is the URL right?")
+except Exception as exc:  # no answer at all
+    print(f"cannot reach it: {exc}")
+PY
+            ;;
+        *) [ -e "$url" ] || echo "  $label ($var=$url): no such file or folder" ;;
+    esac
+}
+
+# Every source `local` needs, checked before anything is created: one line per unreachable one.
+check_sources() {
+    local problems=() line prefix repo_var
+    for prefix in COMFYUI VHS ESSENTIALS FRAME_INTERPOLATION; do
+        repo_var="${prefix}_REPO"
+        timeout 30 git ls-remote -q "${!repo_var}" HEAD >/dev/null 2>&1 \
+            || problems+=("  git repository ($repo_var=${!repo_var}): git ls-remote cannot read it")
+    done
+    line=$(reachable "RIFE checkpoint" RIFE_CKPT_URL "$RIFE_CKPT_URL") && [ -z "$line" ] || problems+=("$line")
+    if [ "$SKIP_PIP" != 1 ]; then
+        line=$(reachable "PyTorch wheels" TORCH_INDEX_URL "${TORCH_INDEX_URL%/}/torch/") && [ -z "$line" ] || problems+=("$line")
+        line=$(reachable "Python packages" PIP_INDEX_URL "${PIP_INDEX_URL:-https://pypi.org/simple}/pip/") \
+            && [ -z "$line" ] || problems+=("$line")
+    fi
+    [ "${#problems[@]}" -eq 0 ] || die "make comfyui needs GitHub (or the *_REPO mirrors), Hugging Face (or RIFE_CKPT_URL), \
+the PyTorch index and a Python package index; it cannot reach:
+$(printf '%s\n' "${problems[@]}")
+Point the variables named above at mirrors or local copies, or run it where they are reachable. Nothing was created."
+}
+
+# local DIR: what `make comfyui` runs. Finished installs are marked with the pins they were made with.
+install_local() {
+    local dest=${1:?install.sh local needs the folder to install into}
+    local stamp
+    stamp=$(cat "$PINS_FILE" "${BASH_SOURCE[0]}" | cksum)
+    if [ -f "$dest/.complete" ] && [ "$(cat "$dest/.complete")" = "$stamp" ]; then
+        log "ComfyUI $COMFYUI_VERSION is already installed in $dest (delete $dest/.complete to install it again)"
+        return 0
+    fi
+    check_sources
+    BUILDING=$dest
+    rm -f "$dest/.complete"
+    log "creating $dest/venv with ${PYTHON3:-python3}"
+    "${PYTHON3:-python3}" -m venv "$dest/venv"
+    PYTHON=$dest/venv/bin/python
+    COMFY_DIR=$dest/ComfyUI
+    if [ "$SKIP_PIP" != 1 ]; then
+        "$PYTHON" -m pip install --disable-pip-version-check --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION" \
+            "torchvision==$TORCHVISION_VERSION" "torchaudio==$TORCHAUDIO_VERSION" "xformers==$XFORMERS_VERSION"
+    fi
+    install_comfyui
+    printf '%s\n' "$stamp" >"$dest/.complete"
+    BUILDING=""
+    log "installed in $dest: make serve uses it (COMFY_DIR=$COMFY_DIR COMFY_PYTHON=$PYTHON)"
+}
+
 main() {
     load_pins
     command -v git >/dev/null || die "git is required"
-    command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON not found"
+    case "${1:-comfyui}" in
+        comfyui | sageattention) command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON not found" ;;
+    esac
     case "${1:-comfyui}" in
         comfyui) install_comfyui ;;
         sageattention) install_sageattention ;;
+        local) install_local "${2:-}" ;;
         -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" ;;
-        *) die "unknown step '$1' (expected: comfyui, sageattention)" ;;
+        *) die "unknown step '$1' (expected: comfyui, sageattention, local DIR)" ;;
     esac
 }
 

@@ -210,7 +210,8 @@ def plan_launch(
     notes.append(f"input/output/temp/user directories and the database under {_abs(settings.work_dir)}")
 
     cmd += ["--extra-model-paths-config", str(_abs(settings.extra_model_paths_file))]
-    notes.append(f"models also searched on the volume {settings.volume_path} (extra_model_paths.yaml)")
+    cached = " after the cached model's files linked in " + str(settings.model_links_dir) if _links(settings) else ""
+    notes.append(f"models also searched on the volume {settings.volume_path}{cached} (extra_model_paths.yaml)")
 
     attention = choose_attention(
         settings.attention, ATTENTION_FLAGS, user_flags=sorted(extra_flags & ATTENTION_GROUP), gpus=gpus, sage=sage
@@ -336,3 +337,8 @@ def _abs(path: Path) -> Path:
 
 def _gib(value: int | None) -> str:
     return "?" if value is None else f"{value / GIB:.1f} GiB"
+
+
+def _links(settings: ComfySettings) -> bool:
+    """Whether the worker's extra model folders include its links to a cached model."""
+    return any(path.parent == settings.model_links_dir for _, path in settings.extra_model_dirs)

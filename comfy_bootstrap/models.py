@@ -1,8 +1,11 @@
 """Model files on the volume: where ComfyUI looks for them, and whether it lists the ones a graph needs.
 
-Models live on the network volume. ComfyUI learns the volume's folders from the
-``extra_model_paths.yaml`` the worker writes (:func:`write_extra_model_paths`); the legacy folder
-names ``models/unet`` and ``models/clip`` are searched too, because many existing volumes use them.
+Models live on the network volume, or in a Hugging Face cache on the volume's path (RunPod's cached
+models, :mod:`comfy_bootstrap.hf_cache`), whose files the worker links into folders of its own.
+ComfyUI learns these folders from the ``extra_model_paths.yaml`` the worker writes
+(:func:`write_extra_model_paths`): the worker's own first, so a cached file wins over the volume's
+copy, then the volume's; the legacy folder names ``models/unet`` and ``models/clip`` are searched
+too, because many existing volumes use them.
 
 Before a prompt is queued, :func:`check_models` asks ComfyUI (``GET /models/{folder}``) what it
 actually lists, so a missing file is reported by name with the folders searched, instead of
@@ -36,6 +39,10 @@ VOLUME_SUBDIRS: dict[str, tuple[str, ...]] = {
     "audio_encoders": ("models/audio_encoders",),
 }
 
+#: Where a Hugging Face repository may keep the file ``name`` of a ComfyUI ``folder``, in the order
+#: tried (comfy_bootstrap/hf_cache.py): Comfy-Org's repackaged layout, then flat ones.
+LAYOUTS = ("split_files/{folder}/{name}", "{folder}/{name}", "{name}")
+
 #: The YAML section names; any name works for ComfyUI, these say where the paths come from.
 YAML_SECTION = "runpod_volume"
 EXTRA_SECTION = "wan22_worker"
@@ -68,23 +75,38 @@ def searched_dirs(settings: ComfySettings, folder: str) -> list[Path]:
     return [settings.volume_path / sub for sub in VOLUME_SUBDIRS[folder]]
 
 
+def model_dirs(settings: ComfySettings, folder: str) -> list[Path]:
+    """Every folder ComfyUI searches for ``folder``, in its order: the worker's own, then the volume's."""
+    return [path for name, path in settings.extra_model_dirs if name == folder] + searched_dirs(settings, folder)
+
+
 def extra_model_paths_yaml(settings: ComfySettings) -> str:
     """The text of extra_model_paths.yaml (hand-written: the worker itself does not need PyYAML).
 
     ComfyUI (``utils/extra_config.py``) reads each value as newline-separated paths and joins each
-    to ``base_path``; a literal block (``|``) keeps one path per line.
+    to ``base_path``; a literal block (``|``) keeps one path per line. ``folder_paths.get_full_path``
+    takes a file from the first folder that holds it, in the order the sections add them: the
+    worker's own folders come first, so a cached model's file wins over the volume's copy.
     """
-    lines = [f"{YAML_SECTION}:", f"  base_path: {_yaml_scalar(str(settings.volume_path))}"]
-    for folder, subdirs in VOLUME_SUBDIRS.items():
-        if len(subdirs) == 1:
-            lines.append(f"  {folder}: {_yaml_scalar(subdirs[0])}")
+    extra: dict[str, list[str]] = {}
+    for folder, path in settings.extra_model_dirs:  # absolute paths, no base_path: ComfyUI takes them as they are
+        extra.setdefault(folder, []).append(str(path))
+    lines = [f"{EXTRA_SECTION}:", *_yaml_folders(extra)] if extra else []
+    lines += [f"{YAML_SECTION}:", f"  base_path: {_yaml_scalar(str(settings.volume_path))}"]
+    lines += _yaml_folders({folder: list(subdirs) for folder, subdirs in VOLUME_SUBDIRS.items()})
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_folders(paths: dict[str, list[str]]) -> list[str]:
+    """One key per folder (a YAML mapping keeps only the last of repeated keys), several paths as a block."""
+    lines = []
+    for folder, values in paths.items():
+        if len(values) == 1:
+            lines.append(f"  {folder}: {_yaml_scalar(values[0])}")
         else:
             lines.append(f"  {folder}: |")
-            lines.extend(f"    {sub}" for sub in subdirs)
-    if settings.extra_model_dirs:  # absolute paths, no base_path: ComfyUI takes them as they are
-        lines.append(f"{EXTRA_SECTION}:")
-        lines.extend(f"  {folder}: {_yaml_scalar(str(path))}" for folder, path in settings.extra_model_dirs)
-    return "\n".join(lines) + "\n"
+            lines.extend(f"    {value}" for value in values)
+    return lines
 
 
 def write_extra_model_paths(settings: ComfySettings) -> Path:
@@ -122,9 +144,19 @@ def on_volume(settings: ComfySettings, f: ModelFile) -> Path | None:
     return next((d / f.name for d in searched_dirs(settings, f.folder) if (d / f.name).is_file()), None)
 
 
-def missing_on_volume(settings: ComfySettings, files: Sequence[ModelFile]) -> list[ModelFile]:
-    """The files not present in any volume folder ComfyUI searches for them (a local look, no ComfyUI)."""
-    return [f for f in files if on_volume(settings, f) is None]
+def find_model(settings: ComfySettings, f: ModelFile) -> Path | None:
+    """The file ComfyUI loads for ``f``: in the first of :func:`model_dirs` that holds it, or None."""
+    return next((d / f.name for d in model_dirs(settings, f.folder) if (d / f.name).is_file()), None)
+
+
+def missing_files(settings: ComfySettings, files: Sequence[ModelFile]) -> list[ModelFile]:
+    """The files in no folder ComfyUI searches for them (a local look, no ComfyUI)."""
+    return [f for f in files if find_model(settings, f) is None]
+
+
+def cache_places(f: ModelFile) -> list[str]:
+    """Where a Hugging Face repository may keep ``f``, for messages."""
+    return [layout.format(folder=f.folder, name=f.name) for layout in LAYOUTS]
 
 
 def scan_volume(settings: ComfySettings, *, limit: int = 50) -> dict[str, list[str] | None]:
@@ -184,6 +216,8 @@ def _missing_message(settings: ComfySettings, missing: list[ModelFile], listings
         where = " or ".join(str(d / f.name) for d in dirs)
         setting = f" ({f.setting})" if f.setting else ""
         line = f"- {f.label} {f.name!r}{setting}: expected at {where}; searched {', '.join(map(str, dirs))}"
+        if not settings.attached:
+            line += f"; not in the Hugging Face cache {settings.hf_cache_dir} either ({_cache_scope(settings)}: {', '.join(cache_places(f))})"
         hints = _same_base_name(settings, f, listings)
         if hints:
             line += (
@@ -196,6 +230,10 @@ def _missing_message(settings: ComfySettings, missing: list[ModelFile], listings
             f"The volume {settings.volume_path} does not exist: is a network volume attached to this endpoint?"
         )
     return "\n".join(parts)
+
+
+def _cache_scope(settings: ComfySettings) -> str:
+    return f"MODEL_REPO={settings.model_repo}" if settings.model_repo else "any repository"
 
 
 def _same_base_name(settings: ComfySettings, f: ModelFile, listings: dict[str, list[str]]) -> list[str]:

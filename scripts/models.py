@@ -1,31 +1,26 @@
 #!/usr/bin/env python3
-"""Put the model files of the worker's tasks on a network volume: download, continue, verify.
+"""Put the model files of the worker's tasks on a network volume, or lay them out for a repository
+of your own: download, continue, verify.
 
     pip install huggingface_hub==2.4.0
     python scripts/models.py --volume /workspace --task i2v     # the i2v task's files, its 4-step LoRAs too
     python scripts/models.py --volume /workspace --task i2v --speed default   # without the 4-step LoRAs
     python scripts/models.py --volume /workspace --dry-run      # every task: what would be fetched, sizes
     python scripts/models.py --volume /workspace --check        # present? right size? right SHA-256?
+    python scripts/models.py --layout hf-upload --out up --task i2v   # for `hf upload <you>/<repo> up .`
 
 The files are the tasks' model specs (worker/tasks: ComfyUI folder, default name, the MODEL_*
 variable that renames it, where the Hugging Face Hub publishes it). Names come from the
-environment exactly as the worker reads them, and each file goes to <volume>/models/<folder>/<name>
-(the name may hold a subfolder), or stays where ComfyUI already finds it (models/unet,
-models/clip). A file several tasks share is fetched once.
+environment exactly as the worker reads them. With ``--layout volume`` (the default) each file goes
+to <volume>/models/<folder>/<name> (the name may hold a subfolder), or stays where ComfyUI already
+finds it (models/unet, models/clip); ``--check`` also accepts a file in the volume's Hugging Face
+cache (RunPod's cached model, <volume>/huggingface-cache/hub), the copy the worker then loads.
+With ``--layout hf-upload`` each file goes to <out>/split_files/<folder>/<name>, Comfy-Org's
+repackaged layout, which the worker finds in a cached model. A file several tasks share is
+fetched once; every file is checked against the Hub's size and SHA-256 (scripts/hub_files.py).
 
-A download goes to <name>.<first 12 hex digits of its SHA-256>.part beside its place and is
-continued from there after an interruption (an HTTP range request); the file gets its name only
-once its size and SHA-256 match the Hub's. A file already under its name that is shorter than the
-Hub's and whose safetensors header declares the Hub's size (an earlier download cut short) is
-continued too; any other file that does not match is downloaded again, and replaced only once the
-new copy is verified.
-
-Why not hf_hub_download: in huggingface_hub 2.4.0 it writes to a temporary file of its own that it
-deletes when the download fails, so nothing survives to continue. The script keeps its own .part
-file and uses the library's http_get (range request, retries, progress bar) to fill it.
-
-The Hub is reached through huggingface_hub: HF_TOKEN (for gated repositories) is sent to the Hub
-only, never printed; HF_ENDPOINT names another Hub (a mirror). Docs: docs/deployment.md.
+``--dry-run`` works without the Hub, or without huggingface_hub: it then gives the sizes the Hub's
+file pages show (:data:`PUBLISHED_SIZES`) instead of the exact ones. Docs: docs/deployment.md.
 
 Exit codes: 0 done (--check: every file is right); 1 a file is missing or wrong (--check), or a
 download failed; 2 bad arguments or configuration, or the Hub refused or could not be reached;
@@ -35,94 +30,86 @@ download failed; 2 bad arguments or configuration, or the Hub refused or could n
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from comfy_bootstrap.config import ComfySettings  # noqa: E402
-from comfy_bootstrap.models import ModelFile, on_volume, searched_dirs  # noqa: E402
+from comfy_bootstrap import hf_cache  # noqa: E402
+from comfy_bootstrap.models import VOLUME_SUBDIRS, ModelFile  # noqa: E402
+from scripts.hub_files import (  # noqa: E402
+    HUB_IMPORT_ERROR,
+    NEEDS_HUB,
+    DownloadError,
+    HubAccessError,
+    Place,
+    Wanted,
+    continues_download,
+    describe_remote,
+    download,
+    has_token,
+    hub_endpoint,
+    part_path,
+    verify,
+)
 from worker.model_files import human_size  # noqa: E402
-from worker.safetensors import SUFFIXES, NotSafetensors, read_header  # noqa: E402
 from worker.settings import ConfigError, Settings  # noqa: E402
 from worker.tasks import REGISTRY, SPEED_NAMES, TASK_NAMES  # noqa: E402
-from worker.tasks.base import DEFAULT_SPEED, HubFile, ModelSpec, Task  # noqa: E402
-
-try:
-    import httpx2
-    from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_token, hf_hub_url
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
-    from huggingface_hub.file_download import http_get
-    from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils import build_hf_headers, tqdm
-except ImportError as exc:  # only the worker's own modules are needed for --help
-    HUB_IMPORT_ERROR: ImportError | None = exc
-else:
-    HUB_IMPORT_ERROR = None
+from worker.tasks.base import DEFAULT_SPEED, ModelSpec, Task  # noqa: E402
 
 EXIT_OK, EXIT_WRONG, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-REVISION = "main"
-#: Bytes read at a time while hashing.
-CHUNK = 8 * 1024 * 1024
+_REPACKAGED = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 
+#: The size each file's page on the Hub shows (decimal, rounded; the Wan 2.2 VAE's is the size of
+#: the file ComfyUI builds from its config): --dry-run's figures when the Hub cannot be asked, and
+#: the sizes docs/deployment.md gives (tests/test_models_script.py keeps them equal).
+PUBLISHED_SIZES: dict[str, int] = {
+    f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
+    f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
+    f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
+    f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
+    f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors": 10_000_000_000,
+    f"{_REPACKAGED}/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors": 6_700_000_000,
+    f"{_REPACKAGED}/split_files/vae/wan_2.1_vae.safetensors": 250_000_000,
+    f"{_REPACKAGED}/split_files/vae/wan2.2_vae.safetensors": 1_400_000_000,
+    "Kijai/WanVideo_comfy/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors": 320_000_000,
+    f"{_REPACKAGED}/split_files/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors": 1_200_000_000,
+    f"{_REPACKAGED}/split_files/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors": 1_200_000_000,
+    f"{_REPACKAGED}/split_files/loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": 1_200_000_000,
+    f"{_REPACKAGED}/split_files/loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": 1_200_000_000,
+}
 
-class HubAccessError(Exception):
-    """The Hub refused or could not be reached; the message says what to do."""
-
-
-class DownloadError(Exception):
-    """One file could not be put in place; the message names it and says what to do."""
-
-
-@dataclass(frozen=True)
-class Remote:
-    """A file as the Hub describes it."""
-
-    size: int
-    #: LFS files carry their SHA-256; small files kept in git only have their git blob id.
-    sha256: str | None
-    blob_id: str
-
-
-@dataclass
-class Wanted:
-    """One file for the volume: where it goes, where it comes from, which tasks need it."""
-
-    folder: str
-    name: str
-    label: str
-    setting: str
-    source: HubFile
-    tasks: list[str] = field(default_factory=list)
-    remote: Remote | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"{self.source.repo}/{self.source.path}"
+#: Where a file of a ComfyUI folder goes under the target, by --layout. The first place is where a
+#: download lands; the others are where the worker also finds it (ComfyUI's older folder names).
+LAYOUTS: dict[str, Callable[[Path, str, str], list[Path]]] = {
+    "volume": lambda root, folder, name: [root / sub / name for sub in VOLUME_SUBDIRS[folder]],
+    "hf-upload": lambda root, folder, name: [root / "split_files" / folder / name],
+}
 
 
 @dataclass(frozen=True)
-class OnVolume:
-    """What the volume holds of a file: the place it has or will have, and any partial download."""
+class Target:
+    """Where the files go: a volume (``models/…``) or a folder laid out for a Hugging Face repository."""
 
-    path: Path
-    size: int | None
-    part: Path
-    part_size: int
+    layout: str
+    root: Path
+    #: Only for --check of a volume: the files its Hugging Face cache holds, by (folder, name).
+    cached: dict[tuple[str, str], hf_cache.Found] | None = None
 
-    @property
-    def exists(self) -> bool:
-        return self.size is not None
+    def places(self, want: Wanted) -> list[Path]:
+        return LAYOUTS[self.layout](self.root, want.folder, want.name)
+
+    def fix_command(self, tasks: Iterable[str]) -> str:
+        where = f"--volume {self.root}" if self.layout == "volume" else f"--layout {self.layout} --out {self.root}"
+        flags = " ".join(f"--task {task}" for task in dict.fromkeys(tasks))
+        return f"python scripts/models.py {where} {flags}".rstrip()
 
 
-# ---- what to fetch -------------------------------------------------------------------------------
+# ---- what to fetch, and where it is ---------------------------------------------------------------
 def wanted_files(settings: Settings, tasks: Sequence[str], speeds: Sequence[str] | None = None) -> list[Wanted]:
     """Every file the tasks load at the given speeds (None: all of them), once, with the names
     configured by the MODEL_* variables."""
@@ -148,62 +135,32 @@ def _task_specs(task: Task, speeds: Sequence[str] | None) -> list[ModelSpec]:
     return list(dict.fromkeys(spec for specs in chosen for spec in specs))
 
 
-def describe_remote(api: HfApi, files: Sequence[Wanted]) -> None:
-    """Fill each file's size and SHA-256 from the Hub (one paths-info call per repository)."""
-    by_repo: dict[str, list[Wanted]] = {}
-    for want in files:
-        by_repo.setdefault(want.source.repo, []).append(want)
-    for repo, group in by_repo.items():
-        try:
-            infos = api.get_paths_info(repo, sorted({w.source.path for w in group}), revision=REVISION)
-        except (HfHubHTTPError, httpx2.HTTPError) as exc:
-            raise HubAccessError(hub_failure(exc, repo, api.endpoint)) from exc
-        found = {info.path: info for info in infos if isinstance(info, RepoFile)}
-        for want in group:
-            info = found.get(want.source.path)
-            if info is None:
-                raise HubAccessError(f"{want.origin} is not on the Hub ({api.endpoint}): was it renamed? ({want.setting})")
-            want.remote = Remote(info.size, info.lfs.sha256 if info.lfs else None, info.blob_id)
+def size_of(want: Wanted) -> int:
+    """The Hub's size when it was asked, else the published one."""
+    return want.remote.size if want.remote else PUBLISHED_SIZES[want.origin]
 
 
-def hub_failure(exc: Exception, repo: str, endpoint: str) -> str:
-    """One line saying why the Hub refused, and what to do; never the token."""
-    token = "the token in use was refused" if get_token() else "no token: HF_TOKEN is not set"
-    if isinstance(exc, GatedRepoError):
-        return f"{repo} is gated: accept its terms at {endpoint}/{repo} and set HF_TOKEN to a token of that account ({token})"
-    if isinstance(exc, RepositoryNotFoundError):
-        return f"{repo} was not found at {endpoint}, or it is private ({token})"
-    if isinstance(exc, HfHubHTTPError):
-        return f"the Hub at {endpoint} answered {str(exc).splitlines()[0]}"
-    if isinstance(exc, httpx2.HTTPError):
-        return f"cannot reach the Hub at {endpoint} ({type(exc).__name__}: {exc}); check the network or HF_ENDPOINT"
-    return f"{type(exc).__name__}: {exc}"
+def cached_files(settings: Settings, files: Sequence[Wanted]) -> dict[tuple[str, str], hf_cache.Found]:
+    """The files the volume's Hugging Face cache holds (MODEL_REPO pins the repository), as the worker finds them."""
+    comfy = settings.comfy
+    pin = hf_cache.RepoPin.parse(comfy.model_repo) if comfy.model_repo else None
+    sought = [hf_cache.Sought(ModelFile(w.folder, w.name), (w.source.repo, w.source.path)) for w in files]
+    found = hf_cache.search(comfy.hf_cache_dir, sought, pin).found
+    return {(f.file.folder, f.file.name): f for f in found}
 
 
-def where_on_volume(comfy: ComfySettings, want: Wanted) -> OnVolume:
-    found = on_volume(comfy, ModelFile(want.folder, want.name))
-    path = found or searched_dirs(comfy, want.folder)[0] / want.name
-    part = part_path(path, want.remote)
-    return OnVolume(path, found.stat().st_size if found else None, part, part.stat().st_size if part.is_file() else 0)
+def where(target: Target, want: Wanted) -> Place:
+    places = target.places(want)
+    found = next((path for path in places if path.is_file()), None)
+    path = found or places[0]
+    part = part_path(path, want.remote) if want.remote else path.with_name(f"{path.name}.part")
+    return Place(path, found.stat().st_size if found else None, part, part.stat().st_size if part.is_file() else 0)
 
 
-def part_path(path: Path, remote: Remote) -> Path:
-    """Where the download of this version of the file collects: a new version never continues an old one."""
-    return path.with_name(f"{path.name}.{(remote.sha256 or remote.blob_id)[:12]}.part")
-
-
-def continues_download(path: Path, size: int) -> bool:
-    """Whether the file under the final name looks like the start of the Hub's file (a download cut short)."""
-    if not path.name.lower().endswith(SUFFIXES) or path.stat().st_size >= size:
-        return False
-    try:
-        return read_header(path).file_bytes == size
-    except NotSafetensors:
-        return False
-
-
-def plan(want: Wanted, local: OnVolume) -> tuple[str, str]:
+def plan(want: Wanted, local: Place) -> tuple[str, str]:
     """What a download run does with a file (``present``, ``resume``, ``replace``, ``fetch``) and why."""
+    if want.remote is None:
+        return ("present", "not checked: the Hub's size and SHA-256 are needed") if local.exists else ("fetch", "")
     size = want.remote.size
     if local.size == size:
         return "present", "the Hub's size; its SHA-256 is checked before it counts as done"
@@ -216,171 +173,73 @@ def plan(want: Wanted, local: OnVolume) -> tuple[str, str]:
     return "fetch", ""
 
 
-# ---- hashing and downloading ---------------------------------------------------------------------
-def digest(path: Path, remote: Remote, desc: str) -> tuple[str, str]:
-    """(kind, hex digest) of the file, as the Hub gives it: SHA-256 for LFS files, else the git blob id."""
-    if remote.sha256:
-        hasher, kind = hashlib.sha256(), "SHA-256"
-    else:
-        hasher, kind = hashlib.sha1(f"blob {path.stat().st_size}\0".encode()), "git blob id"
-    with path.open("rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc, leave=False, disable=None) as bar:
-        while chunk := f.read(CHUNK):
-            hasher.update(chunk)
-            bar.update(len(chunk))
-    return kind, hasher.hexdigest()
-
-
-def expected_digest(remote: Remote) -> str:
-    return remote.sha256 or remote.blob_id
-
-
-def verify(path: Path, want: Wanted) -> str | None:
-    """None when the file's size and digest are the Hub's; else what differs (expected and actual)."""
-    remote = want.remote
-    size = path.stat().st_size
-    if size != remote.size:
-        return f"{exact_size(size)}, the Hub's file is {exact_size(remote.size)}"
-    kind, actual = digest(path, remote, f"checking {want.name}")
-    if actual != expected_digest(remote):
-        return f"{kind} {actual}, the Hub's is {expected_digest(remote)}"
-    return None
-
-
-def download(want: Wanted, local: OnVolume, action: str, endpoint: str) -> None:
-    """Fetch (or continue) the file into its ``.part`` file, verify it, then give it its name."""
-    remote, part = want.remote, local.part
-    part.parent.mkdir(parents=True, exist_ok=True)
-    for stale in part.parent.glob(f"{glob_escape(local.path.name)}.*.part"):
-        if stale != part:  # an older version's partial download
-            stale.unlink()
-    if local.part_size > remote.size:
-        part.unlink()
-    if action == "resume" and not part.exists() and local.exists:
-        os.replace(local.path, part)  # continue the cut-short file under the final name
-    warn_disk_space(part, remote.size)
-    url = hf_hub_url(want.source.repo, want.source.path, revision=REVISION, endpoint=endpoint)
-    try:
-        meta = get_hf_file_metadata(url, endpoint=endpoint, retry_on_errors=True)
-    except (HfHubHTTPError, httpx2.HTTPError) as exc:
-        raise DownloadError(f"{want.name}: {hub_failure(exc, want.source.repo, endpoint)}") from exc
-    if meta.size is not None and meta.size != remote.size:
-        raise DownloadError(f"{want.name}: the Hub changed it while this ran ({meta.size:,} bytes now, {remote.size:,} before): run again")
-    headers = build_hf_headers()
-    if _origin(meta.location) != _origin(endpoint):
-        headers.pop("authorization", None)  # a signed CDN link: the token stays with the Hub
-    with part.open("r+b" if part.exists() else "wb", buffering=0) as f:  # on disk as it arrives
-        resume = f.seek(0, os.SEEK_END)
-        try:
-            http_get(meta.location, f, resume_size=resume, headers=headers, expected_size=remote.size, displayed_filename=want.name)
-        except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:  # the partial file stays for the next run
-            raise DownloadError(interrupted(want, part, exc)) from exc
-    problem = verify(part, want)
-    if problem:
-        part.unlink()
-        raise DownloadError(
-            f"{want.name}: the download from {want.origin} is {problem}; it was deleted. Run again; if it happens again, "
-            "the Hub's copy or a proxy in between is at fault"
-        )
-    local.path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, local.path)
-
-
-def interrupted(want: Wanted, part: Path, exc: Exception) -> str:
-    held = part.stat().st_size if part.exists() else 0
-    if held > want.remote.size:
-        part.unlink()
-        return f"{want.name}: the download went past the Hub's size and was deleted ({exc}); run again"
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return (
-        f"{want.name}: the download stopped at {human_size(held)} of {human_size(want.remote.size)} ({reason}); "
-        f"run the same command again to continue it from {part.name}"
-    )
-
-
-def warn_disk_space(part: Path, size: int) -> None:
-    have = part.stat().st_size if part.exists() else 0
-    free = shutil.disk_usage(part.parent).free
-    if free < size - have:
-        print(f"warning: {human_size(size - have)} to download but only {human_size(free)} free on {part.parent}")
-
-
-def exact_size(count: int) -> str:
-    """Bytes, with the rounded size beside when it says more: ``14,290,000,000 bytes (14.3 GB)``."""
-    rounded = human_size(count)
-    return f"{count:,} bytes" + (f" ({rounded})" if not rounded.endswith(("bytes", "byte")) else "")
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-
-
 # ---- the three modes ------------------------------------------------------------------------------
-def fix_command(volume: Path, tasks: Iterable[str]) -> str:
-    flags = " ".join(f"--task {task}" for task in dict.fromkeys(tasks))
-    return f"python scripts/models.py --volume {volume} {flags}".rstrip()
-
-
-def show(want: Wanted, local: OnVolume, status: str, why: str = "") -> None:
-    print(f"{status:<8} {want.name}  {human_size(want.remote.size)}  ({want.label}; {', '.join(want.tasks)})")
+def show(want: Wanted, path: Path, status: str, why: str = "", *, verb: str = "to  ") -> None:
+    print(f"{status:<8} {want.name}  {human_size(size_of(want))}  ({want.label}; {', '.join(want.tasks)})")
     print(f"{'':<8}   from {want.origin}")
-    print(f"{'':<8}   to   {local.path}")
+    print(f"{'':<8}   {verb} {path}")
     if why:
         print(f"{'':<8}   {why}")
 
 
-def show_plan(want: Wanted, comfy: ComfySettings) -> tuple[OnVolume, str]:
+def show_plan(want: Wanted, target: Target) -> tuple[Place, str]:
     """Where the file is or goes and what to do with it, printed; (place, action)."""
-    local = where_on_volume(comfy, want)
+    local = where(target, want)
     action, why = plan(want, local)
-    show(want, local, action, why)
+    show(want, local.path, action, why)
     return local, action
 
 
-def dry_run(files: Sequence[Wanted], comfy: ComfySettings) -> int:
+def dry_run(files: Sequence[Wanted], target: Target) -> int:
     to_fetch = 0
     for want in files:
-        local, action = show_plan(want, comfy)
+        local, action = show_plan(want, target)
         if action != "present":
-            to_fetch += want.remote.size - (local.part_size if action == "resume" and local.part_size else 0)
-    total = sum(w.remote.size for w in files)
-    print(f"\n{len(files)} files, {total / 1e9:.2f} GB in all; to download: {to_fetch / 1e9:.2f} GB. Dry run: nothing was written.")
+            to_fetch += size_of(want) - (local.part_size if action == "resume" and local.part_size else 0)
+    total = sum(size_of(w) for w in files)
+    figures = "" if all(w.remote for w in files) else " (the sizes the Hub's pages show)"
+    print(f"\n{len(files)} files, {total / 1e9:.2f} GB in all; to download: {to_fetch / 1e9:.2f} GB{figures}. Dry run: nothing was written.")
     return EXIT_OK
 
 
-def check(files: Sequence[Wanted], comfy: ComfySettings) -> int:
-    bad: list[Wanted] = []
-    for want in files:
-        local = where_on_volume(comfy, want)
-        if not local.exists:
-            status, why = "missing", f"expected at {' or '.join(str(d / want.name) for d in searched_dirs(comfy, want.folder))}"
-            if local.part_size:
-                why += f"; {human_size(local.part_size)} of it downloaded in {local.part}"
-        else:
-            problem = verify(local.path, want)
-            status, why = ("ok", "") if problem is None else ("wrong", f"it is {problem}")
-        show(want, local, status, why)
-        if status != "ok":
-            bad.append(want)
+def check_one(want: Wanted, target: Target) -> str:
+    """Verify the copy the worker would load (a cached model's first), print it; its status."""
+    cached = (target.cached or {}).get((want.folder, want.name))
+    if cached is not None:
+        problem = verify(cached.path, want)
+        status = "ok" if problem is None else "wrong"
+        show(want, cached.path, status, f"in the cached model {cached.snapshot}" + (f": it is {problem}" if problem else ""), verb="at  ")
+        return status
+    local = where(target, want)
+    if not local.exists:
+        why = f"expected at {' or '.join(map(str, target.places(want)))}"
+        if target.cached is not None:
+            why += f", or in the Hugging Face cache {target.root / 'huggingface-cache' / 'hub'}"
+        if local.part_size:
+            why += f"; {human_size(local.part_size)} of it downloaded in {local.part}"
+        show(want, local.path, "missing", why)
+        return "missing"
+    problem = verify(local.path, want)
+    show(want, local.path, "ok" if problem is None else "wrong", "" if problem is None else f"it is {problem}")
+    return "ok" if problem is None else "wrong"
+
+
+def check(files: Sequence[Wanted], target: Target) -> int:
+    bad = [want for want in files if check_one(want, target) != "ok"]
     if not bad:
         print(f"\nall {len(files)} files are present with the Hub's size and SHA-256")
         return EXIT_OK
-    names = ", ".join(w.name for w in bad)
-    print(f"\n{len(bad)} of {len(files)} files missing or wrong: {names}")
-    print(f"fix: {fix_command(comfy.volume_path, (t for w in bad for t in w.tasks))}")
+    print(f"\n{len(bad)} of {len(files)} files missing or wrong: {', '.join(w.name for w in bad)}")
+    print(f"fix: {target.fix_command(t for w in bad for t in w.tasks)}")
     return EXIT_WRONG
 
 
-def fetch(files: Sequence[Wanted], comfy: ComfySettings, endpoint: str) -> int:
+def fetch(files: Sequence[Wanted], target: Target, endpoint: str) -> int:
     failed: list[str] = []
     downloaded = 0
     started = time.monotonic()
     for want in files:
-        local, action = show_plan(want, comfy)
+        local, action = show_plan(want, target)
         try:
             if action == "present":
                 problem = verify(local.path, want)
@@ -402,7 +261,10 @@ def fetch(files: Sequence[Wanted], comfy: ComfySettings, endpoint: str) -> int:
         for message in failed:
             print(f"- {message}")
         return EXIT_WRONG
-    print(f"\nall {len(files)} files are in place under {comfy.volume_path / 'models'} ({downloaded / 1e9:.2f} GB downloaded in {minutes:.1f} min)")
+    under = target.root / "models" if target.layout == "volume" else target.root
+    print(f"\nall {len(files)} files are in place under {under} ({downloaded / 1e9:.2f} GB downloaded in {minutes:.1f} min)")
+    if target.layout == "hf-upload":
+        print(f"upload them to a repository of yours, then name it as the endpoint's cached model: hf upload <you>/<repo> {target.root} .")
     return EXIT_OK
 
 
@@ -410,8 +272,10 @@ def fetch(files: Sequence[Wanted], comfy: ComfySettings, endpoint: str) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/models.py",
-        description="Download the model files of the worker's tasks onto a network volume, and check them.",
-        epilog="HF_TOKEN: a Hugging Face token for gated repositories (never printed). MODEL_*: the file names, as the worker reads them.",
+        description="Download the model files of the worker's tasks onto a network volume (or into a folder laid out "
+        "for a Hugging Face repository of your own), and check them.",
+        epilog="HF_TOKEN: a Hugging Face token for gated repositories (never printed). MODEL_*: the file names, as the "
+        "worker reads them. MODEL_REPO: the one repository of the volume's Hugging Face cache --check looks in.",
     )
     parser.add_argument(
         "--volume",
@@ -420,11 +284,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the volume holding models/ (default: $VOLUME_PATH or /runpod-volume; on a pod usually /workspace)",
     )
     parser.add_argument(
-        "--task",
-        action="append",
-        choices=(*TASK_NAMES, "all"),
-        help="a task whose files to fetch; repeat for several (default: all)",
+        "--layout",
+        choices=tuple(LAYOUTS),
+        default="volume",
+        help="volume: <volume>/models/<folder>/<name> (default); hf-upload: <out>/split_files/<folder>/<name>, "
+        "for a repository of your own to name as an endpoint's cached model",
     )
+    parser.add_argument("--out", type=Path, help="the folder --layout hf-upload fills")
+    parser.add_argument("--task", action="append", choices=(*TASK_NAMES, "all"), help="a task whose files to fetch; repeat for several (default: all)")
     parser.add_argument(
         "--speed",
         action="append",
@@ -433,16 +300,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"{DEFAULT_SPEED} alone leaves out the speed presets' LoRAs)",
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="only verify the volume (present, size, SHA-256); exit 1 if anything is off")
+    mode.add_argument("--check", action="store_true", help="only verify the files (present, size, SHA-256); exit 1 if anything is off")
     mode.add_argument("--dry-run", action="store_true", help="only list what would be fetched, from where, to where, and the sizes")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.layout == "hf-upload") != (args.out is not None):
+        parser.error("--out DIR goes with --layout hf-upload (and --layout hf-upload needs --out DIR)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if HUB_IMPORT_ERROR is not None:
-        print(f"scripts/models.py needs huggingface_hub 2.x: pip install huggingface_hub==2.4.0 ({HUB_IMPORT_ERROR})")
-        return EXIT_USAGE
     tasks = TASK_NAMES if not args.task or "all" in args.task else tuple(dict.fromkeys(args.task))
     speeds = None if not args.speed or "all" in args.speed else args.speed
     try:
@@ -451,22 +318,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}")
         return EXIT_USAGE
-    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    token = "with a token" if get_token() else "no token"
-    print(f"volume {settings.comfy.volume_path}; tasks {', '.join(tasks)}; Hub {endpoint} ({token})\n")
+    root = args.out if args.layout == "hf-upload" else settings.comfy.volume_path
+    target = Target(args.layout, root)
+    if HUB_IMPORT_ERROR is not None:
+        print(f"{NEEDS_HUB} ({HUB_IMPORT_ERROR})")
+        return offline_dry_run(files, target) if args.dry_run else EXIT_USAGE
+    endpoint = hub_endpoint()
+    print(f"{args.layout} {root}; tasks {', '.join(tasks)}; Hub {endpoint} ({'with a token' if has_token() else 'no token'})\n")
     try:
-        describe_remote(HfApi(endpoint=endpoint), files)
-        if args.dry_run:
-            return dry_run(files, settings.comfy)
-        if args.check:
-            return check(files, settings.comfy)
-        return fetch(files, settings.comfy, endpoint)
+        describe_remote(files, endpoint)
     except HubAccessError as exc:
-        print(f"error: {exc}")
-        return EXIT_USAGE
+        print(f"{'note' if args.dry_run else 'error'}: {exc}")
+        return offline_dry_run(files, target) if args.dry_run else EXIT_USAGE
+    try:
+        if args.dry_run:
+            return dry_run(files, target)
+        if args.check:
+            cached = cached_files(settings, files) if args.layout == "volume" else None
+            return check(files, Target(args.layout, root, cached))
+        return fetch(files, target, endpoint)
     except KeyboardInterrupt:
         print("\ninterrupted: partial downloads stay (*.part beside each file); run the same command again to continue")
         return EXIT_INTERRUPTED
+
+
+def offline_dry_run(files: Sequence[Wanted], target: Target) -> int:
+    print("without the Hub: the sizes its file pages show, not checked against it; run again with it for exact figures\n")
+    return dry_run(files, target)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ downloads them, answered the way the real Hub answers for files stored with LFS:
 - Errors as the Hub signals them: ``X-Error-Code: RepoNotFound`` / ``EntryNotFound`` (404),
   ``GatedRepo`` (401) for a gated repository asked without the right ``Authorization: Bearer``.
 
+:func:`fill_cache` lays files out in a Hugging Face cache with huggingface_hub itself (blobs,
+snapshot symlinks, ``refs/main``), as RunPod places an endpoint's cached model.
+
 Faults for the CDN's next GETs (:meth:`FakeHub.fault`): ``("drop", n)`` sends n bytes of the body
 and closes the connection; ``("stall", n)`` sends n bytes and waits until :attr:`release` is set.
 Every request is recorded with its headers (:attr:`requests`).
@@ -25,9 +28,10 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -82,6 +86,8 @@ class FakeHub:
     #: Repositories that need ``Authorization: Bearer <token>``.
     gated: set[str] = field(default_factory=set)
     token: str = ""
+    #: The commit the Hub names for every repository (``X-Repo-Commit``): a new one is a new revision.
+    commit: str = COMMIT
     requests: list[Seen] = field(default_factory=list)
     #: Set when a ``stall`` fault starts; :attr:`release` ends it.
     stalled: threading.Event = field(default_factory=threading.Event)
@@ -171,7 +177,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             entry = hub.files.get((repo, name))
             if entry is None:
                 return self._error(404, "EntryNotFound")
-            headers = {"X-Repo-Commit": COMMIT}
+            headers = {"X-Repo-Commit": hub.commit}
             if not entry.lfs:
                 headers["ETag"] = f'"{git_blob_id(entry.content)}"'
                 return self._send(200, entry.content, headers, body=body)
@@ -242,3 +248,11 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             hub.requests.append(Seen(role, self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
 
     return Handler
+
+
+def fill_cache(hub: FakeHub, cache: Path, files: Iterable[tuple[str, str]]) -> list[Path]:
+    """Download ``files`` (repository, path) from ``hub`` into the Hugging Face cache ``cache`` with
+    ``hf_hub_download``; the snapshot paths (symlinks into ``blobs/``)."""
+    from huggingface_hub import hf_hub_download
+
+    return [Path(hf_hub_download(repo, path, cache_dir=cache, endpoint=hub.url)) for repo, path in files]

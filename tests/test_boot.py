@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
-from tests.harness import REPO, decode_mp4, free_port, png_b64, running_worker, wait_http
+from tests.harness import REPO, decode_mp4, free_port, png_b64, process_env, running_worker, wait_http
 from worker.preflight import preflight
 from worker.settings import Settings
 
@@ -80,23 +81,68 @@ def test_sage_is_passed_where_its_kernels_are_for_the_gpu(tmp_path: Path) -> Non
 
 
 def test_what_is_missing_is_said_once_with_the_command_that_fixes_it(tmp_path: Path) -> None:
-    settings = Settings.from_env({"COMFY_DIR": str(tmp_path / "none"), "VOLUME_PATH": str(tmp_path / "vol"), "TASKS": "i2v,t2v"})
+    vol = tmp_path / "vol"
+    settings = Settings.from_env({"COMFY_DIR": str(tmp_path / "none"), "VOLUME_PATH": str(vol), "TASKS": "i2v,flf2v,t2v"})
     problems = preflight(settings, gpus=None)
     assert problems[0].startswith(f"ComfyUI: {tmp_path}/none/main.py does not exist (COMFY_DIR). Install it with: make comfyui")
     assert problems[1].startswith("GPU: no NVIDIA GPU is visible (nvidia-smi is not installed)")
     assert "COMFY_EXTRA_ARGS=--cpu" in problems[1]
-    assert problems[2].startswith(f"models of task i2v: 5 of 5 files are not on the volume {tmp_path}/vol")
-    assert problems[2].endswith(f"Download them with: python scripts/models.py --task i2v --volume {tmp_path}/vol")
-    assert problems[3].startswith("models of task t2v: 5 of 5 files") and len(problems) == 4  # its command brings the 4-step LoRAs too
+    nowhere = f"neither on the volume ({vol}/models) nor in the Hugging Face cache ({vol}/huggingface-cache/hub)"
+    assert problems[2] == (  # i2v and flf2v load the same files: one line for both
+        "models of tasks i2v, flf2v: wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors, wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors, "
+        "umt5_xxl_fp8_e4m3fn_scaled.safetensors, wan_2.1_vae.safetensors, wan/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors "
+        f"are {nowhere}"
+    )
+    assert problems[3].startswith("models of task t2v: wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors, ")
+    assert problems[4:] == [f"get them from a clone of this repository with: make models TASK=i2v,flf2v,t2v VOLUME={vol}"]
     cpu = Settings.from_env({"COMFY_DIR": str(REPO / "tests" / "comfy_double"), "COMFY_EXTRA_ARGS": "--cpu",
-                             "VOLUME_PATH": str(tmp_path / "vol"), "TASKS": "i2v"})  # fmt: skip
-    assert [p.split(":")[0] for p in preflight(cpu, gpus=[])] == ["models of task i2v"]
-    create_model_files(tmp_path / "vol" / "models", WORKFLOW_MODEL_FILES)  # the default files, not the 4-step LoRAs
+                             "VOLUME_PATH": str(vol), "TASKS": "i2v"})  # fmt: skip
+    assert [p.split(":")[0] for p in preflight(cpu, gpus=[])] == ["models of task i2v", "get them from a clone of this repository with"]
+    create_model_files(vol / "models", WORKFLOW_MODEL_FILES)  # the default files, not the 4-step LoRAs
     assert preflight(cpu, gpus=[]) == [
-        'speed "4step" of task i2v: wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors, '
-        "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors not on the volume (jobs asking for it fail with "
-        f"models_missing). Download with: python scripts/models.py --task i2v --speed 4step --volume {tmp_path}/vol"
+        'models of task i2v, speed "4step" (jobs asking for it fail with models_missing): '
+        "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors, wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors "
+        f"are {nowhere}",
+        f"get them from a clone of this repository with: make models TASK=i2v VOLUME={vol}",
     ]
+
+
+def test_the_hint_fetches_what_is_missing_from_a_clone(tmp_path: Path) -> None:
+    """The command the boot log gives, run as given from the clone, is the one that brings the files."""
+    vol = tmp_path / "vol"
+    hint = preflight(Settings.from_env({"VOLUME_PATH": str(vol), "TASKS": "flf2v", "COMFY_EXTRA_ARGS": "--cpu",
+                                        "COMFY_DIR": str(REPO / "tests" / "comfy_double")}), gpus=[])[-1]  # fmt: skip
+    command = hint.split("with: ", 1)[1]
+    dry = subprocess.run([*command.split(), "-s", "-n"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    assert f'scripts/models.py --volume "{vol}" --task flf2v' in dry.stdout
+
+
+def test_without_comfyui_every_job_answers_the_fix_and_nobody_is_told_to_restart(tmp_path: Path) -> None:
+    with running_worker(tmp_path, COMFY_DIR=str(tmp_path / "none")) as api:
+        answers = [api.runsync({"prompt": "x", "image": png_b64()}) for _ in range(2)]
+    fix = (
+        f"comfyui_unavailable: ComfyUI: {tmp_path}/none/main.py does not exist (COMFY_DIR). Install it with: make comfyui "
+        "(or set COMFY_DIR to a ComfyUI installed by comfy_bootstrap/install.sh, or COMFY_URL to a running one)"
+    )
+    assert [(a["status"], a["error"]) for a in answers] == [("FAILED", fix)] * 2
+    assert all("refresh_worker" not in a for a in answers)
+    log = (tmp_path / "worker.log").read_text()
+    assert f"ERROR [-] wan22.handler: comfyui_boot_failed: ComfyUI could not be started: ComfyUI not found: {tmp_path}/none" in log
+    assert "should be restarted" not in log and "replace this worker" not in log
+
+
+def test_a_broken_stored_graph_stops_the_worker_with_workflow_invalid_in_the_log(tmp_path: Path) -> None:
+    """The other boot-only code the docs name: logged with the code, and the worker exits 2."""
+    workflows = tmp_path / "workflows"
+    shutil.copytree(REPO / "workflows", workflows)
+    graph_path = workflows / "wan22_i2v_14b_lightx2v.json"
+    graph = json.loads(graph_path.read_text())
+    graph = {key: node for key, node in graph.items() if node["_meta"]["title"] != "decode"}
+    graph_path.write_text(json.dumps(graph))
+    env = process_env(tmp_path, WORKFLOWS_DIR=str(workflows), TASKS="i2v")
+    done = subprocess.run([sys.executable, "handler.py", "--rp_serve_api"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"ERROR [-] wan22.handler: workflow_invalid: workflow {graph_path} cannot be filled: role 'decode'" in done.stdout + done.stderr
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git")
@@ -123,7 +169,8 @@ def test_a_fresh_clone_runs_the_worker_with_the_readme_command(tmp_path: Path) -
     text = log.read_text(errors="replace")
     assert (clone / ".venv" / "bin" / "python").exists()
     assert "the worker starts, but cannot make videos until this is fixed" in text and "make comfyui" in text
-    assert body["status"] == "FAILED" and "ComfyUI not found" in body["error"]
+    assert body["status"] == "FAILED" and body["error"].startswith(f"comfyui_unavailable: ComfyUI: {tmp_path}/no-comfyui/main.py")
+    assert "Install it with: make comfyui" in body["error"] and "should be restarted" not in text
     assert "asking RunPod to replace this worker" not in text  # not on RunPod: no such advice
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
+import huggingface_hub
+import runpod
+
 from tests.test_dockerfile import load_pins
-from tests.test_hub import config_env_names, is_config_default
+from tests.test_hub import config_env_names, is_config_default, is_valid
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -116,3 +120,98 @@ def test_troubleshooting_has_an_entry_per_error_code() -> None:
     section = (DOCS / "troubleshooting.md").read_text().split("## Errors the worker returns", 1)[1].split("\n## ", 1)[0]
     table = [line for line in section.splitlines() if line.startswith("| `")]
     assert {re.match(r"\| `([a-z_]+)`", line).group(1) for line in table} == set(job_error_codes()) | set(BOOT_CODES)
+
+
+# ---- every name and value the docs give exists -----------------------------------------------------
+ALL_DOCS = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+#: Names of other projects the docs quote, which nothing here reads: where they come from.
+FOREIGN = {
+    "PRIORITIZE_FP16": "ComfyUI's comfy/model_management.py",
+    "CUBLAS_STATUS_ALLOC_FAILED": "a CUDA error name, matched by worker/health.py's patterns",
+    "CUBLAS_STATUS_NOT_INITIALIZED": "a CUDA error name, matched by worker/health.py's patterns",
+    "NAME": "the placeholder of `--build-arg NAME=value`",
+}
+#: Values the docs give as examples of what stops the worker.
+INVALID_EXAMPLES = {("MAX_WIDTH", "70"), ("MAX_LENGTH", "6")}
+#: What a value is checked beside: S3 configured, which OUTPUT_MODE=s3 needs.
+BESIDE = {"BUCKET_NAME": "videos", "BUCKET_ACCESS_KEY_ID": "id", "BUCKET_SECRET_ACCESS_KEY": "secret"}
+#: Make variables the Makefile hands to the script it runs, not its own.
+PASSED_THROUGH = {"PUSH": ROOT / "scripts" / "release.py"}
+_VARIABLE = re.compile(r"(?<![\w$])([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[A-Z][A-Z0-9]{3,}(?==))(?![A-Za-z0-9_<])")
+
+
+def code_spans(path: Path) -> list[str]:
+    """The inline code spans of a Markdown file (fenced blocks left out: they are shell scripts)."""
+    return re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL))
+
+
+@cache
+def readers() -> str:
+    """Everything that reads variables: the worker, its scripts, build files, the test double, and
+    the two libraries whose variables the docs name (the RunPod SDK, huggingface_hub)."""
+    files = [ROOT / "handler.py", ROOT / "Makefile", ROOT / "Dockerfile", ROOT / "docker-compose.yml", ROOT / "tests/test_dockerfile.py"]
+    for pattern in ("worker/**/*.py", "comfy_bootstrap/*", "scripts/*", "docs/examples/*", ".runpod/*", "bench/*.py",
+                    "tests/integration/*.py", "tests/comfy_double/*.py"):  # fmt: skip
+        files += ROOT.glob(pattern)
+    for package in (runpod, huggingface_hub):
+        files += Path(package.__file__).parent.rglob("*.py")
+    return "\n".join(path.read_text(errors="replace") for path in files if path.is_file()) + "\n".join(config_env_names())
+
+
+def test_every_variable_the_docs_name_is_read_by_something() -> None:
+    named = {(m, doc.name) for doc in ALL_DOCS for span in code_spans(doc) for m in _VARIABLE.findall(span)}
+    unknown = sorted({(name, doc) for name, doc in named if name not in FOREIGN
+                      and not re.search(rf"(?<![A-Z0-9_]){name}(?![A-Z0-9_])", readers())})  # fmt: skip
+    assert not unknown, f"the docs name variables nothing reads: {unknown}"
+    assert len({name for name, _ in named}) > 100
+
+
+def test_every_worker_variable_value_the_docs_give_is_valid() -> None:
+    settings = set(config_env_names())
+    checked = 0
+    for doc in ALL_DOCS:
+        for name, value in re.findall(r"\b([A-Z][A-Z0-9_]+)=([^\s`<>…$|{]+)(?=[\s`]|$)", "\n".join(code_spans(doc))):
+            if name in settings:
+                checked += 1
+                expected = (name, value) not in INVALID_EXAMPLES
+                valid = is_valid(name, value) or (name not in BESIDE and _valid_beside(name, value))
+                assert valid == expected, f"{doc.name}: `{name}={value}` is {'in' if expected else ''}valid"
+    assert checked >= 20
+
+
+def _valid_beside(name: str, value: str) -> bool:
+    from worker.settings import ConfigError, Settings
+
+    try:
+        Settings.from_env({**BESIDE, name: value})
+    except ConfigError:
+        return False
+    return True
+
+
+def test_make_variables_and_their_defaults_are_the_makefiles() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    defaults = dict(re.findall(r"^([A-Z][A-Z0-9_]*) \?= (.*)$", makefile, re.MULTILINE))
+    defined = set(re.findall(r"^([A-Z][A-Z0-9_]*) [?:]?=", makefile, re.MULTILINE))
+    for doc in [*ALL_DOCS, ROOT / "Makefile"]:
+        text = doc.read_text()
+        for line in re.findall(r"(?:^|`)make [a-z][a-z-]* ([^`\n#]*)", text, re.MULTILINE):
+            for name in re.findall(r"\b([A-Z][A-Z0-9_]*)=", line):
+                passed = name in PASSED_THROUGH and name in PASSED_THROUGH[name].read_text()
+                assert name in defined or name in FOREIGN or passed, f"{doc.name}: `make … {name}=…`, a variable the Makefile lacks"
+        for name, value in re.findall(r"\b([A-Z][A-Z0-9_]*)=(\S+?)`? by default", text):
+            assert defaults.get(name) == value, f"{doc.name}: says {name}={value} by default; the Makefile: {defaults.get(name)}"
+
+
+def test_error_codes_the_docs_quote_are_codes_the_worker_has() -> None:
+    known = set(job_error_codes()) | set(BOOT_CODES)
+    # `code: …`, "error": "code: …", FAILED: code: …; not a field and its value (`refresh_worker: true`)
+    pattern = r"(?:`|\"error\": \"|FAILED: )([a-z]+(?:_[a-z]+)+): (?!true|false|null|[\"'\d\[{])"
+    quoted = {code for doc in ALL_DOCS for code in re.findall(pattern, doc.read_text())}
+    assert quoted and quoted <= known, f"the docs quote error codes the worker does not have: {sorted(quoted - known)}"
+
+
+def test_make_targets_in_the_readme_exist_too() -> None:
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    named = set(re.findall(r"(?:`|^)make ([a-z][a-z-]*)", (ROOT / "README.md").read_text(), re.MULTILINE))
+    assert named and named <= targets, sorted(named - targets)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from worker.settings import ConfigError, Settings
+from worker.tasks import TASK_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB = ROOT / ".runpod" / "hub.json"
@@ -79,6 +80,8 @@ def test_hub_metadata(hub: dict) -> None:
     assert hub["type"] == "serverless"
     assert hub["category"] == "video"
     assert hub["title"] and hub["description"]
+    assert "Image-to-Video" not in hub["title"], "the worker runs every task, not image-to-video alone"
+    assert all(f"{task} (" in hub["description"] for task in TASK_NAMES), "the description names each task"
     config = hub["config"]
     assert config["runsOn"] == "GPU"
     assert isinstance(config["containerDiskInGb"], int) and config["containerDiskInGb"] >= 20

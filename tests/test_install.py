@@ -557,3 +557,58 @@ def test_only_what_rife_needs_is_pip_installed_and_one_headless_opencv(upstream:
     assert {"einops", "kornia", "scipy", "numpy"} <= set(installed)
     assert installed.count("opencv-python-headless") == 2  # VHS's and essentials' opencv-python, swapped
     assert "opencv-python" not in installed
+
+
+# ---- `make comfyui`: install.sh local ---------------------------------------------------------------
+def local_env(upstream: Upstream, dest: Path, **overrides: str) -> dict[str, str]:
+    env = upstream.env(dest / "ComfyUI", PYTHON3=sys.executable, **overrides)
+    del env["COMFY_DIR"], env["PYTHON"]  # `local` chooses them inside the folder
+    return env
+
+
+def test_local_names_every_source_it_cannot_reach_and_creates_nothing(upstream: Upstream, tmp_path: Path) -> None:
+    from tests.harness import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    dest = tmp_path / ".comfy"
+    env = local_env(upstream, dest, SKIP_PIP="0", COMFYUI_REPO=str(tmp_path / "no-comfyui"), RIFE_CKPT_URL=f"{dead}/rife49.pth",
+                    TORCH_INDEX_URL=f"{dead}/whl/cu128", PIP_INDEX_URL=f"{dead}/simple")  # fmt: skip
+    result = run_install(env, "local", str(dest))
+    assert result.returncode == 1 and not dest.exists()
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("install.sh: ERROR: make comfyui needs GitHub (or the *_REPO mirrors), Hugging Face")
+    assert lines[1:5] == [
+        f"  git repository (COMFYUI_REPO={tmp_path / 'no-comfyui'}): git ls-remote cannot read it",
+        f"  RIFE checkpoint (RIFE_CKPT_URL={dead}/rife49.pth): cannot reach it: <urlopen error [Errno 111] Connection refused>",
+        f"  PyTorch wheels (TORCH_INDEX_URL={dead}/whl/cu128/torch/): cannot reach it: <urlopen error [Errno 111] Connection refused>",
+        f"  Python packages (PIP_INDEX_URL={dead}/simple/pip/): cannot reach it: <urlopen error [Errno 111] Connection refused>",
+    ]
+    assert "Nothing was created." in lines[-1] and "ResolutionImpossible" not in result.stdout + result.stderr
+
+
+def test_local_failing_midway_removes_the_half_built_folder(upstream: Upstream, tmp_path: Path) -> None:
+    dest = tmp_path / ".comfy"
+    result = run_install(local_env(upstream, dest, RIFE_CKPT_SHA256="0" * 64), "local", str(dest))
+    assert result.returncode == 1
+    assert "is not the pinned file" in result.stdout + result.stderr  # it got as far as the checkpoint
+    assert f"failed: removed the half-built {dest} (nothing is installed)" in result.stdout
+    assert not dest.exists()
+
+
+def test_local_marks_a_finished_install_that_make_serve_then_uses(upstream: Upstream, tmp_path: Path) -> None:
+    dest = tmp_path / ".comfy"
+    result = run_install(local_env(upstream, dest), "local", str(dest))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (dest / ".complete").is_file() and (dest / "venv" / "bin" / "python").exists()
+    assert head(dest / "ComfyUI") == upstream.comfyui_pin
+    offline = local_env(upstream, dest, COMFYUI_REPO=str(tmp_path / "gone"), RIFE_CKPT_URL="https://huggingface.invalid/x")
+    again = run_install(offline, "local", str(dest))  # done already: nothing is contacted or changed
+    assert again.returncode == 0 and "is already installed" in again.stdout
+
+    plain = {k: v for k, v in os.environ.items() if k not in ("COMFY_DIR", "VOLUME_PATH")}
+    command = ["make", "-s", "-n", "serve", f"LOCAL_COMFY={dest}"]
+    serve = subprocess.run(command, cwd=ROOT, env=plain, capture_output=True, text=True, timeout=30)
+    assert f"COMFY_DIR={dest}/ComfyUI COMFY_PYTHON={dest}/venv/bin/python" in serve.stdout
+    (dest / ".complete").unlink()  # a half-built folder (an older make comfyui) is not used
+    serve = subprocess.run(command, cwd=ROOT, env=plain, capture_output=True, text=True, timeout=30)
+    assert "COMFY_DIR=" not in serve.stdout and f"VOLUME_PATH={ROOT}/volume" in serve.stdout

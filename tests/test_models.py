@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import yaml
 from comfy_bootstrap.config import ComfySettings as Settings
 from comfy_bootstrap.errors import ModelsMissing
 from comfy_bootstrap.models import VOLUME_SUBDIRS, check_models, describe_volume, extra_model_paths_yaml, write_extra_model_paths
+from tests.comfy_double.folders import Folders, load_extra_model_paths
 from worker.settings import Settings as WorkerSettings
 from worker.tasks import REGISTRY
 
@@ -87,6 +89,15 @@ def test_yaml_as_comfyui_reads_it(tmp_path: Path) -> None:
         "vae": ["/runpod-volume/models/vae"],
         "loras": ["/runpod-volume/models/loras"],
     }
+
+
+def test_yaml_names_the_workers_own_folders_first_and_each_folder_once(tmp_path: Path) -> None:
+    links, lora_cache = tmp_path / "model-links" / "loras", tmp_path / "lora-cache"
+    settings = Settings(volume_path=tmp_path / "vol", extra_model_dirs=(("loras", links), ("loras", lora_cache)))
+    path = write_extra_model_paths(replace(settings, work_dir=tmp_path))
+    folders = Folders.create(tmp_path / "comfyui")
+    load_extra_model_paths(folders, path)
+    assert folders.model_folders["loras"].paths[-3:] == [links, lora_cache, tmp_path / "vol" / "models" / "loras"]
 
 
 @pytest.mark.parametrize("volume", ["/mnt/my volume", "/data/a:b #c", "/vol/ünï'cödé\""])

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants, file_download
 
-from tests.fake_hub import FakeHub, HubEntry
+from comfy_bootstrap import hf_cache
+from comfy_bootstrap.models import ModelFile
+from tests.fake_hub import FakeHub, HubEntry, fill_cache
 from tests.harness import REPO
 from tests.test_safetensors import safetensors_file
 from worker.tasks import REGISTRY
@@ -217,6 +219,55 @@ def test_check_names_a_corrupt_and_a_missing_file_and_the_command_that_fixes_the
     assert corrupt.read_bytes() == entry(hub, folder, name).content
 
 
+def test_check_accepts_the_volumes_hugging_face_cache_and_checks_the_copy_the_worker_loads(
+    hub: FakeHub, env, volume: Path, capsys
+) -> None:
+    """RunPod's cached model: the i2v files only in <volume>/huggingface-cache/hub, laid out by huggingface_hub."""
+    cache = volume / "huggingface-cache" / "hub"
+    links = fill_cache(hub, cache, [SPECS[file] for file in task_files("i2v")])
+    assert run(volume, "--task", "i2v", "--check") == 0
+    out = capsys.readouterr().out
+    assert out.count("ok       ") == 7 and "all 7 files are present with the Hub's size and SHA-256" in out
+    assert f"at   {links[0]}\n" in out and "in the cached model Comfy-Org/Wan_2.2_ComfyUI_Repackaged@0123456789ab (main)" in out
+    assert not (volume / "models").exists()
+
+    wrong = target(volume, *task_files("i2v")[3])  # the volume's VAE is wrong, the cache's is loaded and right
+    wrong.parent.mkdir(parents=True)
+    wrong.write_bytes(b"not the vae")
+    blob = Path(os.path.realpath(links[0]))  # the cached expert's blob, changed in place
+    blob.write_bytes(b"x" + blob.read_bytes()[1:])
+    assert run(volume, "--task", "i2v", "--check") == 1
+    out = capsys.readouterr().out
+    assert f"wrong    {task_files('i2v')[0][1]}" in out and "1 of 7 files missing or wrong" in out
+    assert f"ok       {task_files('i2v')[3][1]}" in out
+
+
+def test_hf_upload_lays_out_verified_files_the_worker_finds_as_a_cached_model(hub: FakeHub, env, tmp_path: Path, capsys) -> None:
+    out_dir = tmp_path / "upload"
+    assert models.main(["--layout", "hf-upload", "--out", str(out_dir), "--task", "i2v", "--speed", "default"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok: size and SHA-256 match the Hub's") == 5
+    assert f"hf upload <you>/<repo> {out_dir} ." in out
+    assert files_under(out_dir) == sorted(
+        f"split_files/{folder}/{name}" for folder, name in task_files("i2v") if "4steps" not in name
+    )
+    assert models.main(["--layout", "hf-upload", "--out", str(out_dir), "--task", "i2v", "--speed", "default", "--check"]) == 0
+    # Uploaded as is and cached by RunPod, the folder is a snapshot: the worker finds every file in it.
+    snapshot = tmp_path / "hub" / hf_cache.repo_folder("me/wan22-i2v") / "snapshots" / ("a" * 40)
+    snapshot.parent.mkdir(parents=True)
+    out_dir.rename(snapshot)
+    wanted = [hf_cache.Sought(ModelFile(folder, name)) for folder, name in task_files("i2v") if "4steps" not in name]
+    result = hf_cache.search(tmp_path / "hub", wanted, hf_cache.RepoPin.parse("me/wan22-i2v"))
+    assert len(result.found) == 5 and result.missing == ()
+    assert all(f.path.read_bytes() == entry(hub, f.file.folder, f.file.name).content for f in result.found)
+
+
+def test_hf_upload_needs_its_folder(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        models.main(["--layout", "hf-upload"])
+    assert exit_.value.code == 2 and "--out DIR goes with --layout hf-upload" in capsys.readouterr().err
+
+
 # ---- resuming ------------------------------------------------------------------------------------
 def test_a_download_cut_off_is_continued_by_the_next_run_with_the_same_hash(hub: FakeHub, env, volume: Path, capsys) -> None:
     folder, name = task_files("i2v")[0]
@@ -341,25 +392,60 @@ def test_the_token_goes_to_the_hub_only_and_is_never_printed(hub: FakeHub, env, 
     assert "the token in use was refused" in captured.out and "hf_wrong" not in captured.out + captured.err
 
 
-def test_an_unreachable_hub_is_one_clear_error(env, volume: Path, monkeypatch, capsys) -> None:
+def test_an_unreachable_hub_fails_a_download_and_a_dry_run_lists_the_published_sizes(env, volume: Path, monkeypatch, capsys) -> None:
     from tests.harness import free_port
 
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    assert run(volume, "--dry-run") == 2
+    assert run(volume, "--task", "i2v") == 2
     assert "error: cannot reach the Hub at http://127.0.0.1:" in capsys.readouterr().out
+    assert run(volume, "--dry-run", "--task", "ti2v-5b") == 0
+    out = capsys.readouterr().out
+    assert "note: cannot reach the Hub at http://127.0.0.1:" in out and "without the Hub: the sizes its file pages show" in out
+    assert "fetch    wan2.2_ti2v_5B_fp16.safetensors  10.0 GB  (TI2V-5B diffusion model; ti2v-5b)" in out
+    assert "3 files, 18.10 GB in all; to download: 18.10 GB (the sizes the Hub's pages show). Dry run: nothing was written." in out
+    assert not volume.exists()
+
+
+def test_every_file_has_a_published_size_and_the_deployment_table_shows_it() -> None:
+    sources = {f"{s.source.repo}/{s.source.path}" for t in REGISTRY.values() for s in t.all_specs if s.source}
+    assert set(models.PUBLISHED_SIZES) == sources
+    table = (REPO / "docs" / "deployment.md").read_text().split("| File | Folder | Size |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:4] for line in table.splitlines()[2:]]  # file(s), folder, size
+    for origin, size in models.PUBLISHED_SIZES.items():
+        name = origin.rsplit("/", 1)[1]
+        cell = next(size for files, _, size in rows if name.replace("low_noise", "high_noise") in files)
+        shown = cell.strip().removeprefix("about ").removesuffix(" each").removesuffix(" GB")
+        assert float(shown) * 1e9 == size, f"{name}: docs/deployment.md says {cell.strip()}, PUBLISHED_SIZES {size}"
 
 
 # ---- what the script needs -----------------------------------------------------------------------
 def test_a_fresh_clone_needs_nothing_but_huggingface_hub() -> None:
     """The worker modules the script imports need only the standard library (``python -S``: no
-    site-packages at all); without huggingface_hub, ``--help`` works and a run says what to install."""
+    site-packages at all); without huggingface_hub, ``--help`` and ``--dry-run`` work and a download
+    says what to install."""
     imports = [sys.executable, "-S", "-c", "import worker.settings, worker.tasks, worker.model_files, worker.safetensors"]
     subprocess.run(imports, cwd=REPO, capture_output=True, text=True, timeout=30, check=True)
     help_text = subprocess.run([sys.executable, "-S", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert help_text.returncode == 0 and "--dry-run" in help_text.stdout
-    result = subprocess.run([sys.executable, "-S", str(SCRIPT), "--dry-run"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([sys.executable, "-S", str(SCRIPT), "--task", "i2v"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert result.stdout.startswith("scripts/models.py needs huggingface_hub 2.x: pip install huggingface_hub==2.4.0")
+    assert result.stdout.startswith("huggingface_hub 2.x is needed: pip install huggingface_hub==2.4.0 (No module named 'httpx2')")
+    dry = subprocess.run([sys.executable, "-S", str(SCRIPT), "--task", "i2v", "--dry-run", "--volume", "/nonexistent"],
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "fetch    wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors  14.3 GB" in dry.stdout
+    assert "7 files, 38.27 GB in all" in dry.stdout
+
+
+def test_a_huggingface_hub_whose_own_dependency_is_missing_is_named_with_the_fix(tmp_path: Path) -> None:
+    """What a machine with huggingface_hub 1.x (built on httpx, not httpx2) or a broken install shows."""
+    fake = tmp_path / "site" / "huggingface_hub"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import httpx3_not_installed\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    result = subprocess.run([sys.executable, str(SCRIPT), "--task", "i2v"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stdout.strip() == "huggingface_hub 2.x is needed: pip install huggingface_hub==2.4.0 (No module named 'httpx3_not_installed')"
 
 
 def test_make_models_passes_the_volume_the_tasks_and_the_options() -> None:

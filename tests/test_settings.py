@@ -50,7 +50,12 @@ def test_limits_a_job_could_never_meet_stop_the_worker_with_every_reason() -> No
 
 def test_the_size_step_is_the_largest_of_the_served_tasks() -> None:
     assert Settings.from_env({"MAX_WIDTH": "1008", "TASKS": "i2v,t2v"}).limits.max_width == 1008
-    assert "MAX_WIDTH='1008': not a multiple of 32" in error_of({"MAX_WIDTH": "1008", "MAX_HEIGHT": "1280"})
+    assert error_of({"MAX_WIDTH": "1008", "TASKS": "i2v,ti2v-5b,flf2v"}) == (
+        "invalid configuration: MAX_WIDTH='1008': not a multiple of 32, the size step of the served tasks (allowed: "
+        "multiples of 32 from 32 to 16384); ti2v-5b needs multiples of 32: to keep 1008, serve TASKS=i2v,flf2v; "
+        "MAX_WIDTH='1008': below the default width of task ti2v-5b (1280)"
+    )
+    assert "serve TASKS" not in error_of({"MAX_WIDTH": "1000", "TASKS": "ti2v-5b"})  # nothing to leave out
 
 
 def test_bad_values_of_several_kinds_are_named_together() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from comfy_bootstrap.config import ComfySettings
-from comfy_bootstrap.models import ModelFile, on_volume
+from comfy_bootstrap.models import ModelFile, find_model
 from worker.errors import ModelsInvalid
 from worker.safetensors import SUFFIXES, NotSafetensors, read_header
 
@@ -74,16 +74,17 @@ CACHE = HeaderCache()
 def check_model_files(comfy: ComfySettings, task: str, files: Sequence[ModelFile], *, cache: HeaderCache = CACHE) -> None:
     """Raise :class:`ModelsInvalid` naming every safetensors file of ``task`` that cannot hold what its header declares.
 
-    Files not named ``.safetensors`` (``.gguf``, ``.pt``, …) are not checked, nor files that are not
-    on the volume: ComfyUI lists them from elsewhere (an attached ComfyUI's own model folders).
+    Checked is the file ComfyUI loads (a cached model's link, else the volume's copy). Files not named
+    ``.safetensors`` (``.gguf``, ``.pt``, …) are not checked, nor files in none of the worker's folders:
+    ComfyUI lists them from elsewhere (an attached ComfyUI's own model folders).
     """
     problems: list[tuple[ModelFile, Path, str]] = []
     for file in files:
         if not file.name.lower().endswith(SUFFIXES):
             continue
-        path = on_volume(comfy, file)
+        path = find_model(comfy, file)
         if path is None:
-            log.debug("%s %r is not on the volume %s: its header is not checked", file.label, file.name, comfy.volume_path)
+            log.debug("%s %r is in none of the worker's model folders: its header is not checked", file.label, file.name)
             continue
         try:
             problem = cache.problem(path)

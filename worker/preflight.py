@@ -8,53 +8,75 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from comfy_bootstrap.config import ComfySettings
 from comfy_bootstrap.gpu import GpuInfo
-from comfy_bootstrap.models import missing_on_volume, on_volume
+from comfy_bootstrap.models import ModelFile, find_model, missing_files
 from worker.settings import Settings
 from worker.tasks import REGISTRY
+from worker.tasks.base import DEFAULT_SPEED
 
 
 def preflight(settings: Settings, gpus: list[GpuInfo] | None) -> list[str]:
-    """One line per missing piece: ComfyUI, a GPU, each served task's model files, then those only a speed preset loads."""
+    """One line per missing piece: ComfyUI, a GPU, the served tasks' model files, and the command that fetches those."""
     comfy = settings.comfy
     if comfy.attached:  # the attached ComfyUI has its own models and GPU
         return []
-    problems = []
-    if not (comfy.comfy_dir / "main.py").is_file():
-        problems.append(
-            f"ComfyUI: {comfy.comfy_dir / 'main.py'} does not exist (COMFY_DIR). Install it with: make comfyui "
-            "(or set COMFY_DIR to a ComfyUI installed by comfy_bootstrap/install.sh, or COMFY_URL to a running one)"
-        )
+    missing = comfy_missing(comfy)
+    problems = [missing] if missing else []
     if not gpus and "--cpu" not in comfy.extra_args:
         seen = "nvidia-smi is not installed" if gpus is None else "nvidia-smi lists no GPU"
         problems.append(
             f"GPU: no NVIDIA GPU is visible ({seen}), and ComfyUI needs one. To try the worker on the CPU "
             "(a tiny job takes minutes) set COMFY_EXTRA_ARGS=--cpu"
         )
+    return problems + model_problems(settings)
+
+
+def comfy_missing(comfy: ComfySettings) -> str | None:
+    """What to do when there is no ComfyUI to launch, or None (also the error of every job meanwhile)."""
+    if comfy.attached or (comfy.comfy_dir / "main.py").is_file():
+        return None
+    return (
+        f"ComfyUI: {comfy.comfy_dir / 'main.py'} does not exist (COMFY_DIR). Install it with: make comfyui "
+        "(or set COMFY_DIR to a ComfyUI installed by comfy_bootstrap/install.sh, or COMFY_URL to a running one)"
+    )
+
+
+def model_problems(settings: Settings) -> list[str]:
+    """A line per set of tasks (and speed) missing the same files, then one command that fetches them all."""
+    comfy = settings.comfy
+    groups: dict[tuple[str, tuple[ModelFile, ...]], list[str]] = {}
     for name in settings.tasks:
-        task = REGISTRY[name]
-        files = task.model_files(settings.model_names)
-        missing = missing_on_volume(comfy, files)
-        if missing:
-            problems.append(
-                f"models of task {name}: {len(missing)} of {len(files)} files are not on the volume {comfy.volume_path} "
-                f"({', '.join(f.name for f in missing)}). Download them with: "
-                f"python scripts/models.py --task {name} --volume {comfy.volume_path}"
-            )
-            continue  # that command fetches the speed presets' files too
-        for speed in task.speeds:
-            extra = [f for f in task.model_files(settings.model_names, speed) if f not in files]
-            absent = missing_on_volume(comfy, extra)
-            if absent:
-                problems.append(
-                    f'speed "{speed}" of task {name}: {", ".join(f.name for f in absent)} not on the volume (jobs asking '
-                    f"for it fail with models_missing). Download with: "
-                    f"python scripts/models.py --task {name} --speed {speed} --volume {comfy.volume_path}"
-                )
-    return problems
+        for speed, missing in _missing_by_speed(settings, name):
+            groups.setdefault((speed, tuple(missing)), []).append(name)
+    if not groups:
+        return []
+    where = f"neither on the volume ({comfy.volume_path / 'models'}) nor in the Hugging Face cache ({comfy.hf_cache_dir})"
+    lines = [
+        f"models of task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)}{_speed_note(speed)}: {', '.join(f.name for f in files)} "
+        f"{'is' if len(files) == 1 else 'are'} {where}"
+        for (speed, files), tasks in groups.items()
+    ]
+    tasks = ",".join(dict.fromkeys(task for names in groups.values() for task in names))
+    return [*lines, f"get them from a clone of this repository with: make models TASK={tasks} VOLUME={comfy.volume_path}"]
 
 
 def model_paths(settings: Settings, task: str) -> list[Path]:
-    """The task's model files that are on the volume, where ComfyUI will load them from."""
+    """The task's model files ComfyUI will load, where they are (the cached model's link, else the volume's copy)."""
     files = REGISTRY[task].model_files(settings.model_names)
-    return [path for path in (on_volume(settings.comfy, f) for f in files) if path is not None]
+    return [path for path in (find_model(settings.comfy, f) for f in files) if path is not None]
+
+
+def _missing_by_speed(settings: Settings, name: str) -> list[tuple[str, list[ModelFile]]]:
+    """The task's missing default files; when it has them all, the missing files of each speed preset."""
+    task = REGISTRY[name]
+    files = task.model_files(settings.model_names)
+    missing = missing_files(settings.comfy, files)
+    if missing:
+        return [(DEFAULT_SPEED, missing)]
+    speeds = ((speed, [f for f in task.model_files(settings.model_names, speed) if f not in files]) for speed in task.speeds)
+    return [(speed, absent) for speed, extra in speeds if (absent := missing_files(settings.comfy, extra))]
+
+
+def _speed_note(speed: str) -> str:
+    return "" if speed == DEFAULT_SPEED else f', speed "{speed}" (jobs asking for it fail with models_missing)'

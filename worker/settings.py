@@ -205,11 +205,14 @@ def _check_limits(settings: Settings, reader: EnvReader) -> None:
     default beyond its limit (every job relying on the default would fail)."""
     limits, served = settings.limits, [REGISTRY[name] for name in settings.tasks]
     step = max(task.size_step for task in served)
+    coarse = [task.name for task in served if task.size_step == step]
+    others = [task.name for task in served if task.size_step < step]
     for name, value in (("MAX_WIDTH", limits.max_width), ("MAX_HEIGHT", limits.max_height)):
         if value % step:
             reader.fail(
                 f"{name}={str(value)!r}: not a multiple of {step}, the size step of the served tasks "
                 f"(allowed: multiples of {step} from {step} to 16384)"
+                + (f"; {', '.join(coarse)} needs multiples of {step}: to keep {value}, serve TASKS={','.join(others)}" if others else "")
             )
     if (limits.max_length - 1) % 4:
         reader.fail(f"MAX_LENGTH={str(limits.max_length)!r}: not 4n+1 frames (allowed: 1, 5, 9, …, 81, …, 161, …, 16381)")
