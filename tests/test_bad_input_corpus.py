@@ -51,7 +51,7 @@ from tests.harness import (
 )
 
 CASES = load_cases()
-CORPUS_TASKS = "i2v,flf2v,ti2v-5b"
+CORPUS_TASKS = "i2v,flf2v,ti2v-5b,s2v"
 HTTP_CASES = [case for case in CASES if case.http_status is not None]
 #: Every code docs/api.md lists for a job that fails before ComfyUI runs.
 INPUT_CODES = {"invalid_input", "invalid_image"}
@@ -105,8 +105,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusWorker]:
     guard_log = tmp / "netguard.jsonl"
     log = tmp / "worker.log"
     with ImageSite() as site:
-        # Three of the four tasks: a job for t2v shows the answer to a task this deployment does not serve.
-        env = {**process_env(tmp, TASKS=CORPUS_TASKS), **guarded_env(guard_log, site.port)}
+        # All tasks but t2v: a job for it shows the answer to a task this deployment does not serve.
+        env = {**process_env(tmp, TASKS=CORPUS_TASKS, MAX_S2V_SECONDS="10"), **guarded_env(guard_log, site.port)}
         env.pop("ALLOW_PRIVATE_IMAGE_URLS", None)  # the default (false) is what is tested
         api_port = free_port()
         with open(log, "wb") as out:

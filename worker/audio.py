@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import time
 import wave
 from collections.abc import Iterator
@@ -98,6 +99,8 @@ def decode_audio(
     container = next((c for c in CONTAINERS if c.matches(data[:16])), None)
     if container is None:
         raise InvalidInput(f"{field}: {len(data)} bytes of {_sniff(data)} is not an allowed audio file (allowed: {FORMATS_TEXT})")
+    if container.name == "WAV":
+        _check_wav_data(data, field)
     try:
         return _decode(data, container, field, max_seconds, start, end)
     except InvalidInput:
@@ -131,6 +134,26 @@ def _decode(data: bytes, container: _Container, field: str, max_seconds: float, 
     cut = f", cut {start:g}–{end:g} s" if end is not None else f", from {start:g} s" if start else ""
     description = f"{source} {rate} Hz {channels} ch, {len(data)} bytes{cut} → WAV {out_rate} Hz {layout}, {seconds:.2f} s, {len(wav)} bytes"
     return PreparedAudio(wav, round(seconds, 3), out_rate, width, source, description)
+
+
+def _check_wav_data(data: bytes, field: str) -> None:
+    """A WAV whose ``data`` chunk declares more bytes than the file holds is cut short (FFmpeg would
+    quietly read what is there): refused, saying how long its header claims it is."""
+    offset, rate_bytes = 12, 0
+    while offset + 8 <= min(len(data), 1 << 16):
+        chunk, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        if chunk == b"fmt " and size >= 16 and offset + 16 <= len(data):
+            rate_bytes = struct.unpack_from("<I", data, offset + 16)[0]  # the format's bytes per second
+        elif chunk == b"data":
+            held = len(data) - offset - 8
+            if size not in (0, 0xFFFFFFFF) and size > held * 1.01 + 64:  # 0 and all ones: a stream's "unknown length"
+                declared = f" ({size / rate_bytes:.1f} s)" if rate_bytes else ""
+                raise InvalidInput(
+                    f"{field}: the WAV header declares {size} bytes of sound{declared} but the file holds {held} "
+                    f"(allowed: a complete {FORMATS_TEXT} file)"
+                )
+            return
+        offset += 8 + size + (size & 1)
 
 
 def _audio_stream(opened: av.container.InputContainer, container: _Container, field: str) -> av.AudioStream:

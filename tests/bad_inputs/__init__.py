@@ -106,7 +106,32 @@ def gen_base64_filler(megabytes: float) -> str:
     return "A" * int(megabytes * 1_000_000)
 
 
+def gen_audio(kind: str = "wav", seconds: float = 1.0, rate: int = 16_000, keep: int | None = None, video: bool = False) -> str:
+    """base64 of a tone in ``kind`` (tests/media_files.py), cut to its first ``keep`` bytes when given."""
+    from tests.media_files import audio_file
+
+    data = audio_file(kind, seconds, rate, video=video)
+    return _b64(data[:keep] if keep is not None else data)
+
+
+def gen_wav_header(rate: int = 16_000, declared_seconds: float = 1.0, actual_seconds: float = 1.0) -> str:
+    """base64 of a WAV whose header declares another length or rate than it holds."""
+    from tests.media_files import wav_header
+
+    return _b64(wav_header(rate, 1, declared_seconds, actual_seconds))
+
+
+def gen_video(container: str = "mp4", seconds: float = 1.0, audio: bool = False) -> str:
+    """base64 of a small video (a picture track, and a tone when ``audio``)."""
+    from tests.media_files import video_file
+
+    return _b64(video_file(container, seconds, audio=audio))
+
+
 GENERATORS: dict[str, Callable[..., Any]] = {
+    "audio": gen_audio,
+    "wav_header": gen_wav_header,
+    "video": gen_video,
     "png": gen_png,
     "png_truncated": gen_png_truncated,
     "png_bomb": gen_png_bomb,

@@ -477,7 +477,10 @@ def mux_audio(video: Path, out: Path, samples: np.ndarray, rate: int, video_form
     codec = AUDIO_CODECS[video_format]
     seconds = frames / frame_rate
     channels = 2 if codec == "vorbis" else samples.shape[0]
-    track = np.zeros((channels, int(round(seconds * rate))), dtype=np.float32)
+    length = round(seconds * rate)
+    if codec == "aac":  # -shortest ends the track with the video: whole 1024-sample frames, the priming one first
+        length = max(0, length // 1024 * 1024 - 1024)
+    track = np.zeros((channels, length), dtype=np.float32)
     source = samples if samples.shape[0] == channels else np.repeat(samples[:1], channels, axis=0)
     length = min(track.shape[1], source.shape[1])
     track[:, :length] = source[:, :length]
@@ -486,6 +489,8 @@ def mux_audio(video: Path, out: Path, samples: np.ndarray, rate: int, video_form
         video_in = inp.streams.video[0]
         video_out = output.add_stream_from_template(video_in)
         audio_out = output.add_stream(codec, rate=rate, layout=layout)
+        if codec == "vorbis":
+            audio_out.codec_context.options = {"strict": "-2"}  # FFmpeg's own vorbis encoder is "experimental"
         for packet in inp.demux(video_in):
             if packet.dts is not None:
                 packet.stream = video_out

@@ -119,16 +119,23 @@ def build_graph(
 
 
 def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPlan:
-    """The stages of a task's graph: its samplers by role, the decoder, the video node, what loads before."""
+    """The stages of a task's graph: its samplers by role, the decoders, the video nodes, what loads
+    before; for a video made in segments, which segment each node works on."""
     samplers = task.sampler_stages(request)
+    suffixes = [role.removeprefix("video_output") for role in graph.outputs]  # segment k's roles end in "_k"
+    segments: dict[str, tuple[int, int]] = {}
+    if len(suffixes) > 1:  # one sampler per segment, in order
+        for k, (suffix, sampler) in enumerate(zip(suffixes, samplers, strict=True), start=1):
+            segments |= dict.fromkeys((graph.roles[sampler], graph.roles["decode" + suffix], graph.roles["video_output" + suffix]), (k, len(suffixes)))
     return ProgressPlan(
         samplers={graph.roles[role]: stage for role, stage in samplers.items()},
-        decode=(graph.roles["decode"],),
-        encode=(graph.roles["video_output"],),
+        decode=tuple(graph.roles["decode" + suffix] for suffix in suffixes),
+        encode=tuple(graph.roles[role] for role in graph.outputs),
         loading=frozenset(graph.upstream(samplers)),
         interpolate=graph.roles.get("interpolate"),
-        steps=request.steps,
+        steps=request.steps * max(1, len(suffixes)) if segments else request.steps,
         frames=request.video_frames,
+        segments=segments,
     )
 
 

@@ -1,0 +1,84 @@
+"""Real media files for the tests, made with PyAV: tones in every container the worker takes, videos
+with and without sound, and hand-built WAV headers that lie. Deterministic: the same call, the same bytes."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import av
+import numpy as np
+
+#: (PyAV container, audio codec) of each format a job may send as ``audio``.
+AUDIO_FORMATS: dict[str, tuple[str, str]] = {
+    "wav": ("wav", "pcm_s16le"),
+    "mp3": ("mp3", "mp3"),
+    "flac": ("flac", "flac"),
+    "ogg": ("ogg", "libopus"),
+    "m4a": ("ipod", "aac"),
+    "aac": ("adts", "aac"),
+    "mp4": ("mp4", "aac"),
+    "mov": ("mov", "aac"),
+    "webm": ("webm", "libopus"),
+}
+#: Codecs whose encoder takes only some sample rates.
+_RATES = {"libopus": 48_000}
+
+
+def tone(seconds: float, rate: int, channels: int = 1, hz: float = 440.0) -> np.ndarray:
+    """A sine at ``hz`` as float32 ``(channels, samples)``, half scale."""
+    t = np.arange(round(seconds * rate)) / rate
+    return np.tile((0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32), (channels, 1))
+
+
+def audio_file(kind: str = "wav", seconds: float = 1.0, rate: int = 16_000, channels: int = 1, *, video: bool = False) -> bytes:
+    """A file of ``kind`` (:data:`AUDIO_FORMATS`) holding a tone of ``seconds``; with ``video``, a picture track too."""
+    container, codec = AUDIO_FORMATS[kind]
+    return _media(container, seconds, (codec, _RATES.get(codec, rate), channels), video=video)
+
+
+def video_file(container: str = "mp4", seconds: float = 1.0, fps: int = 16, size: tuple[int, int] = (64, 64), *,
+               codec: str | None = None, audio: bool = False) -> bytes:  # fmt: skip
+    """A video of ``seconds`` at ``fps`` whose frames get lighter, optionally with a tone."""
+    sound = ("libopus" if container == "webm" else "aac", 48_000, 1) if audio else None
+    return _media(container, seconds, sound, video=True, fps=fps, size=size, codec=codec)
+
+
+def _media(
+    container: str, seconds: float, sound: tuple[str, int, int] | None, *, video: bool, fps: int = 16,
+    size: tuple[int, int] = (64, 64), codec: str | None = None,
+) -> bytes:  # fmt: skip
+    """Every stream is added before the first packet is written (a muxer's header holds them all)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as output:
+        picture = output.add_stream(codec or ("libvpx-vp9" if container == "webm" else "libx264"), rate=fps) if video else None
+        track = None
+        if sound is not None:
+            audio_codec, rate, channels = sound
+            track = output.add_stream(audio_codec, rate=rate, layout="mono" if channels == 1 else "stereo")
+        if picture is not None:
+            picture.width, picture.height = size
+            picture.pix_fmt = "yuv420p"
+            for index in range(max(1, round(seconds * fps))):
+                pixels = np.full((size[1], size[0], 3), (index * 9) % 256, dtype=np.uint8)
+                for packet in picture.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                    output.mux(packet)
+            for packet in picture.encode(None):
+                output.mux(packet)
+        if track is not None and sound is not None:
+            frame = av.AudioFrame.from_ndarray(tone(seconds, sound[1], sound[2]), format="fltp", layout=track.layout.name)
+            frame.sample_rate = sound[1]
+            for packet in [*track.encode(frame), *track.encode(None)]:
+                output.mux(packet)
+    return buffer.getvalue()
+
+
+def wav_header(rate: int = 16_000, channels: int = 1, declared_seconds: float = 1.0, actual_seconds: float = 1.0) -> bytes:
+    """A 16-bit PCM WAV whose header declares ``declared_seconds`` but that holds ``actual_seconds``."""
+    block = channels * 2
+    declared = round(declared_seconds * rate) * block
+    data = (tone(actual_seconds, rate, channels).T * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, 16)
+    riff = 4 + (8 + len(fmt)) + (8 + declared)
+    return b"RIFF" + struct.pack("<I", min(riff, 0xFFFFFFFF)) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + \
+        b"data" + struct.pack("<I", min(declared, 0xFFFFFFFF)) + data  # fmt: skip
