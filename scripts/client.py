@@ -45,7 +45,7 @@ from tqdm import tqdm
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_API, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 # The worker's vocabulary, copied so that the client runs without the worker's code; tests/test_vocabulary.py
 # holds each list to the worker's registries.
-TASKS = ("i2v", "flf2v", "t2v", "ti2v-5b")
+TASKS = ("i2v", "flf2v", "t2v", "ti2v-5b", "s2v")
 SPEEDS = ("default", "4step")
 #: Largest request body RunPod accepts on /run (bytes).
 RUN_LIMIT = 10_000_000
@@ -146,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     job.add_argument("--prompt")
     job.add_argument("--negative-prompt")
     job.add_argument("--task", choices=TASKS)
-    job.add_argument("--speed", choices=SPEEDS, help="4step: the Wan 2.2 Lightning LoRAs, 4 steps (i2v, flf2v, t2v)")
+    job.add_argument("--speed", choices=SPEEDS, help="4step: the Wan 2.2 Lightning LoRAs, 4 steps (i2v, flf2v, t2v, s2v)")
     for field, what in MEDIA:
         media = job.add_mutually_exclusive_group()
         media.add_argument(f"--{field.replace('_', '-')}", type=Path, metavar="FILE", help=f"{what}, sent as base64")

@@ -387,16 +387,23 @@ def test_object_info_serves_every_recorded_class(double: DoubleServer) -> None:
         ("VAELoader", "vae_name"),
         ("LoraLoaderModelOnly", "lora_name"),
         ("LoadImage", "image"),
+        ("AudioEncoderLoader", "audio_encoder_name"),
+        ("LoadAudio", "audio"),
     }
     for class_type, info in merged.items():
         got = copy.deepcopy(served[class_type])
         for cls, field in lists:
             if cls == class_type:
-                got["input"]["required"][field][0] = info["input"]["required"][field][0]
+                spec, recorded = got["input"]["required"][field], info["input"]["required"][field]
+                if spec[0] == "COMBO":  # a v3 schema node: its list is the COMBO's "options"
+                    spec[1]["options"] = recorded[1]["options"]
+                else:
+                    spec[0] = recorded[0]
         assert got == info, class_type
     required = {c: served[c]["input"]["required"] for c in ("UNETLoader", "VAELoader", "LoraLoaderModelOnly")}
     used = recordings.load_json("object_info_used_nodes.json")
-    assert required["UNETLoader"]["unet_name"][0] == used["UNETLoader"]["input"]["required"]["unet_name"][0]
+    recorded_models = used["UNETLoader"]["input"]["required"]["unet_name"][0]
+    assert required["UNETLoader"]["unet_name"][0] == sorted({*recorded_models, "wan2.2_s2v_14B_fp8_scaled.safetensors"})  # S2V's: newer
     assert required["VAELoader"]["vae_name"][0] == used["VAELoader"]["input"]["required"]["vae_name"][0]
     assert required["LoraLoaderModelOnly"]["lora_name"][0] == [
         "style/example_style_high.safetensors",

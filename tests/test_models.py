@@ -31,6 +31,7 @@ runpod_volume:
     models/clip
   vae: models/vae
   loras: models/loras
+  audio_encoders: models/audio_encoders
 """
 LORA_BASE = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
 
@@ -88,6 +89,7 @@ def test_yaml_as_comfyui_reads_it(tmp_path: Path) -> None:
         "text_encoders": ["/runpod-volume/models/text_encoders", "/runpod-volume/models/clip"],
         "vae": ["/runpod-volume/models/vae"],
         "loras": ["/runpod-volume/models/loras"],
+        "audio_encoders": ["/runpod-volume/models/audio_encoders"],
     }
 
 

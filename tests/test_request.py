@@ -512,7 +512,7 @@ def error_of_with(job_input: object, settings: Settings) -> str:
 
 def test_images_a_task_does_not_take_are_refused_by_name() -> None:
     assert error_of({"prompt": "x", "task": "t2v", "image": IMAGE}) == (
-        "image: not used by task t2v (allowed: only with task i2v, flf2v, ti2v-5b)"
+        "image: not used by task t2v (allowed: only with task i2v, flf2v, ti2v-5b, s2v)"
     )
     assert error_of({"prompt": "x", "image": IMAGE, "task": "i2v", "end_image_url": "https://a.example/e.png"}) == (
         "end_image_url: not used by task i2v (allowed: only with task flf2v)"
@@ -651,7 +651,7 @@ def test_a_speed_the_task_does_not_offer_names_the_field_the_value_and_the_choic
     assert error_of({**job(), "speed": "turbo"}) == 'speed: "turbo" is not a speed of task i2v (allowed: "default", "4step")'
     assert error_of({**job(), "speed": 4}) == 'speed: 4 is not a string (allowed: "default", "4step")'
     assert error_of({"prompt": "x", "task": "ti2v-5b", "speed": "4step"}) == (
-        'speed: "4step" is not a speed of task ti2v-5b ("4step" is offered by the tasks i2v, flf2v, t2v) (allowed: "default")'
+        'speed: "4step" is not a speed of task ti2v-5b ("4step" is offered by the tasks i2v, flf2v, t2v, s2v) (allowed: "default")'
     )
     custom = {"prompt": "x", "workflow": {"1": {"class_type": "SaveImage", "inputs": {}}}, "speed": "4step"}
     assert "speed: not used with your own workflow (allowed: prompt, negative_prompt, image" in error_of(custom)
