@@ -16,6 +16,7 @@ Usage: python bench/overhead.py [--jobs 20] [--width 832 --height 480 --length 8
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -68,15 +69,17 @@ def measure_overhead(
     """Send ``jobs`` + 1 jobs (the first warms up: imports, first encoder run) and collect timings.
 
     ``extra_input`` is merged into every job's input (e.g. ``{"output_mode": "s3"}``), its
-    ``options`` into the job's options; a value ``"$image"`` there stands for the job's image
-    (e.g. ``{"end_image": "$image"}``).
+    ``options`` into the job's options (``None`` removes one: ``{"length": None}`` for a task that
+    takes none); a value ``"$image"`` there stands for the job's image (``{"end_image": "$image"}``),
+    ``"$audio:<seconds>"`` for an MP3 of that many seconds.
     """
     image = textured_png_b64(1280, 720, noise)
-    extra = {key: image if value == "$image" else value for key, value in (extra_input or {}).items()}
+    extra = {key: _placeholder(value, image) for key, value in (extra_input or {}).items()}
     more_options = extra.pop("options", {})
     run = OverheadRun(width, height, length)
     for i in range(jobs + 1):
         options = {"width": width, "height": height, "length": length, "seed": i, **more_options}
+        options = {name: value for name, value in options.items() if value is not None}
         job = {"prompt": "a calm lake at dawn", "image": image, "options": options, **extra}
         round_trip, body, size = worker.runsync(job)
         if body.get("status") != "COMPLETED":
@@ -88,6 +91,17 @@ def measure_overhead(
             run.response_bytes.append(size)
             run.video_b64_chars.append(len(out.get("video", "")))
     return run
+
+
+def _placeholder(value: object, image: str) -> object:
+    """``"$image"`` → the job's image; ``"$audio:<seconds>"`` → base64 of an MP3 of that length; else the value."""
+    if value == "$image":
+        return image
+    if isinstance(value, str) and value.startswith("$audio:"):
+        from tests.media_files import audio_file
+
+        return base64.b64encode(audio_file("mp3", float(value.split(":", 1)[1]), 44_100, 2)).decode()
+    return value
 
 
 def print_overhead(run: OverheadRun) -> None:

@@ -4,7 +4,8 @@ One worker (``python handler.py --rp_serve_api`` with the double as its ComfyUI,
 runs N jobs of each task at 832×480, 81 frames from a 1280×720 image, and prints the overhead
 (``timings.total − timings.execution``: everything the worker does that is not ComfyUI's run) as
 p50/p95 per task, and for jobs with two LoRAs by name and with a LoRA by URL (served on
-127.0.0.1; the first job fetches it, the measured ones find it in the cache). The per-job figures
+127.0.0.1; the first job fetches it, the measured ones find it in the cache), with an MP3 track,
+and for s2v of one, two and three segments (832×480, the length following the speech). The per-job figures
 on the real ComfyUI come from tests/integration (see docs/performance.md).
 
 Usage: python bench/tasks.py [--jobs 20]
@@ -34,6 +35,10 @@ TASKS: dict[str, dict] = {
     "i2v speed 4step": {"speed": "4step"},
     "i2v + interpolate 2": {"options": {"interpolate": 2}},
     "i2v + 2 LoRAs by name": {"loras": [{"name": LORA_NAMES[0], "target": "high"}, {"name": LORA_NAMES[1], "target": "low"}]},
+    "i2v + a 5 s MP3": {"audio": "$audio:5"},
+    "s2v, 1 segment (4 s of speech)": {"task": "s2v", "audio": "$audio:4", "options": {"length": None}},
+    "s2v, 2 segments (9 s)": {"task": "s2v", "audio": "$audio:9", "options": {"length": None}},
+    "s2v, 3 segments (14 s)": {"task": "s2v", "audio": "$audio:14", "options": {"length": None}},
 }
 
 
