@@ -12,18 +12,48 @@ import atexit
 import datetime
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 #: Bytes of the log read for a tail: enough for 40 long lines, cheap on a big log.
 _TAIL_BYTES = 256 * 1024
+
+#: The worker's variables ComfyUI, torch, CUDA and the node packs read, by exact name
+#: (docs/deployment.md, "Security", lists them); every other variable stays with the worker.
+CHILD_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "HF_HOME",
+    "XDG_CACHE_HOME", "CC", "CXX", "PYTHONPATH", "PYTHONHOME", "PYTHONIOENCODING", "PYTHONUTF8",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "PYTHONWARNINGS", "PYTHONFAULTHANDLER", "PYTHONHASHSEED",
+})  # fmt: skip
+#: ... and by prefix: locale, the CUDA runtime and container toolkit, torch, Triton, xformers, the
+#: maths libraries' threads, VideoHelperSuite's own switches.
+CHILD_ENV_PREFIXES = (
+    "LC_", "CUDA_", "NVIDIA_", "CUBLAS_", "CUDNN_", "NCCL_", "TORCH_", "TORCHINDUCTOR_", "PYTORCH_", "TRITON_",
+    "XFORMERS_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "VHS_",
+)  # fmt: skip
+#: Dropped even under an allowed name or prefix: a name that says it holds a secret.
+SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+#: Set whatever the worker has: output reaches the log at once, no hub download ever starts, and
+#: VideoHelperSuite refuses paths outside ComfyUI's folders.
+CHILD_ENV_FORCED = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "VHS_STRICT_PATHS": "1"}
+
+
+def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """The environment ComfyUI runs with: ``parent``'s allowed variables without secrets, plus the forced ones."""
+    kept = {
+        name: value
+        for name, value in parent.items()
+        if (name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)) and not SECRET_NAME.search(name)
+    }
+    return {**kept, **CHILD_ENV_FORCED}
 
 
 class ComfyChild:
@@ -39,8 +69,7 @@ class ComfyChild:
     @classmethod
     def spawn(cls, command: list[str], *, cwd: Path, log_file: Path, stop_grace: float = 5.0) -> ComfyChild:
         """Start ``command`` in its own session with stdout and stderr appended to ``log_file``."""
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the file (and the error tail) at once
+        env = child_environment(os.environ)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as log:
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
