@@ -7,6 +7,7 @@ import dataclasses
 import io
 import logging
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image, ImageCms
 
+from comfy_bootstrap.errors import ExecutionInterrupted, ExecutionTimeout
 from tests.bad_inputs import gif_cut, tiff_pages
 from tests.file_server import FileServer
 from worker.errors import InvalidImage
@@ -469,6 +471,20 @@ def test_prepare_image_refuses_loopback_urls_by_default(image_server: tuple[str,
     request = parse_request({"prompt": "a cat", "image_url": base + "/cat.png"}, Settings())
     with pytest.raises(InvalidImage, match=r"^image_url: .*127\.0\.0\.1 is a loopback address"):
         prepare_image(request.image("image"), LIMITS)
+
+
+def test_prepare_image_ends_with_the_jobs_time(image_server: tuple[str, dict[str, bytes]]) -> None:
+    base, files = image_server
+    files["/cat.png"] = RED_PNG
+    limits = Limits(allow_private_image_urls=True)
+    given = parse_request({"prompt": "a cat", "image_url": base + "/cat.png"}, Settings(limits=limits)).image("image")
+    with pytest.raises(ExecutionTimeout, match=r"^image_url: .*the job's time budget \(JOB_TIMEOUT\) ran out"):
+        prepare_image(given, limits, job_deadline=time.monotonic() - 1)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ExecutionInterrupted, match=r"^image_url: .*the job was cancelled during the download"):
+        prepare_image(given, limits, job_deadline=time.monotonic() + 60, stop=stop)
+    assert prepare_image(given, limits, job_deadline=time.monotonic() + 60, stop=threading.Event()).width > 0
 
 
 def test_an_rgb_png_needing_no_change_is_uploaded_byte_for_byte() -> None:

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 import worker.lora_files as lora_files
+from comfy_bootstrap.errors import ExecutionInterrupted, ExecutionTimeout
 from tests import test_download
-from tests.test_download import OTHER_PUBLIC_IP, PUBLIC_IP, Network, Route, Server, body, redirect, resolver
+from tests.test_download import OTHER_PUBLIC_IP, PUBLIC_IP, DripProxy, Network, Route, Server, body, drip, redirect, resolver
 from tests.test_lora_format import LORA, MODEL, lora
 from tests.test_safetensors import safetensors_file
 from tests.tls import make_tls
@@ -96,22 +97,6 @@ def error(cache: LoraCache, url: str, field: str = "loras[0].url") -> str:
 
 
 # --- Routes -----------------------------------------------------------------------------------------------
-
-
-def drip(data: bytes, every: float, stop: threading.Event) -> Route:
-    """Send the headers, then ``data`` a byte at a time."""
-
-    def route(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        for byte in data:
-            if stop.wait(every):
-                return
-            h.wfile.write(bytes([byte]))
-            h.wfile.flush()
-
-    return route
 
 
 def cut(data: bytes, announced: int) -> Route:
@@ -202,7 +187,7 @@ def test_a_slow_drip_fails_at_the_overall_deadline(server: Server, make_cache: C
     started = time.monotonic()
     message = error(make_cache(url_timeout=5.0, url_deadline=1.0), server.url("/drip.safetensors"))
     elapsed = time.monotonic() - started
-    prefix = f"loras[0].url: http://127.0.0.1:{server.port}/drip.safetensors: the download did not finish within 1 s ("
+    prefix = f"loras[0].url: http://127.0.0.1:{server.port}/drip.safetensors: the download did not finish within the 1 s of LORA_URL_DEADLINE ("
     assert message.startswith(prefix) and message.endswith(f" of {len(LORA)} bytes received)"), message
     assert 0.9 < elapsed < 2.0  # each byte came within the 5 s per-read timeout; the deadline cut it
 
@@ -211,7 +196,7 @@ def test_a_server_that_never_answers_fails_at_the_deadline_too(server: Server, m
     server.routes["/hang.safetensors"] = lambda h: server.release.wait(5)
     started = time.monotonic()
     message = error(make_cache(url_timeout=5.0, url_deadline=1.0), server.url("/hang.safetensors"))
-    assert message.endswith("hang.safetensors: the download did not finish within 1 s")
+    assert message.endswith("hang.safetensors: the download did not finish within the 1 s of LORA_URL_DEADLINE")
     assert time.monotonic() - started < 2.0
 
 
@@ -631,3 +616,74 @@ def test_a_stale_index_entry_is_a_miss(server: Server, make_cache: Callable[...,
     (cache.folder / name).unlink()  # evicted by another worker
     assert cache.fetch(server.url("/a.safetensors"), "f") == name
     assert server.paths() == ["/a.safetensors"] * 2
+
+
+# --- The job's time --------------------------------------------------------------------------------------------
+
+
+def test_headers_dripped_past_LORA_URL_DEADLINE_end_the_fetch(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    # A server dripping its headers once held a fetch for 23 s under a 2 s deadline.
+    server.routes["/style.safetensors"] = body(LORA)
+    proxy = DripProxy(server.port, 0.1)
+    try:
+        url = f"http://127.0.0.1:{proxy.port}/style.safetensors"
+        started = time.monotonic()
+        message = error(make_cache(url_timeout=5.0, url_deadline=1.0), url)
+        assert message == f"loras[0].url: {url}: the download did not finish within the 1 s of LORA_URL_DEADLINE"
+        assert time.monotonic() - started < 1.8
+    finally:
+        proxy.close()
+
+
+def test_a_jobs_fetches_end_with_its_deadline_and_its_stop_flag(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    server.routes["/slow.safetensors"] = drip(LORA, 0.05, server.release)
+    cache = make_cache(url_deadline=60.0)
+    with cache.job(job_deadline=time.monotonic() + 0.5) as loras, pytest.raises(ExecutionTimeout) as timed_out:
+        loras.fetch(server.url("/slow.safetensors"), "loras[0].url")
+    assert "the job's time budget (JOB_TIMEOUT) ran out during the download" in str(timed_out.value)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with cache.job(stop=stop) as loras, pytest.raises(ExecutionInterrupted):
+        loras.fetch(server.url("/slow.safetensors"), "loras[0].url")
+    assert time.monotonic() - started < 1.0 and cached_names(cache) == []
+
+
+def test_a_fetch_waiting_for_another_jobs_download_ends_with_its_own_job(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    arrived, go = threading.Event(), threading.Event()
+    server.routes["/style.safetensors"] = held(body(LORA), arrived, go)
+    cache, url = make_cache(), server.url("/style.safetensors")
+    first = threading.Thread(target=lambda: cache.release(cache.fetch(url, "loras[0].url")))
+    first.start()
+    assert arrived.wait(5)
+    with pytest.raises(ExecutionTimeout):
+        cache.fetch(url, "loras[1].url", job_deadline=time.monotonic() + 0.3)
+    go.set()
+    first.join(10)
+    assert cache._pins[sha_name(LORA)] == 0  # the leaver's pin was given back
+
+
+def test_when_the_downloading_job_is_cancelled_a_waiting_job_downloads_itself(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    arrived, go = threading.Event(), threading.Event()
+    server.routes["/style.safetensors"] = held(body(LORA), arrived, go)
+    cache, url, stop = make_cache(), server.url("/style.safetensors"), threading.Event()
+    outcome: list[object] = []
+
+    def cancelled_leader() -> None:
+        try:
+            cache.fetch(url, "loras[0].url", stop=stop)
+        except ExecutionInterrupted as exc:
+            outcome.append(exc)
+
+    leader = threading.Thread(target=cancelled_leader)
+    leader.start()
+    assert arrived.wait(5)
+    waiter = threading.Thread(target=lambda: outcome.append(cache.fetch(url, "loras[1].url")))
+    waiter.start()
+    wait_for_waiters(cache, url, 1)
+    stop.set()
+    leader.join(5)
+    go.set()
+    waiter.join(10)
+    assert isinstance(outcome[0], ExecutionInterrupted) and outcome[1] == sha_name(LORA)
+    assert server.paths() == ["/style.safetensors", "/style.safetensors"]

@@ -20,8 +20,10 @@ byte is sent:
   the Hub redirects to never sees the token;
 * the body is streamed and abandoned as soon as it exceeds the byte cap (after content decoding,
   so a gzip bomb is cut off too); a larger ``Content-Length`` is refused before the body is read;
-* each connect and read waits at most the per-read timeout, and, when the rules have one, the
-  whole fetch (every hop and the body) at most the overall deadline.
+* each connect and read waits at most the per-read timeout, and the whole fetch, from the first
+  connect to the last body byte (TLS handshakes, headers and redirects included), at most the
+  rules' deadline or until the job's deadline, whichever comes first; the job's stop flag ends it
+  at once (:mod:`worker.fetch_clock`: a watchdog shuts the sockets down).
 
 One loop serves every URL field; :class:`FetchRules` says what differs between them (the field
 name in messages, the caps and timeouts, whether private addresses are allowed, the credentials,
@@ -36,9 +38,8 @@ signature), no user:password.
 from __future__ import annotations
 
 import logging
-import math
 import socket
-import time
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,8 +49,11 @@ from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool
 
 from worker.errors import InvalidImage, WorkerError
+from worker.fetch_clock import FetchClock
 from worker.settings import Limits
 from worker.url_guard import DEFAULT_PORTS, address_problem, ascii_host, redact_url, url_problem
 
@@ -81,6 +85,8 @@ class FetchRules:
     timeout: float
     #: Seconds the whole fetch may take, redirects and body included; None for no overall limit.
     deadline: float | None = None
+    #: The variable that sets ``deadline``, named when it passes.
+    deadline_setting: str = "IMAGE_URL_DEADLINE"
     allow_private: bool = False
     #: The variable that allows private addresses, named in the refusal.
     private_setting: str = "ALLOW_PRIVATE_IMAGE_URLS"
@@ -97,6 +103,7 @@ class FetchRules:
             field=field,
             max_bytes=limits.max_image_bytes,
             timeout=limits.image_url_timeout,
+            deadline=limits.image_url_deadline,
             allow_private=limits.allow_private_image_urls,
             accept=_IMAGE_ACCEPT,
             user_agent="wan22-worker (image_url fetch)",
@@ -124,15 +131,21 @@ def fetch_image(
     field: str = "image_url",
     resolve: Resolver = resolve_host,
     ca_bundle: str | None = None,
+    job_deadline: float | None = None,
+    stop: threading.Event | None = None,
 ) -> bytes:
     """Download ``url`` under the rules in the module docstring and return the body's bytes.
 
     ``resolve`` replaces DNS (tests map names to addresses with it); ``ca_bundle`` is a PEM file
-    of trusted CAs instead of requests' default (tests use their own CA). Every failure is an
-    :class:`InvalidImage` whose message starts with ``field`` (``image_url:``) and never shows the query.
+    of trusted CAs instead of requests' default (tests use their own CA); ``job_deadline`` and
+    ``stop`` are :func:`fetch`'s. Every failure is an :class:`InvalidImage` whose message starts with
+    ``field`` (``image_url:``) and never shows the query, or the job's timeout or cancel.
     """
     body = bytearray()
-    fetch(url, FetchRules.for_image(limits, field), body.extend, resolve=resolve, ca_bundle=ca_bundle)
+    fetch(
+        url, FetchRules.for_image(limits, field), body.extend,
+        resolve=resolve, ca_bundle=ca_bundle, job_deadline=job_deadline, stop=stop,
+    )  # fmt: skip
     return bytes(body)
 
 
@@ -143,17 +156,30 @@ def fetch(
     *,
     resolve: Resolver = resolve_host,
     ca_bundle: str | None = None,
+    job_deadline: float | None = None,
+    stop: threading.Event | None = None,
 ) -> Fetched:
     """Download ``url`` under ``rules``, handing the body to ``write`` chunk by chunk.
 
-    Every failure is a ``rules.error`` whose message starts with ``rules.field``. ``write`` has
-    received part of the body when a failure happens mid-transfer: the caller discards it.
+    ``job_deadline`` (a ``time.monotonic()`` value) ends the fetch when it comes before the rules'
+    own deadline, with :class:`ExecutionTimeout` (``timeout``) naming JOB_TIMEOUT; ``stop`` set
+    ends it at once with :class:`ExecutionInterrupted` (``cancelled``). Every other failure is a
+    ``rules.error`` whose message starts with ``rules.field``. ``write`` has received part of the
+    body when a failure happens mid-transfer: the caller discards it.
     """
-    clock = _Clock(rules.deadline)
+    clock = FetchClock(
+        rules.deadline, deadline_error=rules.error, deadline_setting=rules.deadline_setting, job_deadline=job_deadline, stop=stop
+    )
+    with clock:
+        return _follow(url, rules, write, clock, resolve, ca_bundle)
+
+
+def _follow(url: str, rules: FetchRules, write: Writer, clock: FetchClock, resolve: Resolver, ca_bundle: str | None) -> Fetched:
+    """The URL and its redirects, hop by hop, until one answers with the body."""
     current, first_host, same_host = url, None, True
     for hop in range(MAX_REDIRECTS + 1):
         target = _Target.parse(current, hop, rules)
-        clock.check(target, rules)
+        clock.check(target.where)
         addresses = _allowed_addresses(target, rules, resolve)
         first_host = first_host or target.host
         same_host = same_host and target.host == first_host
@@ -227,33 +253,6 @@ def _where(url: str, hop: int, field: str) -> str:
     return f"{field}: redirect {hop} goes to {redact_url(url)}"
 
 
-class _Clock:
-    """The overall deadline of one fetch (none when ``seconds`` is None)."""
-
-    def __init__(self, seconds: float | None):
-        self.seconds = seconds
-        self._end = math.inf if seconds is None else time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self._end - time.monotonic()
-
-    @property
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-    def timeout(self, per_read: float) -> float:
-        """How long the next connect or read may wait: the per-read timeout or what is left."""
-        return max(0.001, min(per_read, self.remaining()))
-
-    def check(self, target: _Target, rules: FetchRules, received: int = 0, declared: int | None = None) -> None:
-        if self.expired:
-            raise rules.error(f"{target.where}: {self.overrun(received, declared)}")
-
-    def overrun(self, received: int = 0, declared: int | None = None) -> str:
-        got = f" ({received} of {declared} bytes received)" if declared else f" ({received} bytes received)" if received else ""
-        return f"the download did not finish within {self.seconds:g} s{got}"
-
-
 def _allowed_addresses(target: _Target, rules: FetchRules, resolve: Resolver) -> list[str]:
     """Resolve the host and refuse it if any address is not public (unless private ones are allowed)."""
     try:
@@ -302,11 +301,11 @@ def _open(
     addresses: list[str],
     rules: FetchRules,
     credentials: Mapping[str, str],
-    clock: _Clock,
+    clock: FetchClock,
     ca_bundle: str | None,
 ) -> Iterator[requests.Response]:
     """GET the target (body not read yet) and close the response and its pool afterwards."""
-    adapter = _PinnedAdapter(target.host)
+    adapter = _PinnedAdapter(target.host, clock)
     try:
         response = _send_to_first_reachable(adapter, target, addresses, rules, credentials, clock, ca_bundle)
         try:
@@ -315,6 +314,7 @@ def _open(
             response.close()
     finally:
         adapter.close()
+        clock.release()
 
 
 def _send_to_first_reachable(
@@ -323,7 +323,7 @@ def _send_to_first_reachable(
     addresses: list[str],
     rules: FetchRules,
     credentials: Mapping[str, str],
-    clock: _Clock,
+    clock: FetchClock,
     ca_bundle: str | None,
 ) -> requests.Response:
     """Try the checked addresses in the resolver's order, as urllib3 does for a host name."""
@@ -345,26 +345,35 @@ def _send_to_first_reachable(
         except requests.exceptions.ConnectionError as exc:  # refused, unreachable, ConnectTimeout
             log.info("%s: %s via %s failed: %s", target.field, target.host, address, type(exc).__name__)
             failure = exc
-            if clock.expired:
+            if clock.over:
                 break
         except requests.exceptions.RequestException as exc:
             failure = exc
             break
-    raise rules.error(f"{target.where}: {_describe_failure(failure, rules, clock)}")
+    clock.check(target.where)  # the watchdog cut the connection: that, not the symptom, is the cause
+    raise rules.error(f"{target.where}: {_describe_failure(failure, rules)}")
 
 
 class _PinnedAdapter(HTTPAdapter):
-    """An adapter that connects to an IP address but speaks TLS to ``hostname``.
+    """An adapter that connects to an IP address but speaks TLS to ``hostname``, under ``clock``.
 
     The request URL carries the checked IP address (so no second DNS lookup happens); SNI and
     certificate verification use the real host name through urllib3's ``server_hostname`` and
     ``assert_hostname`` pool keys. Environment proxies and .netrc are never consulted: the
-    adapter is used directly, without a Session.
+    adapter is used directly, without a Session. Every socket it opens is watched by ``clock``.
     """
 
-    def __init__(self, hostname: str):
+    def __init__(self, hostname: str, clock: FetchClock):
         super().__init__(max_retries=0)
         self._hostname = hostname
+        self._connections = {"http": _watched(HTTPConnection, clock), "https": _watched(HTTPSConnection, clock)}
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> HTTPConnectionPool:
+        pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        pool.ConnectionCls = self._connections[pool.scheme]
+        return pool
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -376,11 +385,21 @@ class _PinnedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def _describe_failure(exc: Exception | None, rules: FetchRules, clock: _Clock) -> str:
+def _watched(base: type[HTTPConnection], clock: FetchClock) -> type[HTTPConnection]:
+    """``base`` whose every new socket ``clock`` can cut (before any TLS handshake on it)."""
+
+    class Watched(base):  # type: ignore[valid-type, misc]
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            clock.watch(sock)
+            return sock
+
+    return Watched
+
+
+def _describe_failure(exc: Exception | None, rules: FetchRules) -> str:
     """What went wrong on the wire, in words, without the exception text (it holds the full URL)."""
     timeout = f"{rules.timeout:g} s"
-    if isinstance(exc, requests.exceptions.Timeout) and clock.expired:
-        return clock.overrun()
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return f"timed out connecting after {timeout}"
     if isinstance(exc, requests.exceptions.ReadTimeout):
@@ -409,7 +428,7 @@ def _check_status(target: _Target, response: requests.Response, rules: FetchRule
         )
 
 
-def _read_body(target: _Target, response: requests.Response, rules: FetchRules, clock: _Clock, write: Writer) -> int:
+def _read_body(target: _Target, response: requests.Response, rules: FetchRules, clock: FetchClock, write: Writer) -> int:
     """Stream the body into ``write``, refused as soon as it is known to exceed the byte cap."""
     cap = rules.max_bytes
     declared = _content_length(response)
@@ -418,26 +437,26 @@ def _read_body(target: _Target, response: requests.Response, rules: FetchRules, 
     size = 0
     while True:
         chunk = _read_chunk(target, response, rules, clock, size, declared)
+        clock.check(target.where, size, declared)  # an end of the body may be the watchdog's cut
         if not chunk:
             break
         size += len(chunk)
         if size > cap:
             raise rules.error(f"{target.where}: the body is larger than the limit {_over_limit(cap)}")
         write(chunk)
-        clock.check(target, rules, size, declared)
     if size == 0:
         raise rules.error(f"{target.where}: the server answered HTTP {response.status_code} with an empty body")
     return size
 
 
 def _read_chunk(
-    target: _Target, response: requests.Response, rules: FetchRules, clock: _Clock, received: int, declared: int | None
+    target: _Target, response: requests.Response, rules: FetchRules, clock: FetchClock, received: int, declared: int | None
 ) -> bytes:
     """The next decoded piece of the body (b"" at its end), as soon as any of it arrives.
 
     ``read1`` returns what the socket has instead of waiting for a full chunk, so a server that
-    drips a byte at a time still meets the deadline check between reads; the socket's timeout is
-    lowered to what is left of the deadline.
+    drips a byte at a time meets the checks between reads; the socket's timeout is lowered to what
+    is left of the deadline (the watchdog cuts a read that waits past it anyway).
     """
     raw = response.raw
     _set_socket_timeout(raw, clock.timeout(rules.timeout))
@@ -445,8 +464,9 @@ def _read_chunk(
         return raw.read1(_CHUNK_BYTES, decode_content=True)
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         log.warning("%s: body of %s broke off: %s", target.field, target.shown, type(exc).__name__)
+        clock.check(target.where, received, declared)
         if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-            detail = clock.overrun(received, declared) if clock.expired else f"the server stopped sending for {rules.timeout:g} s"
+            detail = f"the server stopped sending for {rules.timeout:g} s"
         elif declared is not None and isinstance(exc, urllib3.exceptions.ProtocolError) and received < declared:
             detail = f"the connection closed after {received} of the {declared} bytes announced (an incomplete transfer)"
         else:

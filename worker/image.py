@@ -32,6 +32,7 @@ import io
 import logging
 import re
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,14 +87,21 @@ class PreparedImage:
     description: str = ""
 
 
-def prepare_image(given: ImageInput, limits: Limits) -> PreparedImage:
-    """One of the job's images, whichever way it came (base64 / data URI or URL), ready to upload."""
+def prepare_image(
+    given: ImageInput, limits: Limits, *, job_deadline: float | None = None, stop: threading.Event | None = None
+) -> PreparedImage:
+    """One of the job's images, whichever way it came (base64 / data URI or URL), ready to upload.
+
+    A URL's download ends with the job: at ``job_deadline`` (``time.monotonic()``) or when ``stop``
+    is set (:func:`worker.download.fetch`).
+    """
     field = given.source_field
     if given.b64 is not None:
         image = decode_base64_image(given.b64, limits, field=field)
         source = f"{field} (base64)"
     else:
-        image = decode_image(fetch_image(given.url or "", limits, field=field), limits, field=field)
+        data = fetch_image(given.url or "", limits, field=field, job_deadline=job_deadline, stop=stop)
+        image = decode_image(data, limits, field=field)
         source = f"{field} {redact_url(given.url or '')}"
     log.info("%s: %s", source, image.description)
     return image

@@ -15,7 +15,10 @@ as an extra ComfyUI ``loras`` path. On the way:
 * an index (``index/<sha256 of the URL>.json``) maps a URL to the file's hash, so a URL seen
   before is not downloaded again; the same bytes from two URLs are one file;
 * two fetches of one URL at once download it once: the second waits for the first and gets the
-  same name, or the same error under its own field name;
+  same name, or the same error under its own field name (when the first job's own time ran out or
+  it was cancelled, the second downloads the file itself);
+* a fetch ends with its job: at the job's deadline (``timeout``, naming JOB_TIMEOUT) or when the
+  job is cancelled (``cancelled``), while downloading or waiting for another job's download;
 * the cache stays within ``LORA_CACHE_BYTES`` by evicting the least recently used files (a
   file's mtime is its last use). Never evicted: a file pinned by this process (from ``fetch``
   until ``release``), nor one used within ``recent_use`` seconds, which another worker on the
@@ -44,9 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from comfy_bootstrap.errors import ExecutionInterrupted, ExecutionTimeout
 from worker.download import FetchRules, Resolver, redact_url, resolve_host
 from worker.download import fetch as guarded_fetch
 from worker.errors import InvalidInput
+from worker.fetch_clock import FetchClock
 from worker.lora_format import LORA_ALLOWED, LoraSniffer, NotALora, lora_tensors
 from worker.settings import LoraSettings, Settings
 
@@ -70,6 +75,25 @@ def token_hosts_match(host: str, token_name: str) -> bool:
     exact, parents = _TOKEN_HOSTS[token_name]
     host = host.lower().rstrip(".")
     return host in exact or host.endswith(parents)
+
+
+#: The errors that end a fetch because its job ended, not because of the URL: another job waiting
+#: for the same download tries it again.
+_JOB_ENDED = (ExecutionTimeout, ExecutionInterrupted)
+
+
+@dataclass(frozen=True)
+class _JobTime:
+    """The job's deadline (``time.monotonic()``) and stop flag, which a fetch ends with."""
+
+    deadline: float | None = None
+    stop: threading.Event | None = None
+
+    def wait(self, done: threading.Event, where: str) -> None:
+        """Wait for ``done``, but no longer than the job may (raises its timeout or cancel)."""
+        clock = FetchClock(None, deadline_error=InvalidInput, deadline_setting="", job_deadline=self.deadline, stop=self.stop)
+        while not done.wait(0.05):
+            clock.check(where)
 
 
 @dataclass
@@ -135,32 +159,49 @@ class LoraCache:
         """The file behind a name :meth:`fetch` returned."""
         return self.folder / name
 
-    def fetch(self, url: str, field: str) -> str:
+    def fetch(self, url: str, field: str, *, job_deadline: float | None = None, stop: threading.Event | None = None) -> str:
         """The ComfyUI name (``<sha256>.safetensors``) of the LoRA at ``url``, downloading it if needed.
 
         The file is pinned (never evicted) until :meth:`release` is called with the name, once per
         fetch. Raise :class:`InvalidInput` starting with ``field`` when the URL is refused, cannot
         be fetched, or does not serve a LoRA; an ``OSError`` when the cache folder cannot be written.
+        ``job_deadline`` (``time.monotonic()``) and ``stop`` are the job's: see :func:`worker.download.fetch`.
         """
-        with self._lock:
-            folder = self._ready()
-            name = self._lookup(folder, url)
-            if name is not None:
-                self._pins[name] += 1
-                log.info("%s: %s from the cache (%s)", field, name, redact_url(url))
-                return name
-            flight = self._flights.get(url)
-            leading = flight is None
-            if flight is None:
-                flight = self._flights[url] = _Flight(field)
+        job = _JobTime(job_deadline, stop)
+        while True:
+            with self._lock:
+                folder = self._ready()
+                name = self._lookup(folder, url)
+                if name is not None:
+                    self._pins[name] += 1
+                    log.info("%s: %s from the cache (%s)", field, name, redact_url(url))
+                    return name
+                flight = self._flights.get(url)
+                leading = flight is None
+                if flight is None:
+                    flight = self._flights[url] = _Flight(field)
+                else:
+                    flight.waiters += 1
+            if leading:
+                self._lead(flight, folder, url, job)
             else:
-                flight.waiters += 1
-        if leading:
-            self._lead(flight, folder, url)
-        else:
-            log.info("%s: %s is already being downloaded; waiting for it", field, redact_url(url))
-            flight.done.wait()
-        return _outcome(flight, field)
+                log.info("%s: %s is already being downloaded; waiting for it", field, redact_url(url))
+                self._wait(flight, job, f"{field}: {redact_url(url)}")
+            if not isinstance(flight.error, _JOB_ENDED) or leading:
+                return _outcome(flight, field)
+            log.info("%s: the job downloading %s ended first; downloading it for this job", field, redact_url(url))
+
+    def _wait(self, flight: _Flight, job: _JobTime, where: str) -> None:
+        """Wait for another fetch's download; leaving early, give back the pin it would take for us."""
+        try:
+            job.wait(flight.done, where)
+        except _JOB_ENDED:
+            with self._lock:
+                if not flight.done.is_set():
+                    flight.waiters -= 1
+                elif flight.name is not None:
+                    self._pins[flight.name] -= 1
+            raise
 
     def release(self, name: str) -> None:
         """Unpin one :meth:`fetch` of ``name``; the file may be evicted once nothing pins it."""
@@ -171,9 +212,10 @@ class LoraCache:
                 self._pins[name] -= 1
 
     @contextmanager
-    def job(self) -> Iterator[LoraJob]:
-        """``with cache.job() as loras: loras.fetch(url, field)`` — every file released at the end."""
-        job = LoraJob(self)
+    def job(self, *, job_deadline: float | None = None, stop: threading.Event | None = None) -> Iterator[LoraJob]:
+        """``with cache.job(job_deadline=…, stop=…) as loras: loras.fetch(url, field)`` — every file
+        released at the end; each fetch ends with the job (its deadline, its stop flag)."""
+        job = LoraJob(self, _JobTime(job_deadline, stop))
         try:
             yield job
         finally:
@@ -181,7 +223,7 @@ class LoraCache:
 
     # --- Download ----------------------------------------------------------------------------------
 
-    def _lead(self, flight: _Flight, folder: Path, url: str) -> None:
+    def _lead(self, flight: _Flight, folder: Path, url: str, job: _JobTime) -> None:
         """Download for every fetch waiting on ``flight``; pin the file once per fetch.
 
         Renaming the file into place, pinning it and ending the flight happen under one hold of
@@ -190,7 +232,7 @@ class LoraCache:
         """
         temp: Path | None = None
         try:
-            temp, digest, size = self._download(folder, url, flight.leader_field)
+            temp, digest, size = self._download(folder, url, flight.leader_field, job)
             with self._lock:
                 flight.name = self._admit(folder, url, temp, digest, size, pins=1 + flight.waiters)
                 self._land(flight, url)
@@ -208,13 +250,13 @@ class LoraCache:
         del self._flights[url]
         flight.done.set()
 
-    def _download(self, folder: Path, url: str, field: str) -> tuple[Path, str, int]:
+    def _download(self, folder: Path, url: str, field: str, job: _JobTime) -> tuple[Path, str, int]:
         """Fetch into a temporary file in ``folder``, checked and fsynced: (its path, SHA-256, size)."""
         descriptor, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=folder)
         temp = Path(temp_name)
         try:
             with os.fdopen(descriptor, "wb") as file:
-                digest, size = self._stream(url, field, file)
+                digest, size = self._stream(url, field, file, job)
                 file.flush()
                 os.fsync(file.fileno())
                 os.fchmod(file.fileno(), 0o644)
@@ -223,7 +265,7 @@ class LoraCache:
             raise
         return temp, digest, size
 
-    def _stream(self, url: str, field: str, file: BinaryIO) -> tuple[str, int]:
+    def _stream(self, url: str, field: str, file: BinaryIO, job: _JobTime) -> tuple[str, int]:
         sniffer, digest = LoraSniffer(), hashlib.sha256()
 
         def write(chunk: bytes) -> None:
@@ -235,7 +277,10 @@ class LoraCache:
             file.write(chunk)
 
         started = time.monotonic()
-        fetched = guarded_fetch(url, self._rules(field), write, resolve=self._resolve, ca_bundle=self._ca_bundle)
+        fetched = guarded_fetch(
+            url, self._rules(field), write,
+            resolve=self._resolve, ca_bundle=self._ca_bundle, job_deadline=job.deadline, stop=job.stop,
+        )  # fmt: skip
         try:
             header = sniffer.finish()
         except NotALora as exc:
@@ -254,6 +299,7 @@ class LoraCache:
             max_bytes=s.max_bytes,
             timeout=s.url_timeout,
             deadline=s.url_deadline,
+            deadline_setting="LORA_URL_DEADLINE",
             allow_private=s.allow_private_urls,
             private_setting="ALLOW_PRIVATE_LORA_URLS",
             content="the LoRA file",
@@ -371,12 +417,13 @@ class LoraCache:
 class LoraJob:
     """The LoRAs one job fetched, all released together (see :meth:`LoraCache.job`)."""
 
-    def __init__(self, cache: LoraCache):
+    def __init__(self, cache: LoraCache, time: _JobTime):
         self._cache = cache
+        self._time = time
         self.names: list[str] = []
 
     def fetch(self, url: str, field: str) -> str:
-        name = self._cache.fetch(url, field)
+        name = self._cache.fetch(url, field, job_deadline=self._time.deadline, stop=self._time.stop)
         self.names.append(name)
         return name
 

@@ -35,6 +35,8 @@ class Limits:
     max_image_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     image_url_timeout: float = 20.0
+    #: Seconds a whole image download may take (every redirect, the headers and the body).
+    image_url_deadline: float = 30.0
     allow_private_image_urls: bool = False
     max_loras: int = 4
     #: Frames in a video after interpolation ((161 − 1) × 4 + 1 by default).
@@ -160,6 +162,7 @@ class Settings:
                 max_image_bytes=reader.get("MAX_IMAGE_BYTES", int, dl.max_image_bytes, lo=1),
                 max_image_pixels=reader.get("MAX_IMAGE_PIXELS", int, dl.max_image_pixels, lo=1),
                 image_url_timeout=reader.get("IMAGE_URL_TIMEOUT", float, dl.image_url_timeout, lo=0.1),
+                image_url_deadline=reader.get("IMAGE_URL_DEADLINE", float, dl.image_url_deadline, lo=1),
                 allow_private_image_urls=reader.get("ALLOW_PRIVATE_IMAGE_URLS", parse_bool, dl.allow_private_image_urls),
                 max_loras=reader.get("MAX_LORAS", int, dl.max_loras, lo=0, hi=32),
                 max_output_frames=reader.get("MAX_OUTPUT_FRAMES", int, dl.max_output_frames, lo=1, hi=65536),
