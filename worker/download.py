@@ -73,6 +73,8 @@ Resolver = Callable[[str, int], Sequence[str]]
 Credentials = Callable[[str], Mapping[str, str]]
 #: ``write(chunk)`` takes the body as it arrives; it may raise the rules' error to stop early.
 Writer = Callable[[bytes], None]
+#: ``expect(size)`` hears the body's announced size (None: not announced) before it is read; it may refuse it.
+Expect = Callable[[int | None], None]
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def fetch(
     ca_bundle: str | None = None,
     job_deadline: float | None = None,
     stop: threading.Event | None = None,
+    expect: Expect | None = None,
 ) -> Fetched:
     """Download ``url`` under ``rules``, handing the body to ``write`` chunk by chunk.
 
@@ -165,16 +168,23 @@ def fetch(
     own deadline, with :class:`ExecutionTimeout` (``timeout``) naming JOB_TIMEOUT; ``stop`` set
     ends it at once with :class:`ExecutionInterrupted` (``cancelled``). Every other failure is a
     ``rules.error`` whose message starts with ``rules.field``. ``write`` has received part of the
-    body when a failure happens mid-transfer: the caller discards it.
+    body when a failure happens mid-transfer: the caller discards it. ``expect`` hears the size the
+    final answer announces, within the byte cap, before its body is read.
     """
     clock = FetchClock(
         rules.deadline, deadline_error=rules.error, deadline_setting=rules.deadline_setting, job_deadline=job_deadline, stop=stop
     )
     with clock:
-        return _follow(url, rules, write, clock, resolve, ca_bundle)
+        return _follow(url, rules, write, expect or _anything, clock, resolve, ca_bundle)
 
 
-def _follow(url: str, rules: FetchRules, write: Writer, clock: FetchClock, resolve: Resolver, ca_bundle: str | None) -> Fetched:
+def _anything(size: int | None) -> None:
+    """An ``expect`` that takes any size."""
+
+
+def _follow(
+    url: str, rules: FetchRules, write: Writer, expect: Expect, clock: FetchClock, resolve: Resolver, ca_bundle: str | None
+) -> Fetched:
     """The URL and its redirects, hop by hop, until one answers with the body."""
     current, first_host, same_host = url, None, True
     for hop in range(MAX_REDIRECTS + 1):
@@ -190,7 +200,7 @@ def _follow(url: str, rules: FetchRules, write: Writer, clock: FetchClock, resol
                 log.info("%s: HTTP %d redirect to %s", rules.field, response.status_code, redact_url(current))
                 continue
             _check_status(target, response, rules)
-            size = _read_body(target, response, rules, clock, write)
+            size = _read_body(target, response, rules, clock, write, expect)
         log.info("%s: downloaded %d bytes from %s", rules.field, size, target.shown)
         return Fetched(target.url, size)
     raise rules.error(
@@ -428,12 +438,15 @@ def _check_status(target: _Target, response: requests.Response, rules: FetchRule
         )
 
 
-def _read_body(target: _Target, response: requests.Response, rules: FetchRules, clock: FetchClock, write: Writer) -> int:
+def _read_body(
+    target: _Target, response: requests.Response, rules: FetchRules, clock: FetchClock, write: Writer, expect: Expect
+) -> int:
     """Stream the body into ``write``, refused as soon as it is known to exceed the byte cap."""
     cap = rules.max_bytes
     declared = _content_length(response)
     if declared is not None and declared > cap:
         raise rules.error(f"{target.where}: the server announces {_bytes(declared)}, too large {_over_limit(cap)}")
+    expect(declared)
     size = 0
     while True:
         chunk = _read_chunk(target, response, rules, clock, size, declared)
