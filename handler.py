@@ -32,7 +32,7 @@ from comfy_bootstrap.errors import ComfyBootError, ComfyError  # noqa: E402
 from comfy_bootstrap.gpu import read_gpus  # noqa: E402
 from comfy_bootstrap.server import ComfyServer  # noqa: E402
 from worker.errors import WorkerError  # noqa: E402
-from worker.health import Verdict, WorkerHealth  # noqa: E402
+from worker.health import Verdict, WorkerHealth, as_storage_full  # noqa: E402
 from worker.logs import JOB_ID, configure_logging  # noqa: E402
 from worker.lora_files import LoraCache  # noqa: E402
 from worker.loras import register_lora_cache  # noqa: E402
@@ -105,9 +105,12 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         except BaseException:  # the job is gone either way; its own error is logged below
             pass
         raise
-    except (WorkerError, ComfyError) as exc:
+    except (WorkerError, ComfyError) as failure:
+        exc = as_storage_full(failure)  # a node's ENOSPC is the disk's, not the job's (worker/health.py)
         log.warning("job failed: %s: %s", exc.code, utf8_safe(str(exc)))
-        verdict = HEALTH.after_failure(exc)
+        # After a CUDA error the policy checks the GPU and restarts ComfyUI: seconds, off the event loop.
+        check = functools.partial(HEALTH.after_failure, exc, RUNTIME.server)
+        verdict = await asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, check)
         if verdict.refresh_worker and ON_RUNPOD:
             log.error("asking RunPod to replace this worker (refresh_worker): %s", verdict.reason)
         elif verdict.refresh_worker:
