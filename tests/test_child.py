@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from comfy_bootstrap.child import child_environment
+from comfy_bootstrap.child import MAX_LINE_CHARS, child_environment, explaining_lines
 
 WORKER_ENV = {
     "PATH": "/opt/venv/bin:/usr/bin",
@@ -72,3 +72,44 @@ def test_a_secret_looking_name_is_dropped_even_under_an_allowed_prefix(name: str
 def test_forced_values_win_over_the_workers_own() -> None:
     env = child_environment({"VHS_STRICT_PATHS": "0", "HF_HUB_OFFLINE": "0", "PYTHONUNBUFFERED": ""})
     assert env == {"VHS_STRICT_PATHS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+# --- What a crash answer quotes of ComfyUI's log -------------------------------------------------------------
+
+BLOB = "iVBORw0KGgo" + "A" * 400
+TAIL = [
+    "\x1b[32m[INFO]\x1b[0m got prompt",
+    "[INFO] job A's prompt: a secret garden at dawn, by the client's own words",
+    f"[INFO] loading image {BLOB}",
+    "\x1b[1m\x1b[33m[WARNING]\x1b[0m fetching https://cdn.example.com/lora.safetensors?X-Amz-Signature=abc123&token=SECRET",
+    "[INFO] model_type FLOW",
+    "Traceback (most recent call last):",
+    '  File "/comfyui/execution.py", line 510, in execute',
+    "    output_data = get_output_data(obj, input_data_all)",
+    '  File "/comfyui/comfy/sd.py", line 90, in decode',
+    "    pixel_samples = self.first_stage_model.decode(samples)",
+    "torch.AcceleratorError: CUDA error: an illegal memory access was encountered " + "in block 7, " * 50,
+    "[INFO] job B's prompt: the other client's private words",
+    "\x1b[1m\x1b[31m[ERROR]\x1b[0m comfy_double: crash fault: exiting with status 1 for http://u:pw@h.example/x?q=1",
+]
+
+
+def test_only_the_lines_that_explain_an_exit_are_kept_bounded_and_redacted() -> None:
+    kept = explaining_lines(TAIL, 15)
+    assert kept == [
+        "[WARNING] fetching https://cdn.example.com/lora.safetensors?…",
+        "Traceback (most recent call last):",
+        '  File "/comfyui/execution.py", line 510, in execute',
+        "    output_data = get_output_data(obj, input_data_all)",
+        '  File "/comfyui/comfy/sd.py", line 90, in decode',
+        "    pixel_samples = self.first_stage_model.decode(samples)",
+        TAIL[10][: MAX_LINE_CHARS - 1] + "…",
+        "[ERROR] comfy_double: crash fault: exiting with status 1 for http://…@h.example/x?…",
+    ]
+    assert all(len(line) <= MAX_LINE_CHARS for line in kept)
+
+
+def test_the_last_line_is_kept_whatever_it_is_and_the_count_is_bounded() -> None:
+    assert explaining_lines(["[INFO] Starting server", "fake ComfyUI starting"], 15) == ["fake ComfyUI starting"]
+    assert explaining_lines([f"[ERROR] failure {n}" for n in range(50)], 5) == [f"[ERROR] failure {n}" for n in range(45, 50)]
+    assert explaining_lines([f"[INFO] {BLOB}"], 5) == ["[INFO] <411 chars of base64>"]
