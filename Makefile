@@ -39,7 +39,7 @@ comma := ,
 SERVE_ENV := $(if $(and $(wildcard $(LOCAL_COMFY)/ComfyUI/main.py),$(if $(COMFY_DIR),,1)),COMFY_DIR=$(LOCAL_COMFY)/ComfyUI COMFY_PYTHON=$(LOCAL_COMFY)/venv/bin/python) \
 	$(if $(and $(wildcard $(LOCAL_VOLUME)),$(if $(VOLUME_PATH),,1)),VOLUME_PATH=$(LOCAL_VOLUME))
 
-.PHONY: help install-dev test lint serve comfyui models run-local build build-sage push first-release patch minor major
+.PHONY: help install-dev test fuzz lint serve comfyui models run-local build build-sage push first-release patch minor major
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ install-dev: $(VENV)/.dev ## Create .venv and install requirements-dev.txt into 
 
 test: $(VENV)/.dev ## Run the tests (sets up .venv first): python -m pytest -q
 	$(PY) -m pytest -q
+
+fuzz: $(VENV)/.dev ## Fuzz the URL guard, the image decoder and the safetensors reader: tests/test_fuzz_*.py, thousands of inputs each, with Hypothesis' statistics
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -W ignore::UserWarning --hypothesis-show-statistics tests/test_fuzz_*.py
 
 lint: $(VENV)/.dev ## Lint the code: ruff check .
 	$(PY) -m ruff check .
