@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 
+import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from PIL import Image
@@ -18,6 +19,9 @@ from tests.bad_inputs import gif_cut, tiff_pages
 from worker.errors import InvalidImage
 from worker.image import PreparedImage, decode_base64_image, decode_image
 from worker.settings import Limits
+
+#: Pillow warns of the damage it meets (a corrupt EXIF block) and carries on: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 #: Small limits, so a mutation that inflates a header is refused as fast as in production.
 LIMITS = Limits(max_image_bytes=2**20, max_image_pixels=1_000_000)
