@@ -20,8 +20,9 @@ from worker.errors import InvalidImage
 from worker.image import PreparedImage, decode_base64_image, decode_image
 from worker.settings import Limits
 
-#: Pillow warns of the damage it meets (a corrupt EXIF block) and carries on: expected here.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+#: Pillow warns of the damage it meets (a corrupt EXIF block, a huge GIF frame, which the worker's
+#: pixel limit then refuses) and carries on: expected here.
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]
 
 #: Small limits, so a mutation that inflates a header is refused as fast as in production.
 LIMITS = Limits(max_image_bytes=2**20, max_image_pixels=1_000_000)
