@@ -42,7 +42,7 @@ BAKE_TASKS := $(subst $(space),$(comma),$(strip $(TASK)))
 SERVE_ENV = $(if $(and $(wildcard $(LOCAL_COMFY)/.complete),$(if $(COMFY_DIR),,1)),COMFY_DIR=$(LOCAL_COMFY)/ComfyUI COMFY_PYTHON=$(LOCAL_COMFY)/venv/bin/python) \
 	$(if $(VOLUME_PATH),,VOLUME_PATH=$(LOCAL_VOLUME))
 
-.PHONY: help install-dev test lint serve comfyui models run-local build build-sage build-baked push first-release patch minor major
+.PHONY: help install-dev test fuzz lint serve comfyui models run-local build build-sage build-baked push first-release patch minor major
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,6 +60,9 @@ install-dev: $(VENV)/.dev ## Create .venv and install requirements-dev.txt into 
 
 test: $(VENV)/.dev ## Run the tests (sets up .venv first): python -m pytest -q
 	$(PY) -m pytest -q
+
+fuzz: $(VENV)/.dev ## Fuzz the URL guard, the image decoder and the safetensors reader: tests/test_fuzz_*.py, thousands of inputs each, with Hypothesis' statistics
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics tests/test_fuzz_*.py
 
 lint: $(VENV)/.dev ## Lint the code: ruff check .
 	$(PY) -m ruff check .

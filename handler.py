@@ -40,7 +40,7 @@ try:
     from comfy_bootstrap.server import comfy_server
     from worker.cached_models import link_cached_models
     from worker.errors import WorkerError
-    from worker.health import Verdict, WorkerHealth
+    from worker.health import Verdict, WorkerHealth, as_storage_full
     from worker.logs import JOB_ID, configure_logging
     from worker.lora_files import LoraCache
     from worker.loras import register_lora_cache
@@ -117,13 +117,16 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         except BaseException:  # the job is gone either way; its own error is logged below
             pass
         raise
-    except (WorkerError, ComfyError) as exc:
+    except (WorkerError, ComfyError) as failure:
+        exc = as_storage_full(failure)  # a node's ENOSPC is the disk's, not the job's (worker/health.py)
         setup = comfy_missing(RUNTIME.settings.comfy) if isinstance(exc, ComfyUnavailable) else None
         if setup:  # not installed: the fix, not restarts or a new worker, which would fail the same way
             log.warning("job failed: %s: %s", exc.code, setup)
             return {"error": f"{exc.code}: {setup}"}
         log.warning("job failed: %s: %s", exc.code, utf8_safe(str(exc)))
-        verdict = HEALTH.after_failure(exc)
+        # After a CUDA error the policy checks the GPU and restarts ComfyUI: seconds, off the event loop.
+        check = functools.partial(HEALTH.after_failure, exc, RUNTIME.server)
+        verdict = await asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, check)
         if verdict.refresh_worker and ON_RUNPOD:
             log.error("asking RunPod to replace this worker (refresh_worker): %s", verdict.reason)
         elif verdict.refresh_worker:

@@ -12,18 +12,59 @@ import atexit
 import datetime
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 #: Bytes of the log read for a tail: enough for 40 long lines, cheap on a big log.
 _TAIL_BYTES = 256 * 1024
+#: Lines of the tail searched for the ones that explain an exit; each quoted line is cut to this.
+_EXPLAIN_WINDOW, MAX_LINE_CHARS = 200, 300
+#: Log lines that explain an exit (a traceback's lines are kept as a block besides).
+_EXPLAINS = re.compile(
+    r"\[(ERROR|WARNING|CRITICAL)\]|^During handling of the above|^The above exception|^[\w.]+(Error|Exception|Exit): "
+    r"|Fatal Python error|Segmentation fault|core dumped|Killed|Aborted|out of memory"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{100,}")
+_URL_QUERY = re.compile(r"(\w+://[^\s?#\"']+)\?[^\s\"']*")
+_URL_USER = re.compile(r"://[^/\s@\"']+@")
+
+#: The worker's variables ComfyUI, torch, CUDA and the node packs read, by exact name
+#: (docs/deployment.md, "Security", lists them); every other variable stays with the worker.
+CHILD_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "HF_HOME",
+    "XDG_CACHE_HOME", "CC", "CXX", "PYTHONPATH", "PYTHONHOME", "PYTHONIOENCODING", "PYTHONUTF8",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "PYTHONWARNINGS", "PYTHONFAULTHANDLER", "PYTHONHASHSEED",
+})  # fmt: skip
+#: ... and by prefix: locale, the CUDA runtime and container toolkit, torch, Triton, xformers, the
+#: maths libraries' threads, VideoHelperSuite's own switches.
+CHILD_ENV_PREFIXES = (
+    "LC_", "CUDA_", "NVIDIA_", "CUBLAS_", "CUDNN_", "NCCL_", "TORCH_", "TORCHINDUCTOR_", "PYTORCH_", "TRITON_",
+    "XFORMERS_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "VHS_",
+)  # fmt: skip
+#: Dropped even under an allowed name or prefix: a name that says it holds a secret.
+SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+#: Set whatever the worker has: output reaches the log at once, no hub download ever starts, and
+#: VideoHelperSuite refuses paths outside ComfyUI's folders.
+CHILD_ENV_FORCED = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "VHS_STRICT_PATHS": "1"}
+
+
+def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """The environment ComfyUI runs with: ``parent``'s allowed variables without secrets, plus the forced ones."""
+    kept = {
+        name: value
+        for name, value in parent.items()
+        if (name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)) and not SECRET_NAME.search(name)
+    }
+    return {**kept, **CHILD_ENV_FORCED}
 
 
 class ComfyChild:
@@ -39,8 +80,7 @@ class ComfyChild:
     @classmethod
     def spawn(cls, command: list[str], *, cwd: Path, log_file: Path, stop_grace: float = 5.0) -> ComfyChild:
         """Start ``command`` in its own session with stdout and stderr appended to ``log_file``."""
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the file (and the error tail) at once
+        env = child_environment(os.environ)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as log:
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
@@ -173,11 +213,35 @@ class ComfyChild:
         return "\n".join(all_lines[-lines:]) if lines > 0 else ""
 
     def tail_block(self, lines: int = 40) -> str:
-        """The log tail as a paragraph for an error message."""
-        tail = self.log_tail(lines)
+        """The log tail as a paragraph for an error message: of the last lines, only those that explain
+        an exit (:func:`explaining_lines`), since the log holds every job's lines; the tail as it is
+        goes to the worker's own log."""
+        tail = self.log_tail(_EXPLAIN_WINDOW)
         if not tail:
             return f"ComfyUI wrote nothing to {self.log_file}."
-        return f"Last lines of {self.log_file}:\n{tail}"
+        logger.warning("the last lines of %s:\n%s", self.log_file, "\n".join(tail.splitlines()[-lines:]))
+        shown = "\n".join(explaining_lines(tail.splitlines(), lines))
+        return f"Last lines of {self.log_file} that explain it (the whole tail is in the worker's log):\n{shown}"
+
+
+def explaining_lines(lines: list[str], keep: int) -> list[str]:
+    """The last ``keep`` of ``lines`` that explain an exit — tracebacks, error and warning lines,
+    fatal signals, and the very last line — without colour codes, base64, URL queries or user
+    info, each at most :data:`MAX_LINE_CHARS`."""
+    kept, in_traceback = [], False
+    for index, line in enumerate(lines):
+        plain = _ANSI.sub("", line)
+        ends_traceback = in_traceback and not plain.startswith(" ")  # the exception's own line
+        in_traceback = plain.startswith("Traceback (most recent call last)") or (in_traceback and plain.startswith(" "))
+        if in_traceback or ends_traceback or _EXPLAINS.search(plain) or index == len(lines) - 1:
+            kept.append(_quotable(plain))
+    return kept[-keep:] if keep > 0 else []
+
+
+def _quotable(line: str) -> str:
+    line = _BASE64_RUN.sub(lambda m: f"<{len(m.group())} chars of base64>", line)
+    line = _URL_USER.sub("://…@", _URL_QUERY.sub(r"\1?…", line))
+    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
 
 
 def stop_on_exit(stop: Callable[[], None]) -> None:

@@ -9,7 +9,7 @@ spelled out, so callers never see a raw ``requests`` exception.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -23,6 +23,11 @@ T = TypeVar("T")
 
 #: Cheap, answered as soon as the server listens, and still answered while a prompt runs.
 HEALTH_PATH = "/system_stats"
+
+#: ComfyUI's validation details echo a job's values (a prompt text, a file name): each node error and
+#: the whole refusal are cut to these, so the answer and the log line stay short.
+MAX_NODE_ERROR_CHARS = 300
+MAX_PROMPT_ERROR_CHARS = 2000
 
 #: The errors that mean "ComfyUI is not there (any more)" rather than "ComfyUI said no".
 NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, OSError, websocket.WebSocketException)
@@ -171,27 +176,56 @@ class ComfyClient:
 
 
 def format_prompt_error(body: Any, prompt: dict[str, Any]) -> str:
-    """Turn a /prompt 400 body into one readable line per failing node input.
+    """Turn a /prompt 400 body into one readable line per failing node input, bounded.
 
     Nodes are named by their role (``_meta.title``) and class, e.g.
     ``node 8 model_high_noise (UNETLoader): unet_name: Value not in list: 'x.safetensors' not in [...]``.
+    Each node error is cut to :data:`MAX_NODE_ERROR_CHARS` and the whole to :data:`MAX_PROMPT_ERROR_CHARS`,
+    the node errors left out counted.
     """
     if not isinstance(body, dict):
-        return f"ComfyUI rejected the workflow: {str(body)[:500]}"
+        return f"ComfyUI rejected the workflow: {_cut(str(body))}"
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    parts: list[str] = []
-    for node_id, node in (body.get("node_errors") or {}).items():
-        role = prompt.get(node_id, {}).get("_meta", {}).get("title", "?")
-        for err in node.get("errors", []):
-            name = err.get("extra_info", {}).get("input_name")
-            detail = err.get("details") or ""
-            text = f"{err.get('message', err.get('type', 'error'))}" + (f": {detail}" if detail and detail != name else "")
-            where = f"{name}: " if name and not detail.startswith(f"{name}:") else ""
-            parts.append(f"node {node_id} {role} ({node.get('class_type', '?')}): {where}{text}")
-    head = error.get("message") or error.get("type") or "ComfyUI rejected the workflow"
+    parts = [_cut(part) for part in _node_errors(body, prompt)]
+    head = str(error.get("message") or error.get("type") or "ComfyUI rejected the workflow")
     if error.get("details") and not parts:
         head += f" ({error['details']})"
-    return head + (": " + "; ".join(parts) if parts else "")
+    head = _cut(head)
+    return head + (": " + _joined(parts, MAX_PROMPT_ERROR_CHARS - len(head) - 2) if parts else "")
+
+
+def _node_errors(body: dict[str, Any], prompt: dict[str, Any]) -> Iterator[str]:
+    node_errors = body.get("node_errors")
+    for node_id, node in (node_errors.items() if isinstance(node_errors, dict) else ()):
+        if not isinstance(node, dict):
+            continue
+        meta = prompt.get(node_id, {}).get("_meta", {}) if isinstance(prompt.get(node_id), dict) else {}
+        role = meta.get("title", "?")
+        for err in node.get("errors") or []:
+            if not isinstance(err, dict):
+                continue
+            extra = err.get("extra_info") if isinstance(err.get("extra_info"), dict) else {}
+            name = extra.get("input_name")
+            detail = str(err.get("details") or "")
+            text = f"{err.get('message', err.get('type', 'error'))}" + (f": {detail}" if detail and detail != name else "")
+            where = f"{name}: " if name and not detail.startswith(f"{name}:") else ""
+            yield f"node {node_id} {role} ({node.get('class_type', '?')}): {where}{text}"
+
+
+def _joined(parts: list[str], room: int) -> str:
+    """``parts`` joined by ``; `` within ``room`` characters, ending with how many were left out."""
+    shown: list[str] = []
+    for index, part in enumerate(parts):
+        count_room = 0 if index == len(parts) - 1 else len(f"; and {len(parts)} more node errors")
+        if len("; ".join([*shown, part])) + count_room > room:
+            break
+        shown.append(part)
+    left_out = len(parts) - len(shown)
+    return "; ".join(shown + ([f"and {left_out} more node errors"] if left_out else []))
+
+
+def _cut(text: str, limit: int = MAX_NODE_ERROR_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _json_or_text(resp: requests.Response) -> Any:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # ==================================================================================================
 # ComfyUI test double (tests/comfy_double/) - fixtures owned by the double's maintainers.
@@ -82,3 +85,14 @@ def moto_s3() -> Iterator[MotoS3]:
         yield server
     finally:
         server.stop()
+
+
+# ==================================================================================================
+# Hypothesis (tests/test_fuzz_*.py): "ci" by default, short enough for every run; "fuzz" for
+# `make fuzz` (HYPOTHESIS_PROFILE=fuzz), thousands of examples per property, failures kept in .hypothesis/.
+# ==================================================================================================
+settings.register_profile(
+    "ci", max_examples=200, deadline=timedelta(seconds=2), database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("fuzz", max_examples=5000, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

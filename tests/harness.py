@@ -6,6 +6,7 @@ import base64
 import contextlib
 import importlib.util
 import io
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import av
+import psutil
 import requests
 from PIL import Image
 
@@ -107,6 +109,27 @@ def set_faults(settings: Settings, *faults: dict) -> None:
     """Arm faults in the launched double through its control API."""
     for fault in faults:
         requests.post(f"{settings.comfy.base_url}/__double__/faults", json=fault, timeout=5).raise_for_status()
+
+
+def comfy_child_pid(pid: int) -> int:
+    """The pid of worker ``pid``'s ComfyUI child (``main.py``; the RunPod SDK also runs a short-lived
+    ``cpuinfo.py`` child at import)."""
+    children = [c for c in psutil.Process(pid).children() if "main.py" in c.cmdline()]
+    assert len(children) == 1, f"expected one ComfyUI child, found {children}"
+    return children[0].pid
+
+
+def process_environ(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` started with (``/proc/<pid>/environ``)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode("utf-8", "replace").split("\0") if "=" in item)
+
+
+def arm_boot_faults(tmp_path: Path, *faults: dict) -> None:
+    """Boot faults for the double a worker of :func:`worker_env` launches (it reads them from its user folder)."""
+    user = tmp_path / "work" / "user"
+    user.mkdir(parents=True, exist_ok=True)
+    (user / "comfy_double_faults.json").write_text(json.dumps(list(faults)))
 
 
 def png_b64(width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 40, 40)) -> str:

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import requests
 
 from tests.bad_inputs import PUBLIC_IP, Case, load_cases
 from tests.bad_inputs.network import ImageSite, guard_events, guarded_env
 from tests.harness import (
+    comfy_child_pid,
     decode_mp4,
     files_in,
     free_port,
@@ -91,14 +91,6 @@ class CorpusWorker:
         return requests.get(f"{self.comfy_url}/__double__/state", timeout=5).json()
 
 
-def _comfy_child(pid: int) -> int:
-    """The pid of the worker's ComfyUI child (``main.py``; the RunPod SDK also runs a short-lived
-    ``cpuinfo.py`` child at import)."""
-    children = [c for c in psutil.Process(pid).children() if "main.py" in c.cmdline()]
-    assert len(children) == 1, f"expected one ComfyUI child, found {children}"
-    return children[0].pid
-
-
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusWorker]:
     tmp = tmp_path_factory.mktemp("corpus")
@@ -116,7 +108,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusWorker]:
             # in the worker process itself.
             loaded = [e["pid"] for e in guard_events(guard_log) if e["event"] == "loaded"]
             assert proc.pid in loaded, f"the network guard is not loaded in the worker: {loaded}"
-            yield CorpusWorker(env, api_port, proc, _comfy_child(proc.pid), site, guard_log, log)
+            yield CorpusWorker(env, api_port, proc, comfy_child_pid(proc.pid), site, guard_log, log)
         finally:
             stop_worker_api(proc)
 
@@ -177,7 +169,7 @@ def test_the_worker_survived_nothing_reached_comfyui_or_the_network_then_a_good_
 
     # The same worker process, the same ComfyUI child, still answering.
     assert worker.proc.poll() is None
-    assert _comfy_child(worker.proc.pid) == worker.comfy_pid, "ComfyUI was restarted by a bad input"
+    assert comfy_child_pid(worker.proc.pid) == worker.comfy_pid, "ComfyUI was restarted by a bad input"
     state = worker.comfy_state()
     assert state["prompts"] == [], "a bad input reached ComfyUI as a prompt"
     assert state["uploads"] == [], "a bad input's image was uploaded to ComfyUI"

@@ -18,14 +18,14 @@ import pytest
 import requests
 
 from tests.comfy_double import WORKFLOW_MODEL_FILES, create_model_files
-from tests.harness import REPO, decode_mp4, free_port, png_b64, process_env, running_worker, wait_http
+from tests.harness import REPO, arm_boot_faults, decode_mp4, free_port, png_b64, process_env, running_worker, wait_http
 from worker.preflight import preflight
 from worker.settings import Settings
 
 
 def test_comfyui_is_launched_before_the_sdk_and_a_job_that_arrives_early_waits(tmp_path: Path) -> None:
-    booting = json.dumps({"mode": "boot_delay", "seconds": 8})  # ComfyUI answers 8 s after its launch
-    with running_worker(tmp_path, COMFY_DOUBLE_FAULTS=booting) as api:
+    arm_boot_faults(tmp_path, {"mode": "boot_delay", "seconds": 8})  # ComfyUI answers 8 s after its launch
+    with running_worker(tmp_path) as api:
         comfy = [c for c in psutil.Process(api.proc.pid).children() if "main.py" in " ".join(c.cmdline())]
         assert comfy, "ComfyUI runs as the worker's child"
         with pytest.raises(requests.ConnectionError):  # the local API answers: the job loop did not wait

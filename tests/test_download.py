@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.download import MAX_REDIRECTS, address_problem, fetch_image, redact_url
-from worker.errors import InvalidImage
+from comfy_bootstrap.errors import ExecutionInterrupted, ExecutionTimeout
+from tests.tls import make_tls as make_tls_for
+from worker.download import MAX_REDIRECTS, FetchRules, address_problem, fetch, fetch_image, redact_url
+from worker.errors import InvalidImage, InvalidInput
 from worker.settings import Limits
 
 PUBLIC_IP = "93.184.216.34"
@@ -142,6 +144,22 @@ def body(data: bytes, status: int = 200, headers: dict[str, str] | None = None) 
             h.send_header(name, value)
         h.end_headers()
         h.wfile.write(data)
+
+    return route
+
+
+def drip(data: bytes, every: float, stop: threading.Event) -> Route:
+    """Send the headers, then ``data`` a byte at a time."""
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        for byte in data:
+            if stop.wait(every):
+                return
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
 
     return route
 
@@ -607,3 +625,146 @@ def test_each_redirect_hop_goes_through_the_same_checks(server: Server, network:
         message = fetch_error(server.url("/old", host="cdn.test"), CLOSED, resolve=resolve)
         assert message.startswith("image_url: redirect 1 goes to "), message
         assert server.paths() == ["/old"] and network.connects == [PUBLIC_IP]
+
+
+# --- Time: one deadline per fetch, the job's deadline, the job's stop flag ---------------------------------
+
+
+class DripProxy:
+    """A TCP proxy on 127.0.0.1 that passes the client's bytes on at once and sends the server's back
+    one byte every ``every`` seconds: the TLS handshake, the status line, the headers and the body alike."""
+
+    def __init__(self, upstream_port: int, every: float) -> None:
+        self.upstream_port, self.every = upstream_port, every
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self.every), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, every: float) -> None:
+        try:
+            while data := source.recv(4096):
+                for piece in ([data] if not every else [data[i : i + 1] for i in range(len(data))]):
+                    if every and self.stop.wait(every):
+                        return
+                    target.sendall(piece)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                sock.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def dripping(server: Server) -> Iterator[DripProxy]:
+    """``server`` behind a proxy that drips its answers: 10 bytes a second."""
+    proxy = DripProxy(server.port, 0.1)
+    yield proxy
+    proxy.close()
+
+
+def lora_rules(deadline: float = 1.0) -> FetchRules:
+    """The LoRA fetch's rules (worker/lora_files.py) with a short deadline and a long per-read timeout."""
+    return FetchRules(field="loras[0].url", max_bytes=2**20, timeout=5.0, deadline=deadline, allow_private=True,
+                      error=InvalidInput, deadline_setting="LORA_URL_DEADLINE")  # fmt: skip
+
+
+def fetch_failure(url: str, rules: FetchRules, error: type[Exception] = InvalidInput, **kwargs: object) -> tuple[str, float]:
+    """The message a fetch fails with and the seconds it took."""
+    started = time.monotonic()
+    with pytest.raises(error) as caught:
+        fetch(url, rules, lambda chunk: None, **kwargs)  # type: ignore[arg-type]
+    return str(caught.value), time.monotonic() - started
+
+
+def test_an_image_dripped_a_byte_at_a_time_ends_at_IMAGE_URL_DEADLINE(server: Server) -> None:
+    # Each byte comes within the 1 s per-read timeout: 68 bytes once took 8 s, without a deadline.
+    server.routes["/drip.png"] = drip(BODY[:68], 0.12, server.release)
+    limits = Limits(allow_private_image_urls=True, image_url_timeout=1.0, image_url_deadline=1.0)
+    started = time.monotonic()
+    message = fetch_error(server.url("/drip.png"), limits)
+    assert time.monotonic() - started < 1.8
+    assert message.startswith(
+        f"image_url: http://127.0.0.1:{server.port}/drip.png: the download did not finish within the 1 s of "
+        "IMAGE_URL_DEADLINE ("
+    ) and message.endswith(" of 68 bytes received)")
+    assert Limits().image_url_deadline == 30.0
+
+
+def test_headers_dripped_a_byte_at_a_time_end_at_the_deadline(server: Server, dripping: DripProxy) -> None:
+    # Each byte of the status line and headers comes within the 5 s per-read timeout: once 23 s for a 2 s deadline.
+    server.routes["/lora.safetensors"] = body(b"x" * 100)
+    url = f"http://127.0.0.1:{dripping.port}/lora.safetensors"
+    message, seconds = fetch_failure(url, lora_rules(deadline=1.0))
+    assert message == f"loras[0].url: {url}: the download did not finish within the 1 s of LORA_URL_DEADLINE"
+    assert seconds < 1.8
+
+
+def test_a_dripped_tls_handshake_ends_at_the_deadline(tmp_path: Path) -> None:
+    context, ca_file = make_tls_for(tmp_path, "loras.test")
+    tls_server = Server(tls=context)
+    proxy = DripProxy(tls_server.port, 0.1)
+    try:
+        tls_server.routes["/lora.safetensors"] = body(b"x" * 100)
+        url = f"https://loras.test:{proxy.port}/lora.safetensors"
+        message, seconds = fetch_failure(url, lora_rules(), resolve=resolver({"loras.test": ["127.0.0.1"]}), ca_bundle=ca_file)
+        assert message == f"loras[0].url: {url}: the download did not finish within the 1 s of LORA_URL_DEADLINE"
+        assert seconds < 1.8
+    finally:
+        proxy.close()
+        tls_server.stop()
+
+
+def test_the_jobs_deadline_ends_a_fetch_first_and_names_JOB_TIMEOUT(server: Server, dripping: DripProxy) -> None:
+    server.routes["/lora.safetensors"] = body(b"x" * 100)
+    url = f"http://127.0.0.1:{dripping.port}/lora.safetensors"
+    message, seconds = fetch_failure(url, lora_rules(deadline=30.0), ExecutionTimeout, job_deadline=time.monotonic() + 0.6)
+    assert message.startswith(f"loras[0].url: {url}: the job's time budget (JOB_TIMEOUT) ran out during the download")
+    assert seconds < 1.4
+
+
+def test_a_body_dripping_past_the_jobs_deadline_says_how_far_it_got(server: Server) -> None:
+    server.routes["/drip.png"] = drip(BODY[:68], 0.1, server.release)
+    limits = Limits(allow_private_image_urls=True, image_url_timeout=1.0, image_url_deadline=30.0)
+    started = time.monotonic()
+    with pytest.raises(ExecutionTimeout) as caught:
+        fetch_image(server.url("/drip.png"), limits, job_deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 1.3
+    assert str(caught.value).startswith(f"image_url: http://127.0.0.1:{server.port}/drip.png: the job's time budget")
+    assert str(caught.value).endswith(" of 68 bytes received)") and caught.value.code == "timeout"
+
+
+def test_nothing_is_sent_once_the_jobs_deadline_has_passed(server: Server) -> None:
+    server.routes["/a.png"] = body(BODY)
+    message, _ = fetch_failure(server.url("/a.png"), lora_rules(), ExecutionTimeout, job_deadline=time.monotonic() - 1)
+    assert "the job's time budget (JOB_TIMEOUT) ran out" in message and server.requests == []
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_the_stop_flag_cancels_a_fetch_at_once(server: Server, dripping: DripProxy, where: str) -> None:
+    server.routes["/drip.png"] = drip(BODY[:68], 0.1, server.release)
+    url = f"http://127.0.0.1:{dripping.port}/drip.png" if where == "headers" else server.url("/drip.png")
+    stop = threading.Event()
+    threading.Timer(0.4, stop.set).start()
+    message, seconds = fetch_failure(url, lora_rules(deadline=30.0), ExecutionInterrupted, stop=stop)
+    assert message.startswith(f"loras[0].url: {url}: the job was cancelled during the download")
+    assert seconds < 1.0
+
+
+def test_a_fast_fetch_with_a_job_deadline_and_a_stop_flag_just_works(server: Server) -> None:
+    server.routes["/a.png"] = body(BODY)
+    assert fetch_image(server.url("/a.png"), OPEN, job_deadline=time.monotonic() + 30, stop=threading.Event()) == BODY

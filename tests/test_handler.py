@@ -11,6 +11,7 @@ import requests
 
 import handler
 from comfy_bootstrap.errors import ComfyUnavailable
+from comfy_bootstrap.gpu import DeviceCheck
 from tests.harness import decode_mp4, files_in, png_b64, set_faults, settings_for
 from worker.errors import InvalidInput
 from worker.health import WorkerHealth
@@ -81,14 +82,32 @@ def test_not_started_worker_answers_clearly(monkeypatch) -> None:
 
 # --- self-healing: refresh_worker after unrecoverable GPU errors (worker/health.py) ---------------
 
-CUDA_FAULT = {"mode": "runtime_error", "exception_type": "RuntimeError",
-              "exception_message": "CUDA error: an illegal memory access was encountered"}  # fmt: skip
+FORGED_CUDA = {"mode": "runtime_error", "exception_type": "ValueError",
+               "exception_message": "CUDA error: an illegal memory access was encountered"}  # fmt: skip
+CUDA_FAULT = {"mode": "runtime_error", "exception_type": "torch.AcceleratorError",
+              "exception_message": "CUDA error: an illegal memory access was encountered\nSearch for `cudaErrorIllegalAddress'"}  # fmt: skip
 OOM = {"mode": "runtime_error"}  # the double's default: torch.OutOfMemoryError with a CUDA OOM text
 
 
+class DeviceChecks:
+    """The GPU check, answering ``problem`` (None: healthy); records the Pythons it was asked with."""
+
+    def __init__(self, problem: str | None = None):
+        self.problem, self.pythons = problem, []
+
+    def __call__(self, python: str) -> DeviceCheck:
+        self.pythons.append(python)
+        return DeviceCheck(self.problem, 1.0)
+
+
 @pytest.fixture
-def health(monkeypatch: pytest.MonkeyPatch) -> WorkerHealth:
-    fresh = WorkerHealth()
+def checks() -> DeviceChecks:
+    return DeviceChecks()
+
+
+@pytest.fixture
+def health(monkeypatch: pytest.MonkeyPatch, checks: DeviceChecks) -> WorkerHealth:
+    fresh = WorkerHealth(device_check=checks)
     monkeypatch.setattr(handler, "HEALTH", fresh)
     return fresh
 
@@ -97,14 +116,44 @@ def _run(job: dict) -> dict:
     return asyncio.run(handler.handler(job))
 
 
-def test_a_cuda_error_asks_runpod_for_a_new_worker(runtime, health) -> None:
+def test_a_node_raising_a_cuda_text_is_no_gpu_fault(runtime, health, checks) -> None:
+    # Once refresh_worker: true, a cold start at will for anyone who can make a node raise this text.
+    pid = runtime.server.pid
+    set_faults(runtime.settings, FORGED_CUDA)
+    out = _run(_job("forged"))
+    assert out == {"error": "execution_failed: node 14 (KSamplerAdvanced) raised ValueError: CUDA error: an illegal memory "
+                            "access was encountered"}  # fmt: skip
+    assert checks.pythons == [] and runtime.server.pid == pid
+
+
+def test_a_cuda_error_on_a_failing_gpu_asks_runpod_for_a_new_worker(runtime, health, checks) -> None:
+    checks.problem = "nvidia-smi failed: exit code 15: Unable to determine the device handle for GPU0000:01:00.0: GPU is lost"
     set_faults(runtime.settings, CUDA_FAULT)
     out = _run(_job("cuda"))
     assert out["refresh_worker"] is True
     error = out["error"]
-    assert isinstance(error, str) and error.startswith("execution_failed: node ") and "KSamplerAdvanced" in error
-    assert "RuntimeError: CUDA error: an illegal memory access was encountered" in error
-    assert "GPU/CUDA fault" in error and "replaces this worker" in error
+    assert error.startswith("execution_failed: node 14 (KSamplerAdvanced) raised torch.AcceleratorError: CUDA error: an illegal")
+    assert "the GPU check after the CUDA error failed (nvidia-smi failed: exit code 15: " in error
+    assert checks.pythons == [runtime.settings.comfy.comfy_python]
+
+
+def test_a_cuda_error_on_a_healthy_gpu_restarts_comfyui_and_the_next_job_works(runtime, health, checks) -> None:
+    pid = runtime.server.pid
+    set_faults(runtime.settings, CUDA_FAULT)
+    out = _run(_job("cuda"))
+    assert "refresh_worker" not in out
+    assert "the GPU checked healthy in a fresh process (1.0 s), so ComfyUI was restarted with a fresh CUDA context" in out["error"]
+    assert runtime.server.pid != pid and runtime.server.restarts == 1
+    assert _run(_job("next", seed=2))["files_count"] == 1
+
+
+def test_a_node_that_finds_no_space_answers_storage_full_and_the_next_job_works(runtime, health) -> None:
+    set_faults(runtime.settings, {"mode": "runtime_error", "node_type": "VHS_VideoCombine", "exception_type": "OSError",
+                                  "exception_message": "[Errno 28] No space left on device: '/tmp/w/output/wan22_00001.mp4'"})  # fmt: skip
+    out = _run(_job("full"))
+    assert out["error"].startswith("storage_full: node 17 (VHS_VideoCombine) raised OSError: [Errno 28] No space left on device")
+    assert "WORKER_DIR" in out["error"] and "refresh_worker" not in out
+    assert _run(_job("next", seed=2))["files_count"] == 1
 
 
 def test_one_oom_is_the_users_problem_two_in_a_row_replace_the_worker(runtime, health) -> None:

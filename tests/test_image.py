@@ -7,6 +7,7 @@ import dataclasses
 import io
 import logging
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image, ImageCms
 
+from comfy_bootstrap.errors import ExecutionInterrupted, ExecutionTimeout
+from tests.bad_inputs import gif_cut, tiff_pages
 from tests.file_server import FileServer
 from worker.errors import InvalidImage
 from worker.image import PreparedImage, decode_base64_image, decode_image, prepare_image
@@ -106,7 +109,47 @@ def test_animated_gif_uses_the_first_frame() -> None:
     frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     prepared = decode_image(encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100), LIMITS)
     assert opened(prepared).getpixel((8, 8)) == (255, 0, 0)
-    assert "first of 3 frames" in prepared.description
+
+
+def test_an_animated_png_is_reencoded_as_its_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    data = encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100)
+    prepared = decode_image(data, LIMITS)
+    assert prepared.png != data and getattr(opened(prepared), "n_frames", 1) == 1
+    assert opened(prepared).getpixel((8, 8)) == (255, 0, 0)
+
+
+# --- Frames after the first are never read: no cost, no failure ---------------------------------------
+
+
+@pytest.mark.parametrize("pages", [16_000, 32_000])
+def test_a_tiff_of_thousands_of_pages_decodes_its_first_page_at_once(pages: int) -> None:
+    started = time.monotonic()  # Pillow's frame count walks the pages quadratically: 16k took 4 s, 32k 14 s
+    prepared = decode_image(tiff_pages(pages), LIMITS)
+    assert time.monotonic() - started < 1.0
+    assert (prepared.width, prepared.height, prepared.source_format) == (1, 1, "TIFF")
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "size"), [(gif_cut(frame=1), "GIF", (8, 8)), (tiff_pages(2, broken_page=1), "TIFF", (1, 1))], ids=["gif", "tiff"]
+)
+def test_damage_after_the_first_frame_does_not_matter(data: bytes, fmt: str, size: tuple[int, int]) -> None:
+    # Once struct.error (GIF) and TypeError (TIFF) from the frame count: internal_error.
+    prepared = decode_image(data, LIMITS)
+    assert prepared.source_format == fmt and (prepared.width, prepared.height) == size
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [(gif_cut(frame=0), "GIF"), (tiff_pages(2, broken_page=0), "TIFF"), (tiff_pages(16_000, broken_page=0), "TIFF")],
+    ids=["gif", "tiff", "tiff-16k-pages"],
+)
+def test_damage_in_the_first_frame_is_invalid_image_naming_the_field(data: bytes, fmt: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(InvalidImage) as caught:
+        decode_base64_image(base64.b64encode(data).decode(), LIMITS, field="end_image")
+    assert str(caught.value).startswith(f"end_image: the {fmt} data is truncated or corrupt (")
+    assert str(caught.value).endswith(COMPLETE_ALLOWED) and time.monotonic() - started < 1.0
 
 
 @pytest.mark.parametrize(
@@ -429,6 +472,20 @@ def test_prepare_image_refuses_loopback_urls_by_default(image_server: tuple[str,
     request = parse_request({"prompt": "a cat", "image_url": base + "/cat.png"}, Settings())
     with pytest.raises(InvalidImage, match=r"^image_url: .*127\.0\.0\.1 is a loopback address"):
         prepare_image(request.input("image"), LIMITS)
+
+
+def test_prepare_image_ends_with_the_jobs_time(image_server: tuple[str, dict[str, bytes]]) -> None:
+    base, files = image_server
+    files["/cat.png"] = RED_PNG
+    limits = Limits(allow_private_image_urls=True)
+    given = parse_request({"prompt": "a cat", "image_url": base + "/cat.png"}, Settings(limits=limits)).image("image")
+    with pytest.raises(ExecutionTimeout, match=r"^image_url: .*the job's time budget \(JOB_TIMEOUT\) ran out"):
+        prepare_image(given, limits, job_deadline=time.monotonic() - 1)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ExecutionInterrupted, match=r"^image_url: .*the job was cancelled during the download"):
+        prepare_image(given, limits, job_deadline=time.monotonic() + 60, stop=stop)
+    assert prepare_image(given, limits, job_deadline=time.monotonic() + 60, stop=threading.Event()).width > 0
 
 
 def test_an_rgb_png_needing_no_change_is_uploaded_byte_for_byte() -> None:

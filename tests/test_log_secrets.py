@@ -15,6 +15,9 @@ real worker. It serves:
 - a runtime error in ComfyUI (the double's ``runtime_error`` fault);
 - ``image_url`` with a signed query pointing at a private address, and with ``user:password@``.
 
+ComfyUI (the double, launched by the worker as its child) must have started with none of the
+secrets in its environment (``/proc/<pid>/environ``) and with ``VHS_STRICT_PATHS=1``.
+
 Then the worker's stdout/stderr (and ComfyUI's log file, whose tail the worker quotes in errors)
 must contain no run of base64 long enough to be a payload, no window of the input image's or of the
 output video's base64, no query string of any URL sent, and no value of any environment variable
@@ -40,7 +43,7 @@ from PIL import Image
 
 from tests.bad_inputs import PUBLIC_HOST
 from tests.bad_inputs.network import ImageSite, guard_events, guarded_env
-from tests.harness import files_in, free_port, process_env, start_worker_api, stop_worker_api
+from tests.harness import comfy_child_pid, files_in, free_port, process_env, process_environ, start_worker_api, stop_worker_api
 
 SIGNATURE = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
 QUERY_TOKEN = "secretquerytoken42"
@@ -84,6 +87,7 @@ class Run:
     logs: dict[str, str]  # worker stdout/stderr and ComfyUI's log file(s)
     answers: list[str]
     payloads: dict[str, str]  # base64 sent or received, by label
+    comfy_environ: dict[str, str]  # the environment the ComfyUI child started with
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +113,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             proc = start_worker_api(env, api_port, out)
         try:
             assert proc.pid in [e["pid"] for e in guard_events(guard_log) if e["event"] == "loaded"]
+            comfy_environ = process_environ(comfy_child_pid(proc.pid))
 
             def runsync(job_input: Any) -> dict[str, Any]:
                 resp = requests.post(f"http://127.0.0.1:{api_port}/runsync", json={"input": job_input}, timeout=120)
@@ -156,7 +161,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     worker_log = log_path.read_text(encoding="utf-8", errors="replace")
     comfy_logs = {p.name: p.read_text(encoding="utf-8", errors="replace") for p in Path(env["WORKER_DIR"]).glob("*.log")}
     assert files_in(Path(env["WORKER_DIR"]) / "input") == []
-    return Run(env, worker_log, {"worker stdout/stderr": worker_log, **comfy_logs}, answers, payloads)
+    return Run(env, worker_log, {"worker stdout/stderr": worker_log, **comfy_logs}, answers, payloads, comfy_environ)
 
 
 def test_logs_hold_no_payload_no_query_string_and_no_secret(run: Run) -> None:
@@ -195,3 +200,14 @@ _SDK_ROOT_HANDLER_LINE = re.compile(r"^[\w.]+\.py\s*:\d+\s+\d{4}-\d\d-\d\d ", re
 def test_every_log_line_goes_through_the_workers_filtered_handler_only(run: Run) -> None:
     duplicates = _SDK_ROOT_HANDLER_LINE.findall(run.worker_log)
     assert not duplicates, f"{len(duplicates)} lines printed by an unfiltered root handler, e.g. {duplicates[0]!r}"
+
+
+def test_comfyui_starts_without_the_workers_secrets_and_with_strict_paths(run: Run) -> None:
+    environ = run.comfy_environ
+    assert environ["PATH"] == run.env["PATH"], "the environment read is ComfyUI's"
+    secrets = {name: value for name, value in run.env.items() if SECRET_NAME.search(name) and len(value) >= 8}
+    assert set(FAKE_SECRETS) <= set(secrets)
+    assert not [name for name in secrets if name in environ]
+    assert not [name for name, value in secrets.items() if any(value in v for v in environ.values())]
+    assert not [name for name in environ if name.startswith(("BUCKET_", "RUNPOD_", "AWS_", "COMFY_", "WAN22_"))]
+    assert environ["VHS_STRICT_PATHS"] == "1" and environ["HF_HUB_OFFLINE"] == "1"

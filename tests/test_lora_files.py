@@ -11,6 +11,8 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +21,14 @@ from pathlib import Path
 
 import pytest
 
-import worker.lora_files as lora_files
+import worker.lora_disk as lora_disk
+from comfy_bootstrap.errors import ExecutionInterrupted, ExecutionTimeout
 from tests import test_download
-from tests.test_download import OTHER_PUBLIC_IP, PUBLIC_IP, Network, Route, Server, body, redirect, resolver
+from tests.test_download import OTHER_PUBLIC_IP, PUBLIC_IP, DripProxy, Network, Route, Server, body, drip, redirect, resolver
 from tests.test_lora_format import LORA, MODEL, lora
 from tests.test_safetensors import safetensors_file
 from tests.tls import make_tls
-from worker.errors import InvalidInput
+from worker.errors import InvalidInput, StorageFull
 from worker.lora_files import LoraCache, token_hosts_match
 from worker.settings import ConfigError, LoraSettings, Settings
 
@@ -96,22 +99,6 @@ def error(cache: LoraCache, url: str, field: str = "loras[0].url") -> str:
 
 
 # --- Routes -----------------------------------------------------------------------------------------------
-
-
-def drip(data: bytes, every: float, stop: threading.Event) -> Route:
-    """Send the headers, then ``data`` a byte at a time."""
-
-    def route(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        for byte in data:
-            if stop.wait(every):
-                return
-            h.wfile.write(bytes([byte]))
-            h.wfile.flush()
-
-    return route
 
 
 def cut(data: bytes, announced: int) -> Route:
@@ -202,7 +189,7 @@ def test_a_slow_drip_fails_at_the_overall_deadline(server: Server, make_cache: C
     started = time.monotonic()
     message = error(make_cache(url_timeout=5.0, url_deadline=1.0), server.url("/drip.safetensors"))
     elapsed = time.monotonic() - started
-    prefix = f"loras[0].url: http://127.0.0.1:{server.port}/drip.safetensors: the download did not finish within 1 s ("
+    prefix = f"loras[0].url: http://127.0.0.1:{server.port}/drip.safetensors: the download did not finish within the 1 s of LORA_URL_DEADLINE ("
     assert message.startswith(prefix) and message.endswith(f" of {len(LORA)} bytes received)"), message
     assert 0.9 < elapsed < 2.0  # each byte came within the 5 s per-read timeout; the deadline cut it
 
@@ -211,7 +198,7 @@ def test_a_server_that_never_answers_fails_at_the_deadline_too(server: Server, m
     server.routes["/hang.safetensors"] = lambda h: server.release.wait(5)
     started = time.monotonic()
     message = error(make_cache(url_timeout=5.0, url_deadline=1.0), server.url("/hang.safetensors"))
-    assert message.endswith("hang.safetensors: the download did not finish within 1 s")
+    assert message.endswith("hang.safetensors: the download did not finish within the 1 s of LORA_URL_DEADLINE")
     assert time.monotonic() - started < 2.0
 
 
@@ -558,14 +545,37 @@ def test_the_least_recently_used_file_is_evicted_and_a_pinned_one_stays(server: 
     assert server.paths().count("/a.safetensors") == 2
 
 
-def test_a_recently_used_file_is_not_evicted(server: Server, make_cache: Callable[..., LoraCache]) -> None:
-    """Another worker on the same volume may be running a job with a file it used a moment ago."""
+def test_the_budget_is_hard_files_in_use_stay_and_a_download_that_cannot_fit_fails(
+    server: Server, make_cache: Callable[..., LoraCache]
+) -> None:
+    """Another worker on the same volume may be running a job with a file it used a moment ago, so
+    that file stays; a download that does not fit beside it is refused before its body is read."""
     first, second = lora(seed=1, rank=16, width=256), lora(seed=2, rank=16, width=256)
     server.routes["/1.safetensors"], server.routes["/2.safetensors"] = body(first), body(second)
-    cache = make_cache(cache_bytes=int(1.5 * len(first)), max_bytes=len(first), recent_use=600)
+    budget = int(1.5 * len(first))
+    cache = make_cache(cache_bytes=budget, max_bytes=len(first), recent_use=600)
     cache.release(cache.fetch(server.url("/1.safetensors"), "f"))
-    cache.release(cache.fetch(server.url("/2.safetensors"), "f"))
-    assert cached_names(cache) == sorted([sha_name(first), sha_name(second)])  # over budget for now
+    with pytest.raises(StorageFull) as caught:  # once admitted: the cache grew past its budget
+        cache.fetch(server.url("/2.safetensors"), "loras[1].url")
+    assert caught.value.code == "storage_full"
+    assert str(caught.value) == (
+        f"loras[1].url: {server.url('/2.safetensors')}: the LoRA cache {cache.folder} cannot take "
+        f"{len(second):,} more bytes within LORA_CACHE_BYTES={budget:,}: {len(first):,} bytes of it are files jobs "
+        "may be using (pinned by this worker, or used by any worker in the last 600 s) and downloads in progress; "
+        "retry when those jobs are done, or raise LORA_CACHE_BYTES"
+    )
+    assert cached_names(cache) == [sha_name(first)]
+    past = time.time() - 700
+    os.utime(cache.folder / sha_name(first), (past, past))
+    assert cache.fetch(server.url("/2.safetensors"), "f") == sha_name(second)  # the first may go now
+    assert cached_names(cache) == [sha_name(second)]
+
+
+def test_a_download_of_unknown_length_reserves_LORA_MAX_BYTES(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    server.routes["/chunked.safetensors"] = body(LORA, headers={})  # no Content-Length: the body ends with the connection
+    with pytest.raises(StorageFull, match=r"cannot take 4,096 more bytes within LORA_CACHE_BYTES=4,000"):
+        make_cache(cache_bytes=4000, max_bytes=4096).fetch(server.url("/chunked.safetensors"), "f")
+    assert make_cache(cache_bytes=8192, max_bytes=4096).fetch(server.url("/chunked.safetensors"), "f") == sha_name(LORA)
 
 
 def test_a_job_releases_its_files(server: Server, make_cache: Callable[..., LoraCache]) -> None:
@@ -583,14 +593,14 @@ def test_a_job_releases_its_files(server: Server, make_cache: Callable[..., Lora
 def test_a_read_only_volume_falls_back_to_the_worker_dir(
     tmp_path: Path, volume: Path, server: Server, make_cache: Callable[..., LoraCache], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real_probe = lora_files._write_probe
+    real_probe = lora_disk.write_probe
 
     def probe(folder: Path) -> None:
         if volume in folder.parents:
             raise OSError(errno.EROFS, "Read-only file system")
         real_probe(folder)
 
-    monkeypatch.setattr(lora_files, "_write_probe", probe)
+    monkeypatch.setattr(lora_disk, "write_probe", probe)
     server.routes["/a.safetensors"] = body(LORA)
     cache = make_cache()
     assert cache.fetch(server.url("/a.safetensors"), "f") == sha_name(LORA)
@@ -631,3 +641,151 @@ def test_a_stale_index_entry_is_a_miss(server: Server, make_cache: Callable[...,
     (cache.folder / name).unlink()  # evicted by another worker
     assert cache.fetch(server.url("/a.safetensors"), "f") == name
     assert server.paths() == ["/a.safetensors"] * 2
+
+
+# --- The job's time --------------------------------------------------------------------------------------------
+
+
+def test_headers_dripped_past_LORA_URL_DEADLINE_end_the_fetch(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    # A server dripping its headers once held a fetch for 23 s under a 2 s deadline.
+    server.routes["/style.safetensors"] = body(LORA)
+    proxy = DripProxy(server.port, 0.1)
+    try:
+        url = f"http://127.0.0.1:{proxy.port}/style.safetensors"
+        started = time.monotonic()
+        message = error(make_cache(url_timeout=5.0, url_deadline=1.0), url)
+        assert message == f"loras[0].url: {url}: the download did not finish within the 1 s of LORA_URL_DEADLINE"
+        assert time.monotonic() - started < 1.8
+    finally:
+        proxy.close()
+
+
+def test_a_jobs_fetches_end_with_its_deadline_and_its_stop_flag(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    server.routes["/slow.safetensors"] = drip(LORA, 0.05, server.release)
+    cache = make_cache(url_deadline=60.0)
+    with cache.job(job_deadline=time.monotonic() + 0.5) as loras, pytest.raises(ExecutionTimeout) as timed_out:
+        loras.fetch(server.url("/slow.safetensors"), "loras[0].url")
+    assert "the job's time budget (JOB_TIMEOUT) ran out during the download" in str(timed_out.value)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with cache.job(stop=stop) as loras, pytest.raises(ExecutionInterrupted):
+        loras.fetch(server.url("/slow.safetensors"), "loras[0].url")
+    assert time.monotonic() - started < 1.0 and cached_names(cache) == []
+
+
+def test_a_fetch_waiting_for_another_jobs_download_ends_with_its_own_job(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    arrived, go = threading.Event(), threading.Event()
+    server.routes["/style.safetensors"] = held(body(LORA), arrived, go)
+    cache, url = make_cache(), server.url("/style.safetensors")
+    first = threading.Thread(target=lambda: cache.release(cache.fetch(url, "loras[0].url")))
+    first.start()
+    assert arrived.wait(5)
+    with pytest.raises(ExecutionTimeout):
+        cache.fetch(url, "loras[1].url", job_deadline=time.monotonic() + 0.3)
+    go.set()
+    first.join(10)
+    assert cache._pins[sha_name(LORA)] == 0  # the leaver's pin was given back
+
+
+def test_when_the_downloading_job_is_cancelled_a_waiting_job_downloads_itself(server: Server, make_cache: Callable[..., LoraCache]) -> None:
+    arrived, go = threading.Event(), threading.Event()
+    server.routes["/style.safetensors"] = held(body(LORA), arrived, go)
+    cache, url, stop = make_cache(), server.url("/style.safetensors"), threading.Event()
+    outcome: list[object] = []
+
+    def cancelled_leader() -> None:
+        try:
+            cache.fetch(url, "loras[0].url", stop=stop)
+        except ExecutionInterrupted as exc:
+            outcome.append(exc)
+
+    leader = threading.Thread(target=cancelled_leader)
+    leader.start()
+    assert arrived.wait(5)
+    waiter = threading.Thread(target=lambda: outcome.append(cache.fetch(url, "loras[1].url")))
+    waiter.start()
+    wait_for_waiters(cache, url, 1)
+    stop.set()
+    leader.join(5)
+    go.set()
+    waiter.join(10)
+    assert isinstance(outcome[0], ExecutionInterrupted) and outcome[1] == sha_name(LORA)
+    assert server.paths() == ["/style.safetensors", "/style.safetensors"]
+
+
+# --- A full disk -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a disk that really fills up (ENOSPC). Skipped where tests may not mount one."""
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Write zeros into ``folder/filler`` until the disk has at most ``leave`` bytes free."""
+    filler = folder / "filler"
+    with open(filler, "wb") as file:
+        try:
+            while shutil.disk_usage(folder).free > leave:
+                file.write(b"\0" * min(65536, max(4096, shutil.disk_usage(folder).free - leave)))
+                file.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+BIG_LORA = lora(seed=5, rank=64, width=2048)  # 512 KiB of tensors
+
+
+def test_too_little_free_space_is_storage_full_before_the_body_is_read(
+    small_disk: Path, server: Server, make_cache: Callable[..., LoraCache]
+) -> None:
+    server.routes["/big.safetensors"] = body(BIG_LORA)
+    cache = make_cache(cache_dir=small_disk / "loras", max_bytes=2**20)
+    filler = fill(small_disk, leave=256 * 1024)
+    with pytest.raises(StorageFull) as caught:
+        cache.fetch(server.url("/big.safetensors"), "loras[0].url")
+    free = shutil.disk_usage(small_disk).free
+    assert str(caught.value) == (
+        f"loras[0].url: {server.url('/big.safetensors')}: the disk of the LoRA cache {cache.folder} has {free:,} bytes "
+        f"free; the download needs {len(BIG_LORA):,} and {4 * 2**20 // 100:,} more are kept free (free some space "
+        "on the volume, lower LORA_CACHE_BYTES, or give the endpoint a larger volume)"
+    )
+    filler.unlink()
+    assert cache.fetch(server.url("/big.safetensors"), "loras[0].url") == sha_name(BIG_LORA)  # the next job is fine
+
+
+def test_a_disk_that_fills_up_during_the_download_is_storage_full_and_leaves_no_partial_file(
+    small_disk: Path, server: Server, make_cache: Callable[..., LoraCache]
+) -> None:
+    def fill_midway(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(BIG_LORA)))
+        h.end_headers()
+        h.wfile.write(BIG_LORA[:100_000])
+        h.wfile.flush()
+        time.sleep(0.2)
+        fill(small_disk)  # another worker writes the volume full
+        h.wfile.write(BIG_LORA[100_000:])
+
+    server.routes["/big.safetensors"] = fill_midway
+    cache = make_cache(cache_dir=small_disk / "loras", max_bytes=2**20)
+    with pytest.raises(StorageFull) as caught:
+        cache.fetch(server.url("/big.safetensors"), "loras[0].url")
+    assert str(caught.value).startswith(
+        f"loras[0].url: {server.url('/big.safetensors')}: no space left on the disk of the LoRA cache {cache.folder} "
+    )
+    assert partial_files(cache) == []
+    (small_disk / "filler").unlink()
+    server.routes["/big.safetensors"] = body(BIG_LORA)
+    assert cache.fetch(server.url("/big.safetensors"), "loras[0].url") == sha_name(BIG_LORA)

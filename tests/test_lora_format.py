@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 
 import pytest
 
 from tests.comfy_double.inprocess import safetensors_stand_in
 from tests.test_safetensors import safetensors_file
-from worker.lora_format import LoraSniffer, NotALora, lora_tensors
+from worker.lora_format import LORA_MAX_HEADER_BYTES, LoraSniffer, NotALora, lora_tensors
 
 # --- Files (test_lora_files uses them too) ----------------------------------------------------------
 
@@ -101,3 +102,23 @@ def test_names_that_only_look_close_are_not_lora_names() -> None:
 
 def test_the_seed_changes_the_data() -> None:
     assert lora(seed=3) != LORA  # so test files hash apart
+
+
+def test_a_huge_header_is_refused_at_its_length_and_costs_no_memory() -> None:
+    # A 24 MB header of many small objects once cost 486 MB to parse; the library would take 100 MB.
+    entries = b",".join(b'"%x":{}' % i for i in range(2_400_000))
+    data = struct.pack("<Q", len(entries) + 2) + b"{" + entries + b"}"
+    tracemalloc.start()
+    try:
+        said = problem(data, chunk=65536)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert said.startswith(f"its header declares {len(entries) + 2:,} bytes, more than the {LORA_MAX_HEADER_BYTES:,} bytes allowed")
+    assert peak < 2**20
+    assert LORA_MAX_HEADER_BYTES == 8 * 2**20
+
+
+def test_a_header_within_the_cap_but_nested_deep_is_refused() -> None:
+    encoded = b'{"t": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert problem(struct.pack("<Q", len(encoded)) + encoded, chunk=65536).startswith("a damaged safetensors file: its header nests")

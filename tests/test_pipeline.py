@@ -61,6 +61,22 @@ def test_invalid_input_never_reaches_comfyui(make_runtime) -> None:
     assert requests.get(f"{runtime.settings.comfy.base_url}/__double__/state", timeout=5).json()["prompts"] == []
 
 
+def test_a_crash_answer_quotes_only_the_lines_that_explain_it(make_runtime) -> None:
+    """ComfyUI's log holds every job's lines; the answer to one job must not carry another's."""
+    runtime = make_runtime()
+    with open(runtime.settings.comfy.log_file, "a") as log:  # what ComfyUI and its nodes printed earlier
+        log.write("[INFO] job A's prompt: a secret garden at dawn\n")
+        log.write("[WARNING] fetching https://cdn.example.com/lora.safetensors?token=SECRETTOKEN\n")
+        log.write("[INFO] image " + "QUJD" * 200 + "\n")
+    set_faults(runtime.settings, {"mode": "crash", "node_type": "LoadImage"})  # early: these lines are among the last 15
+    with pytest.raises(ComfyUnavailable) as err:
+        generate_video(_job(), "crash", runtime)
+    message = str(err.value)
+    assert "secret garden" not in message and "SECRETTOKEN" not in message and "QUJDQUJD" not in message
+    assert "exit code 1" in message and "crash fault: exiting with status 1" in message
+    assert "[WARNING] fetching https://cdn.example.com/lora.safetensors?…" in message
+
+
 def test_comfyui_crash_mid_job_is_reported_and_the_next_job_works(make_runtime) -> None:
     runtime = make_runtime()
     set_faults(runtime.settings, {"mode": "crash"})

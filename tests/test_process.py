@@ -1,7 +1,9 @@
 """The ComfyUI child's lifecycle, with real processes: a tiny fake ComfyUI ``main.py`` in a temp dir.
 
-The fake listens on ``--listen``/``--port`` and answers ``GET /system_stats``; env vars make it
-record its argv, fail at boot, start slowly, spawn a grandchild that ignores SIGTERM, or hang.
+The fake listens on ``--listen``/``--port`` and answers ``GET /system_stats``; ``fake.json`` in its
+folder (:func:`configure_fake`; the worker gives ComfyUI a scrubbed environment, so not env vars) makes
+it record its argv and environment, fail at boot, start slowly, spawn a grandchild that ignores
+SIGTERM, or hang.
 """
 
 from __future__ import annotations
@@ -40,20 +42,21 @@ FAKE_MAIN = textwrap.dedent(
     parser.add_argument("--listen")
     parser.add_argument("--port", type=int)
     args, _ = parser.parse_known_args()
-    if os.environ.get("FAKE_ARGV_FILE"):
-        with open(os.environ["FAKE_ARGV_FILE"], "w") as f:
-            json.dump({"argv": sys.argv[1:], "cwd": os.getcwd(), "pid": os.getpid()}, f)
+    config = json.load(open("fake.json")) if os.path.exists("fake.json") else {}
+    if config.get("FAKE_ARGV_FILE"):
+        with open(config["FAKE_ARGV_FILE"], "w") as f:
+            json.dump({"argv": sys.argv[1:], "cwd": os.getcwd(), "pid": os.getpid(), "env": dict(os.environ)}, f)
     print("fake ComfyUI starting", flush=True)
-    if os.environ.get("FAKE_BOOT_FAIL"):
+    if config.get("FAKE_BOOT_FAIL"):
         print("RuntimeError: fake boot failure: no CUDA GPUs are available", file=sys.stderr, flush=True)
         sys.exit(3)
-    time.sleep(float(os.environ.get("FAKE_SLOW_START", "0")))
-    if os.environ.get("FAKE_GRANDCHILD_PIDFILE"):
+    time.sleep(float(config.get("FAKE_SLOW_START", "0")))
+    if config.get("FAKE_GRANDCHILD_PIDFILE"):
         code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
         child = subprocess.Popen([sys.executable, "-c", code])
-        with open(os.environ["FAKE_GRANDCHILD_PIDFILE"], "w") as f:
+        with open(config["FAKE_GRANDCHILD_PIDFILE"], "w") as f:
             f.write(str(child.pid))
-    hang_file = os.environ.get("FAKE_HANG_FILE", "")
+    hang_file = config.get("FAKE_HANG_FILE", "")
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -81,6 +84,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def configure_fake(comfy_dir: Path, **values: str) -> None:
+    """Add ``values`` (``FAKE_SLOW_START="1.2"``, ...) to the fake ComfyUI's ``fake.json``."""
+    path = comfy_dir / "fake.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**config, **values}))
+
+
 def running(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
@@ -105,7 +115,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     comfy_dir = tmp_path / "comfyui"
     comfy_dir.mkdir()
     (comfy_dir / "main.py").write_text(FAKE_MAIN)
-    monkeypatch.setenv("FAKE_ARGV_FILE", str(tmp_path / "argv.json"))
+    configure_fake(comfy_dir, FAKE_ARGV_FILE=str(tmp_path / "argv.json"))
     servers: list[ComfyServer] = []
 
     def make(boot_timeout: float = 10.0, settings: dict | None = None, **kw) -> ComfyServer:
@@ -128,7 +138,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_start_waits_for_slow_start_and_passes_flags(comfy, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("FAKE_SLOW_START", "1.2")
+    configure_fake(tmp_path / "comfyui", FAKE_SLOW_START="1.2")
     server = comfy()
     t0 = time.monotonic()
     server.start()
@@ -153,8 +163,8 @@ def test_start_waits_for_slow_start_and_passes_flags(comfy, tmp_path: Path, monk
     assert server.restarts == 0
 
 
-def test_launch_returns_at_once_and_the_first_job_waits_for_readiness(comfy, monkeypatch, caplog) -> None:
-    monkeypatch.setenv("FAKE_SLOW_START", "1.5")
+def test_launch_returns_at_once_and_the_first_job_waits_for_readiness(comfy, tmp_path: Path, monkeypatch, caplog) -> None:
+    configure_fake(tmp_path / "comfyui", FAKE_SLOW_START="1.5")
     server = comfy()
     t0 = time.monotonic()
     server.launch()
@@ -178,8 +188,8 @@ def test_a_launch_failure_is_quoted_by_every_later_job(comfy, tmp_path: Path) ->
         assert "ComfyUI not found" in str(info.value) and info.value.refresh_worker is True
 
 
-def test_boot_failure_raises_with_exit_code_and_log_tail(comfy, monkeypatch) -> None:
-    monkeypatch.setenv("FAKE_BOOT_FAIL", "1")
+def test_boot_failure_raises_with_exit_code_and_log_tail(comfy, tmp_path: Path, monkeypatch) -> None:
+    configure_fake(tmp_path / "comfyui", FAKE_BOOT_FAIL="1")
     server = comfy()
     with pytest.raises(ComfyBootError) as info:
         server.start()
@@ -190,8 +200,8 @@ def test_boot_failure_raises_with_exit_code_and_log_tail(comfy, monkeypatch) -> 
     assert server.exit_code == 3
 
 
-def test_boot_timeout_stops_the_child(comfy, monkeypatch) -> None:
-    monkeypatch.setenv("FAKE_SLOW_START", "60")
+def test_boot_timeout_stops_the_child(comfy, tmp_path: Path, monkeypatch) -> None:
+    configure_fake(tmp_path / "comfyui", FAKE_SLOW_START="60")
     server = comfy(boot_timeout=1.0)
     with pytest.raises(ComfyBootError, match=r"did not answer .*/system_stats within 1 s") as info:
         server.start()
@@ -243,7 +253,7 @@ def test_the_gpu_and_sageattention_are_read_once_before_the_first_launch_and_onl
 
 def test_hung_child_is_detected_and_restarted(comfy, tmp_path: Path, monkeypatch) -> None:
     hang = tmp_path / "hang"
-    monkeypatch.setenv("FAKE_HANG_FILE", str(hang))
+    configure_fake(tmp_path / "comfyui", FAKE_HANG_FILE=str(hang))
     server = comfy()
     server.start()
     old = server.pid
@@ -257,7 +267,7 @@ def test_hung_child_is_detected_and_restarted(comfy, tmp_path: Path, monkeypatch
 
 def test_stop_ends_the_whole_group_including_grandchild(comfy, tmp_path: Path, monkeypatch) -> None:
     pidfile = tmp_path / "grandchild.pid"
-    monkeypatch.setenv("FAKE_GRANDCHILD_PIDFILE", str(pidfile))
+    configure_fake(tmp_path / "comfyui", FAKE_GRANDCHILD_PIDFILE=str(pidfile))
     server = comfy()
     server.start()
     grandchild = int(pidfile.read_text())
@@ -269,10 +279,10 @@ def test_stop_ends_the_whole_group_including_grandchild(comfy, tmp_path: Path, m
     server.stop()  # idempotent
 
 
-def test_ensure_alive_gives_up_after_two_failed_restarts(comfy, monkeypatch) -> None:
+def test_ensure_alive_gives_up_after_two_failed_restarts(comfy, tmp_path: Path, monkeypatch) -> None:
     server = comfy()
     server.start()
-    monkeypatch.setenv("FAKE_BOOT_FAIL", "1")
+    configure_fake(tmp_path / "comfyui", FAKE_BOOT_FAIL="1")
     os.kill(server.pid, signal.SIGKILL)
     with pytest.raises(ComfyUnavailable) as info:
         server.ensure_alive()
@@ -367,7 +377,7 @@ def test_worker_exit_ends_comfyui(tmp_path: Path, monkeypatch, ending: str) -> N
     comfy_dir.mkdir()
     (comfy_dir / "main.py").write_text(FAKE_MAIN)
     pidfile = tmp_path / "gc.pid"
-    monkeypatch.setenv("FAKE_GRANDCHILD_PIDFILE", str(pidfile))
+    configure_fake(tmp_path / "comfyui", FAKE_GRANDCHILD_PIDFILE=str(pidfile))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     mode = "exit" if ending == "normal-exit" else "wait"
     worker = subprocess.Popen(
@@ -389,3 +399,32 @@ def test_worker_exit_ends_comfyui(tmp_path: Path, monkeypatch, ending: str) -> N
         worker.kill()
         worker.wait()
         worker.stdout.close()
+
+
+# --- The child's environment: what ComfyUI needs, never a secret ----------------------------------
+
+SECRETS = {
+    "HF_TOKEN": "hf_fakeprocesstoken1",
+    "CIVITAI_TOKEN": "civitaifaketoken2",
+    "BUCKET_ACCESS_KEY_ID": "AKIAFAKEPROCESSKEY3",
+    "BUCKET_SECRET_ACCESS_KEY": "bucketsecretvalue4",
+    "RUNPOD_AI_API_KEY": "rpa_fakeprocesskey5",
+    "AWS_SESSION_TOKEN": "awssessiontoken6",
+    "TORCH_HUB_TOKEN": "torchhubtoken7",  # an allowed prefix does not let a secret through
+    "CUDA_PASSWORD": "cudapassword8",
+}
+
+
+def test_comfyui_runs_with_a_scrubbed_environment(comfy, tmp_path: Path, monkeypatch) -> None:
+    for name, value in {**SECRETS, "CUDA_VISIBLE_DEVICES": "0", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+                        "HF_HOME": "/models/hf", "LC_ALL": "C.UTF-8", "VHS_STRICT_PATHS": "0",
+                        "HF_HUB_OFFLINE": "0", "SOME_OTHER_SETTING": "x"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    comfy().start()
+    env = json.loads((tmp_path / "argv.json").read_text())["env"]
+    assert not {name for name in SECRETS if name in env}
+    assert not [value for value in SECRETS.values() if value in json.dumps(env)]
+    assert env["PATH"] == os.environ["PATH"] and env["CUDA_VISIBLE_DEVICES"] == "0" and env["LC_ALL"] == "C.UTF-8"
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True" and env["HF_HOME"] == "/models/hf"
+    assert env["VHS_STRICT_PATHS"] == "1" and env["HF_HUB_OFFLINE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert "SOME_OTHER_SETTING" not in env and "COMFY_PORT" not in env

@@ -200,3 +200,40 @@ def test_the_reader_refuses_what_parsing_refuses(tmp_path: Path, data: bytes, sa
 )  # fmt: skip
 def test_describe_data(head: bytes, said: str) -> None:
     assert describe_data(head).startswith(said)
+
+
+# --- Bounded parsing ---------------------------------------------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    """A file whose header holds a list ``depth`` levels deep under one tensor name."""
+    encoded = b'{"t": ' + b"[" * depth + b"]" * depth + b"}"
+    return struct.pack("<Q", len(encoded)) + encoded
+
+
+@pytest.mark.parametrize("depth", [4, 100, 100_000])
+def test_a_header_nested_deeper_than_the_format_is_refused_before_parsing(depth: int) -> None:
+    # 100000 levels once raised RecursionError out of json.loads: internal_error.
+    assert refusal(nested(depth)) == (
+        "a damaged safetensors file: its header nests more than 3 levels deep (the format has an object "
+        "of tensors, each an object holding lists)"
+    )
+
+
+def test_three_levels_are_the_format_and_pass_the_depth_check() -> None:
+    assert "nests" not in refusal(nested(2))  # refused for the tensor's form, not its depth
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    header = parse_header(safetensors_file({"t[[[[{{{{": (2,)}, metadata={"note": "]]]]}}}} [[[[ {{{{"}))
+    assert list(header.tensors) == ["t[[[[{{{{"] and header.metadata == {"note": "]]]]}}}} [[[[ {{{{"}
+
+
+def test_a_header_over_the_callers_cap_is_refused_from_its_length_alone() -> None:
+    head = struct.pack("<Q", 24_000_000) + b'{"a'  # the rest would follow
+    with pytest.raises(NotSafetensors) as caught:
+        parse_header(head, complete=False, max_header_bytes=8 * 2**20)
+    assert str(caught.value) == (
+        "its header declares 24,000,000 bytes, more than the 8,388,608 bytes allowed here (a real one is a few hundred kB)"
+    )
+    assert parse_header(head, complete=False) is None  # the library's 100 MB: more bytes are waited for

@@ -20,48 +20,48 @@ byte is sent:
   the Hub redirects to never sees the token;
 * the body is streamed and abandoned as soon as it exceeds the byte cap (after content decoding,
   so a gzip bomb is cut off too); a larger ``Content-Length`` is refused before the body is read;
-* each connect and read waits at most the per-read timeout, and, when the rules have one, the
-  whole fetch (every hop and the body) at most the overall deadline.
+* each connect and read waits at most the per-read timeout, and the whole fetch, from the first
+  connect to the last body byte (TLS handshakes, headers and redirects included), at most the
+  rules' deadline or until the job's deadline, whichever comes first; the job's stop flag ends it
+  at once (:mod:`worker.fetch_clock`: a watchdog shuts the sockets down).
 
 One loop serves every URL field; :class:`FetchRules` says what differs between them (the field
 name in messages, the caps and timeouts, whether private addresses are allowed, the credentials,
 the error class), and the caller says where the body goes (``write``): memory for ``image_url``
 (:func:`fetch_image`), a temporary file for a LoRA (:mod:`worker.lora_files`).
 
+The URL's form and the addresses are judged by the pure checks of :mod:`worker.url_guard`.
 Messages and logs show URLs through :func:`redact_url`: no query string (it may carry a
 signature), no user:password.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import math
-import re
 import socket
-import time
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool
 
 from worker.errors import InvalidImage, WorkerError
-from worker.urls import escaped, redact_url
-
-if TYPE_CHECKING:  # a leaf: the request model imports redact_url
-    from worker.settings import Limits
+from worker.fetch_clock import FetchClock
+from worker.settings import Limits
+from worker.url_guard import DEFAULT_PORTS, address_problem, ascii_host, redact_url, url_problem
 
 log = logging.getLogger(__name__)
 
 #: Redirect hops followed before giving up. Not in ``Limits`` yet (see the module's report).
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK_BYTES = 64 * 1024
 #: Ask for the formats :mod:`worker.image` accepts, so content-negotiating CDNs do not answer
 #: with AVIF or HEIC.
@@ -73,6 +73,8 @@ Resolver = Callable[[str, int], Sequence[str]]
 Credentials = Callable[[str], Mapping[str, str]]
 #: ``write(chunk)`` takes the body as it arrives; it may raise the rules' error to stop early.
 Writer = Callable[[bytes], None]
+#: ``expect(size)`` hears the body's announced size (None: not announced) before it is read; it may refuse it.
+Expect = Callable[[int | None], None]
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class FetchRules:
     timeout: float
     #: Seconds the whole fetch may take, redirects and body included; None for no overall limit.
     deadline: float | None = None
+    #: The variable that sets ``deadline``, named when it passes.
+    deadline_setting: str = "IMAGE_URL_DEADLINE"
     allow_private: bool = False
     #: The variable that allows private addresses, named in the refusal.
     private_setting: str = "ALLOW_PRIVATE_IMAGE_URLS"
@@ -101,6 +105,7 @@ class FetchRules:
             field=field,
             max_bytes=limits.max_image_bytes,
             timeout=limits.image_url_timeout,
+            deadline=limits.image_url_deadline,
             allow_private=limits.allow_private_image_urls,
             accept=_IMAGE_ACCEPT,
             user_agent="wan22-worker (image_url fetch)",
@@ -121,77 +126,6 @@ def resolve_host(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be fetched at all (before any resolution), or None when its form is fine.
-
-    Refused besides a scheme other than http(s) and a missing host: a backslash, whitespace or a
-    control character anywhere, user info (``user@``, ``user:pass@``), and a host that is neither an
-    IP literal nor a DNS name: parsers disagree on where the host of such a URL is
-    (``http://127.0.0.1:8188\\@1.1.1.1/`` is 1.1.1.1 to ``urlsplit``, 127.0.0.1 to urllib3).
-    """
-    odd = _ODD_CHARACTER.search(url)
-    if odd is not None:
-        return f"has {_character_name(odd.group())} at position {odd.start()}"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme not in _DEFAULT_PORTS:
-        return "is not an http or https URL"
-    if "@" in parts.netloc:
-        return "has user info (user@ or user:password@) before the host"
-    if not parts.hostname:
-        return "has no host name"
-    if _ascii_host(parts.hostname) is None:
-        return "has a host that is not a valid name or IP address"
-    if port == 0:
-        return "has port 0"
-    return None
-
-
-#: Characters no fetched URL may hold: backslash, whitespace (Unicode too), C0 and C1 controls.
-_ODD_CHARACTER = re.compile(r"[\\\s\x00-\x1f\x7f-\x9f]")
-_DNS_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
-
-
-def _character_name(char: str) -> str:
-    if char == "\\":
-        return "a backslash"
-    if char.isspace():
-        return f"whitespace ({escaped(char)})"
-    return f"a control character ({escaped(char)})"
-
-
-def _ascii_host(hostname: str) -> str | None:
-    """The host as it goes on the wire: an IP literal, or a DNS name in ASCII (IDNA); None when it is
-    neither, or an IPv6 address with a zone (``%eth0``)."""
-    if "%" in hostname:
-        return None
-    try:
-        ipaddress.ip_address(hostname)
-        return hostname
-    except ValueError:
-        pass
-    try:
-        ascii_host = hostname.encode("idna").decode("ascii") if not hostname.isascii() else hostname
-    except UnicodeError:
-        return None
-    return ascii_host if _DNS_NAME.fullmatch(ascii_host) else None
-
-
-def address_problem(address: str) -> str | None:
-    """What kind of non-public address ``address`` is (e.g. ``"a loopback address"``), or None."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id ("fe80::1%eth0")
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return _ip_kind(ip.ipv4_mapped)
-        embedded = ip.sixtofour or _nat64_ipv4(ip)
-        if embedded is not None and _ip_kind(embedded) is not None:
-            return f"{_ip_kind(embedded)} (IPv4 {embedded} inside IPv6)"
-    return _ip_kind(ip)
-
-
 def fetch_image(
     url: str,
     limits: Limits,
@@ -199,15 +133,21 @@ def fetch_image(
     field: str = "image_url",
     resolve: Resolver = resolve_host,
     ca_bundle: str | None = None,
+    job_deadline: float | None = None,
+    stop: threading.Event | None = None,
 ) -> bytes:
     """Download ``url`` under the rules in the module docstring and return the body's bytes.
 
     ``resolve`` replaces DNS (tests map names to addresses with it); ``ca_bundle`` is a PEM file
-    of trusted CAs instead of requests' default (tests use their own CA). Every failure is an
-    :class:`InvalidImage` whose message starts with ``field`` (``image_url:``) and never shows the query.
+    of trusted CAs instead of requests' default (tests use their own CA); ``job_deadline`` and
+    ``stop`` are :func:`fetch`'s. Every failure is an :class:`InvalidImage` whose message starts with
+    ``field`` (``image_url:``) and never shows the query, or the job's timeout or cancel.
     """
     body = bytearray()
-    fetch(url, FetchRules.for_image(limits, field), body.extend, resolve=resolve, ca_bundle=ca_bundle)
+    fetch(
+        url, FetchRules.for_image(limits, field), body.extend,
+        resolve=resolve, ca_bundle=ca_bundle, job_deadline=job_deadline, stop=stop,
+    )  # fmt: skip
     return bytes(body)
 
 
@@ -218,17 +158,38 @@ def fetch(
     *,
     resolve: Resolver = resolve_host,
     ca_bundle: str | None = None,
+    job_deadline: float | None = None,
+    stop: threading.Event | None = None,
+    expect: Expect | None = None,
 ) -> Fetched:
     """Download ``url`` under ``rules``, handing the body to ``write`` chunk by chunk.
 
-    Every failure is a ``rules.error`` whose message starts with ``rules.field``. ``write`` has
-    received part of the body when a failure happens mid-transfer: the caller discards it.
+    ``job_deadline`` (a ``time.monotonic()`` value) ends the fetch when it comes before the rules'
+    own deadline, with :class:`ExecutionTimeout` (``timeout``) naming JOB_TIMEOUT; ``stop`` set
+    ends it at once with :class:`ExecutionInterrupted` (``cancelled``). Every other failure is a
+    ``rules.error`` whose message starts with ``rules.field``. ``write`` has received part of the
+    body when a failure happens mid-transfer: the caller discards it. ``expect`` hears the size the
+    final answer announces, within the byte cap, before its body is read.
     """
-    clock = _Clock(rules.deadline)
+    clock = FetchClock(
+        rules.deadline, deadline_error=rules.error, deadline_setting=rules.deadline_setting, job_deadline=job_deadline, stop=stop
+    )
+    with clock:
+        return _follow(url, rules, write, expect or _anything, clock, resolve, ca_bundle)
+
+
+def _anything(size: int | None) -> None:
+    """An ``expect`` that takes any size."""
+
+
+def _follow(
+    url: str, rules: FetchRules, write: Writer, expect: Expect, clock: FetchClock, resolve: Resolver, ca_bundle: str | None
+) -> Fetched:
+    """The URL and its redirects, hop by hop, until one answers with the body."""
     current, first_host, same_host = url, None, True
     for hop in range(MAX_REDIRECTS + 1):
         target = _Target.parse(current, hop, rules)
-        clock.check(target, rules)
+        clock.check(target.where)
         addresses = _allowed_addresses(target, rules, resolve)
         first_host = first_host or target.host
         same_host = same_host and target.host == first_host
@@ -239,7 +200,7 @@ def fetch(
                 log.info("%s: HTTP %d redirect to %s", rules.field, response.status_code, redact_url(current))
                 continue
             _check_status(target, response, rules)
-            size = _read_body(target, response, rules, clock, write)
+            size = _read_body(target, response, rules, clock, write, expect)
         log.info("%s: downloaded %d bytes from %s", rules.field, size, target.shown)
         return Fetched(target.url, size)
     raise rules.error(
@@ -270,8 +231,8 @@ class _Target:
             subject = f"{field}: {redact_url(url)}" if hop == 0 else f"{_where(url, hop, field)}, which"
             raise rules.error(f"{subject} {problem} (allowed: an http:// or https:// URL)")
         parts = urlsplit(url)
-        host = _ascii_host(parts.hostname or "") or ""  # url_problem refused any other host
-        return cls(url, parts, host, parts.port or _DEFAULT_PORTS[parts.scheme], hop, field)
+        host = ascii_host(parts.hostname or "") or ""  # url_problem refused any other host
+        return cls(url, parts, host, parts.port or DEFAULT_PORTS[parts.scheme], hop, field)
 
     @property
     def shown(self) -> str:
@@ -284,7 +245,7 @@ class _Target:
     @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == _DEFAULT_PORTS[self.parts.scheme] else f"{host}:{self.port}"
+        return host if self.port == DEFAULT_PORTS[self.parts.scheme] else f"{host}:{self.port}"
 
     def url_for(self, address: str) -> str:
         """The URL to send: built from the parsed parts, with the checked ``address`` as its host.
@@ -300,33 +261,6 @@ def _where(url: str, hop: int, field: str) -> str:
     if hop == 0:
         return f"{field}: {redact_url(url)}"
     return f"{field}: redirect {hop} goes to {redact_url(url)}"
-
-
-class _Clock:
-    """The overall deadline of one fetch (none when ``seconds`` is None)."""
-
-    def __init__(self, seconds: float | None):
-        self.seconds = seconds
-        self._end = math.inf if seconds is None else time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self._end - time.monotonic()
-
-    @property
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-    def timeout(self, per_read: float) -> float:
-        """How long the next connect or read may wait: the per-read timeout or what is left."""
-        return max(0.001, min(per_read, self.remaining()))
-
-    def check(self, target: _Target, rules: FetchRules, received: int = 0, declared: int | None = None) -> None:
-        if self.expired:
-            raise rules.error(f"{target.where}: {self.overrun(received, declared)}")
-
-    def overrun(self, received: int = 0, declared: int | None = None) -> str:
-        got = f" ({received} of {declared} bytes received)" if declared else f" ({received} bytes received)" if received else ""
-        return f"the download did not finish within {self.seconds:g} s{got}"
 
 
 def _allowed_addresses(target: _Target, rules: FetchRules, resolve: Resolver) -> list[str]:
@@ -377,11 +311,11 @@ def _open(
     addresses: list[str],
     rules: FetchRules,
     credentials: Mapping[str, str],
-    clock: _Clock,
+    clock: FetchClock,
     ca_bundle: str | None,
 ) -> Iterator[requests.Response]:
     """GET the target (body not read yet) and close the response and its pool afterwards."""
-    adapter = _PinnedAdapter(target.host)
+    adapter = _PinnedAdapter(target.host, clock)
     try:
         response = _send_to_first_reachable(adapter, target, addresses, rules, credentials, clock, ca_bundle)
         try:
@@ -390,6 +324,7 @@ def _open(
             response.close()
     finally:
         adapter.close()
+        clock.release()
 
 
 def _send_to_first_reachable(
@@ -398,7 +333,7 @@ def _send_to_first_reachable(
     addresses: list[str],
     rules: FetchRules,
     credentials: Mapping[str, str],
-    clock: _Clock,
+    clock: FetchClock,
     ca_bundle: str | None,
 ) -> requests.Response:
     """Try the checked addresses in the resolver's order, as urllib3 does for a host name."""
@@ -420,26 +355,35 @@ def _send_to_first_reachable(
         except requests.exceptions.ConnectionError as exc:  # refused, unreachable, ConnectTimeout
             log.info("%s: %s via %s failed: %s", target.field, target.host, address, type(exc).__name__)
             failure = exc
-            if clock.expired:
+            if clock.over:
                 break
         except requests.exceptions.RequestException as exc:
             failure = exc
             break
-    raise rules.error(f"{target.where}: {_describe_failure(failure, rules, clock)}")
+    clock.check(target.where)  # the watchdog cut the connection: that, not the symptom, is the cause
+    raise rules.error(f"{target.where}: {_describe_failure(failure, rules)}")
 
 
 class _PinnedAdapter(HTTPAdapter):
-    """An adapter that connects to an IP address but speaks TLS to ``hostname``.
+    """An adapter that connects to an IP address but speaks TLS to ``hostname``, under ``clock``.
 
     The request URL carries the checked IP address (so no second DNS lookup happens); SNI and
     certificate verification use the real host name through urllib3's ``server_hostname`` and
     ``assert_hostname`` pool keys. Environment proxies and .netrc are never consulted: the
-    adapter is used directly, without a Session.
+    adapter is used directly, without a Session. Every socket it opens is watched by ``clock``.
     """
 
-    def __init__(self, hostname: str):
+    def __init__(self, hostname: str, clock: FetchClock):
         super().__init__(max_retries=0)
         self._hostname = hostname
+        self._connections = {"http": _watched(HTTPConnection, clock), "https": _watched(HTTPSConnection, clock)}
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> HTTPConnectionPool:
+        pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        pool.ConnectionCls = self._connections[pool.scheme]
+        return pool
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -451,11 +395,21 @@ class _PinnedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def _describe_failure(exc: Exception | None, rules: FetchRules, clock: _Clock) -> str:
+def _watched(base: type[HTTPConnection], clock: FetchClock) -> type[HTTPConnection]:
+    """``base`` whose every new socket ``clock`` can cut (before any TLS handshake on it)."""
+
+    class Watched(base):  # type: ignore[valid-type, misc]
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            clock.watch(sock)
+            return sock
+
+    return Watched
+
+
+def _describe_failure(exc: Exception | None, rules: FetchRules) -> str:
     """What went wrong on the wire, in words, without the exception text (it holds the full URL)."""
     timeout = f"{rules.timeout:g} s"
-    if isinstance(exc, requests.exceptions.Timeout) and clock.expired:
-        return clock.overrun()
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return f"timed out connecting after {timeout}"
     if isinstance(exc, requests.exceptions.ReadTimeout):
@@ -484,35 +438,38 @@ def _check_status(target: _Target, response: requests.Response, rules: FetchRule
         )
 
 
-def _read_body(target: _Target, response: requests.Response, rules: FetchRules, clock: _Clock, write: Writer) -> int:
+def _read_body(
+    target: _Target, response: requests.Response, rules: FetchRules, clock: FetchClock, write: Writer, expect: Expect
+) -> int:
     """Stream the body into ``write``, refused as soon as it is known to exceed the byte cap."""
     cap = rules.max_bytes
     declared = _content_length(response)
     if declared is not None and declared > cap:
         raise rules.error(f"{target.where}: the server announces {_bytes(declared)}, too large {_over_limit(cap)}")
+    expect(declared)
     size = 0
     while True:
         chunk = _read_chunk(target, response, rules, clock, size, declared)
+        clock.check(target.where, size, declared)  # an end of the body may be the watchdog's cut
         if not chunk:
             break
         size += len(chunk)
         if size > cap:
             raise rules.error(f"{target.where}: the body is larger than the limit {_over_limit(cap)}")
         write(chunk)
-        clock.check(target, rules, size, declared)
     if size == 0:
         raise rules.error(f"{target.where}: the server answered HTTP {response.status_code} with an empty body")
     return size
 
 
 def _read_chunk(
-    target: _Target, response: requests.Response, rules: FetchRules, clock: _Clock, received: int, declared: int | None
+    target: _Target, response: requests.Response, rules: FetchRules, clock: FetchClock, received: int, declared: int | None
 ) -> bytes:
     """The next decoded piece of the body (b"" at its end), as soon as any of it arrives.
 
     ``read1`` returns what the socket has instead of waiting for a full chunk, so a server that
-    drips a byte at a time still meets the deadline check between reads; the socket's timeout is
-    lowered to what is left of the deadline.
+    drips a byte at a time meets the checks between reads; the socket's timeout is lowered to what
+    is left of the deadline (the watchdog cuts a read that waits past it anyway).
     """
     raw = response.raw
     _set_socket_timeout(raw, clock.timeout(rules.timeout))
@@ -520,8 +477,9 @@ def _read_chunk(
         return raw.read1(_CHUNK_BYTES, decode_content=True)
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         log.warning("%s: body of %s broke off: %s", target.field, target.shown, type(exc).__name__)
+        clock.check(target.where, received, declared)
         if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-            detail = clock.overrun(received, declared) if clock.expired else f"the server stopped sending for {rules.timeout:g} s"
+            detail = f"the server stopped sending for {rules.timeout:g} s"
         elif declared is not None and isinstance(exc, urllib3.exceptions.ProtocolError) and received < declared:
             detail = f"the connection closed after {received} of the {declared} bytes announced (an incomplete transfer)"
         else:
@@ -547,31 +505,3 @@ def _over_limit(cap: int) -> str:
 def _bytes(size: int) -> str:
     """``26214400 bytes (25.0 MiB)``: exact for the client, readable for a person."""
     return f"{size} bytes ({size / 2**20:.1f} MiB)" if size >= 2**20 else f"{size} bytes"
-
-
-# --- Addresses -----------------------------------------------------------------------------------
-
-_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
-_KINDS = (
-    ("is_unspecified", "an unspecified address"),
-    ("is_loopback", "a loopback address"),
-    ("is_link_local", "a link-local address"),
-    ("is_multicast", "a multicast address"),
-    ("is_private", "a private address"),
-    ("is_reserved", "a reserved address"),
-)
-
-
-def _ip_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    for attribute, kind in _KINDS:
-        if getattr(ip, attribute):
-            return kind
-    if not ip.is_global:  # e.g. 100.64.0.0/10, carrier-grade NAT
-        return "a non-public address"
-    return None
-
-
-def _nat64_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip in _NAT64_PREFIX:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None

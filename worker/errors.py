@@ -54,3 +54,9 @@ class StorageFailed(WorkerError):
     """The video could not be put in the S3 bucket: wrong bucket or keys, or an unreachable endpoint."""
 
     code = "storage_failed"
+
+
+class StorageFull(WorkerError):
+    """A file the job needs cannot be written: the LoRA cache's budget is used up, or its disk is full."""
+
+    code = "storage_full"

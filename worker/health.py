@@ -3,11 +3,13 @@
 RunPod replaces a worker when a job's answer carries ``refresh_worker: true``; the handler applies
 the decision made here in one place, its error mapping. Three cases ask for a new worker:
 
-1. **A GPU fault**: ComfyUI's ``execution_error`` carries a CUDA error (an illegal memory access, a
-   device-side assert, an ECC error, a lost device or driver, ...). After most of them the process's
-   CUDA context is unusable ("sticky" errors) or the GPU itself is at fault, so every later job on
-   this worker would fail too. The inputs of this worker's fixed workflow are validated before
-   ComfyUI sees them, so a CUDA error is never the request's fault.
+1. **A GPU fault, confirmed**: ComfyUI's ``execution_error`` is a CUDA error of torch's — by its
+   exception type (:data:`CUDA_ERROR_TYPES`, or the forms of torch's own ``RuntimeError``) — raised
+   by a node whose work runs on the GPU (:data:`GPU_NODE_CLASSES`). A message alone never decides:
+   any node can raise any text, and a job's own text can say "CUDA error". Such an error may have
+   broken only ComfyUI's CUDA context ("sticky" errors) or the GPU itself, so ComfyUI is stopped
+   and the device checked from a fresh process (:func:`comfy_bootstrap.gpu.check_device`): when it
+   works, ComfyUI is restarted and the worker kept; when it does not, the worker is replaced.
 2. **A persistent out-of-memory**: the same worker runs out of (GPU or host) memory on
    :data:`OOM_STREAK_LIMIT` jobs in a row, with no successful job in between. One OOM is usually a
    request too large for the card (the user's answer says to ask for fewer frames or a smaller
@@ -18,10 +20,9 @@ the decision made here in one place, its error mapping. Three cases ask for a ne
    carries ``refresh_worker=True`` after repeated failed restarts; that is passed through.
 
 Everything else (bad input, a corrupt image, a cancelled or timed-out job, a crash ComfyUI was
-restarted from) keeps the worker: those are handled by the job's own error and ``ensure_alive``.
-
-The patterns below were collected from the error texts of PyTorch, ComfyUI and NVIDIA's libraries as
-users reported them; each rule names its sources (GitHub issue threads unless said otherwise).
+restarted from) keeps the worker. A node that found no room to write (``OSError`` ENOSPC) is
+:class:`StorageFull`, the disk's fault (:func:`as_storage_full`). The error names and texts, and
+where each was seen, are in docs/troubleshooting.md ("How the worker tells a GPU fault").
 """
 
 from __future__ import annotations
@@ -29,16 +30,41 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
+from comfy_bootstrap.config import ComfySettings
 from comfy_bootstrap.errors import ComfyError, ExecutionFailed
-from worker.errors import WorkerError
+from comfy_bootstrap.gpu import DeviceCheck, check_device
+from worker.errors import StorageFull, WorkerError
 
 log = logging.getLogger(__name__)
 
 #: Consecutive out-of-memory jobs (no success in between) after which the worker is replaced.
 OOM_STREAK_LIMIT = 2
+
+#: torch 2.10's exceptions for a failed CUDA call, as ComfyUI names them (``module.QualName``):
+#: every CUDA runtime error since torch 2.8, the CUDA runtime API wrapper's, a failed lazy init.
+CUDA_ERROR_TYPES = frozenset({"torch.AcceleratorError", "torch.cuda.CudaError", "torch.cuda.DeferredCudaCallError"})
+#: torch's own RuntimeError forms of a CUDA failure, at the start of the message: before torch 2.8
+#: every CUDA error, and still cuBLAS, cuDNN, driver-API and initialisation failures.
+TORCH_CUDA_RUNTIME_ERROR = re.compile(
+    r"CUDA error: |CUDA driver error: |cuDNN error: |CUDA kernel launch failed|cuda runtime error \(|No CUDA GPUs are available"
+    r"|Found no NVIDIA driver|Failed to initialize NVML|NVML_SUCCESS == DriverAPI"
+)
+#: Node classes whose work runs on the GPU: the stored graphs' (samplers, loaders, text encoder, VAE,
+#: the Wan latent nodes, RIFE) and their core ComfyUI counterparts a custom graph would use.
+GPU_NODE_CLASSES = frozenset({
+    "KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced",
+    "UNETLoader", "CLIPLoader", "VAELoader", "CheckpointLoaderSimple", "LoraLoader", "LoraLoaderModelOnly",
+    "ModelSamplingSD3", "TorchCompileModel", "CLIPTextEncode", "CLIPVisionEncode",
+    "VAEDecode", "VAEEncode", "VAEDecodeTiled", "VAEEncodeTiled",
+    "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "EmptyHunyuanLatentVideo", "RIFE VFI",
+})  # fmt: skip
+#: ``errno`` 28 (ENOSPC) and 122 (EDQUOT) as Python's OSError writes them.
+_NO_ROOM = re.compile(r"\[Errno (28|122)\] ")
 
 
 class FailureKind(StrEnum):
@@ -50,122 +76,80 @@ class FailureKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class Rule:
-    """One error signature: where it is looked for, what it means, and where it was seen."""
+class Signature:
+    """One kind of failure: ComfyUI's exception types it comes as, and the start of the message when
+    the type alone does not tell (None: any message)."""
 
     name: str
     kind: FailureKind
-    pattern: re.Pattern[str]
-    on_type: bool = False  # match ComfyUI's exception_type instead of the message
-    sources: str = ""
+    types: frozenset[str]
+    message: re.Pattern[str] | None = None
+    gpu_nodes_only: bool = False
 
-    def matches(self, exception_type: str, message: str) -> bool:
-        return bool(self.pattern.search(exception_type if self.on_type else message))
-
-
-def _rule(name: str, kind: FailureKind, pattern: str, sources: str, *, on_type: bool = False) -> Rule:
-    return Rule(name, kind, re.compile(pattern, re.IGNORECASE), on_type, sources)
+    def matches(self, exception_type: str, message: str, node_type: str | None) -> bool:
+        if exception_type not in self.types or (self.gpu_nodes_only and node_type not in GPU_NODE_CLASSES):
+            return False
+        return self.message is None or self.message.match(message) is not None
 
 
-_OOM = FailureKind.OUT_OF_MEMORY
-_FAULT = FailureKind.GPU_FAULT
+_OOM, _FAULT = FailureKind.OUT_OF_MEMORY, FailureKind.GPU_FAULT
+_TORCH_OOM = frozenset({"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError"})
 
-#: Out-of-memory signatures, checked first ("CUDA error: out of memory" is an OOM, not a fault).
-#: The ambiguous library errors that are usually a full GPU go here too: treating them as OOM
-#: costs at most one more failed job before the streak replaces the worker.
-# fmt: off
-OOM_RULES: tuple[Rule, ...] = (
-    _rule("torch OutOfMemoryError", _OOM, r"OutOfMemoryError$", on_type=True,
-          sources="torch.OutOfMemoryError (pytorch/pytorch#121702), formerly torch.cuda.OutOfMemoryError; "
-                  "Comfy-Org/ComfyUI#4852"),
-    _rule("out of memory", _OOM, r"\bout of memory\b",
-          sources="'CUDA out of memory. Tried to allocate ...' (caching allocator), 'CUDA error: out of memory' "
-                  "(cudaErrorMemoryAllocation), 'Allocation on device 0 would exceed allowed memory. (out of "
-                  "memory)' (Comfy-Org/ComfyUI#1108)"),
-    _rule("allocation on device", _OOM, r"\bAllocation on device\b",
-          sources="torch.OutOfMemoryError 'Allocation on device' with cudaMallocAsync: Comfy-Org/ComfyUI#4852, "
-                  "#5511, #6073"),
-    _rule("cudaErrorMemoryAllocation", _OOM, r"\bcudaErrorMemoryAllocation\b|\bCUDA_ERROR_OUT_OF_MEMORY\b",
-          sources="CUDA runtime/driver API error names for a failed allocation"),
-    _rule("cuBLAS allocation", _OOM, r"\bCUBLAS_STATUS_(ALLOC_FAILED|NOT_INITIALIZED)\b",
-          sources="cublasCreate fails near the memory limit: QwenLM/Qwen#120, OpenBMB/VisCPM#3, "
-                  "EleutherAI/lm-evaluation-harness#1689"),
-    _rule("cuDNN internal error", _OOM, r"\bCUDNN_STATUS_INTERNAL_ERROR\b",
-          sources="usually a full GPU: microsoft/Bringing-Old-Photos-Back-to-Life#66, pytorch/pytorch#5962"),
-    _rule("NVML assert in the OOM report", _OOM, r"NVML_SUCCESS == r\b",
-          sources="PyTorch's allocator asks NVML for per-process usage while reporting an OOM: "
-                  "pytorch/pytorch#112377, fal-ai/fal#478"),
-    _rule("host memory", _OOM, r"DefaultCPUAllocator: not enough memory",
-          sources="host RAM (models offloaded to the CPU): Comfy-Org/ComfyUI#1108, #5185, #7481"),
-)
+#: Checked in order: an out-of-memory first ("CUDA error: out of memory" is one, not a fault).
+SIGNATURES: tuple[Signature, ...] = (
+    Signature("torch OutOfMemoryError", _OOM, _TORCH_OOM),
+    Signature("CUDA out of memory", _OOM, CUDA_ERROR_TYPES | {"RuntimeError"}, re.compile(
+        r"CUDA error: (out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUBLAS_STATUS_NOT_INITIALIZED)"
+        r"|cuDNN error: CUDNN_STATUS_INTERNAL_ERROR|NVML_SUCCESS == r\b")),
+    Signature("host memory", _OOM, frozenset({"RuntimeError"}), re.compile(r"\[enforce fail at alloc_cpu\.cpp|DefaultCPUAllocator: not enough memory")),
+    Signature("Python MemoryError", _OOM, frozenset({"MemoryError"})),
+    Signature("torch CUDA error type", _FAULT, CUDA_ERROR_TYPES, gpu_nodes_only=True),
+    Signature("torch CUDA RuntimeError", _FAULT, frozenset({"RuntimeError"}), TORCH_CUDA_RUNTIME_ERROR, gpu_nodes_only=True),
+)  # fmt: skip
 
-#: GPU/CUDA faults: the CUDA context, the GPU or its driver is broken for this process or worker.
-GPU_FAULT_RULES: tuple[Rule, ...] = (
-    _rule("torch AcceleratorError", _FAULT, r"(AcceleratorError|CudaError)$", on_type=True,
-          sources="torch.AcceleratorError (torch >= 2.8) is raised for every CUDA runtime error: "
-                  "pytorch/pytorch#152023; Comfy-Org/ComfyUI#13142, #14756"),
-    _rule("CUDA error", _FAULT, r"\bCUDA error\b",
-          sources="C10_CUDA_CHECK's 'CUDA error: <reason>': illegal memory access (Comfy-Org/ComfyUI#5428), "
-                  "illegal instruction (#792), device-side assert (#3453), CUBLAS_STATUS_EXECUTION_FAILED and "
-                  "launch timed out (#6510), operation not supported (#6843), unspecified launch failure "
-                  "(kijai/ComfyUI-WanVideoWrapper#974), uncorrectable ECC error (ostris/ai-toolkit#470, on RunPod)"),
-    _rule("cudaError name", _FAULT, r"\bcudaError[A-Z]\w*|\bCUDA_ERROR_[A-Z_]+",
-          sources="PyTorch's 'Search for `cudaErrorIllegalAddress`' hint (Comfy-Org/ComfyUI#14756, #13142); "
-                  "driver API names such as CUDA_ERROR_ECC_UNCORRECTABLE (nagadit/DeepFaceLab_Linux#89)"),
-    _rule("illegal memory access", _FAULT, r"illegal memory access",
-          sources="also outside the 'CUDA error:' form, e.g. 'CUDA kernel launch failed: an illegal memory "
-                  "access was encountered' (nunchux-ai/nunchaku#865), Triton's '[CUDA]' errors"),
-    _rule("device-side assert", _FAULT, r"device-side assert", sources="Comfy-Org/ComfyUI#3453, #12262, #13142"),
-    _rule("unspecified launch failure", _FAULT, r"unspecified launch failure",
-          sources="kijai/ComfyUI-WanVideoWrapper#974, Acly/krita-ai-diffusion#930"),
-    _rule("illegal instruction", _FAULT, r"illegal instruction was encountered", sources="Comfy-Org/ComfyUI#792"),
-    _rule("misaligned address", _FAULT, r"\bmisaligned address\b", sources="cudaErrorMisalignedAddress"),
-    _rule("ECC error", _FAULT, r"\bECC error", sources="vllm-project/vllm#5222, zai-org/ChatGLM3#681, ostris/ai-toolkit#470"),
-    _rule("cuBLAS failure", _FAULT, r"\bCUBLAS_STATUS_(?!ALLOC_FAILED\b|NOT_INITIALIZED\b)[A-Z_]+",
-          sources="CUBLAS_STATUS_EXECUTION_FAILED (Comfy-Org/ComfyUI#6510), CUBLAS_STATUS_INTERNAL_ERROR (#5552)"),
-    _rule("cuDNN failure", _FAULT, r"\bCUDNN_STATUS_(EXECUTION_FAILED|MAPPING_ERROR)\b",
-          sources="patientx/ComfyUI-Zluda#284"),
-    _rule("no device", _FAULT, r"no CUDA-capable device|No CUDA GPUs are available|CUDA driver initialization failed"
-                                r"|CUDA unknown error|Found no NVIDIA driver",
-          sources="cudaErrorNoDevice (slczgwh/REDN#5), torch's lazy-init errors (xianlin7/SAMUS#39, "
-                  "lllyasviel/Fooocus#1189: a GPU that dropped out)"),
-    _rule("driver too old", _FAULT, r"CUDA driver version is insufficient",
-          sources="cudaErrorInsufficientDriver: nagadomi/nunif#702, NVIDIA/nvidia-docker#400"),
-    _rule("NVML", _FAULT, r"\bNVML\b|\bnvml[A-Z]\w*|GPU is lost",
-          sources="'Failed to initialize NVML: Driver/library version mismatch'; nvmlInit_v2_ failing until a "
-                  "reboot (pytorch/pytorch#112950, #130486); NVML_ERROR_GPU_IS_LOST"),
-)
-
-# fmt: on
-
-RULES: tuple[Rule, ...] = OOM_RULES + GPU_FAULT_RULES
+HOST_OOM = Signature("host memory (OOM killer)", _OOM, frozenset())
 
 
-def classify(exception_type: str, exception_message: str) -> tuple[FailureKind, Rule | None]:
-    """What an ``execution_error`` means for the worker, and the first rule that said so."""
-    for rule in RULES:
-        if rule.matches(exception_type or "", exception_message or ""):
-            return rule.kind, rule
+def classify(exception_type: str, exception_message: str, node_type: str | None) -> tuple[FailureKind, Signature | None]:
+    """What an ``execution_error`` means for the worker, and the signature that said so."""
+    for signature in SIGNATURES:
+        if signature.matches(exception_type or "", (exception_message or "").lstrip(), node_type):
+            return signature.kind, signature
     return FailureKind.OTHER, None
 
 
-HOST_OOM = Rule("host memory (OOM killer)", FailureKind.OUT_OF_MEMORY, re.compile("$^"),
-                sources="the kernel's OOM killer ended ComfyUI (cgroup memory.events oom_kill)")  # fmt: skip
-
-
-def classify_error(exc: BaseException) -> tuple[FailureKind, Rule | None]:
+def classify_error(exc: BaseException) -> tuple[FailureKind, Signature | None]:
     """A node's own exception (``ExecutionFailed``) says something about the GPU; ComfyUI killed by
     the kernel's OOM killer says the host's memory ran out."""
     if getattr(exc, "host_oom", False):
         return FailureKind.OUT_OF_MEMORY, HOST_OOM
     if not isinstance(exc, ExecutionFailed):
         return FailureKind.OTHER, None
-    message = exc.exception_message or str(exc)
-    return classify(exc.exception_type, message)
+    return classify(exc.exception_type, exc.exception_message or str(exc), exc.node_type)
+
+
+def as_storage_full(exc: WorkerError | ComfyError) -> WorkerError | ComfyError:
+    """A node's ``OSError`` ENOSPC (or EDQUOT) as :class:`StorageFull`: the disk's fault, not the job's."""
+    if not (isinstance(exc, ExecutionFailed) and exc.exception_type == "OSError" and _NO_ROOM.match(exc.exception_message)):
+        return exc
+    return StorageFull(
+        f"{exc} (ComfyUI writes the job's images, videos and temporary files in WORKER_DIR, on the container's "
+        "disk: give the worker a larger disk, or ask for a shorter or smaller video)"
+    )
 
 
 #: Appended to the error string so the user knows what to do.
 OOM_ADVICE = "try fewer frames (options.length) or a smaller size (options.width, options.height)"
+
+
+class Restartable(Protocol):
+    """What the policy needs of :class:`comfy_bootstrap.server.ComfyServer`."""
+
+    settings: ComfySettings
+
+    def stop(self) -> None: ...
+
+    def restart(self, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -187,10 +171,18 @@ class WorkerHealth:
     Thread-safe: jobs run in worker threads.
     """
 
-    def __init__(self, oom_streak_limit: int = OOM_STREAK_LIMIT, *, on_runpod: bool = True):
-        """``on_runpod``: whether a refresh really replaces this worker (else the notes say to restart it)."""
+    def __init__(
+        self,
+        oom_streak_limit: int = OOM_STREAK_LIMIT,
+        *,
+        on_runpod: bool = True,
+        device_check: Callable[[str], DeviceCheck] = check_device,
+    ):
+        """``on_runpod``: whether a refresh really replaces this worker (else the notes say to restart it);
+        ``device_check(python)``: whether the GPUs work, asked with ComfyUI's Python (tests replace it)."""
         self.oom_streak_limit = oom_streak_limit
         self._replaced = "RunPod replaces this worker" if on_runpod else "restart the worker (on RunPod it would be replaced)"
+        self._device_check = device_check
         self._oom_streak = 0
         self._lock = threading.Lock()
 
@@ -204,34 +196,65 @@ class WorkerHealth:
         with self._lock:
             self._oom_streak = 0
 
-    def after_failure(self, exc: WorkerError | ComfyError | BaseException) -> Verdict:
+    def after_failure(self, exc: WorkerError | ComfyError | BaseException, server: Restartable | None = None) -> Verdict:
         """Record one failed job; the verdict says whether RunPod should replace this worker.
 
-        Failures that are neither a GPU fault nor an OOM (bad input, cancel, timeout, a crash
+        A GPU fault stops ComfyUI (``server``), checks the device and restarts ComfyUI when it
+        works. Failures that are neither a GPU fault nor an OOM (bad input, cancel, timeout, a crash
         ComfyUI was restarted from) leave the OOM streak as it is: they say nothing about GPU memory.
         """
-        kind, rule = classify_error(exc)
+        kind, signature = classify_error(exc)
         if kind is FailureKind.GPU_FAULT:
-            return Verdict(
-                kind, True,
-                note=f"This is a GPU/CUDA fault the worker cannot recover from: {self._replaced}; resubmit the job.",
-                reason=f"GPU fault ({rule.name if rule else kind.value})",
-            )  # fmt: skip
+            return self._after_gpu_fault(exc, server)
         if kind is FailureKind.OUT_OF_MEMORY:
-            with self._lock:
-                self._oom_streak += 1
-                streak = self._oom_streak
-                if streak >= self.oom_streak_limit:
-                    self._oom_streak = 0
-            memory = "the host's memory" if rule is HOST_OOM else "memory"
-            if streak < self.oom_streak_limit:
-                return Verdict(kind, False, note=f"Out of {memory}: {OOM_ADVICE}.")
-            return Verdict(
-                kind, True,
-                note=f"The worker ran out of {memory} on {streak} jobs in a row: {self._replaced}. "
-                     f"If the request is large, also {OOM_ADVICE}.",
-                reason=f"out of {memory} on {streak} jobs in a row",
-            )  # fmt: skip
+            return self._after_oom(signature is HOST_OOM)
         if getattr(exc, "refresh_worker", False):  # e.g. ComfyUnavailable after repeated failed restarts
             return Verdict(kind, True, reason=f"{getattr(exc, 'code', type(exc).__name__)}: the error asks for a new worker")
         return Verdict(kind, False)
+
+    def _after_gpu_fault(self, exc: BaseException, server: Restartable | None) -> Verdict:
+        where = f"{getattr(exc, 'exception_type', '')} in {getattr(exc, 'node_type', '')}"
+        if server is not None:
+            server.stop()  # its faulted CUDA context and its memory must not skew the check
+        check = self._device_check(server.settings.comfy_python if server is not None else "python3")
+        if not check.healthy:
+            log.error("the GPU check after a CUDA error (%s) failed in %.1f s: %s", where, check.seconds, check.problem)
+            return Verdict(
+                FailureKind.GPU_FAULT, True,
+                note=f"A GPU fault: the GPU check after the CUDA error failed ({check.problem}): {self._replaced}; resubmit the job.",
+                reason=f"GPU fault ({where}), the device check failed: {check.problem}",
+            )  # fmt: skip
+        log.warning("the GPU checked healthy in %.1f s after a CUDA error (%s): restarting ComfyUI", check.seconds, where)
+        restarted = self._restart(server, f"a CUDA error ({where}): a fresh CUDA context")
+        return Verdict(
+            FailureKind.GPU_FAULT, False,
+            note=f"A CUDA error in ComfyUI; the GPU checked healthy in a fresh process ({check.seconds:.1f} s), so ComfyUI "
+                 f"{restarted}: resubmit the job.",
+        )  # fmt: skip
+
+    @staticmethod
+    def _restart(server: Restartable | None, reason: str) -> str:
+        """Restart ComfyUI; what happened, for the note."""
+        if server is None:
+            return "keeps its context"
+        try:
+            server.restart(reason)
+        except (ComfyError, OSError) as exc:  # the next job's liveness check tries again
+            log.error("ComfyUI could not be restarted after the CUDA error: %s", exc)
+            return "could not be restarted now (the next job tries again)"
+        return "was restarted with a fresh CUDA context"
+
+    def _after_oom(self, host: bool) -> Verdict:
+        with self._lock:
+            self._oom_streak += 1
+            streak = self._oom_streak
+            if streak >= self.oom_streak_limit:
+                self._oom_streak = 0
+        memory = "the host's memory" if host else "memory"
+        if streak < self.oom_streak_limit:
+            return Verdict(FailureKind.OUT_OF_MEMORY, False, note=f"Out of {memory}: {OOM_ADVICE}.")
+        return Verdict(
+            FailureKind.OUT_OF_MEMORY, True,
+            note=f"The worker ran out of {memory} on {streak} jobs in a row: {self._replaced}. If the request is large, also {OOM_ADVICE}.",
+            reason=f"out of {memory} on {streak} jobs in a row",
+        )  # fmt: skip

@@ -17,7 +17,9 @@ The steps, each refusing with an :class:`InvalidImage` naming the field (``image
    plugin class rather than ``Image.open``, so this limit, not Pillow's global
    ``MAX_IMAGE_PIXELS`` (left untouched), decides and names itself in the message;
 5. fully decoded, so a truncated file fails here, not inside ComfyUI;
-6. the first frame of an animation; EXIF orientation applied; transparency composited on white;
+6. the first frame of an animation, and only it: frames are never counted or read, since Pillow
+   walks every frame to count them (quadratically for TIFF pages) and fails on damage in any of
+   them; EXIF orientation applied; transparency composited on white;
    an embedded ICC profile converted to sRGB; palette, CMYK, grayscale and 16-bit modes turned
    into 8-bit RGB.
 """
@@ -30,6 +32,7 @@ import io
 import logging
 import re
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -84,14 +87,21 @@ class PreparedImage:
     description: str = ""
 
 
-def prepare_image(given: MediaInput, limits: Limits) -> PreparedImage:
-    """One of the job's images, whichever way it came (base64 / data URI or URL), ready to upload."""
+def prepare_image(
+    given: MediaInput, limits: Limits, *, job_deadline: float | None = None, stop: threading.Event | None = None
+) -> PreparedImage:
+    """One of the job's images, whichever way it came (base64 / data URI or URL), ready to upload.
+
+    A URL's download ends with the job: at ``job_deadline`` (``time.monotonic()``) or when ``stop``
+    is set (:func:`worker.download.fetch`).
+    """
     field = given.source_field
     if given.b64 is not None:
         image = decode_base64_image(given.b64, limits, field=field)
         source = f"{field} (base64)"
     else:
-        image = decode_image(fetch_image(given.url or "", limits, field=field), limits, field=field)
+        data = fetch_image(given.url or "", limits, field=field, job_deadline=job_deadline, stop=stop)
+        image = decode_image(data, limits, field=field)
         source = f"{field} {redact_url(given.url or '')}"
     log.info("%s: %s", source, image.description)
     return image
@@ -119,11 +129,11 @@ def decode_image(data: bytes, limits: Limits, *, field: str = "image") -> Prepar
         source_size, source_mode = image.size, image.mode
         _check_pixels(image.size, limits, field)
         _load(image, source_format, field, limits)
-        single_frame = getattr(image, "n_frames", 1) == 1
+        animated_png = source_format == "PNG" and image.is_animated  # from its acTL chunk: no frame is read
         rgb, steps = _to_upright_rgb(image, source_format, field)
     # An RGB PNG that needed no change is already what ComfyUI should get: re-encoding it would
     # cost ~0.2 s per 1280x720 image for identical pixels.
-    if source_format == "PNG" and source_mode == "RGB" and single_frame and not steps:
+    if source_format == "PNG" and source_mode == "RGB" and not animated_png and not steps:
         png = data
     else:
         png = _encode_png(rgb)
@@ -344,8 +354,6 @@ def _short(exc: Exception) -> str:
 def _to_upright_rgb(image: Image.Image, source_format: str, field: str) -> tuple[Image.Image, list[str]]:
     """Orientation, alpha, colour profile and mode → an 8-bit RGB image; also what was done."""
     steps: list[str] = []
-    if getattr(image, "n_frames", 1) > 1:
-        steps.append(f"first of {image.n_frames} frames")
     upright = _apply_orientation(image, steps)
     try:
         rgb = _to_rgb(upright, steps)

@@ -12,8 +12,9 @@ import re
 
 JOB_ID: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="-")
 
-#: A run of base64 this long in a log line is a payload (image or video), never useful to read.
-_BLOB = re.compile(r"[A-Za-z0-9+/=]{200,}")
+#: A run of base64 this long in a log line is a payload (image or video), never useful to read;
+#: either alphabet, standard (``+/``) or URL-safe (``-_``), since jobs may send both.
+_BLOB = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
 
 
 class _JobContext(logging.Filter):

@@ -15,11 +15,16 @@ as an extra ComfyUI ``loras`` path. On the way:
 * an index (``index/<sha256 of the URL>.json``) maps a URL to the file's hash, so a URL seen
   before is not downloaded again; the same bytes from two URLs are one file;
 * two fetches of one URL at once download it once: the second waits for the first and gets the
-  same name, or the same error under its own field name;
-* the cache stays within ``LORA_CACHE_BYTES`` by evicting the least recently used files (a
-  file's mtime is its last use). Never evicted: a file pinned by this process (from ``fetch``
-  until ``release``), nor one used within ``recent_use`` seconds, which another worker on the
-  same network volume may be running a job with.
+  same name, or the same error under its own field name (when the first job's own time ran out or
+  it was cancelled, the second downloads the file itself);
+* a fetch ends with its job: at the job's deadline (``timeout``, naming JOB_TIMEOUT) or when the
+  job is cancelled (``cancelled``), while downloading or waiting for another job's download;
+* the cache stays within ``LORA_CACHE_BYTES``, a hard budget: a download reserves its size before
+  its body is read, evicting the least recently used files that may go (a file's mtime is its last
+  use), and is refused with ``storage_full`` when they are not enough or the disk lacks the room
+  (:mod:`worker.lora_space`). Never evicted: a file pinned by this process (from ``fetch`` until
+  ``release``), nor one used within ``recent_use`` seconds, which another worker on the same
+  network volume may be running a job with. A disk that fills up mid-download is ``storage_full`` too.
 
 The folder is ``LORA_CACHE_DIR`` or ``<VOLUME_PATH>/lora-cache``; when it cannot be written (a
 read-only or missing volume) it is ``<WORKER_DIR>/lora-cache``. The choice is made at first use
@@ -28,7 +33,6 @@ of :attr:`LoraCache.folder`: read it at boot, before ComfyUI starts, to register
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -44,9 +48,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from comfy_bootstrap.errors import ExecutionInterrupted, ExecutionTimeout
 from worker.download import FetchRules, Resolver, redact_url, resolve_host
 from worker.download import fetch as guarded_fetch
-from worker.errors import InvalidInput
+from worker.errors import InvalidInput, StorageFull
+from worker.fetch_clock import FetchClock
+from worker.lora_disk import (
+    SUFFIX,
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    CachedFile,
+    cached_files,
+    evict,
+    fsync_folder,
+    index_entry,
+    no_room,
+    partial_bytes,
+    prune_index,
+    require_free,
+    writable_problem,
+    write_atomically,
+)
 from worker.lora_format import LORA_ALLOWED, LoraSniffer, NotALora, lora_tensors
 from worker.settings import LoraSettings, Settings
 
@@ -55,9 +77,7 @@ log = logging.getLogger(__name__)
 #: The cache folder's name under the volume (or ``WORKER_DIR`` as a fallback). Outside
 #: ``models/loras`` on purpose: registered on its own, its files are listed as ``<sha256>.safetensors``.
 CACHE_FOLDER_NAME = "lora-cache"
-SUFFIX = ".safetensors"
 _FILE_NAME = re.compile(r"^[0-9a-f]{64}\.safetensors$")
-_TEMP_PREFIX, _TEMP_SUFFIX = ".download-", ".part"
 #: Hosts each token is sent to: exact names, and parents whose subdomains also get it.
 _TOKEN_HOSTS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "hf_token": (frozenset({"huggingface.co", "hf.co"}), (".huggingface.co",)),
@@ -70,6 +90,35 @@ def token_hosts_match(host: str, token_name: str) -> bool:
     exact, parents = _TOKEN_HOSTS[token_name]
     host = host.lower().rstrip(".")
     return host in exact or host.endswith(parents)
+
+
+#: The errors that end a fetch because its job ended, not because of the URL: another job waiting
+#: for the same download tries it again.
+_JOB_ENDED = (ExecutionTimeout, ExecutionInterrupted)
+
+
+@dataclass(frozen=True)
+class _JobTime:
+    """The job's deadline (``time.monotonic()``) and stop flag, which a fetch ends with."""
+
+    deadline: float | None = None
+    stop: threading.Event | None = None
+
+    def wait(self, done: threading.Event, where: str) -> None:
+        """Wait for ``done``, but no longer than the job may (raises its timeout or cancel)."""
+        clock = FetchClock(None, deadline_error=InvalidInput, deadline_setting="", job_deadline=self.deadline, stop=self.stop)
+        while not done.wait(0.05):
+            clock.check(where)
+
+
+@dataclass(eq=False)
+class _Reservation:
+    """The room one download took in the cache: ``need`` bytes, of which ``written`` are on disk."""
+
+    folder: Path
+    where: str  # the field and URL, first words of its messages
+    need: int = 0
+    written: int = 0
 
 
 @dataclass
@@ -111,6 +160,7 @@ class LoraCache:
         self._folder: Path | None = None
         self._flights: dict[str, _Flight] = {}
         self._pins: Counter[str] = Counter()
+        self._reservations: set[_Reservation] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: object) -> LoraCache:
@@ -135,32 +185,49 @@ class LoraCache:
         """The file behind a name :meth:`fetch` returned."""
         return self.folder / name
 
-    def fetch(self, url: str, field: str) -> str:
+    def fetch(self, url: str, field: str, *, job_deadline: float | None = None, stop: threading.Event | None = None) -> str:
         """The ComfyUI name (``<sha256>.safetensors``) of the LoRA at ``url``, downloading it if needed.
 
         The file is pinned (never evicted) until :meth:`release` is called with the name, once per
         fetch. Raise :class:`InvalidInput` starting with ``field`` when the URL is refused, cannot
         be fetched, or does not serve a LoRA; an ``OSError`` when the cache folder cannot be written.
+        ``job_deadline`` (``time.monotonic()``) and ``stop`` are the job's: see :func:`worker.download.fetch`.
         """
-        with self._lock:
-            folder = self._ready()
-            name = self._lookup(folder, url)
-            if name is not None:
-                self._pins[name] += 1
-                log.info("%s: %s from the cache (%s)", field, name, redact_url(url))
-                return name
-            flight = self._flights.get(url)
-            leading = flight is None
-            if flight is None:
-                flight = self._flights[url] = _Flight(field)
+        job = _JobTime(job_deadline, stop)
+        while True:
+            with self._lock:
+                folder = self._ready()
+                name = self._lookup(folder, url)
+                if name is not None:
+                    self._pins[name] += 1
+                    log.info("%s: %s from the cache (%s)", field, name, redact_url(url))
+                    return name
+                flight = self._flights.get(url)
+                leading = flight is None
+                if flight is None:
+                    flight = self._flights[url] = _Flight(field)
+                else:
+                    flight.waiters += 1
+            if leading:
+                self._lead(flight, folder, url, job)
             else:
-                flight.waiters += 1
-        if leading:
-            self._lead(flight, folder, url)
-        else:
-            log.info("%s: %s is already being downloaded; waiting for it", field, redact_url(url))
-            flight.done.wait()
-        return _outcome(flight, field)
+                log.info("%s: %s is already being downloaded; waiting for it", field, redact_url(url))
+                self._wait(flight, job, f"{field}: {redact_url(url)}")
+            if not isinstance(flight.error, _JOB_ENDED) or leading:
+                return _outcome(flight, field)
+            log.info("%s: the job downloading %s ended first; downloading it for this job", field, redact_url(url))
+
+    def _wait(self, flight: _Flight, job: _JobTime, where: str) -> None:
+        """Wait for another fetch's download; leaving early, give back the pin it would take for us."""
+        try:
+            job.wait(flight.done, where)
+        except _JOB_ENDED:
+            with self._lock:
+                if not flight.done.is_set():
+                    flight.waiters -= 1
+                elif flight.name is not None:
+                    self._pins[flight.name] -= 1
+            raise
 
     def release(self, name: str) -> None:
         """Unpin one :meth:`fetch` of ``name``; the file may be evicted once nothing pins it."""
@@ -171,9 +238,10 @@ class LoraCache:
                 self._pins[name] -= 1
 
     @contextmanager
-    def job(self) -> Iterator[LoraJob]:
-        """``with cache.job() as loras: loras.fetch(url, field)`` — every file released at the end."""
-        job = LoraJob(self)
+    def job(self, *, job_deadline: float | None = None, stop: threading.Event | None = None) -> Iterator[LoraJob]:
+        """``with cache.job(job_deadline=…, stop=…) as loras: loras.fetch(url, field)`` — every file
+        released at the end; each fetch ends with the job (its deadline, its stop flag)."""
+        job = LoraJob(self, _JobTime(job_deadline, stop))
         try:
             yield job
         finally:
@@ -181,7 +249,7 @@ class LoraCache:
 
     # --- Download ----------------------------------------------------------------------------------
 
-    def _lead(self, flight: _Flight, folder: Path, url: str) -> None:
+    def _lead(self, flight: _Flight, folder: Path, url: str, job: _JobTime) -> None:
         """Download for every fetch waiting on ``flight``; pin the file once per fetch.
 
         Renaming the file into place, pinning it and ending the flight happen under one hold of
@@ -190,9 +258,12 @@ class LoraCache:
         """
         temp: Path | None = None
         try:
-            temp, digest, size = self._download(folder, url, flight.leader_field)
+            temp, digest, size = self._download(folder, url, flight.leader_field, job)
             with self._lock:
-                flight.name = self._admit(folder, url, temp, digest, size, pins=1 + flight.waiters)
+                try:
+                    flight.name = self._admit(folder, url, temp, digest, size, pins=1 + flight.waiters)
+                except OSError as exc:  # its index entry found no room
+                    raise no_room(exc, folder, f"{flight.leader_field}: {redact_url(url)}", size) or exc from None
                 self._land(flight, url)
         except BaseException as exc:
             if not flight.done.is_set():
@@ -208,22 +279,30 @@ class LoraCache:
         del self._flights[url]
         flight.done.set()
 
-    def _download(self, folder: Path, url: str, field: str) -> tuple[Path, str, int]:
+    def _download(self, folder: Path, url: str, field: str, job: _JobTime) -> tuple[Path, str, int]:
         """Fetch into a temporary file in ``folder``, checked and fsynced: (its path, SHA-256, size)."""
-        descriptor, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=folder)
-        temp = Path(temp_name)
+        room, temp = _Reservation(folder, f"{field}: {redact_url(url)}"), None
         try:
+            descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
+            temp = Path(temp_name)
             with os.fdopen(descriptor, "wb") as file:
-                digest, size = self._stream(url, field, file)
+                digest, size = self._stream(url, field, file, job, room)
                 file.flush()
                 os.fsync(file.fileno())
                 os.fchmod(file.fileno(), 0o644)
-        except BaseException:
-            temp.unlink(missing_ok=True)
+        except BaseException as exc:
+            if temp is not None:
+                temp.unlink(missing_ok=True)
+            full = no_room(exc, folder, room.where, room.written) if isinstance(exc, OSError) else None
+            if full is not None:
+                raise full from None
             raise
+        finally:
+            with self._lock:
+                self._reservations.discard(room)
         return temp, digest, size
 
-    def _stream(self, url: str, field: str, file: BinaryIO) -> tuple[str, int]:
+    def _stream(self, url: str, field: str, file: BinaryIO, job: _JobTime, room: _Reservation) -> tuple[str, int]:
         sniffer, digest = LoraSniffer(), hashlib.sha256()
 
         def write(chunk: bytes) -> None:
@@ -233,9 +312,14 @@ class LoraCache:
                 raise self._not_a_lora(field, url, exc) from None
             digest.update(chunk)
             file.write(chunk)
+            room.written += len(chunk)
 
         started = time.monotonic()
-        fetched = guarded_fetch(url, self._rules(field), write, resolve=self._resolve, ca_bundle=self._ca_bundle)
+        fetched = guarded_fetch(
+            url, self._rules(field), write,
+            resolve=self._resolve, ca_bundle=self._ca_bundle, job_deadline=job.deadline, stop=job.stop,
+            expect=lambda declared: self._reserve(room, self.settings.max_bytes if declared is None else declared),
+        )  # fmt: skip
         try:
             header = sniffer.finish()
         except NotALora as exc:
@@ -247,6 +331,30 @@ class LoraCache:
         )  # fmt: skip
         return digest.hexdigest(), fetched.size
 
+    def _reserve(self, room: _Reservation, need: int) -> None:
+        """Make room for ``need`` bytes in the cache's budget and check the disk has them (see the module docstring)."""
+        budget, folder = self.settings.cache_bytes, room.folder
+        with self._lock:
+            pending = sum(other.need - other.written for other in self._reservations)
+            left = budget - partial_bytes(folder, f"{TEMP_PREFIX}*{TEMP_SUFFIX}") - pending - need
+            over, evicted = evict(cached_files(folder, _is_cached), left, self._may_go)
+            if evicted:
+                prune_index(folder)
+            if over:
+                raise StorageFull(
+                    f"{room.where}: the LoRA cache {folder} cannot take {need:,} more bytes within LORA_CACHE_BYTES="
+                    f"{budget:,}: {budget - need + over:,} bytes of it are files jobs may be using (pinned by this worker, "
+                    f"or used by any worker in the last {self._recent_use:.0f} s) and downloads in progress; retry when "
+                    "those jobs are done, or raise LORA_CACHE_BYTES"
+                )
+            require_free(folder, need, room.where)
+            room.need = need
+            self._reservations.add(room)
+
+    def _may_go(self, file: CachedFile) -> bool:
+        """Whether eviction may delete ``file``: no job of this worker pins it, none used it lately."""
+        return not self._pins[file.path.name] and file.used <= time.time() - self._recent_use
+
     def _rules(self, field: str) -> FetchRules:
         s = self.settings
         return FetchRules(
@@ -254,6 +362,7 @@ class LoraCache:
             max_bytes=s.max_bytes,
             timeout=s.url_timeout,
             deadline=s.url_deadline,
+            deadline_setting="LORA_URL_DEADLINE",
             allow_private=s.allow_private_urls,
             private_setting="ALLOW_PRIVATE_LORA_URLS",
             content="the LoRA file",
@@ -286,7 +395,7 @@ class LoraCache:
 
     def _choose_folder(self) -> Path:
         """The preferred folder if it can be written, else the fallback under WORKER_DIR."""
-        problem = _writable_problem(self._preferred, must_exist=self._volume_path)
+        problem = writable_problem(self._preferred, must_exist=self._volume_path)
         if problem is None:
             return self._preferred
         log.warning("LoRA cache: cannot use %s (%s); using %s instead", self._preferred, problem, self._fallback)
@@ -296,7 +405,7 @@ class LoraCache:
     def _remove_stale_temps(self, folder: Path) -> None:
         """Partial files of crashed downloads (older than any download may take) go."""
         too_old = time.time() - max(self._recent_use, self.settings.url_deadline + 60)
-        for temp in [*folder.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"), *(folder / "index").glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}")]:
+        for temp in [*folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"), *(folder / "index").glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")]:
             try:
                 if temp.stat().st_mtime < too_old:
                     temp.unlink()
@@ -305,7 +414,7 @@ class LoraCache:
 
     def _lookup(self, folder: Path, url: str) -> str | None:
         """The cached file's name for ``url`` (its use recorded), or None when it must be fetched."""
-        entry = _index_entry(folder, url)
+        entry = index_entry(folder, url)
         try:
             record = json.loads(entry.read_text(encoding="utf-8"))
             name = f"{record['sha256']}{SUFFIX}"
@@ -329,54 +438,31 @@ class LoraCache:
             os.utime(final)
         else:
             os.replace(temp, final)
-            _fsync_folder(folder)
-        _write_atomically(_index_entry(folder, url), json.dumps({"sha256": digest, "bytes": size, "url": redact_url(url)}))
+            fsync_folder(folder)
+        write_atomically(index_entry(folder, url), json.dumps({"sha256": digest, "bytes": size, "url": redact_url(url)}))
         self._pins[name] += pins
         try:
-            self._evict(folder)
+            over, evicted = evict(cached_files(folder, _is_cached), self.settings.cache_bytes, self._may_go)
         except OSError as exc:  # the file is in place; a full eviction waits for the next download
             log.warning("LoRA cache: eviction failed: %s", os.strerror(exc.errno or 0))
-        return name
-
-    def _evict(self, folder: Path) -> None:
-        """Delete least recently used files until the cache fits ``cache_bytes``."""
-        files = _cached_files(folder)
-        total = sum(size for _, size, _ in files)
-        budget = self.settings.cache_bytes
-        if total <= budget:
-            return
-        safe_after = time.time() - self._recent_use
-        evicted = 0
-        for used, size, path in sorted(files):
-            if total <= budget:
-                break
-            if self._pins[path.name] or used > safe_after:
-                continue
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass  # another worker evicted it first
-            except OSError as exc:
-                log.warning("LoRA cache: cannot evict %s: %s", path.name, os.strerror(exc.errno or 0))
-                continue
-            total -= size
-            evicted += 1
-            log.info("LoRA cache: evicted %s (%d bytes, last used %s)", path.name, size, time.ctime(used))
-        if total > budget:
-            log.warning("LoRA cache: %d bytes over the %d-byte budget; the rest is in use", total - budget, budget)
+            return name
         if evicted:
-            _prune_index(folder)
+            prune_index(folder)
+        if over:  # another worker's download, or a budget lowered since these files came
+            log.warning("LoRA cache: %d bytes over the %d-byte budget; the rest is in use", over, self.settings.cache_bytes)
+        return name
 
 
 class LoraJob:
     """The LoRAs one job fetched, all released together (see :meth:`LoraCache.job`)."""
 
-    def __init__(self, cache: LoraCache):
+    def __init__(self, cache: LoraCache, time: _JobTime):
         self._cache = cache
+        self._time = time
         self.names: list[str] = []
 
     def fetch(self, url: str, field: str) -> str:
-        name = self._cache.fetch(url, field)
+        name = self._cache.fetch(url, field, job_deadline=self._time.deadline, stop=self._time.stop)
         self.names.append(name)
         return name
 
@@ -417,81 +503,5 @@ def _page_hint(url: str, problem: str) -> str:
     return ""
 
 
-def _writable_problem(folder: Path, must_exist: Path | None) -> str | None:
-    """Why ``folder`` cannot hold the cache, or None (it is created, and a probe file written)."""
-    if must_exist is not None and not must_exist.is_dir():
-        return f"{must_exist} is not mounted"
-    try:
-        folder.mkdir(parents=must_exist is None, exist_ok=True)
-        _write_probe(folder)
-    except OSError as exc:
-        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
-    return None
-
-
-def _write_probe(folder: Path) -> None:
-    descriptor, name = tempfile.mkstemp(prefix=".probe-", dir=folder)
-    try:
-        os.write(descriptor, b"ok")
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-        os.unlink(name)
-
-
-def _index_entry(folder: Path, url: str) -> Path:
-    """Where the index records ``url`` (its hash: the URL may hold a token in its query)."""
-    return folder / "index" / f"{hashlib.sha256(url.encode('utf-8')).hexdigest()}.json"
-
-
-def _cached_files(folder: Path) -> list[tuple[float, int, Path]]:
-    """Every cached file as (last use, size, path)."""
-    files = []
-    for path in folder.iterdir():
-        if _FILE_NAME.match(path.name):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            files.append((stat.st_mtime, stat.st_size, path))
-    return files
-
-
-def _prune_index(folder: Path) -> None:
-    """Drop index entries whose file is gone."""
-    for entry in (folder / "index").glob("*.json"):
-        try:
-            digest = json.loads(entry.read_text(encoding="utf-8"))["sha256"]
-            if (folder / f"{digest}{SUFFIX}").exists():
-                continue
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        entry.unlink(missing_ok=True)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    descriptor, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable; some network file systems cannot fsync a folder, which is fine."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
-            log.debug("LoRA cache: fsync of %s failed: %s", folder, exc)
-    finally:
-        os.close(descriptor)
+def _is_cached(name: str) -> bool:
+    return bool(_FILE_NAME.match(name))

@@ -14,6 +14,9 @@ from worker.safetensors import Header, NotSafetensors, parse_header, quote
 
 #: Tensor-name parts ComfyUI's LoRA loader patches with, as the message lists them.
 LORA_NAMES = "lora_down/lora_up, lora_A/lora_B or diff/diff_b"
+#: A LoRA's header is a few hundred kB (a few thousand tensors and training metadata); parsing JSON
+#: costs about 20 times its size, so this bounds it near 170 MB, where the library's 100 MB allows 2 GB.
+LORA_MAX_HEADER_BYTES = 8 * 2**20
 #: What a LoRA URL must serve, for the "(allowed: …)" part of messages.
 LORA_ALLOWED = f"a LoRA in .safetensors format, its tensors named with {LORA_NAMES}"
 
@@ -60,7 +63,7 @@ class LoraSniffer:
 
     def _take_header(self, complete: bool) -> None:
         try:
-            header = parse_header(self._head, complete=complete)
+            header = parse_header(self._head, complete=complete, max_header_bytes=LORA_MAX_HEADER_BYTES)
         except NotSafetensors as exc:
             raise NotALora(str(exc)) from None
         if header is not None:

@@ -6,12 +6,17 @@ then the tensor data. The rules are those the safetensors library applies when C
 a header of at most 100 MB starting with ``{``, each tensor's offsets matching its dtype and shape,
 the tensors covering the data back to back. Whether the data that follows is all there is the
 caller's to check against :attr:`Header.file_bytes`.
+
+Parsing is bounded for data from strangers: a caller may cap the header's size below the library's
+100 MB (:func:`parse_header`'s ``max_header_bytes``: parsing JSON costs about 20 times its size in
+memory), and a header nested deeper than the format's three levels is refused before it is parsed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +30,11 @@ _LENGTH_BYTES = 8
 MAX_HEADER_BYTES = 100_000_000
 #: Bytes looked at to say what data that is not safetensors is.
 _SNIFF_BYTES = 64
+#: Levels of a header: the object of tensors, each tensor's object, its shape and offsets lists.
+MAX_JSON_DEPTH = 3
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(rb"[^\[\]{}]+")
+_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
 
 #: Bytes per element of the dtypes whose size is whole bytes; others (F4, F6…) are not size-checked.
 _DTYPE_BYTES = {
@@ -66,11 +76,12 @@ def read_header(path: Path) -> Header:
     return _header_within(head, end)
 
 
-def parse_header(head: bytes | bytearray, *, complete: bool = True) -> Header | None:
+def parse_header(head: bytes | bytearray, *, complete: bool = True, max_header_bytes: int = MAX_HEADER_BYTES) -> Header | None:
     """The header at the start of ``head``, the first bytes of a file; None while more bytes are needed.
 
     ``complete=False``: more bytes may come (a download), so a head too short to tell is waited for;
-    raises :class:`NotSafetensors` as soon as the bytes show the data cannot be a safetensors file.
+    raises :class:`NotSafetensors` as soon as the bytes show the data cannot be a safetensors file,
+    or its first 8 bytes declare a header longer than ``max_header_bytes``.
     """
     try:
         end = _header_end(head)
@@ -78,6 +89,11 @@ def parse_header(head: bytes | bytearray, *, complete: bool = True) -> Header | 
         if complete or len(head) >= _SNIFF_BYTES:
             raise
         return None  # more bytes tell better what the data is
+    if end - _LENGTH_BYTES > max_header_bytes:
+        raise NotSafetensors(
+            f"its header declares {_count(end - _LENGTH_BYTES)}, more than the {_count(max_header_bytes)} allowed here "
+            "(a real one is a few hundred kB)"
+        )
     if len(head) < end and not complete:
         return None
     return _header_within(head, end)
@@ -143,6 +159,11 @@ def _text_kind(kind: str, head: bytes, guess: str) -> str:
 
 
 def _parse_json(raw: bytes) -> Header:
+    if _nested_too_deep(raw):
+        raise NotSafetensors(
+            f"a damaged safetensors file: its header nests more than {MAX_JSON_DEPTH} levels deep (the format has "
+            "an object of tensors, each an object holding lists)"
+        )
     try:
         document = json.loads(raw.decode("utf-8"))  # starts with "{": an object once it parses
     except (UnicodeDecodeError, ValueError):
@@ -165,6 +186,18 @@ def _parse_json(raw: bytes) -> Header:
             )
         data_bytes = end
     return Header(len(raw), tensors, metadata or {}, data_bytes)
+
+
+def _nested_too_deep(raw: bytes) -> bool:
+    """Whether the JSON in ``raw`` nests deeper than :data:`MAX_JSON_DEPTH`, told without parsing it.
+
+    With strings and everything but brackets removed, each pass removes the innermost empty pairs;
+    an empty pair left after ``MAX_JSON_DEPTH`` passes was deeper (unbalanced brackets are left to the parser).
+    """
+    brackets = _NOT_A_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw))
+    for _ in range(MAX_JSON_DEPTH):
+        brackets = _INNERMOST_PAIR.sub(b"", brackets)
+    return _INNERMOST_PAIR.search(brackets) is not None
 
 
 def _tensor_entry(name: str, info: object) -> tuple[str, tuple[int, ...], int, int]:

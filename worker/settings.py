@@ -39,6 +39,8 @@ class Limits:
     #: Seconds of video task s2v makes at most (its length follows the audio).
     max_s2v_seconds: float = 60.0
     image_url_timeout: float = 20.0
+    #: Seconds a whole image download may take (every redirect, the headers and the body).
+    image_url_deadline: float = 30.0
     allow_private_image_urls: bool = False
     max_loras: int = 4
     #: Frames in a video after interpolation ((161 − 1) × 4 + 1 by default).
@@ -147,6 +149,7 @@ class Settings:
                 max_audio_seconds=reader.get("MAX_AUDIO_SECONDS", float, dl.max_audio_seconds, lo=1, hi=3600),
                 max_s2v_seconds=reader.get("MAX_S2V_SECONDS", float, dl.max_s2v_seconds, lo=1, hi=3600),
                 image_url_timeout=reader.get("IMAGE_URL_TIMEOUT", float, dl.image_url_timeout, lo=0.1),
+                image_url_deadline=reader.get("IMAGE_URL_DEADLINE", float, dl.image_url_deadline, lo=1),
                 allow_private_image_urls=reader.get("ALLOW_PRIVATE_IMAGE_URLS", parse_bool, dl.allow_private_image_urls),
                 max_loras=reader.get("MAX_LORAS", int, dl.max_loras, lo=0, hi=32),
                 max_output_frames=reader.get("MAX_OUTPUT_FRAMES", int, dl.max_output_frames, lo=1, hi=65536),

@@ -78,6 +78,48 @@ def gen_png_bomb(width: int = 20000, height: int = 20000) -> str:
     return _b64(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
 
 
+def tiff_pages(pages: int, broken_page: int | None = None) -> bytes:
+    """A little-endian TIFF of ``pages`` 1x1 grey pages (chained IFDs sharing one strip); the page
+    ``broken_page`` lacks its width and height tags (Pillow raises TypeError when it reaches it)."""
+    tags = ((256, 3, 1), (257, 3, 1), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, None), (278, 3, 1), (279, 4, 1))
+    ifd_bytes = 2 + len(tags) * 12 + 4
+    strip = 8 + pages * ifd_bytes
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for page in range(pages):
+        out += struct.pack("<H", len(tags))
+        for tag, kind, value in tags:
+            tag = tag + 1000 if page == broken_page and tag in (256, 257) else tag  # an unknown tag instead
+            value = strip if value is None else value
+            out += struct.pack("<HHIHH" if kind == 3 else "<HHII", tag, kind, 1, value, *((0,) if kind == 3 else ()))
+        out += struct.pack("<I", 8 + (page + 1) * ifd_bytes if page < pages - 1 else 0)
+    return bytes(out + b"\x80")
+
+
+def gif_cut(frame: int, frames: int = 3) -> bytes:
+    """An animated GIF of ``frames`` 8x8 frames, cut 5 bytes into the image descriptor of ``frame``."""
+    from PIL import Image
+
+    images = [Image.new("P", (8, 8), index) for index in range(frames)]
+    for image in images:
+        image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    buf = io.BytesIO()
+    images[0].save(buf, "GIF", save_all=True, append_images=images[1:], duration=100, optimize=False)
+    data, start = buf.getvalue(), 0
+    for _ in range(frame + 1):
+        start = data.index(b"\x2c\x00\x00\x00\x00", start) + 1  # an image descriptor at (0, 0)
+    return data[: start + 4]
+
+
+def gen_tiff_pages(pages: int, broken_page: int | None = None) -> str:
+    """base64 of :func:`tiff_pages`."""
+    return _b64(tiff_pages(pages, broken_page))
+
+
+def gen_gif_cut(frame: int) -> str:
+    """base64 of :func:`gif_cut`."""
+    return _b64(gif_cut(frame))
+
+
 def gen_b64_text(text: str) -> str:
     """base64 of ``text`` (UTF-8): an HTML page, a plain sentence, an SVG…"""
     return _b64(text.encode())
@@ -135,6 +177,8 @@ GENERATORS: dict[str, Callable[..., Any]] = {
     "png": gen_png,
     "png_truncated": gen_png_truncated,
     "png_bomb": gen_png_bomb,
+    "tiff_pages": gen_tiff_pages,
+    "gif_cut": gen_gif_cut,
     "b64_text": gen_b64_text,
     "b64_bad_length": gen_b64_bad_length,
     "data_uri": gen_data_uri,

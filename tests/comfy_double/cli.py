@@ -30,6 +30,8 @@ logger = logging.getLogger("comfy_double")
 
 #: ComfyUI's directory: the folder holding main.py (its cwd when the worker starts it).
 COMFY_DIR = Path(__file__).resolve().parent
+#: Boot faults (JSON, as ``COMFY_DOUBLE_FAULTS``) read from the ``--user-directory`` at start.
+BOOT_FAULTS_FILE = "comfy_double_faults.json"
 
 _STORE_TRUE = [
     "--auto-launch",
@@ -184,9 +186,14 @@ def build_folders(args: argparse.Namespace) -> Folders:
     return folders
 
 
-def _boot_faults() -> list[Fault]:
+def _boot_faults(args: argparse.Namespace) -> list[Fault]:
+    """From ``COMFY_DOUBLE_FAULTS``, and from :data:`BOOT_FAULTS_FILE` in the user directory: the
+    worker gives its ComfyUI a scrubbed environment, so a test arms it through a file."""
+    specs = [os.environ.get("COMFY_DOUBLE_FAULTS")]
+    if args.user_directory and (Path(args.user_directory) / BOOT_FAULTS_FILE).is_file():
+        specs.append((Path(args.user_directory) / BOOT_FAULTS_FILE).read_text())
     try:
-        return parse_env(os.environ.get("COMFY_DOUBLE_FAULTS"))
+        return [fault for spec in specs for fault in parse_env(spec)]
     except FaultSpecError as ex:
         logger.error("comfy_double: %s", ex)
         raise SystemExit(1) from ex
@@ -211,7 +218,7 @@ async def _serve(app: DoubleApp, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.log_stdout)
-    faults = _boot_faults()
+    faults = _boot_faults(args)
     for fault in faults:
         if fault.mode == "boot_exit":
             logger.error("comfy_double: boot_exit fault: exiting with status %s before listening", fault.exit_code)

@@ -3,7 +3,9 @@
 A fault is a JSON object ``{"mode": ..., ...}``. Prompt faults are armed when a prompt *starts
 executing*: every active fault is applied to that prompt and its ``times`` counter drops by one
 (``times`` defaults to 1; ``null`` means "every prompt until reset"). Boot faults are read once from
-the ``COMFY_DOUBLE_FAULTS`` environment variable (a fault object or a list of them).
+the ``COMFY_DOUBLE_FAULTS`` environment variable (a fault object or a list of them) and from
+``comfy_double_faults.json`` in the user directory (how a test arms the double the worker launches:
+the worker gives its ComfyUI a scrubbed environment).
 
 Modes and their fields (all optional except ``mode``):
 

@@ -14,7 +14,7 @@ from worker.download import FetchRules, fetch
 from worker.errors import InvalidInput
 from worker.inputs.base import InputKind, PreparedInput
 from worker.media_data import DataForm, decode_field
-from worker.urls import redact_url
+from worker.url_guard import redact_url
 
 if TYPE_CHECKING:
     from worker.request.model import MediaInput

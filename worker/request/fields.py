@@ -13,7 +13,6 @@ from dataclasses import replace
 from typing import Any
 
 from worker.delivery import OUTPUT_MODES
-from worker.download import redact_url, url_problem
 from worker.inputs import KINDS
 from worker.request.model import DEFAULT_SPEED, LoraInput, MediaInput
 from worker.request.options import LORA_SPECS
@@ -32,6 +31,7 @@ from worker.request.rules import (
 from worker.settings import Limits
 from worker.tasks import REGISTRY
 from worker.tasks.base import InputSlot, Task
+from worker.url_guard import redact_url, url_problem
 
 #: Wan's standard negative prompt (the same text the workflow files hold).
 DEFAULT_NEGATIVE_PROMPT = (

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from worker.encoding import DEFAULT_FORMAT
-from worker.urls import redact_url
+from worker.url_guard import redact_url
 
 #: The speed every task has: its stored graph as it is.
 DEFAULT_SPEED = "default"
