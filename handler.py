@@ -31,6 +31,7 @@ import contextvars  # noqa: E402
 import functools  # noqa: E402
 import logging  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 try:
@@ -96,6 +97,7 @@ def error_response(exc: WorkerError | ComfyError, verdict: Verdict | None = None
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
     """Run one job; every failure becomes one clear error string, plus ``refresh_worker`` when the
     health policy (worker/health.py) says this worker should be replaced."""
+    started = time.monotonic()  # JOB_TIMEOUT counts from here, through every stage
     job_id = str(job.get("id", "unknown"))
     JOB_ID.set(job_id)
     if RUNTIME is None:
@@ -104,7 +106,7 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         log.info("the warm-up still runs: this job waits behind it in ComfyUI's queue")
     stop = threading.Event()
     work = functools.partial(
-        generate_video, job.get("input"), job_id, RUNTIME, stop=stop, send_progress=_progress_sender(job)
+        generate_video, job.get("input"), job_id, RUNTIME, stop=stop, send_progress=_progress_sender(job), started=started
     )
     future = asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, work)
     try:

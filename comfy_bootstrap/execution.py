@@ -57,6 +57,8 @@ class RunResult:
 @dataclass
 class RunOptions:
     timeout: float
+    #: When the run must end (``time.monotonic()``); None: ``timeout`` seconds from the queueing.
+    deadline: float | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     on_message: Callable[[m.Message], None] = lambda _msg: None
     reconnect_attempts: int = 5
@@ -79,7 +81,7 @@ class _PromptRun:
         self.opt = options
         self.client_id = str(uuid.uuid4())
         self.prompt_id = str(uuid.uuid4())
-        self.deadline = time.monotonic() + options.timeout
+        self.deadline = options.deadline if options.deadline is not None else time.monotonic() + options.timeout
         self.started_at: float | None = None
         self.reconnects = 0
         self.sock: websocket.WebSocket | None = None

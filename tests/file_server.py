@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FileServer:
-    """Serves ``files`` (path → bytes; 404 for others) and records each request's path. A context manager."""
+    """Serves ``files`` (path → bytes; 404 for others) and records each request's path. A context manager.
 
-    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+    ``pace``: seconds between 1 KiB pieces of a body (0: all at once), as a slow or hostile server sends.
+    """
+
+    def __init__(self, files: dict[str, bytes] | None = None, pace: float = 0.0) -> None:
         self.files: dict[str, bytes] = dict(files or {})
+        self.pace = pace
         self.requests: list[str] = []
         server = self
 
@@ -24,7 +29,12 @@ class FileServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    for piece in range(0, len(data), 1024 if server.pace else max(len(data), 1)):
+                        self.wfile.write(data[piece : piece + (1024 if server.pace else len(data))])
+                        time.sleep(server.pace)
+                except OSError:  # the client hung up, as a job that ended does
+                    pass
 
             def log_message(self, *args: object) -> None:
                 pass

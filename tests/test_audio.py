@@ -16,6 +16,7 @@ from worker import audio as audio_module
 from worker.audio import decode_audio
 from worker.errors import InvalidInput
 from worker.inputs import KINDS
+from worker.job_time import JobTime
 from worker.request.model import MediaInput
 from worker.settings import Limits
 
@@ -117,7 +118,7 @@ def test_a_start_past_the_end_is_refused() -> None:
 
 
 def prepare(given: MediaInput, limits: Limits = LIMITS):
-    return KINDS["audio"].prepare(given, limits)
+    return KINDS["audio"].prepare(given, limits, JobTime())
 
 
 def test_raw_base64_url_safe_base64_and_data_uris_of_audio_or_video_types_are_accepted() -> None:

@@ -129,6 +129,10 @@ FOREIGN = {
     "PRIORITIZE_FP16": "ComfyUI's comfy/model_management.py",
     "CUBLAS_STATUS_ALLOC_FAILED": "a CUDA error name, matched by worker/health.py's patterns",
     "CUBLAS_STATUS_NOT_INITIALIZED": "a CUDA error name, matched by worker/health.py's patterns",
+    "CUBLAS_STATUS_EXECUTION_FAILED": "a CUDA error name, a GPU fault by its exception type (worker/health.py)",
+    "CUBLAS_STATUS_INTERNAL_ERROR": "a CUDA error name, a GPU fault by its exception type (worker/health.py)",
+    "CUDNN_STATUS_EXECUTION_FAILED": "a cuDNN error name, a GPU fault by its exception type (worker/health.py)",
+    "C10_CUDA_CHECK": "the PyTorch macro that raises torch's CUDA errors",
     "NAME": "the placeholder of `--build-arg NAME=value`",
 }
 #: Values the docs give as examples of what stops the worker.

@@ -17,7 +17,9 @@ import pytest
 import requests
 
 from comfy_bootstrap.errors import ComfyUnavailable, ExecutionInterrupted, ExecutionTimeout, ModelsMissing, OutputMissing
+from tests.file_server import FileServer
 from tests.harness import decode_mp4, files_in, png_b64, set_faults
+from tests.media_files import audio_file
 from worker.errors import InvalidInput, ModelsInvalid, OutputTooLarge
 from worker.health import WorkerHealth
 from worker.pipeline import Runtime, generate_video
@@ -109,7 +111,10 @@ def test_comfyui_killed_by_the_oom_killer_twice_asks_for_a_new_worker(make_runti
         assert "SIGKILL from the kernel's out-of-memory killer: the host's RAM ran out (not the GPU's memory)" in str(err.value)
         verdicts.append(health.after_failure(err.value))
     assert not verdicts[0].refresh_worker and verdicts[0].note.startswith("Out of the host's memory: try fewer frames")
-    assert verdicts[1].refresh_worker and "ran out of the host's memory on 2 jobs in a row: RunPod replaces this worker" in verdicts[1].note
+    assert (
+        verdicts[1].refresh_worker
+        and "ran out of the host's memory on 2 jobs in a row: RunPod replaces this worker" in verdicts[1].note
+    )
     assert generate_video(_job(seed=3), "after-oom", runtime)["length"] == 5  # restarted for the next job
 
 
@@ -208,3 +213,36 @@ def test_keep_files_and_save_metadata_when_configured(make_runtime) -> None:
     assert "prompt" in decode_mp4(base64.b64decode(out["video"]))["metadata"]
     assert out["filename"] in files_in(runtime.settings.comfy.output_dir)
     assert len(files_in(runtime.settings.comfy.input_dir)) == 1
+
+
+# --- JOB_TIMEOUT counts from the handler's first line, through every stage ---------------------------
+
+
+def test_a_slow_audio_download_ends_with_the_jobs_time_budget(make_runtime) -> None:
+    runtime = make_runtime(JOB_TIMEOUT="2", ALLOW_PRIVATE_IMAGE_URLS="1")
+    with FileServer({"/speech.wav": audio_file("wav", 3.0)}, pace=0.05) as server:  # ~2.4 s for 96 KiB
+        begun = time.monotonic()
+        with pytest.raises(ExecutionTimeout) as err:
+            generate_video({**_job(), "audio_url": f"{server.url}/speech.wav"}, "slow-audio", runtime, started=begun)
+    assert "audio_url" in str(err.value) and "JOB_TIMEOUT" in str(err.value)
+    assert time.monotonic() - begun < 3.5
+    assert generate_video(_job(seed=9), "after-slow-audio", runtime)["length"] == 5
+    _assert_clean(runtime)
+
+
+def test_time_spent_before_the_pipeline_counts_against_job_timeout(make_runtime) -> None:
+    runtime = make_runtime(JOB_TIMEOUT="5")
+    with pytest.raises(ExecutionTimeout, match=r"time budget of 5 s \(JOB_TIMEOUT\) while preparing image"):
+        generate_video(_job(), "late", runtime, started=time.monotonic() - 6)
+    _assert_clean(runtime)
+
+
+def test_cancel_during_a_download_ends_the_job_at_once(make_runtime) -> None:
+    runtime = make_runtime(ALLOW_PRIVATE_IMAGE_URLS="1")
+    stop = threading.Event()
+    with FileServer({"/speech.wav": audio_file("wav", 3.0)}, pace=0.05) as server:
+        threading.Timer(0.5, stop.set).start()
+        begun = time.monotonic()
+        with pytest.raises(ExecutionInterrupted, match="audio_url: .*cancelled during the download"):
+            generate_video({**_job(), "audio_url": f"{server.url}/speech.wav"}, "cancel-fetch", runtime, stop=stop)
+    assert time.monotonic() - begun < 1.5

@@ -52,7 +52,7 @@ from comfy_bootstrap.errors import ExecutionInterrupted, ExecutionTimeout
 from worker.download import FetchRules, Resolver, redact_url, resolve_host
 from worker.download import fetch as guarded_fetch
 from worker.errors import InvalidInput, StorageFull
-from worker.fetch_clock import FetchClock
+from worker.job_time import JobTime
 from worker.lora_disk import (
     SUFFIX,
     TEMP_PREFIX,
@@ -95,20 +95,6 @@ def token_hosts_match(host: str, token_name: str) -> bool:
 #: The errors that end a fetch because its job ended, not because of the URL: another job waiting
 #: for the same download tries it again.
 _JOB_ENDED = (ExecutionTimeout, ExecutionInterrupted)
-
-
-@dataclass(frozen=True)
-class _JobTime:
-    """The job's deadline (``time.monotonic()``) and stop flag, which a fetch ends with."""
-
-    deadline: float | None = None
-    stop: threading.Event | None = None
-
-    def wait(self, done: threading.Event, where: str) -> None:
-        """Wait for ``done``, but no longer than the job may (raises its timeout or cancel)."""
-        clock = FetchClock(None, deadline_error=InvalidInput, deadline_setting="", job_deadline=self.deadline, stop=self.stop)
-        while not done.wait(0.05):
-            clock.check(where)
 
 
 @dataclass(eq=False)
@@ -193,7 +179,7 @@ class LoraCache:
         be fetched, or does not serve a LoRA; an ``OSError`` when the cache folder cannot be written.
         ``job_deadline`` (``time.monotonic()``) and ``stop`` are the job's: see :func:`worker.download.fetch`.
         """
-        job = _JobTime(job_deadline, stop)
+        job = JobTime(job_deadline, stop)
         while True:
             with self._lock:
                 folder = self._ready()
@@ -217,7 +203,7 @@ class LoraCache:
                 return _outcome(flight, field)
             log.info("%s: the job downloading %s ended first; downloading it for this job", field, redact_url(url))
 
-    def _wait(self, flight: _Flight, job: _JobTime, where: str) -> None:
+    def _wait(self, flight: _Flight, job: JobTime, where: str) -> None:
         """Wait for another fetch's download; leaving early, give back the pin it would take for us."""
         try:
             job.wait(flight.done, where)
@@ -241,7 +227,7 @@ class LoraCache:
     def job(self, *, job_deadline: float | None = None, stop: threading.Event | None = None) -> Iterator[LoraJob]:
         """``with cache.job(job_deadline=…, stop=…) as loras: loras.fetch(url, field)`` — every file
         released at the end; each fetch ends with the job (its deadline, its stop flag)."""
-        job = LoraJob(self, _JobTime(job_deadline, stop))
+        job = LoraJob(self, JobTime(job_deadline, stop))
         try:
             yield job
         finally:
@@ -249,7 +235,7 @@ class LoraCache:
 
     # --- Download ----------------------------------------------------------------------------------
 
-    def _lead(self, flight: _Flight, folder: Path, url: str, job: _JobTime) -> None:
+    def _lead(self, flight: _Flight, folder: Path, url: str, job: JobTime) -> None:
         """Download for every fetch waiting on ``flight``; pin the file once per fetch.
 
         Renaming the file into place, pinning it and ending the flight happen under one hold of
@@ -279,7 +265,7 @@ class LoraCache:
         del self._flights[url]
         flight.done.set()
 
-    def _download(self, folder: Path, url: str, field: str, job: _JobTime) -> tuple[Path, str, int]:
+    def _download(self, folder: Path, url: str, field: str, job: JobTime) -> tuple[Path, str, int]:
         """Fetch into a temporary file in ``folder``, checked and fsynced: (its path, SHA-256, size)."""
         room, temp = _Reservation(folder, f"{field}: {redact_url(url)}"), None
         try:
@@ -302,7 +288,7 @@ class LoraCache:
                 self._reservations.discard(room)
         return temp, digest, size
 
-    def _stream(self, url: str, field: str, file: BinaryIO, job: _JobTime, room: _Reservation) -> tuple[str, int]:
+    def _stream(self, url: str, field: str, file: BinaryIO, job: JobTime, room: _Reservation) -> tuple[str, int]:
         sniffer, digest = LoraSniffer(), hashlib.sha256()
 
         def write(chunk: bytes) -> None:
@@ -456,7 +442,7 @@ class LoraCache:
 class LoraJob:
     """The LoRAs one job fetched, all released together (see :meth:`LoraCache.job`)."""
 
-    def __init__(self, cache: LoraCache, time: _JobTime):
+    def __init__(self, cache: LoraCache, time: JobTime):
         self._cache = cache
         self._time = time
         self.names: list[str] = []

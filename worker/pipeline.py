@@ -24,6 +24,7 @@ from worker.delivery import Artifact, Delivery, Provider
 from worker.graph import Template, job_files, load_fragments, load_template
 from worker.inputs import prepare_inputs
 from worker.inputs.base import PreparedInput
+from worker.job_time import JobTime
 from worker.lora_files import LoraCache
 from worker.loras import register_lora_cache
 from worker.outputs import OutputFile, remove_job_files
@@ -115,14 +116,17 @@ def generate_video(
     *,
     stop: threading.Event | None = None,
     send_progress: ProgressSender | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Run one job — a stored task's or one with its own graph, the same way — and return RunPod's
-    output dict; raise WorkerError/ComfyError on failure."""
+    output dict; raise WorkerError/ComfyError on failure. ``started`` (``time.monotonic()``, the
+    handler's first line) is where ``JOB_TIMEOUT`` counts from; every stage ends with it or ``stop``."""
     settings = runtime.settings
-    timer = Timer()
+    timer = Timer() if started is None else Timer(start=started)
+    clock = JobTime(timer.start + settings.job_timeout, stop or threading.Event(), settings.job_timeout)
     request = parse_request(job_input, settings, unavailable_modes=runtime.delivery.unavailable)
     delivery = runtime.delivery.choose(request.output_mode)
-    prepared = prepare_inputs(request.inputs, settings.limits)
+    prepared = prepare_inputs(request.inputs, settings.limits, clock)
     job = _job(request, prepared, settings)
     log.info("job %s: %s, output %s", job_id, job.describe(), delivery.mode)
     timer.lap("prepare")
@@ -131,16 +135,18 @@ def generate_video(
     files = job_files(job_id)
     uploaded: list[str] = []
     produced: list[OutputFile] = []
-    with runtime.loras.job() as fetched:  # files fetched by URL stay pinned in the cache until the end
+    with runtime.loras.job(job_deadline=clock.deadline, stop=clock.stop) as fetched:  # pinned until the end
         try:
             plan = job.plan(PlanContext(runtime, files, fetched, timer))
+            clock.check("uploading the media")
             _upload(runtime, plan.uploads, uploaded)
             timer.lap("upload")
             logged_from = runtime.server.log_position()
-            run = _run(runtime, plan.prompt, _options(runtime, plan.progress, timer.start, stop, send_progress))
+            run = _run(runtime, plan.prompt, _options(runtime, plan.progress, timer.start, clock, send_progress))
             timer.lap("comfyui")
             warnings = [*plan.warnings, *plan.log_warnings(runtime.server.log_since(logged_from))]
             collected = plan.outputs.collect(runtime.client, run, produced)
+            clock.check("delivering the video")
             delivered = _deliver(delivery, job_id, list(collected.artifacts), timer)
             return _answer(plan, run, collected, delivered, timer.result(run), warnings, runtime)
         finally:
@@ -184,7 +190,7 @@ def _answer(
 
 
 def _options(
-    runtime: Runtime, progress: ProgressPlan, started: float, stop: threading.Event | None, send_progress: ProgressSender | None
+    runtime: Runtime, progress: ProgressPlan, started: float, clock: JobTime, send_progress: ProgressSender | None
 ) -> RunOptions:
     settings = runtime.settings
     reporter = ProgressReporter(
@@ -192,7 +198,8 @@ def _options(
     )
     return RunOptions(
         timeout=settings.job_timeout,
-        stop=stop or threading.Event(),
+        deadline=clock.deadline,
+        stop=clock.stop or threading.Event(),
         on_message=reporter.on_message,
         reconnect_attempts=settings.ws_reconnect_attempts,
     )

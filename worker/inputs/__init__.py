@@ -14,12 +14,17 @@ from worker.inputs import audio, image
 from worker.inputs.base import InputKind, PreparedInput
 
 if TYPE_CHECKING:
+    from worker.job_time import JobTime
     from worker.request.model import MediaInput
     from worker.settings import Limits
 
 KINDS: dict[str, InputKind] = {kind.name: kind for kind in (image.KIND, audio.KIND)}
 
 
-def prepare_inputs(given: Sequence[MediaInput], limits: Limits) -> Mapping[str, PreparedInput]:
-    """Each of the job's media files, checked and decoded by its kind, by request field."""
-    return {media.field: KINDS[media.kind].prepare(media, limits) for media in given}
+def prepare_inputs(given: Sequence[MediaInput], limits: Limits, time: JobTime) -> Mapping[str, PreparedInput]:
+    """Each of the job's media files, checked and decoded by its kind within the job's time, by request field."""
+    prepared = {}
+    for media in given:
+        time.check(f"preparing {media.source_field}")
+        prepared[media.field] = KINDS[media.kind].prepare(media, limits, time)
+    return prepared

@@ -2,7 +2,7 @@
 checked and cut by :mod:`worker.audio` into 16-bit PCM WAV that ComfyUI's ``LoadAudio`` reads.
 
 Its URL form goes through the one guarded fetcher with the image URLs' network settings
-(``IMAGE_URL_TIMEOUT``, ``ALLOW_PRIVATE_IMAGE_URLS``) and the audio's byte cap.
+(``IMAGE_URL_TIMEOUT``, ``IMAGE_URL_DEADLINE``, ``ALLOW_PRIVATE_IMAGE_URLS``) and the audio's byte cap.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from worker.media_data import DataForm, decode_field
 from worker.url_guard import redact_url
 
 if TYPE_CHECKING:
+    from worker.job_time import JobTime
     from worker.request.model import MediaInput
     from worker.settings import Limits
 
@@ -28,13 +29,13 @@ FORM = DataForm(
 _ACCEPT = "audio/*,video/mp4;q=0.9,video/webm;q=0.9,video/quicktime;q=0.9,*/*;q=0.5"
 
 
-def prepare(given: MediaInput, limits: Limits) -> PreparedInput:
+def prepare(given: MediaInput, limits: Limits, time: JobTime) -> PreparedInput:
     field = given.source_field
     if given.b64 is not None:
         data = decode_field(given.b64, field, FORM, limits.max_audio_bytes)
     else:
         body = bytearray()
-        fetch(given.url or "", _rules(limits, field), body.extend)
+        fetch(given.url or "", _rules(limits, field), body.extend, job_deadline=time.deadline, stop=time.stop)
         data = bytes(body)
     audio = decode_audio(
         data, field=field, max_bytes=limits.max_audio_bytes, max_seconds=limits.max_audio_seconds, start=given.start, end=given.end
@@ -48,6 +49,8 @@ def _rules(limits: Limits, field: str) -> FetchRules:
         field=field,
         max_bytes=limits.max_audio_bytes,
         timeout=limits.image_url_timeout,
+        deadline=limits.image_url_deadline,
+        deadline_setting="IMAGE_URL_DEADLINE",
         allow_private=limits.allow_private_image_urls,
         content="the audio",
         accept=_ACCEPT,

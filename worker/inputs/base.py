@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from worker.job_time import JobTime
     from worker.request.model import MediaInput
     from worker.settings import Limits
 
@@ -44,8 +45,9 @@ class InputKind:
     data_uri: str
     #: The node class that loads the uploaded file in a graph.
     loader: str
-    #: Fetch (a URL) or decode (base64), check against the limits, and turn it into what ComfyUI gets.
-    prepare: Callable[[MediaInput, Limits], PreparedInput]
+    #: Fetch (a URL, within the job's time) or decode (base64), check against the limits, and turn it
+    #: into what ComfyUI gets.
+    prepare: Callable[[MediaInput, Limits, JobTime], PreparedInput]
     #: For a track in time, the most seconds of it a job may use (a job cuts it with ``<field>_start``
     #: and ``<field>_end``), and the variable that sets it; None for an image.
     max_seconds: Callable[[Limits], float] | None = None

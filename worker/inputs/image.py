@@ -9,12 +9,13 @@ from worker.image import prepare_image
 from worker.inputs.base import InputKind, PreparedInput
 
 if TYPE_CHECKING:
+    from worker.job_time import JobTime
     from worker.request.model import MediaInput
     from worker.settings import Limits
 
 
-def prepare(given: MediaInput, limits: Limits) -> PreparedInput:
-    image = prepare_image(given, limits)
+def prepare(given: MediaInput, limits: Limits, time: JobTime) -> PreparedInput:
+    image = prepare_image(given, limits, job_deadline=time.deadline, stop=time.stop)
     return PreparedInput(given.field, KIND.name, image.png, ".png", "image/png", image.description, (image.width, image.height))
 
 
