@@ -3,11 +3,14 @@ ComfyUI's loader and say what it detected, or write a random-weight file from Co
 
     <comfy venv>/bin/python tests/integration/comfy_side.py --comfy-dir <comfy> check KIND=PATH ...
     <comfy venv>/bin/python tests/integration/comfy_side.py --comfy-dir <comfy> write WHAT PATH
+    <comfy venv>/bin/python tests/integration/comfy_side.py --comfy-dir <comfy> s2v-windows ENCODER OUT WAV=L,L,L ...
 
 prepare_real.py and record_media.py start it as a subprocess (importing ComfyUI sets process-wide
 state, and the loaders need its environment). KIND: diffusion_model, audio_encoder, clip_vision,
 frame_interpolation. WHAT: rife_ifnet5, film, wav2vec2_base, audio_encoder_random_keys.
-One output line per file.
+One output line per file. ``s2v-windows`` runs ComfyUI's own S2V conditioning code
+(``wan_sound_to_video``, as WanSoundImageToVideo and WanSoundImageToVideoExtend call it) on the wav2vec2
+encoding of each WAV and writes, per segment, which frames of the audio embedding it receives.
 """
 
 from __future__ import annotations
@@ -140,6 +143,44 @@ def write(what: str, path: Path) -> None:
     print(f"wrote    {path} ({what}: {len(state)} tensors, {sum(v.numel() for v in state.values())} values)", flush=True)
 
 
+def s2v_windows(encoder_path: Path, out: Path, plans: list[str]) -> None:
+    """For each ``WAV=L,L,...``: the audio window each chained S2V segment of length L gets (16 fps frames)."""
+    import json
+
+    import comfy.utils
+    from comfy.audio_encoders.audio_encoders import load_audio_encoder_from_sd
+    from comfy_extras.nodes_audio import load
+    from comfy_extras.nodes_wan import wan_sound_to_video
+
+    encoder = load_audio_encoder_from_sd(comfy.utils.load_torch_file(str(encoder_path), safe_load=True))
+    report = {}
+    for plan in plans:
+        wav, lengths = plan.rsplit("=", 1)
+        waveform, rate = load(wav)
+        encoded = encoder.encode_audio(waveform.unsqueeze(0), rate)
+        cond = [[torch.zeros(1, 1, 16), {}]]
+        latent_frames, segments = 0, []
+        for index, length in enumerate(int(x) for x in lengths.split(",")):
+            offset = latent_frames * 4  # what WanSoundImageToVideoExtend derives from its video_latent (0 for the first segment)
+            positive, _, out_latent, next_offset = wan_sound_to_video(cond, cond, None, 64, 64, length, 1, frame_offset=offset,
+                                                                  audio_encoder_output=encoded)  # fmt: skip
+            latent = out_latent["samples"]
+            embed = positive[0][1].get("audio_embed")
+            frames = None if embed is None else int(embed.shape[-1])
+            segments.append({"segment": index + 1, "node": "WanSoundImageToVideo" if index == 0 else "WanSoundImageToVideoExtend",
+                             "length": length, "latent_frames": int(latent.shape[2]), "audio_window_frames_wanted": int(latent.shape[2]) * 4,
+                             "frame_offset": offset, "audio_embed_frames": frames,
+                             "audio_seconds": None if frames is None else [offset / 16, (offset + frames) / 16],
+                             "frame_offset_returned": next_offset})  # fmt: skip
+            latent_frames += int(latent.shape[2])
+        report[f"{Path(wav).name}, lengths {lengths}"] = {
+            "audio_seconds": round(waveform.shape[-1] / rate, 4), "sample_rate": rate, "audio_samples_at_16k": encoded["audio_samples"],
+            "wav2vec2_frames_50hz": int(encoded["encoded_audio_all_layers"][0].shape[1]), "hidden_states": len(encoded["encoded_audio_all_layers"]),
+            "segments": segments, "decoded_video_frames_of_the_concatenated_latent": latent_frames * 4 - 3}  # fmt: skip
+        print(f"s2v-windows {Path(wav).name} {lengths}: {[seg['audio_seconds'] for seg in segments]}", flush=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comfy-dir", type=Path, required=True)
@@ -148,10 +189,17 @@ def main() -> None:
     writer = sub.add_parser("write")
     writer.add_argument("what", choices=["rife_ifnet5", "film", "wav2vec2_base", "audio_encoder_random_keys"])
     writer.add_argument("path", type=Path)
+    windows = sub.add_parser("s2v-windows")
+    windows.add_argument("encoder", type=Path)
+    windows.add_argument("out", type=Path)
+    windows.add_argument("plans", nargs="+", help="WAV=L,L,... (segment lengths)")
     args = parser.parse_args()
     boot(args.comfy_dir)
     if args.command == "check":
         sys.exit(1 if check(args.items) else 0)
+    if args.command == "s2v-windows":
+        s2v_windows(args.encoder, args.out, args.plans)
+        return
     write(args.what, args.path)
 
 
