@@ -17,8 +17,19 @@ comfy_bootstrap/install.sh. Under ``<volume>/models/loras/`` it writes:
   T2V and I2V experts share one architecture, so the I2V 4-step LoRAs serve);
 
 and ``<comfy>/custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife49.pth``, a random-weight
-RIFE 4.7-architecture checkpoint, unless one that the pack can load is already there. A file that is
-already right is left alone; every line of output says what happened to one file.
+RIFE 4.7-architecture checkpoint, unless one that the pack can load is already there.
+
+For the media tasks it also makes sure the volume holds the stand-ins of the shared
+``make_tiny_models_media.py`` (S2V, wav2vec2 large, Animate, CLIP vision H, the two Fun-Control
+experts: the script is run with ``--comfyui <comfy> --only`` the missing ones), and writes two
+random-weight models for ComfyUI's native ``FrameInterpolationModelLoader`` into
+``models/frame_interpolation/``: ``rife_ifnet5_random.safetensors`` (ComfyUI's 5-block IFNet, the
+RIFE 4.2x layout; the pack's 4-block rife49.pth is refused by the native loader) and
+``film_net_random.safetensors`` (FILMNet's fixed config, fp16). Every file written in this run is
+then loaded with ComfyUI's own loader (``comfy_side.py check``, a subprocess in ComfyUI's Python),
+which prints the model class ComfyUI detected; ``--check-all`` checks the kept ones too.
+
+A file that is already right is left alone; every line of output says what happened to one file.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import filecmp
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +67,20 @@ MISMATCH_MODULES.append("blocks.0.self_attn.qkv")
 LORA_RANK, DIM = 4, 128  # never applied, so any shape will do; these are the tiny experts'
 RIFE = "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife49.pth"
 PINS = Path(__file__).resolve().parents[2] / "comfy_bootstrap" / "pins.env"
+COMFY_SIDE = Path(__file__).resolve().parent / "comfy_side.py"
+SHARED_TINY = Path(__file__).resolve().parents[3] / "shared" / "tools" / "tiny-models"
+# make_tiny_models_media.py's --only key -> (file under models/, how comfy_side.py checks it)
+MEDIA = {
+    "s2v": ("diffusion_models/wan2.2_s2v_14B_fp8_scaled.safetensors", "diffusion_model"),
+    "wav2vec2": ("audio_encoders/wav2vec2_large_english_fp16.safetensors", "audio_encoder"),
+    "animate": ("diffusion_models/wan2.2_animate_14B_bf16.safetensors", "diffusion_model"),
+    "clip_vision_h": ("clip_vision/clip_vision_h.safetensors", "clip_vision"),
+    "fun_high": ("diffusion_models/wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors", "diffusion_model"),
+    "fun_low": ("diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors", "diffusion_model"),
+}
+# comfy_side.py write WHAT -> file under models/ (checked as frame_interpolation)
+NATIVE_INTERPOLATION = {"rife_ifnet5": "frame_interpolation/rife_ifnet5_random.safetensors",
+                        "film": "frame_interpolation/film_net_random.safetensors"}  # fmt: skip
 
 
 def mismatch_shapes() -> dict[str, tuple[int, ...]]:
@@ -143,7 +169,47 @@ def pinned_rife_sha256() -> str:
     return ""
 
 
-def prepare(volume: Path, comfy_dir: Path) -> None:
+def comfy_side(comfy_dir: Path, *args: str) -> bool:
+    """Run comfy_side.py in this (ComfyUI's) Python; its lines go straight to our output."""
+    done = subprocess.run([sys.executable, str(COMFY_SIDE), "--comfy-dir", str(comfy_dir), *args],
+                          capture_output=True, text=True)  # fmt: skip
+    print(done.stdout, end="")
+    if done.returncode and not done.stdout:
+        print(done.stderr[-2000:], end="", file=sys.stderr)
+    return done.returncode == 0
+
+
+def prepare_media(models: Path, comfy_dir: Path, tiny_dir: Path, check_all: bool) -> None:
+    """The media stand-ins (shared script) and the native frame-interpolation models, each checked by ComfyUI."""
+    to_check: list[str] = []
+    missing = [key for key, (name, _) in MEDIA.items() if not (models / name).is_file()]
+    if missing:
+        script = tiny_dir / "make_tiny_models_media.py"
+        if not script.is_file():
+            sys.exit(f"prepare_real: {script} not found: pass --tiny-models-dir (the shared tools/tiny-models folder)")
+        cmd = [sys.executable, str(script), "--out", str(models), "--comfyui", str(comfy_dir), "--only", *missing]
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if done.returncode:
+            sys.exit(f"prepare_real: {script.name} failed:\n{done.stdout[-3000:]}")
+    for key, (name, kind) in MEDIA.items():
+        written = key in missing
+        print(f"wrote    {models / name} (make_tiny_models_media.py --only {key})" if written else f"kept     {models / name}")
+        if written or check_all:
+            to_check.append(f"{kind}={models / name}")
+    for what, name in NATIVE_INTERPOLATION.items():
+        target = models / name
+        kept = target.is_file()
+        if kept:
+            print(f"kept     {target} (random-weight {what} for FrameInterpolationModelLoader)")
+        elif not comfy_side(comfy_dir, "write", what, str(target)):
+            sys.exit(f"prepare_real: could not write {target}")
+        if check_all or not kept:
+            to_check.append(f"frame_interpolation={target}")
+    if to_check and not comfy_side(comfy_dir, "check", *to_check):
+        sys.exit("prepare_real: ComfyUI did not load every file cleanly (see the lines above)")
+
+
+def prepare(volume: Path, comfy_dir: Path, tiny_dir: Path = SHARED_TINY, check_all: bool = False) -> None:
     models = volume / "models"
     loras = models / "loras"
     for source, script in [(EXPERT, TINY), *((f"loras/{source}", script) for source, script in COPIES.values())]:
@@ -187,13 +253,17 @@ def prepare(volume: Path, comfy_dir: Path) -> None:
         size = target.stat().st_size
         print(f"         install.sh without the network: RIFE_CKPT_URL={target} RIFE_CKPT_SHA256={sha256(target)} RIFE_CKPT_SIZE={size}")
 
+    prepare_media(models, comfy_dir, tiny_dir, check_all)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--volume", type=Path, required=True, help="the volume (REAL_VOLUME): holds models/ with the tiny models")
     parser.add_argument("--comfy-dir", type=Path, required=True, help="ComfyUI installed by install.sh (REAL_COMFY_DIR)")
+    parser.add_argument("--tiny-models-dir", type=Path, default=SHARED_TINY, help="the shared tools/tiny-models folder")
+    parser.add_argument("--check-all", action="store_true", help="load every media and interpolation model with ComfyUI, not only new ones")
     args = parser.parse_args()
-    prepare(args.volume, args.comfy_dir)
+    prepare(args.volume, args.comfy_dir, args.tiny_models_dir, args.check_all)
 
 
 if __name__ == "__main__":
