@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import pytest
 
+from bench.common import textured_png_b64
 from tests.harness import WorkerAPI, files_in, png_b64, running_worker
 from tests.media_files import AUDIO_FORMATS, audio_file, video_file
 from worker.pipeline import generate_video
@@ -87,8 +88,18 @@ def test_s2v_follows_the_speech_in_segments(api: WorkerAPI, seconds: float, segm
                                     "audio": b64(audio_file("wav", seconds, 16_000)), "options": {**SMALL, "steps": 2}})  # fmt: skip
     frames = round(seconds * 16)
     assert (output["length"], output["frame_rate"], video["frames"], video["rate"]) == (frames, 16.0, frames, 16.0)
-    assert 77 + 80 * (segments - 2) < frames <= 77 + 80 * (segments - 1)  # the segments the frames take
+    assert 80 * (segments - 1) < frames <= 80 * segments  # 80 frames to a segment, as many as its audio window
     assert video["audio"][0] == "aac" and abs(video["audio"][1] - seconds) <= 1 / 16 and output["audio"]["codec"] == "aac"
+
+
+def test_s2v_holds_its_first_frame_for_the_three_frames_the_first_latent_frame_stands_for(api: WorkerAPI) -> None:
+    """The double's frames pan; the first four must be one frame, so the lips meet the sound."""
+    body = api.runsync({"task": "s2v", "prompt": "x", "image": textured_png_b64(320, 64, 60), "audio": b64(audio_file("wav", 2.0)),
+                        "options": {"width": 320, "height": 64, "steps": 2}})  # fmt: skip
+    with av.open(io.BytesIO(base64.b64decode(body["output"]["video"]))) as container:
+        frames = [frame.to_ndarray(format="rgb24").astype(float) for frame in container.decode(video=0)]
+    change = [abs(later - earlier).mean() for earlier, later in zip(frames, frames[1:], strict=False)]
+    assert len(frames) == 32 and max(change[:3]) < 5 < min(change[3:6])  # held, then moving (the codec adds about 1)
 
 
 def test_s2v_takes_the_speech_of_a_video_file_and_returns_the_last_frame(api: WorkerAPI) -> None:

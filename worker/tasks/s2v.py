@@ -1,14 +1,15 @@
 """``s2v``: a person's image and their speech (or song) → a video of them speaking it, as long as the
 track: Wan 2.2 S2V-14B (fp8, one model), with the wav2vec2 audio encoder.
 
-The first segment is ``WanSoundImageToVideo`` (:data:`SEGMENT_FRAMES` frames); each further one is
-a ``WanSoundImageToVideoExtend`` given the segments so far (their latents joined in time: the node
-takes its motion from their end and its audio window from their length) — recorded in s2v_extend_*;
-ComfyUI v0.30.0's ``comfy_extras/nodes_wan.py``. Each segment is decoded and encoded on its own, with
-the last two latent frames of the one before as context for the video VAE, so a long video never
-holds all its frames at once; the worker joins the segments and adds the track
-(:mod:`worker.mux`). A segment's audio window is 16 fps × ``4 × latent frames`` (80 frames for 77),
-so the model runs at 16 fps: the video's frame rate is fixed.
+The first segment is ``WanSoundImageToVideo``; each further one is a ``WanSoundImageToVideoExtend``
+given the segments so far (their latents joined in time: the node takes its motion from their end
+and its audio window from their length) — recorded in s2v_3seg_*. Every segment's 20 latent frames
+are sampled against 80 frames (5 s at 16 fps) of the audio, 4 per latent frame, so each must put 80
+frames in the video or the picture runs 3 frames ahead of the sound: a further segment is decoded after two
+latent frames of context (as the official code decodes after its motion frames), and the first
+segment, which decodes to 77, holds its first frame for the 3 frames it lacks (docs/api.md, s2v).
+Each segment is encoded on its own, so a long video never holds all its frames at once; the worker
+joins them and adds the track (:mod:`worker.mux`). The model runs at 16 fps: the frame rate is fixed.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ if TYPE_CHECKING:
     from worker.inputs.base import PreparedInput
     from worker.settings import Limits
 
-#: Frames of a segment as ComfyUI's S2V template and the official code make them (the model needs 73 or more).
+#: Frames each segment is sampled as (20 latent frames), as ComfyUI's S2V template does (the model needs 73 or more).
 SEGMENT_FRAMES = 77
-#: Frames each further segment adds: its 20 latent frames decoded after two of context (4 per latent frame).
+#: Frames each segment puts in the video: 4 per latent frame, as many as its audio window.
 EXTEND_FRAMES = 80
+#: How long the first segment holds its first frame: the 1 frame of its first latent frame stands for 4.
+HELD_FRAMES = EXTEND_FRAMES - SEGMENT_FRAMES
 #: Latent frames of the previous segment decoded before a further one, and the frames they decode to.
 CONTEXT_LATENTS, CONTEXT_FRAMES = 2, 5
 #: The frame rate the model's audio windows assume.
@@ -61,8 +64,8 @@ FOUR_STEP = SpeedPreset(
 
 
 def segments(length: int) -> list[int]:
-    """The frames each segment puts in the video: the first up to :data:`SEGMENT_FRAMES`, each further one up to :data:`EXTEND_FRAMES`."""
-    counts = [min(length, SEGMENT_FRAMES)]
+    """The frames each segment puts in the video: up to :data:`EXTEND_FRAMES` each."""
+    counts = [min(length, EXTEND_FRAMES)]
     while sum(counts) < length:
         counts.append(min(EXTEND_FRAMES, length - sum(counts)))
     return counts
@@ -94,6 +97,7 @@ def fill(graph: Graph, job: FillInputs) -> None:
     }  # fmt: skip
     graph.set("sampler", **sampling)
     counts = segments(request.length)
+    graph.set("held_frames", amount=HELD_FRAMES)
     graph.set("trim_frames", batch_index=0, length=counts[0])
     common.fill_video_output(graph, job)
     for index, frames in enumerate(counts[1:], start=2):
@@ -149,6 +153,7 @@ TASK = Task(
         "audio_features": "AudioEncoderEncode",
         "latent": "WanSoundImageToVideo",
         "sampler": "KSampler",
+        "held_frames": "RepeatImageBatch",
         "trim_frames": "ImageFromBatch",
     },
     models=(MODEL, AUDIO_ENCODER, common.TEXT_ENCODER, common.WAN21_VAE),
