@@ -61,7 +61,7 @@ install-dev: $(VENV)/.dev ## Create .venv and install requirements-dev.txt into 
 test: $(VENV)/.dev ## Run the tests (sets up .venv first): python -m pytest -q
 	$(PY) -m pytest -q
 
-fuzz: $(VENV)/.dev ## Fuzz the URL guard, the image decoder and the safetensors reader: tests/test_fuzz_*.py, thousands of inputs each, with Hypothesis' statistics
+fuzz: $(VENV)/.dev ## Fuzz the request parser, the URL guard, the image decoder and the safetensors reader: tests/test_fuzz_*.py, thousands of inputs each, with Hypothesis' statistics
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics tests/test_fuzz_*.py
 
 lint: $(VENV)/.dev ## Lint the code: ruff check .

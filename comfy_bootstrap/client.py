@@ -82,10 +82,11 @@ class ComfyClient:
         subfolder = body.get("subfolder") or ""
         return f"{subfolder}/{body['name']}" if subfolder else str(body["name"])
 
-    def node_classes(self) -> set[str]:
-        """Every node class this ComfyUI has registered (``GET /object_info``, about a megabyte)."""
+    def node_classes(self) -> dict[str, bool]:
+        """Every node class this ComfyUI has registered, each with whether it is an output node
+        (``GET /object_info``, about a megabyte)."""
         body = self._call("list the node classes", lambda: self._http.get(self._url("/object_info"), timeout=max(self.timeout, 30.0)))
-        return set(body)
+        return {str(name): isinstance(info, dict) and bool(info.get("output_node")) for name, info in body.items()}
 
     def list_models(self, folder: str) -> list[str]:
         """``GET /models/{folder}``: file names ComfyUI sees in one model folder (subfolders as ``a/b``)."""

@@ -92,6 +92,11 @@ class ComfySettings:
         return self.work_dir / "temp"
 
     @property
+    def temp_files_dir(self) -> Path:
+        """Where ComfyUI writes temporary files: a ``temp`` folder inside ``--temp-directory``."""
+        return self.temp_dir / "temp"
+
+    @property
     def user_dir(self) -> Path:
         return self.work_dir / "user"
 

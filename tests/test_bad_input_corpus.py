@@ -53,8 +53,9 @@ from tests.harness import (
 CASES = load_cases()
 CORPUS_TASKS = "i2v,flf2v,ti2v-5b,s2v"
 HTTP_CASES = [case for case in CASES if case.http_status is not None]
-#: Every code docs/api.md lists for a job that fails before ComfyUI runs.
-INPUT_CODES = {"invalid_input", "invalid_image"}
+#: Every code docs/api.md lists for a job that fails before ComfyUI runs (``workflow_rejected``: a
+#: job's own graph outside what custom_rules allows).
+INPUT_CODES = {"invalid_input", "invalid_image", "workflow_rejected"}
 #: Hosts the corpus itself asks the worker to resolve that must stay unresolved (no DNS here).
 UNRESOLVED_HOSTS = {"no-such-host.example.test"}
 #: How a clause of an error begins: the field's path (``options.width: ``, ``image, image_url: ``).
@@ -98,7 +99,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusWorker]:
     log = tmp / "worker.log"
     with ImageSite() as site:
         # All tasks but t2v: a job for it shows the answer to a task this deployment does not serve.
-        env = {**process_env(tmp, TASKS=CORPUS_TASKS, MAX_S2V_SECONDS="10"), **guarded_env(guard_log, site.port)}
+        # Custom graphs are on, so the corpus shows what a job's own graph may not do.
+        env = {**process_env(tmp, TASKS=CORPUS_TASKS, MAX_S2V_SECONDS="10", ALLOW_CUSTOM_WORKFLOW="true"), **guarded_env(guard_log, site.port)}
         env.pop("ALLOW_PRIVATE_IMAGE_URLS", None)  # the default (false) is what is tested
         api_port = free_port()
         with open(log, "wb") as out:

@@ -95,7 +95,7 @@ def test_a_workflow_without_a_video_returns_its_images(make_runtime) -> None:
 
 
 def test_unknown_node_classes_are_listed_before_comfyui_runs(make_runtime) -> None:
-    runtime = make_runtime(ALLOW_CUSTOM_WORKFLOW="true")
+    runtime = make_runtime(ALLOW_CUSTOM_WORKFLOW="true", CUSTOM_WORKFLOW_NODES="NoSuchNode,AlsoMissing")
     graph = _graph()
     graph["9"] = {"class_type": "NoSuchNode", "inputs": {}}
     graph["8"] = {"class_type": "AlsoMissing", "inputs": {}}

@@ -108,3 +108,18 @@ def test_cleanup_removes_images_video_and_png_but_nothing_outside(tmp_path: Path
     removed = remove_job_files(inp, out, ["job_image.png", "job_end_image.png"], files)
     assert removed == 5
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["other_00001.mp4", "secret.txt"]
+
+
+def test_the_jobs_own_folders_and_files_go_whole_and_nothing_outside_them(tmp_path: Path) -> None:
+    inp, out, temp = tmp_path / "input", tmp_path / "output", tmp_path / "temp"
+    for folder in (inp, out / "job" / "deep", temp / "job", tmp_path / "elsewhere"):
+        folder.mkdir(parents=True)
+    (out / "job" / "a.mp4").write_bytes(b"v")
+    (out / "job" / "deep" / "b.png").write_bytes(b"p")
+    (temp / "job" / "c.mp4").write_bytes(b"t")
+    (temp / "metadata.txt").write_text("the job's prompt")
+    (tmp_path / "elsewhere" / "keep.txt").write_text("keep")
+    (out / "link").symlink_to(tmp_path / "elsewhere")
+    own = [(out, "job"), (temp, "job"), (temp, "metadata.txt"), (out, ".."), (out, "../elsewhere"), (out, "link"), (out, "none")]
+    assert remove_job_files(inp, out, [], [], own) == 4
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["keep.txt"]

@@ -141,6 +141,11 @@ class JobFiles:
         return self.stem
 
     @property
+    def folder(self) -> str:
+        """The job's own folder in ComfyUI's output and temp folders (a job's own graph writes only there)."""
+        return self.stem
+
+    @property
     def last_frame_prefix(self) -> str:
         return f"{self.stem}_last"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from worker.encoding import DEFAULT_FORMAT, FORMATS, VideoFormat, by_extension
 log = logging.getLogger(__name__)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: VideoHelperSuite's file of a video's metadata (the job's prompt and graph) in ComfyUI's temp folder.
+VHS_METADATA = "metadata.txt"
 #: VideoHelperSuite's name ending for the video it muxed the audio into.
 _WITH_AUDIO = "-audio"
 
@@ -120,8 +123,12 @@ def _view(client: ComfyClient, file: OutputFile) -> bytes:
     return data
 
 
-def remove_job_files(input_dir: Path, output_dir: Path, inputs: Iterable[str], outputs: Iterable[OutputFile]) -> int:
-    """Delete the job's uploaded images and every file its nodes wrote; returns how many went.
+def remove_job_files(
+    input_dir: Path, output_dir: Path, inputs: Iterable[str], outputs: Iterable[OutputFile], own: Iterable[tuple[Path, str]] = ()
+) -> int:
+    """Delete the job's uploaded images, every file its nodes reported, and what else is the job's
+    (``(root, name)``: the file or the folder ``root/name`` with all it holds, whatever node wrote
+    there); returns how many files went.
 
     Warm workers serve jobs for hours: without this their disks fill with inputs and videos.
     Only names inside our own folders are touched.
@@ -143,4 +150,19 @@ def remove_job_files(input_dir: Path, output_dir: Path, inputs: Iterable[str], o
             pass
         except OSError as exc:
             log.warning("could not remove %s: %s", path, exc)
-    return removed
+    return removed + sum(_remove_entry(root, name) for root, name in own)
+
+
+def _remove_entry(root: Path, name: str) -> int:
+    """Remove the file or folder ``root/name`` (``name`` one plain path part); returns how many files went."""
+    path = root / name
+    if not name or name in (".", "..") or Path(name).name != name or path.is_symlink():
+        return 0
+    if path.is_file():
+        path.unlink()
+        return 1
+    if not path.is_dir():
+        return 0
+    files = [entry for entry in path.rglob("*") if not entry.is_dir()]
+    shutil.rmtree(path, onerror=lambda _fn, where, exc: log.warning("could not remove %s: %s", where, exc[1]))
+    return len(files)

@@ -27,7 +27,7 @@ from worker.inputs.base import PreparedInput
 from worker.job_time import JobTime
 from worker.lora_files import LoraCache
 from worker.loras import register_lora_cache
-from worker.outputs import OutputFile, remove_job_files
+from worker.outputs import VHS_METADATA, OutputFile, remove_job_files
 from worker.plan import Collected, Job, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan, ProgressReporter
 from worker.request.model import CustomRequest, VideoRequest
@@ -57,10 +57,10 @@ class Runtime:
     #: LoRAs fetched by URL, cached in a folder ComfyUI searches.
     loras: LoraCache
     delivery: Delivery
-    _classes: tuple[int | None, set[str]] | None = field(default=None, repr=False)
+    _classes: tuple[int | None, dict[str, bool]] | None = field(default=None, repr=False)
 
-    def node_classes(self) -> set[str]:
-        """The node classes the running ComfyUI registered, asked once per ComfyUI process."""
+    def node_classes(self) -> dict[str, bool]:
+        """The node classes the running ComfyUI registered (each: is it an output node), asked once per ComfyUI process."""
         pid = self.server.pid
         if self._classes is None or self._classes[0] != pid:
             self._classes = (pid, self.client.node_classes())
@@ -151,7 +151,9 @@ def generate_video(
             return _answer(plan, run, collected, delivered, timer.result(run), warnings, runtime)
         finally:
             if not settings.keep_files:
-                remove_job_files(settings.comfy.input_dir, settings.comfy.output_dir, uploaded, produced)
+                temp = settings.comfy.temp_files_dir
+                own = ((settings.comfy.output_dir, files.folder), (temp, files.folder), (temp, VHS_METADATA))
+                remove_job_files(settings.comfy.input_dir, settings.comfy.output_dir, uploaded, produced, own)
 
 
 def _job(request: VideoRequest | CustomRequest, prepared: Mapping[str, PreparedInput], settings: Settings) -> Job:

@@ -121,6 +121,9 @@ class Settings:
     # --- Your own graphs ---------------------------------------------------------------------
     allow_custom_workflow: bool = False
     max_workflow_bytes: int = 1_000_000
+    max_workflow_nodes: int = 500
+    #: Node classes a job's own graph may use beside the default allow-list (``*``: every class).
+    custom_workflow_nodes: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -170,6 +173,8 @@ class Settings:
             prefetch_models=reader.get("PREFETCH_MODELS", parse_bool, d.prefetch_models),
             allow_custom_workflow=reader.get("ALLOW_CUSTOM_WORKFLOW", parse_bool, d.allow_custom_workflow),
             max_workflow_bytes=reader.get("MAX_WORKFLOW_BYTES", int, d.max_workflow_bytes, lo=1000, hi=100_000_000),
+            max_workflow_nodes=reader.get("MAX_WORKFLOW_NODES", int, d.max_workflow_nodes, lo=1, hi=100_000),
+            custom_workflow_nodes=reader.get("CUSTOM_WORKFLOW_NODES", _class_list, d.custom_workflow_nodes),
         )
         _check_relations(settings, reader)
         reader.raise_if_errors()
@@ -186,6 +191,11 @@ def _task_list(raw: str) -> tuple[str, ...]:
     if unknown or not names:
         raise ValueError(f"{'unknown task ' + ', '.join(unknown) if unknown else 'no task'}; the tasks are {', '.join(TASK_NAMES)}")
     return names
+
+
+def _class_list(raw: str) -> frozenset[str]:
+    """Node class names, comma-separated (class names hold spaces: ``RIFE VFI``)."""
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _check_relations(settings: Settings, reader: EnvReader) -> None:

@@ -170,7 +170,22 @@ def gen_video(container: str = "mp4", seconds: float = 1.0, audio: bool = False)
     return _b64(video_file(container, seconds, audio=audio))
 
 
+def gen_nested(depth: int = 600, leaf: Any = "x") -> Any:
+    """``leaf`` inside ``depth`` lists: [[[…"x"…]]]."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def gen_keys(count: int = 20000, prefix: str = "key") -> dict[str, int]:
+    """An object of ``count`` keys, each unknown to the worker."""
+    return {f"{prefix}{n}": 1 for n in range(count)}
+
+
 GENERATORS: dict[str, Callable[..., Any]] = {
+    "nested": gen_nested,
+    "keys": gen_keys,
     "audio": gen_audio,
     "wav_header": gen_wav_header,
     "video": gen_video,

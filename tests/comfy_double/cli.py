@@ -174,7 +174,7 @@ def build_folders(args: argparse.Namespace) -> Folders:
         base,
         input_dir=Path(args.input_directory) if args.input_directory else None,
         output_dir=Path(args.output_directory) if args.output_directory else None,
-        temp_dir=Path(args.temp_directory) if args.temp_directory else None,
+        temp_dir=Path(args.temp_directory) / "temp" if args.temp_directory else None,  # main.py: <--temp-directory>/temp
         user_dir=Path(args.user_directory) if args.user_directory else None,
     )
     default_yaml = COMFY_DIR / "extra_model_paths.yaml"

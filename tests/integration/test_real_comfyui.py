@@ -18,10 +18,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import pytest
+import requests
 from PIL import Image
 
 from tests.harness import WorkerAPI, decode_mp4, files_in, png_b64, running_worker
+from tests.media_files import audio_file
+from tests.test_custom_safety import ATTACKS
 
 REAL = {name: os.environ.get(name, "") for name in ("REAL_COMFY_DIR", "REAL_COMFY_PYTHON", "REAL_VOLUME")}
 pytestmark = pytest.mark.skipif(
@@ -134,3 +138,65 @@ def test_the_4step_preset_runs_its_two_plus_two_steps(worker: WorkerAPI, label: 
     out = _run(worker, {**job, "speed": "4step", "options": SMALL}, label)
     assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
     assert out["speed"] == "4step" and "warnings" not in out  # the 4-step LoRAs fit the experts
+
+
+def test_a_custom_graph_writes_only_into_the_jobs_folder(worker: WorkerAPI) -> None:
+    """A video kept in ComfyUI's temp folder (save_output false) and a SaveImage with a prefix that
+    tries to leave: both land in the job's folder, and nothing is left after the job."""
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "load_image"}},
+        "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "bilinear", "width": 64, "height": 64, "crop": "disabled"}},
+        "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 5}},
+        "4": {"class_type": "VHS_VideoCombine", "inputs": {
+            "images": ["3", 0], "frame_rate": 8, "loop_count": 0, "filename_prefix": "../../escape", "format": "video/h264-mp4",
+            "pix_fmt": "yuv420p", "crf": 19, "save_metadata": True, "trim_to_audio": False, "pingpong": False, "save_output": False}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "/tmp/elsewhere"}},
+    }  # fmt: skip
+    out = _run(worker, {"workflow": graph, "image": png_b64(96, 64)}, "custom graph, temp video")
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
+    work = Path(worker.env["WORKER_DIR"])
+    assert files_in(work / "input") == [] and files_in(work / "output") == [] and files_in(work / "temp") == []
+
+
+def test_the_allow_list_refuses_each_attack_before_comfyui_sees_it(worker: WorkerAPI) -> None:
+    base = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "load_image"}},
+        "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "bilinear", "width": 64, "height": 64, "crop": "disabled"}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}},
+    }  # fmt: skip
+    comfy = f"http://127.0.0.1:{worker.env['COMFY_PORT']}"
+    before = len(requests.get(f"{comfy}/history", timeout=30).json())
+    for class_type, inputs in ATTACKS.items():
+        body = worker.runsync({"workflow": {**base, "50": {"class_type": class_type, "inputs": inputs}}, "image": png_b64(96, 64)})
+        assert body["status"] == "FAILED" and body["error"].startswith(f'workflow_rejected: workflow: node 50 ("{class_type}")'), body
+        print(f"\n{class_type}: {body['error'][:110]}…")
+    assert len(requests.get(f"{comfy}/history", timeout=30).json()) == before
+
+
+def test_a_video_with_music_on_the_real_comfyui(worker: WorkerAPI) -> None:
+    out = _run(worker, {"image": png_b64(96, 64), "audio": base64.b64encode(audio_file("mp3", 3.0, 44_100, 2)).decode(),
+                        "options": {**SMALL, "length": 9, "frame_rate": 8}}, "i2v with an MP3")  # fmt: skip
+    video, track = _probe(base64.b64decode(out["video"]))
+    assert video == (9, 8.0) and track[0] == "aac" and abs(track[1] - 9 / 8) <= 1 / 8
+    assert out["audio"]["codec"] == "aac" and out["audio"]["sample_rate"] == 44_100
+
+
+@pytest.mark.parametrize(("seconds", "segments"), [(1.0, 1), (6.0, 2)])
+def test_s2v_on_the_real_comfyui(worker: WorkerAPI, seconds: float, segments: int) -> None:
+    job = {"task": "s2v", "image": png_b64(96, 64), "audio": base64.b64encode(audio_file("wav", seconds, 16_000)).decode(),
+           "options": {"width": 64, "height": 64, "steps": 2, "seed": 42}}  # fmt: skip
+    out = _run(worker, job, f"s2v, {seconds:g} s of speech ({segments} segment{'s' if segments > 1 else ''})")
+    video, track = _probe(base64.b64decode(out["video"]))
+    frames = round(seconds * 16)
+    assert video == (frames, 16.0) and out["length"] == frames and track[0] == "aac" and abs(track[1] - seconds) <= 1 / 16
+
+
+def _probe(data: bytes) -> tuple[tuple[int, float], tuple[str, float]]:
+    """(frames, rate) of the video and (codec, seconds) of its sound, decoded with PyAV."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames, rate = sum(1 for _ in container.decode(stream)), float(stream.average_rate)
+    with av.open(io.BytesIO(data)) as container:
+        sound = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(sound))
+        return (frames, rate), (sound.codec_context.name, samples / sound.codec_context.sample_rate)

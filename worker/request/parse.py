@@ -29,9 +29,10 @@ from worker.request.fields import (
 )
 from worker.request.model import CUSTOM_TASK, DEFAULT_SPEED, CustomRequest, LoraInput, MediaInput, VideoRequest
 from worker.request.options import SEED_MAX, SPECS, parse_options
-from worker.request.rules import Context, Problems, check_unknown, parse_option, shown
+from worker.request.rules import MAX_NESTING, Context, Problems, check_unknown, nesting_problem, parse_option, shown
 from worker.settings import Settings
 from worker.tasks import custom
+from worker.tasks.custom_rules import check_graph
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ def parse_request(
             f"input: {shown(job_input)} is not an object "
             f"(allowed: an object with the fields {', '.join(TOP_LEVEL_FIELDS)})"
         )
+    deep = nesting_problem(job_input)
+    if deep is not None:
+        raise InvalidInput(f"{deep}: nested too deeply (allowed: at most {MAX_NESTING} levels of objects and lists)")
     problems = Problems()
     check_unknown(job_input, "", TOP_LEVEL_FIELDS, "field", problems)
     if job_input.get("workflow") is not None or job_input.get("task") == CUSTOM_TASK:
@@ -164,5 +168,6 @@ def _parse_workflow(value: object, settings: Settings, problems: Problems) -> di
     if bad:
         problems.add("workflow", f"node {shown(bad[0])} has no class_type and inputs" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""), allowed)
         return None
+    check_graph(value, settings, problems)
     return value
 

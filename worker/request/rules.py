@@ -57,21 +57,50 @@ def number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+#: Problems one error names before it counts the rest.
+NAMED_PROBLEMS = 10
+
+
 class Problems:
-    """Collects every problem of a request, so one error names them all."""
+    """Collects every problem of a request, so one error names them all — the first
+    :data:`NAMED_PROBLEMS` of them, and how many more, so the answer stays small."""
 
     def __init__(self) -> None:
         self._clauses: list[str] = []
+        self._count = 0
 
     def add(self, path: str, what: str, allowed: str) -> None:
-        self._clauses.append(f"{path}: {what} (allowed: {allowed})")
+        self._count += 1
+        if len(self._clauses) < NAMED_PROBLEMS:
+            self._clauses.append(f"{path}: {what} (allowed: {allowed})")
 
     def __len__(self) -> int:
-        return len(self._clauses)
+        return self._count
+
+    def text(self) -> str:
+        more = self._count - len(self._clauses)
+        return "; ".join(self._clauses) + (f"; and {more} more problem{'s' if more > 1 else ''}" if more else "")
 
     def raise_if_any(self) -> None:
-        if self._clauses:
-            raise InvalidInput("; ".join(self._clauses))
+        if self._count:
+            raise InvalidInput(self.text())
+
+
+#: How deep a job's input may nest objects and lists (a graph's link is 5 levels down).
+MAX_NESTING = 32
+
+
+def nesting_problem(value: object, limit: int = MAX_NESTING) -> str | None:
+    """Where ``value`` nests deeper than ``limit`` (a path), without recursion; None when it does not."""
+    todo: list[tuple[object, str, int]] = [(value, "", 0)]
+    while todo:
+        item, path, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return path or "input"
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            todo.extend((child, f"{path}.{str(key)[:20]}".lstrip("."), depth + 1) for key, child in pairs)
+    return None
 
 
 def check_unknown(

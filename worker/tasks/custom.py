@@ -1,12 +1,13 @@
 """``custom``: a job that brings its own API-format graph (``workflow``), when the operator allows it
-(``ALLOW_CUSTOM_WORKFLOW=true``).
+(``ALLOW_CUSTOM_WORKFLOW=true``), within :mod:`worker.tasks.custom_rules`.
 
 The graph runs as given, with four exceptions: the job's ``prompt``, ``negative_prompt``, image and
 seed go into the nodes whose ``_meta.title`` names their role (``positive_prompt``,
-``negative_prompt``, ``load_image``, ``seed``), and every ``filename_prefix`` becomes job-unique, so
-jobs never share files and the worker can delete them afterwards. The answer carries the first video
-the graph made (VideoHelperSuite's ``gifs``, or core ``SaveVideo``'s ``images`` marked
-``animated``: recorded in custom_savevideo.json), or its PNG images when it made no video.
+``negative_prompt``, ``load_image``, ``seed``), and every ``filename_prefix`` puts the node's files in
+the job's own folder, so jobs never share files and the worker deletes the folder afterwards. The
+answer carries the first video the graph made (VideoHelperSuite's ``gifs``, or core ``SaveVideo``'s
+``images`` marked ``animated``: recorded in custom_savevideo.json), or its PNG images when it made
+no video.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from worker.plan import Collected, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan
 from worker.request.model import CUSTOM_TASK, CustomRequest
 from worker.tasks.base import InputSlot
+from worker.tasks.custom_rules import check_files, check_outputs
 
 if TYPE_CHECKING:
     from worker.pipeline import Runtime
@@ -50,6 +52,8 @@ ROLES: dict[str, tuple[str, ...]] = {
 #: The request field each filled role comes from, for the warning when no node has the role.
 _GIVEN_AS = {"positive_prompt": "prompt", "negative_prompt": "negative_prompt", "load_image": "image"}
 
+#: The folders whose files a job's answer may carry, in order of preference.
+_FOLDERS = ("output", "temp")
 #: Node classes whose progress is sampling steps.
 SAMPLER_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
 #: Node classes that write the video (the encode stage).
@@ -67,17 +71,22 @@ class CustomJob:
         return f"your own workflow of {len(self.request.workflow)} nodes, seed {self.request.seed}"
 
     def check(self, runtime: Runtime) -> None:
-        unknown = sorted({node["class_type"] for node in self.request.workflow.values()} - runtime.node_classes())
+        classes = runtime.node_classes()
+        unknown = sorted({node["class_type"] for node in self.request.workflow.values()} - set(classes))
         if unknown:
             raise InvalidInput(
-                f"workflow: node classes this ComfyUI does not have: {', '.join(unknown)} (allowed: the classes of "
-                "ComfyUI v0.30.0 and of the node packs in this image: VideoHelperSuite, ComfyUI_essentials, Frame-Interpolation)"
+                f"workflow: node classes this ComfyUI does not have: {', '.join(unknown[:10])}"
+                + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+                + " (allowed: the classes of ComfyUI v0.30.0 and of the node packs in this image: VideoHelperSuite, "
+                "ComfyUI_essentials, Frame-Interpolation)"
             )
+        check_outputs(self.request.workflow, frozenset(name for name, output in classes.items() if output))
 
     def plan(self, ctx: PlanContext) -> JobPlan:
         uploads = tuple(Upload.of(ctx.files, prepared) for prepared in self.prepared.values())
         image = next((upload.name for upload in uploads if upload.field == "image"), None)
         prompt, warnings = fill(self.request, image, ctx.files)
+        check_files(prompt, frozenset(upload.name for upload in uploads))
         return JobPlan(
             prompt=prompt,
             uploads=uploads,
@@ -103,7 +112,7 @@ def fill(request: CustomRequest, image_name: str | None, files: JobFiles) -> tup
             inputs[name] = values[role]
             filled.add(role)
         if "filename_prefix" in inputs:
-            inputs["filename_prefix"] = f"{files.stem}_{node_id}"
+            inputs["filename_prefix"] = f"{files.folder}/{files.stem}_{node_id}"
     warnings = [
         f"{field}: given, but no node of the workflow is titled {role!r}, so it was not used"
         for role, field in _GIVEN_AS.items()
@@ -129,18 +138,20 @@ class CustomOutputs:
 
 
 def find_outputs(outputs: Mapping[str, Any]) -> tuple[list[OutputFile], list[OutputFile]]:
-    """The videos the graph reported (VHS ``gifs``, ``SaveVideo``'s animated ``images``) and its PNG images."""
+    """The videos the graph reported (VHS ``gifs``, ``SaveVideo``'s animated ``images``) and its PNG
+    images: those saved as output first, then those kept in the temp folder (VHS with ``save_output`` off)."""
     videos, images = [], []
     for node_outputs in outputs.values():
         for entry in (node_outputs.get("gifs") or []) + (node_outputs.get("images") or []):
-            if not isinstance(entry, dict) or not entry.get("filename") or entry.get("type", "output") != "output":
+            if not isinstance(entry, dict) or not entry.get("filename") or entry.get("type", "output") not in _FOLDERS:
                 continue
             name = str(entry["filename"])
             if by_extension(name) is not None:
                 videos.append(OutputFile.from_entry(entry, "workflow"))
             elif name.lower().endswith(".png"):
                 images.append(OutputFile.from_entry(entry))
-    return videos, images
+    first = lambda file: _FOLDERS.index(file.folder_type)  # noqa: E731
+    return sorted(videos, key=first), sorted(images, key=first)
 
 
 def progress(prompt: Mapping[str, Any]) -> ProgressPlan:
