@@ -478,7 +478,7 @@ def test_prepare_image_ends_with_the_jobs_time(image_server: tuple[str, dict[str
     base, files = image_server
     files["/cat.png"] = RED_PNG
     limits = Limits(allow_private_image_urls=True)
-    given = parse_request({"prompt": "a cat", "image_url": base + "/cat.png"}, Settings(limits=limits)).image("image")
+    given = parse_request({"prompt": "a cat", "image_url": base + "/cat.png"}, Settings(limits=limits)).input("image")
     with pytest.raises(ExecutionTimeout, match=r"^image_url: .*the job's time budget \(JOB_TIMEOUT\) ran out"):
         prepare_image(given, limits, job_deadline=time.monotonic() - 1)
     stop = threading.Event()
