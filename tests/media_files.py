@@ -98,7 +98,7 @@ def numbered_video(
     with av.open(buffer, "w", format=container) as output:
         stream = output.add_stream(codec or ("libvpx-vp9" if container == "webm" else "libx264"), rate=fps)
         stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "yuv444p" if size[0] % 2 or size[1] % 2 else "yuv420p"  # 4:2:0 needs even sides
         tick = Fraction(1, 1000) if given_times else Fraction(1, fps)
         stream.codec_context.time_base = tick
         if rotation:
@@ -123,6 +123,22 @@ def shown_indices(mp4: bytes, count: int) -> list[int]:
     with av.open(io.BytesIO(mp4)) as opened:
         means = [frame.to_ndarray(format="rgb24").mean() for frame in opened.decode(video=0)]
     return [int(np.abs(levels - mean).argmin()) for mean in means]
+
+
+def covered_audio() -> bytes:
+    """An MP4 of a second of tone with album art: a PNG stream marked as an attached picture."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as output:
+        track = output.add_stream("aac", rate=48_000, layout="mono")
+        cover = output.add_stream("png", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 32, 32, "rgb24"
+        cover.disposition = av.stream.Disposition.attached_pic
+        frame = av.AudioFrame.from_ndarray(tone(1.0, 48_000), format="fltp", layout="mono")
+        frame.sample_rate = 48_000
+        picture = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), dtype=np.uint8), format="rgb24")
+        for packet in [*cover.encode(picture), *cover.encode(None), *track.encode(frame), *track.encode(None)]:
+            output.mux(packet)
+    return buffer.getvalue()
 
 
 def frameless_video(container: str = "webm") -> bytes:

@@ -120,9 +120,9 @@ def decode_video(
     time_left: JobTime | None = None,
 ) -> PreparedVideo:  # fmt: skip
     """Check ``data`` is an allowed video within ``limits`` and return the part from ``start`` to ``end``
-    (seconds) at ``rate`` frames per second (None: the source's own, at most ``MAX_FRAME_RATE``) as an
+    (seconds) at ``rate`` frames per second (None: the source's own, 1 to ``MAX_FRAME_RATE``) as an
     H.264 MP4, with its sound as WAV. ``time_left``: the job's deadline and cancel, checked per frame."""
-    if rate is not None and not rate > 0:
+    if rate is not None and not rate >= 1:
         raise ValueError(f"a frame rate of {rate} fps")
     if not data:
         raise InvalidInput(f"{field}: 0 bytes is not a video file (allowed: {FORMATS_TEXT})")
@@ -175,17 +175,29 @@ def _container_name(data: bytes, container: Container) -> str:
 
 
 def _video_stream(opened: av.container.InputContainer, name: str, field: str) -> av.VideoStream:
-    if opened.streams.video:
-        stream = opened.streams.video[0]
-        codec = stream.codec_context.codec.canonical_name
+    """The first video stream that is not a cover picture (an M4A's album art is a one-frame "video")."""
+    moving = [stream for stream in opened.streams.video if not stream.disposition & av.stream.Disposition.attached_pic]
+    if moving:
+        stream = moving[0]
+        codec = _codec_name(stream)
         if codec not in CODECS:
             raise InvalidInput(
                 f"{field}: the {name} file's video is {codec}, which is not allowed (allowed: {', '.join(CODECS.values())})"
             )
         stream.codec_context.thread_type = "AUTO"
         return stream
-    others = ", ".join(f"{s.type} ({s.codec_context.name})" for s in opened.streams if s.codec_context is not None) or "none"
+    others = ", ".join(
+        f"{'cover picture' if s.disposition & av.stream.Disposition.attached_pic else s.type} ({s.codec_context.name})"
+        for s in opened.streams if s.codec_context is not None
+    ) or "none"  # fmt: skip
     raise InvalidInput(f"{field}: the {name} file has no video stream (its streams: {others}) (allowed: {FORMATS_TEXT})")
+
+
+def _codec_name(stream: av.VideoStream) -> str:
+    """FFmpeg's name of the stream's codec (``h264``; ``libdav1d`` reads ``av1``), or one saying none is known."""
+    context = stream.codec_context
+    codec = context.codec if context is not None else None
+    return codec.canonical_name if codec is not None else "of no codec FFmpeg knows"
 
 
 def _read_header(
@@ -204,11 +216,12 @@ def _read_header(
             f"{field}: the {name} header gives no frame rate, so the video's own cannot be kept "
             "(allowed: a video whose header gives its frame rate)"
         )
-    chosen = Fraction(rate if rate is not None else min(source_rate or 0.0, limits.max_frame_rate)).limit_denominator(1001)
+    kept = max(1.0, min(source_rate or 0.0, limits.max_frame_rate))  # a slide show's 0.2 fps is shown at 1
+    chosen = Fraction(rate if rate is not None else kept).limit_denominator(1001)
     origin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
     stop = end if end is not None else start + limits.max_video_seconds
     clip = _Clip(
-        name, CODECS[codec.codec.canonical_name], width, height, source_rate, chosen, origin, start, stop,
+        name, CODECS[_codec_name(stream)], width, height, source_rate, chosen, origin, start, stop,
         None if end is not None else start + limits.max_video_seconds + SLACK_SECONDS,
     )  # fmt: skip
     _check_declared_length(opened, stream, clip, field, limits, span)
