@@ -282,11 +282,7 @@ def _timed_frames(
     if clip.start > 0 and base:
         opened.seek(int((clip.origin + clip.start) / base), stream=stream, backward=True)
     previous: float | None = None
-    for frame in opened.decode(stream):
-        if time.monotonic() > deadline:
-            raise InvalidInput(f"{field}: decoding took longer than {DECODE_SECONDS:g} s (allowed: a video that decodes in time)")
-        if time_left is not None:
-            time_left.check(f"decoding {field}")
+    for frame in _decoded(opened, stream, field, deadline, time_left):
         _check_pixels(frame.width, frame.height, field, limits)
         at = _frame_time(frame, previous, clip, field)
         if clip.too_long is not None and at > clip.too_long:
@@ -299,6 +295,18 @@ def _timed_frames(
         previous = at
         if at >= clip.stop and clip.too_long is None:
             return
+
+
+def _decoded(
+    opened: av.container.InputContainer, stream: av.VideoStream, field: str, deadline: float, time_left: JobTime | None
+) -> Iterator[av.VideoFrame]:
+    """The stream's frames, the clock checked at every packet (packets the decoder drops take time too)."""
+    for packet in opened.demux(stream):
+        if time.monotonic() > deadline:
+            raise InvalidInput(f"{field}: decoding took longer than {DECODE_SECONDS:g} s (allowed: a video that decodes in time)")
+        if time_left is not None:
+            time_left.check(f"decoding {field}")
+        yield from packet.decode()
 
 
 def _frame_time(frame: av.VideoFrame, previous: float | None, clip: _Clip, field: str) -> float:
