@@ -154,6 +154,7 @@ def test_a_file_slightly_longer_than_allowed_is_cut_to_the_limit() -> None:
         (frameless_video("matroska"), "video: the Matroska file holds no video frames (allowed: "),
         (video_file("mp4", 1.0)[:600], "video: the MP4 data is truncated or corrupt ("),
         (b"\x1a\x45\xdf\xa3" + bytes(60), "video: the Matroska data is truncated or corrupt ("),
+        (numbered_video("mp4", 4, 8, size=(1, 16)), "video: frames of 1×16 are too small (allowed: at least 2×2 pixels)"),
         (video_file("matroska", 0.5, codec="ffv1"), "video: the Matroska file's video is ffv1, which is not allowed (allowed: H.264, H.265, VP8"),
     ],
 )

@@ -229,6 +229,8 @@ def _read_header(
 
 
 def _check_pixels(width: int, height: int, field: str, limits: Limits) -> None:
+    if width < 2 or height < 2:
+        raise InvalidInput(f"{field}: frames of {width}×{height} are too small (allowed: at least 2×2 pixels)")
     if width * height > limits.max_video_pixels:
         raise InvalidInput(
             f"{field}: frames of {width}×{height} ({width * height} pixels) are too large "
@@ -411,7 +413,8 @@ def _encoder(output: av.container.OutputContainer, rate: Fraction, width: int, h
 @dataclass(frozen=True)
 class _Shape:
     """How every decoded frame becomes the output's: the first frame's coded size, its rotation (a
-    multiple of 90° counter-clockwise) and the output size (rotated, cut to even numbers)."""
+    multiple of 90° counter-clockwise) and the output size (rotated, cut to even numbers; sides are at
+    least 2 pixels, :func:`_check_pixels`)."""
 
     coded: tuple[int, int]
     quarter_turns: int
@@ -422,7 +425,7 @@ class _Shape:
     def of(cls, frame: av.VideoFrame) -> _Shape:
         turns = round((frame.rotation or 0) / 90) % 4
         width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
-        return cls((frame.width, frame.height), turns, max(2, width - width % 2), max(2, height - height % 2))
+        return cls((frame.width, frame.height), turns, width - width % 2, height - height % 2)
 
     def apply(self, frame: av.VideoFrame) -> av.VideoFrame:
         """The frame upright, at the output size, as yuv420p (the encoder copies it: one decoded frame may be sent again)."""
@@ -433,8 +436,6 @@ class _Shape:
         pixels = frame.to_ndarray(format="rgb24")
         if self.quarter_turns:
             pixels = np.rot90(pixels, self.quarter_turns)
-        if pixels.shape[0] < self.height or pixels.shape[1] < self.width:  # a 1-pixel side, doubled
-            pixels = np.pad(pixels, ((0, max(0, self.height - pixels.shape[0])), (0, max(0, self.width - pixels.shape[1])), (0, 0)), "edge")
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[: self.height, : self.width]), format="rgb24")
 
 
