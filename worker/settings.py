@@ -44,7 +44,7 @@ class Limits:
     #: Pixels of one frame of an input video: twice 1920×1080, so 1080p and 1440p (2560×1440) pass in
     #: either orientation and 4K (3840×2160, 8.3 M) does not. The size is kept, and ComfyUI loads every
     #: frame as 32-bit floats (12 bytes a pixel: 480 frames of 1080p are 12 GB of RAM); raise it where
-    #: the memory is there, and the tasks scale the frames down anyway.
+    #: the memory is there.
     max_video_pixels: int = 2 * 1920 * 1080
     #: Seconds of video task s2v makes at most (its length follows the audio).
     max_s2v_seconds: float = 60.0
