@@ -28,6 +28,7 @@ import av
 import numpy as np
 
 from worker.errors import InvalidInput
+from worker.media_sniff import AAC, FLAC, MP3, MP4, OGG, WAV, WEBM, Container, describe_other, find, short_error
 
 log = logging.getLogger(__name__)
 
@@ -41,38 +42,8 @@ DECODE_SECONDS = 30.0
 FORMATS_TEXT = "WAV, MP3, FLAC, OGG (Vorbis, Opus), AAC, M4A, or the audio track of an MP4, MOV or WebM"
 
 
-@dataclass(frozen=True)
-class _Container:
-    """An allowed container: how its files begin and the FFmpeg demuxer that reads it."""
-
-    name: str
-    demuxer: str
-
-    def matches(self, head: bytes) -> bool:
-        return _SIGNATURES[self.name](head)
-
-
-def _mp3_frame(head: bytes) -> bool:
-    return len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06 != 0
-
-
-def _adts(head: bytes) -> bool:
-    return len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0
-
-
-_SIGNATURES = {
-    "WAV": lambda head: head[:4] == b"RIFF" and head[8:12] == b"WAVE",
-    "FLAC": lambda head: head[:4] == b"fLaC",
-    "OGG": lambda head: head[:4] == b"OggS",
-    "MP4": lambda head: head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"),
-    "WebM": lambda head: head[:4] == b"\x1a\x45\xdf\xa3",
-    "MP3": lambda head: head[:3] == b"ID3" or _mp3_frame(head),
-    "AAC": _adts,
-}
-CONTAINERS = (
-    _Container("WAV", "wav"), _Container("FLAC", "flac"), _Container("OGG", "ogg"), _Container("MP4", "mov"),
-    _Container("WebM", "matroska"), _Container("MP3", "mp3"), _Container("AAC", "aac"),
-)  # fmt: skip
+#: The containers tried, in this order (MP3 and AAC, recognised by a frame header, last).
+CONTAINERS = (WAV, FLAC, OGG, MP4, WEBM, MP3, AAC)
 
 
 @dataclass(frozen=True)
@@ -89,30 +60,34 @@ class PreparedAudio:
 
 
 def decode_audio(
-    data: bytes, *, field: str, max_bytes: int, max_seconds: float, start: float = 0.0, end: float | None = None
-) -> PreparedAudio:
-    """Check ``data`` is an allowed audio file within the limits and return the part from ``start`` to ``end`` as WAV."""
+    data: bytes, *, field: str, max_bytes: int, max_seconds: float, start: float = 0.0, end: float | None = None,
+    decode_seconds: float = DECODE_SECONDS,
+) -> PreparedAudio:  # fmt: skip
+    """Check ``data`` is an allowed audio file within the limits and return the part from ``start`` to ``end`` as WAV
+    (decoding it within ``decode_seconds`` of wall time)."""
     if not data:
         raise InvalidInput(f"{field}: 0 bytes is not an audio file (allowed: a {FORMATS_TEXT} file)")
     if len(data) > max_bytes:
         raise InvalidInput(f"{field}: {len(data)} bytes is too large (allowed: at most {max_bytes} bytes (MAX_AUDIO_BYTES))")
-    container = next((c for c in CONTAINERS if c.matches(data[:16])), None)
+    container = find(data, CONTAINERS)
     if container is None:
-        raise InvalidInput(f"{field}: {len(data)} bytes of {_sniff(data)} is not an allowed audio file (allowed: {FORMATS_TEXT})")
+        raise InvalidInput(f"{field}: {len(data)} bytes of {describe_other(data)} is not an allowed audio file (allowed: {FORMATS_TEXT})")
     if container.name == "WAV":
         _check_wav_data(data, field)
     try:
-        return _decode(data, container, field, max_seconds, start, end)
+        return _decode(data, container, field, max_seconds, start, end, decode_seconds)
     except InvalidInput:
         raise
     except (av.FFmpegError, ValueError, IndexError, OverflowError, MemoryError) as exc:
         log.info("%s: FFmpeg cannot read the %s: %s", field, container.name, exc)
         raise InvalidInput(
-            f"{field}: the {container.name} data is truncated or corrupt ({_short(exc)}) (allowed: a complete {FORMATS_TEXT} file)"
+            f"{field}: the {container.name} data is truncated or corrupt ({short_error(exc)}) (allowed: a complete {FORMATS_TEXT} file)"
         ) from None
 
 
-def _decode(data: bytes, container: _Container, field: str, max_seconds: float, start: float, end: float | None) -> PreparedAudio:
+def _decode(
+    data: bytes, container: Container, field: str, max_seconds: float, start: float, end: float | None, decode_seconds: float
+) -> PreparedAudio:
     with av.open(io.BytesIO(data), format=container.demuxer, options={"probesize": "1000000"}) as opened:
         stream = _audio_stream(opened, container, field)
         codec = stream.codec_context
@@ -123,7 +98,7 @@ def _decode(data: bytes, container: _Container, field: str, max_seconds: float, 
             raise InvalidInput(f"{field}: {channels} channels is not allowed (allowed: 1 to {MAX_CHANNELS})")
         _check_declared_length(opened, stream, container, field, max_seconds, start, end)
         out_rate, layout = min(rate, UPLOAD_RATE), "mono" if channels == 1 else "stereo"
-        samples = _cut(_frames(opened, stream, start), out_rate, layout, field, max_seconds, start, end)
+        samples = _cut(_frames(opened, stream, start), out_rate, layout, field, max_seconds, start, end, decode_seconds)
     if samples.size == 0:
         where = f" after {start:g} s" if start else ""
         raise InvalidInput(f"{field}: the {container.name} file holds no sound{where} (0 samples) (allowed: a track with sound)")
@@ -156,7 +131,7 @@ def _check_wav_data(data: bytes, field: str) -> None:
         offset += 8 + size + (size & 1)
 
 
-def _audio_stream(opened: av.container.InputContainer, container: _Container, field: str) -> av.AudioStream:
+def _audio_stream(opened: av.container.InputContainer, container: Container, field: str) -> av.AudioStream:
     if opened.streams.audio:
         return opened.streams.audio[0]
     others = ", ".join(f"{s.type} ({s.codec_context.name})" for s in opened.streams if s.codec_context is not None) or "none"
@@ -164,7 +139,7 @@ def _audio_stream(opened: av.container.InputContainer, container: _Container, fi
 
 
 def _check_declared_length(
-    opened: av.container.InputContainer, stream: av.AudioStream, container: _Container, field: str,
+    opened: av.container.InputContainer, stream: av.AudioStream, container: Container, field: str,
     max_seconds: float, start: float, end: float | None,
 ) -> None:  # fmt: skip
     """Refuse before decoding when the header declares more than the limit after the cut (a lying header is caught while decoding)."""
@@ -190,13 +165,14 @@ def _frames(opened: av.container.InputContainer, stream: av.AudioStream, start: 
 
 
 def _cut(
-    frames: Iterator[av.AudioFrame], rate: int, layout: str, field: str, max_seconds: float, start: float, end: float | None
-) -> np.ndarray:
+    frames: Iterator[av.AudioFrame], rate: int, layout: str, field: str, max_seconds: float, start: float, end: float | None,
+    decode_seconds: float,
+) -> np.ndarray:  # fmt: skip
     """The interleaved 16-bit samples from ``start`` to ``end``, refused once they pass ``max_seconds``."""
     resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
     width = 1 if layout == "mono" else 2
     limit = int((min(end - start, max_seconds) if end is not None else max_seconds) * rate) + rate // 2
-    deadline = time.monotonic() + DECODE_SECONDS
+    deadline = time.monotonic() + decode_seconds
     kept: list[np.ndarray] = []
     position: float | None = None  # seconds of the next resampled sample
     taken = 0
@@ -221,7 +197,7 @@ def _cut(
         if (end is not None and position is not None and position >= end) or time.monotonic() > deadline:
             break
     if time.monotonic() > deadline:
-        raise InvalidInput(f"{field}: decoding took longer than {DECODE_SECONDS:g} s (allowed: a file that decodes in time)")
+        raise InvalidInput(f"{field}: decoding took longer than {decode_seconds:g} s (allowed: a file that decodes in time)")
     return np.concatenate(kept) if kept else np.zeros(0, dtype=np.int16)
 
 
@@ -234,20 +210,3 @@ def _wav(samples: np.ndarray, rate: int, channels: int) -> bytes:
         out.writeframes(samples.astype("<i2").tobytes())
     return buffer.getvalue()
 
-
-def _short(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return text if len(text) <= 80 else text[:79] + "…"
-
-
-def _sniff(data: bytes) -> str:
-    """What non-audio data is, so the message helps (an image, an HTML page…)."""
-    head = data[:64].lstrip().lower()
-    for test, name in (
-        (head.startswith(b"\x89png"), "PNG"), (head.startswith(b"\xff\xd8\xff"), "JPEG"), (head.startswith(b"gif8"), "GIF"),
-        (head.startswith((b"<!doctype html", b"<html")), "HTML"), (head.startswith(b"%pdf"), "PDF"),
-        (head[:1] in (b"{", b"["), "JSON"),
-    ):  # fmt: skip
-        if test:
-            return f"{name} data"
-    return "data"

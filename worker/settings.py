@@ -36,6 +36,16 @@ class Limits:
     max_audio_bytes: int = 50 * 1024 * 1024
     #: Seconds of audio a job may use (after audio_start/audio_end).
     max_audio_seconds: float = 60.0
+    max_video_bytes: int = 200 * 1024 * 1024
+    #: Seconds of an input video a job may use (after <field>_start/<field>_end).
+    max_video_seconds: float = 30.0
+    #: Frames of an input video once resampled to the task's frame rate (30 s at 60 fps).
+    max_video_frames: int = 1800
+    #: Pixels of one frame of an input video: twice 1920×1080, so 1080p and 1440p (2560×1440) pass in
+    #: either orientation and 4K (3840×2160, 8.3 M) does not. The size is kept, and ComfyUI loads every
+    #: frame as 32-bit floats (12 bytes a pixel: 480 frames of 1080p are 12 GB of RAM); raise it where
+    #: the memory is there.
+    max_video_pixels: int = 2 * 1920 * 1080
     #: Seconds of video task s2v makes at most (its length follows the audio).
     max_s2v_seconds: float = 60.0
     image_url_timeout: float = 20.0
@@ -150,6 +160,10 @@ class Settings:
                 max_image_pixels=reader.get("MAX_IMAGE_PIXELS", int, dl.max_image_pixels, lo=1),
                 max_audio_bytes=reader.get("MAX_AUDIO_BYTES", int, dl.max_audio_bytes, lo=1),
                 max_audio_seconds=reader.get("MAX_AUDIO_SECONDS", float, dl.max_audio_seconds, lo=1, hi=3600),
+                max_video_bytes=reader.get("MAX_VIDEO_BYTES", int, dl.max_video_bytes, lo=1),
+                max_video_seconds=reader.get("MAX_VIDEO_SECONDS", float, dl.max_video_seconds, lo=1, hi=3600),
+                max_video_frames=reader.get("MAX_VIDEO_FRAMES", int, dl.max_video_frames, lo=1, hi=1_000_000),
+                max_video_pixels=reader.get("MAX_VIDEO_PIXELS", int, dl.max_video_pixels, lo=64 * 64, hi=16384 * 16384),
                 max_s2v_seconds=reader.get("MAX_S2V_SECONDS", float, dl.max_s2v_seconds, lo=1, hi=3600),
                 image_url_timeout=reader.get("IMAGE_URL_TIMEOUT", float, dl.image_url_timeout, lo=0.1),
                 image_url_deadline=reader.get("IMAGE_URL_DEADLINE", float, dl.image_url_deadline, lo=1),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from worker.inputs import audio, image
+from worker.inputs import audio, image, video
 from worker.inputs.base import InputKind, PreparedInput
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from worker.request.model import MediaInput
     from worker.settings import Limits
 
-KINDS: dict[str, InputKind] = {kind.name: kind for kind in (image.KIND, audio.KIND)}
+KINDS: dict[str, InputKind] = {kind.name: kind for kind in (image.KIND, audio.KIND, video.KIND)}
 
 
 def prepare_inputs(given: Sequence[MediaInput], limits: Limits, time: JobTime) -> Mapping[str, PreparedInput]:

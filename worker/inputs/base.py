@@ -32,8 +32,13 @@ class PreparedInput:
     description: str
     #: Width and height of an image (None for other kinds).
     size: tuple[int, int] | None = None
-    #: Length of a track in seconds (None for an image).
+    #: Length of a track or a video in seconds (None for an image).
     seconds: float | None = None
+    #: Frames of a video, at the rate it was prepared for (None for other kinds).
+    frames: int | None = None
+    #: A second file made from the same input, for a task that wants it: a video's own sound as a WAV
+    #: (kind ``audio``, over the same span). None when there is none; never uploaded unless a task asks.
+    companion: PreparedInput | None = None
 
 
 @dataclass(frozen=True)

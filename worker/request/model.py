@@ -31,6 +31,8 @@ class MediaInput:
     #: The part of a track to use, in seconds (``<field>_start`` / ``<field>_end``; timed kinds only).
     start: float = 0.0
     end: float | None = None
+    #: Frames per second a video is resampled to (the task's rate); None keeps the video's own (video only).
+    rate: float | None = None
 
     @property
     def source_field(self) -> str:
