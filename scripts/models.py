@@ -83,6 +83,8 @@ PUBLISHED_SIZES: dict[str, int] = {
     f"{_REPACKAGED}/split_files/loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": 1_200_000_000,
     f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_s2v_14B_fp8_scaled.safetensors": 15_270_000_000,
     f"{_REPACKAGED}/split_files/audio_encoders/wav2vec2_large_english_fp16.safetensors": 631_000_000,
+    f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
+    f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
 }
 
 #: Where a file of a ComfyUI folder goes under the target, by --layout. The first place is where a

@@ -53,7 +53,7 @@ def test_minimal_job_gets_every_default() -> None:
     assert (req.cfg, req.frame_rate, req.shift, req.lora_strength) == (1.0, 24.0, 8.0, 1.0)
     assert (req.sampler_name, req.scheduler, req.resize) == ("euler", "simple", "crop")
     assert req.negative_prompt == DEFAULT_NEGATIVE_PROMPT
-    assert req.inputs == (MediaInput("image", "image", b64=IMAGE),) and req.input("image").url is None
+    assert req.inputs == (MediaInput("image", "image", b64=IMAGE, rate=24.0, cover=(832, 832)),) and req.input("image").url is None
     assert req.seed_randomized is True and 0 <= req.seed <= 2**64 - 1
     assert (req.task, req.return_last_frame, req.output_mode) == ("i2v", False, None)
 
@@ -313,14 +313,14 @@ def test_unknown_option_lists_the_allowed_names() -> None:
 
 def test_unknown_top_level_field_lists_the_allowed_names() -> None:
     assert error_of({"prompt": "x", "image": IMAGE, "width": 832}) == (
-        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, audio, audio_url, audio_start, audio_end)"
+        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end)"
     )
 
 
 @pytest.mark.parametrize(("value", "shown"), [("hello", '"hello"'), ([1, 2], "an array of 2 items"), (None, "null"), (7, "7")])
 def test_input_must_be_an_object(value: object, shown: str) -> None:
     assert error_of(value) == (
-        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, audio, audio_url, audio_start, audio_end)"
+        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end)"
     )
 
 
@@ -512,7 +512,7 @@ def error_of_with(job_input: object, settings: Settings) -> str:
 
 def test_images_a_task_does_not_take_are_refused_by_name() -> None:
     assert error_of({"prompt": "x", "task": "t2v", "image": IMAGE}) == (
-        "image: not used by task t2v (allowed: only with task i2v, flf2v, ti2v-5b, s2v)"
+        "image: not used by task t2v (allowed: only with task i2v, flf2v, ti2v-5b, s2v, control)"
     )
     assert error_of({"prompt": "x", "image": IMAGE, "task": "i2v", "end_image_url": "https://a.example/e.png"}) == (
         "end_image_url: not used by task i2v (allowed: only with task flf2v)"
@@ -651,7 +651,7 @@ def test_a_speed_the_task_does_not_offer_names_the_field_the_value_and_the_choic
     assert error_of({**job(), "speed": "turbo"}) == 'speed: "turbo" is not a speed of task i2v (allowed: "default", "4step")'
     assert error_of({**job(), "speed": 4}) == 'speed: 4 is not a string (allowed: "default", "4step")'
     assert error_of({"prompt": "x", "task": "ti2v-5b", "speed": "4step"}) == (
-        'speed: "4step" is not a speed of task ti2v-5b ("4step" is offered by the tasks i2v, flf2v, t2v, s2v) (allowed: "default")'
+        'speed: "4step" is not a speed of task ti2v-5b ("4step" is offered by the tasks i2v, flf2v, t2v, s2v, control) (allowed: "default")'
     )
     custom = {"prompt": "x", "workflow": {"1": {"class_type": "SaveImage", "inputs": {}}}, "speed": "4step"}
     assert "speed: not used with your own workflow (allowed: prompt, negative_prompt, image" in error_of(custom)

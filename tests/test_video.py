@@ -13,6 +13,7 @@ import time
 import wave
 
 import av
+import numpy as np
 import pytest
 
 from comfy_bootstrap.errors import ExecutionInterrupted
@@ -119,6 +120,37 @@ def test_a_phone_rotation_is_applied_and_odd_sizes_made_even() -> None:
     assert (upright.width, upright.height) == (32, 64) and probe(upright.mp4)[4] == (32, 64)
     odd = decode(numbered_video("mp4", 4, 8, size=(65, 49)))
     assert (odd.width, odd.height) == (64, 48) and probe(odd.mp4)[4] == (64, 48)
+
+
+@pytest.mark.parametrize(
+    ("size", "cover", "expected"),
+    [((128, 96), (64, 32), (64, 48)), ((128, 96), (48, 48), (64, 48)), ((96, 128), (64, 32), (64, 86)),
+     ((128, 96), (256, 256), (128, 96)), ((64, 32), None, (64, 32)), ((65, 49), (32, 32), (44, 32))],
+)  # fmt: skip
+def test_frames_are_scaled_down_to_cover_the_jobs_frame_and_never_up(
+    size: tuple[int, int], cover: tuple[int, int] | None, expected: tuple[int, int]
+) -> None:
+    prepared = decode(numbered_video("mp4", 4, 8, size=size), cover=cover)  # type: ignore[arg-type]
+    assert (prepared.width, prepared.height) == expected == probe(prepared.mp4)[4]
+
+
+def test_scaling_keeps_the_picture_whole_not_cropped() -> None:
+    """Left half dark, right half light: after scaling both halves are still there, side by side."""
+    pixels = np.zeros((96, 128, 3), dtype=np.uint8)
+    pixels[:, 64:] = 230
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for _ in range(4):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+    prepared = decode(buffer.getvalue(), cover=(32, 24))  # type: ignore[arg-type]
+    with av.open(io.BytesIO(prepared.mp4)) as opened:
+        frame = next(opened.decode(video=0)).to_ndarray(format="rgb24")
+    assert frame.shape == (24, 32, 3) and frame[:, :12].mean() < 40 and frame[:, 20:].mean() > 190
 
 
 def test_the_sound_of_the_span_comes_along_as_wav() -> None:

@@ -117,11 +117,13 @@ class _Clip:
 
 def decode_video(
     data: bytes, *, field: str, limits: Limits, start: float = 0.0, end: float | None = None, rate: float | None = None,
-    time_left: JobTime | None = None,
+    cover: tuple[int, int] | None = None, time_left: JobTime | None = None,
 ) -> PreparedVideo:  # fmt: skip
     """Check ``data`` is an allowed video within ``limits`` and return the part from ``start`` to ``end``
     (seconds) at ``rate`` frames per second (None: the source's own, 1 to ``MAX_FRAME_RATE``) as an
-    H.264 MP4, with its sound as WAV. ``time_left``: the job's deadline and cancel, checked per frame."""
+    H.264 MP4, with its sound as WAV. ``cover``: a width × height the frames are scaled down to cover
+    (never up), so ComfyUI holds no more pixels than the job uses. ``time_left``: the job's deadline
+    and cancel, checked per frame."""
     if rate is not None and not rate >= 1:
         raise ValueError(f"a frame rate of {rate} fps")
     if not data:
@@ -144,7 +146,7 @@ def decode_video(
             clip = _read_header(opened, stream, name, field, limits, span, start, end, rate)
             has_sound = bool(opened.streams.audio)
             frames = _timed_frames(opened, stream, clip, field, limits, span, deadline, time_left)
-            mp4, count, width, height, last = _encode(frames, clip, field, limits, span)
+            mp4, count, width, height, last = _encode(frames, clip, field, limits, span, cover)
     except InvalidInput:
         raise
     except (av.FFmpegError, ValueError, IndexError, OverflowError, MemoryError) as exc:
@@ -348,8 +350,9 @@ def _picked(frames: Iterator[tuple[float, float, av.VideoFrame]], clip: _Clip) -
 
 
 def _encode(
-    frames: Iterator[tuple[float, float, av.VideoFrame]], clip: _Clip, field: str, limits: Limits, span: str
-) -> tuple[bytes, int, int, int, float]:
+    frames: Iterator[tuple[float, float, av.VideoFrame]], clip: _Clip, field: str, limits: Limits, span: str,
+    cover: tuple[int, int] | None,
+) -> tuple[bytes, int, int, int, float]:  # fmt: skip
     """The picked frames encoded as they come: the MP4, its frame count and size, and where the video ends."""
     buffer = io.BytesIO()
     count, width, height = 0, 0, 0
@@ -365,7 +368,7 @@ def _encode(
                     f"{span}_start and {span}_end)"
                 )
             if encoder is None or shape is None:
-                shape = _Shape.of(frame)
+                shape = _Shape.of(frame, cover)
                 width, height = shape.width, shape.height
                 encoder = _encoder(output, clip.rate, width, height)
             picture = shape.apply(frame)
@@ -413,30 +416,46 @@ def _encoder(output: av.container.OutputContainer, rate: Fraction, width: int, h
 @dataclass(frozen=True)
 class _Shape:
     """How every decoded frame becomes the output's: the first frame's coded size, its rotation (a
-    multiple of 90° counter-clockwise) and the output size (rotated, cut to even numbers; sides are at
-    least 2 pixels, :func:`_check_pixels`)."""
+    multiple of 90° counter-clockwise), its upright size cut to even numbers (sides are at least 2
+    pixels, :func:`_check_pixels`), and the output size (that, scaled down to cover the job's frame)."""
 
     coded: tuple[int, int]
     quarter_turns: int
+    upright: tuple[int, int]
     width: int
     height: int
 
     @classmethod
-    def of(cls, frame: av.VideoFrame) -> _Shape:
+    def of(cls, frame: av.VideoFrame, cover: tuple[int, int] | None) -> _Shape:
         turns = round((frame.rotation or 0) / 90) % 4
         width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
-        return cls((frame.width, frame.height), turns, width - width % 2, height - height % 2)
+        upright = (width - width % 2, height - height % 2)
+        return cls((frame.width, frame.height), turns, upright, *_covering(*upright, cover))
 
     def apply(self, frame: av.VideoFrame) -> av.VideoFrame:
         """The frame upright, at the output size, as yuv420p (the encoder copies it: one decoded frame may be sent again)."""
         if (frame.width, frame.height) != self.coded:  # a stream that changes size mid-way is scaled back
             frame = frame.reformat(width=self.coded[0], height=self.coded[1])
-        if not self.quarter_turns and self.coded == (self.width, self.height):
+        if self.quarter_turns or self.coded != self.upright:
+            pixels = frame.to_ndarray(format="rgb24")
+            if self.quarter_turns:
+                pixels = np.rot90(pixels, self.quarter_turns)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[: self.upright[1], : self.upright[0]]), format="rgb24")
+        if (self.width, self.height) == self.upright:
             return frame.reformat(format="yuv420p")
-        pixels = frame.to_ndarray(format="rgb24")
-        if self.quarter_turns:
-            pixels = np.rot90(pixels, self.quarter_turns)
-        return av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[: self.height, : self.width]), format="rgb24")
+        return frame.reformat(width=self.width, height=self.height, format="yuv420p", interpolation="AREA")
+
+
+def _covering(width: int, height: int, cover: tuple[int, int] | None) -> tuple[int, int]:
+    """``width`` × ``height`` scaled down (keeping the aspect, to even sides) to the smallest size that
+    covers ``cover``; unchanged when it is no larger."""
+    if cover is None:
+        return width, height
+    scale = max(cover[0] / width, cover[1] / height)
+    if scale >= 1:
+        return width, height
+    even = lambda side: min(side, max(2, math.ceil(side * scale / 2) * 2))  # noqa: E731
+    return even(width), even(height)
 
 
 def _sound(data: bytes, field: str, clip: _Clip, seconds: float, deadline: float) -> tuple[PreparedAudio | None, str]:

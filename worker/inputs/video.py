@@ -34,7 +34,9 @@ def prepare(given: MediaInput, limits: Limits, time: JobTime) -> PreparedInput:
         body = bytearray()
         fetch(given.url or "", _rules(limits, field), body.extend, job_deadline=time.deadline, stop=time.stop)
         data = bytes(body)
-    video = decode_video(data, field=field, limits=limits, start=given.start, end=given.end, rate=given.rate, time_left=time)
+    video = decode_video(
+        data, field=field, limits=limits, start=given.start, end=given.end, rate=given.rate, cover=given.cover, time_left=time
+    )
     source = f"{field} (base64)" if given.b64 is not None else f"{field} {redact_url(given.url or '')}"
     sound = None
     if video.audio_wav is not None:

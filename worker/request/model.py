@@ -33,6 +33,9 @@ class MediaInput:
     end: float | None = None
     #: Frames per second a video is resampled to (the task's rate); None keeps the video's own (video only).
     rate: float | None = None
+    #: The frame a video is shown in (the job's width × height; for ``aspect_ratio: auto`` the
+    #: resolution's short side squared): its frames are scaled down to the smallest size that covers it.
+    cover: tuple[int, int] | None = None
 
     @property
     def source_field(self) -> str:
@@ -97,8 +100,11 @@ class VideoRequest:
     output_frame_rate: float | None = None
     video_format: str = DEFAULT_FORMAT
     crf: int | None = None
-    #: The media whose length the video's follows (``audio``; None: ``length`` decides).
+    #: The media whose length the video's follows (``audio``, ``video``; None: ``length`` decides).
     fit: str | None = None
+    #: Task control's signal from the video (``canny``, ``video``); task animate's ``mode`` (``move``, ``replace``).
+    control: str | None = None
+    mode: str | None = None
     #: A ``resolution`` whose size follows the start image (``aspect_ratio`` auto); see ``fit_to_image``.
     fit_resolution: str | None = None
     #: ``default`` or one of the task's speed presets (its LoRAs and defaults).

@@ -76,7 +76,7 @@ USER_LORA_STRENGTH_MAX = 4.0  # a job's own LoRAs: beyond ±4 a LoRA only breaks
 MIN_FRAME_RATE = 1.0  # VHS_VideoCombine frame_rate: min 1
 MAX_INTERPOLATE = 4  # RIFE multiplier the worker offers: 2, 3 or 4 frames per frame
 #: ``options.fit``: the media whose length the video's length follows.
-FIT_TO: tuple[str, ...] = ("audio",)
+FIT_TO: tuple[str, ...] = ("audio", "video")
 
 
 
@@ -194,6 +194,8 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("video_format", parse_str, Choice(lambda c: tuple(FORMATS)), lambda c: DEFAULT_FORMAT),
     OptionSpec("crf", parse_int, _Quality(), lambda c: (FORMATS[c.values.get("video_format", DEFAULT_FORMAT)].crf or (0, 0, None))[2]),
     OptionSpec("fit", parse_str, Choice(lambda c: FIT_TO), lambda c: None),
+    OptionSpec("control", parse_str, Choice(lambda c: c.task.choices["control"] if c.task else ()), _task_default("control")),
+    OptionSpec("mode", parse_str, Choice(lambda c: c.task.choices["mode"] if c.task else ()), _task_default("mode")),
 )
 
 
@@ -265,6 +267,7 @@ def parse_options(value: object, ctx: Context, problems: Problems) -> dict[str, 
     values["seed_randomized"] = value.get("seed") is None
     values["fit_resolution"] = _apply_resolution(given, ctx, problems)
     _apply_duration(given, ctx, problems)
+    _fit_by_default(given, ctx)
     _check_fit(given, ctx, problems)
     _check_interpolation(given, ctx, problems)
     for name in PRESET_OPTIONS:
@@ -327,6 +330,14 @@ def _apply_duration(given: Mapping[str, str], ctx: Context, problems: Problems) 
     ctx.values["length"] = min(sizes.length_for(duration, frame_rate), max_length(ctx))
 
 
+def _fit_by_default(given: Mapping[str, str], ctx: Context) -> None:
+    """A task whose length follows a medium unless told otherwise (its defaults' ``fit``: control's
+    video) keeps that when the job gives no ``fit``, ``length`` or ``duration``."""
+    default = ctx.defaults.get("fit")
+    if default is not None and not {"fit", "length", "duration"} & set(given):
+        ctx.values["fit"] = default
+
+
 def _check_fit(given: Mapping[str, str], ctx: Context, problems: Problems) -> None:
     """``fit`` needs its media, and decides the length itself (worked out once the track is decoded: :func:`fit_length`)."""
     media = ctx.values.get("fit")
@@ -375,28 +386,38 @@ def fit_to_image(request: VideoRequest, image_width: int, image_height: int, lim
 
 def adapt_to_media(request: VideoRequest, prepared: Mapping[str, PreparedInput], limits: Limits) -> VideoRequest:
     """What a job's media decide (a task's ``adapt`` unless it has its own): the size of ``aspect_ratio:
-    auto`` from the first image, the length of ``fit`` from its track."""
-    size = next((given.size for given in prepared.values() if given.size is not None), None)
+    auto`` from the first medium with a picture in the task's order (its start image; control's video),
+    the length of ``fit`` from its track or clip."""
+    order = [slot.field for slot in REGISTRY[request.task].inputs]
+    size = next((prepared[name].size for name in order if name in prepared and prepared[name].size is not None), None)
     if size is not None:
         request = fit_to_image(request, *size, limits)
     if request.fit is not None:
-        request = fit_length(request, prepared[request.fit].seconds or 0.0, limits)
+        request = fit_length(request, prepared[request.fit], limits)
     return request
 
 
-def fit_length(request: VideoRequest, seconds: float, limits: Limits) -> VideoRequest:
-    """``fit: "audio"``: the fewest frames (4n+1) whose video lasts as long as the track, within the limits."""
+def fit_length(request: VideoRequest, media: PreparedInput, limits: Limits) -> VideoRequest:
+    """``fit``: for a track, the fewest frames (4n+1) whose video lasts as long as it; for a clip (whose
+    frames are at the task's rate already), the most frames (4n+1) that each follow one of its frames."""
     if request.fit is None:
         return request
-    needed = math.ceil(seconds * request.video_frame_rate - 1e-6)  # frames the video must show
-    length = math.ceil(max(needed - 1, 0) / request.interpolate / LENGTH_STEP) * LENGTH_STEP + 1
     longest = multiple_below(limits.max_length, LENGTH_STEP, 1)
-    if length > longest or (length - 1) * request.interpolate + 1 > limits.max_output_frames:
+    seconds = media.seconds or 0.0
+    if media.frames is not None:
+        length = max(media.frames - 1, 0) // LENGTH_STEP * LENGTH_STEP + 1
+        too_long = length > longest
+    else:
+        needed = math.ceil(seconds * request.video_frame_rate - 1e-6)  # frames the video must show
+        length = math.ceil(max(needed - 1, 0) / request.interpolate / LENGTH_STEP) * LENGTH_STEP + 1
+        too_long = length > longest or (length - 1) * request.interpolate + 1 > limits.max_output_frames
+    if too_long:
         covered = ((longest - 1) * request.interpolate + 1) / request.video_frame_rate
+        other = "task s2v, whose video follows the whole track" if request.fit == "audio" else "a shorter part of it"
         raise InvalidInput(
             f"options.fit: the {request.fit} is {seconds:g} s; at {number(request.video_frame_rate)} fps that needs {length} frames, "
             f"more than MAX_LENGTH ({longest}) (allowed: {request.fit} of at most {covered:.2f} s at this frame rate; cut it with "
-            f"{request.fit}_end, or use task s2v, whose video follows the whole track)"
+            f"{request.fit}_end, or use {other})"
         )
     log.info("fit %s: %.2f s of %s at %s fps → %d frames", request.fit, seconds, request.fit, number(request.video_frame_rate), length)
     return replace(request, length=length)

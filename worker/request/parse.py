@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from worker.errors import InvalidInput
@@ -31,6 +32,7 @@ from worker.request.model import CUSTOM_TASK, DEFAULT_SPEED, CustomRequest, Lora
 from worker.request.options import SEED_MAX, SPECS, parse_options
 from worker.request.rules import MAX_NESTING, Context, Problems, check_unknown, nesting_problem, parse_option, shown
 from worker.settings import Settings
+from worker.sizes import short_side
 from worker.tasks import custom
 from worker.tasks.custom_rules import check_graph
 
@@ -97,7 +99,7 @@ def parse_request(
         task=task.name,
         prompt=prompt,
         negative_prompt=negative_prompt,
-        inputs=inputs,
+        inputs=tuple(replace(media, rate=options["frame_rate"], cover=_frame(options)) for media in inputs),
         output_mode=output_mode,
         return_last_frame=return_last_frame,
         loras=loras,
@@ -106,6 +108,14 @@ def parse_request(
     )
     log.debug("request: %s", request.describe())
     return request
+
+
+def _frame(options: Mapping[str, Any]) -> tuple[int, int]:
+    """The frame the job's video fills: its size, or for ``aspect_ratio: auto`` a square of the resolution's short side."""
+    if options.get("fit_resolution"):
+        side = short_side(options["fit_resolution"])
+        return side, side
+    return options["width"], options["height"]
 
 
 def _parse_custom(

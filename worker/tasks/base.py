@@ -119,6 +119,8 @@ class Task:
     #: What the job's prepared media change in its request beyond what every task's do (the size from
     #: the image, ``fit``: :func:`worker.request.options.adapt_to_media`): s2v's length from the audio.
     adapt: Callable[[VideoRequest, Mapping[str, PreparedInput], Limits], VideoRequest] | None = None
+    #: The values of the task's own choice options (``control``, ``mode``); the default is in ``defaults``.
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def specs(self, speed: str = DEFAULT_SPEED) -> tuple[ModelSpec, ...]:
         """The model files a job of this speed loads."""

@@ -54,13 +54,13 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
 TO_THE_END = 10000
 
 
-def expert_models(kind: str) -> tuple[ModelSpec, ModelSpec]:
-    """The two expert files of a Wan 2.2 A14B model (``kind`` = ``i2v`` or ``t2v``)."""
+def expert_models(kind: str, label: str | None = None) -> tuple[ModelSpec, ModelSpec]:
+    """The two expert files of a Wan 2.2 A14B model (``kind`` = ``i2v``, ``t2v``, ``fun_control``)."""
     env = "" if kind == "i2v" else f"{kind.upper()}_"
     return tuple(  # type: ignore[return-value]
         ModelSpec(
             expert, "diffusion_models", f"wan2.2_{kind}_{expert}_14B_fp8_scaled.safetensors", f"MODEL_{env}{expert.upper()}",
-            f"{kind.upper()} {expert.replace('_', '-')} diffusion model",
+            f"{label or kind.upper()} {expert.replace('_', '-')} diffusion model",
             HubFile(REPACKAGED_22, f"split_files/diffusion_models/wan2.2_{kind}_{expert}_14B_fp8_scaled.safetensors"),
         )  # fmt: skip
         for expert in EXPERTS
