@@ -29,7 +29,9 @@ from PIL import Image
 from tests.comfy_double import ALL_MODEL_FILES, DoubleServer, create_model_files, recordings
 from tests.comfy_double.graph import is_link
 from tests.comfy_double.inprocess import safetensors_stand_in
-from tests.comfy_double.node_impls import FITTING_LORA_KEY_PREFIX, Images, InterpolatedVideo
+from tests.comfy_double.interp_nodes import InterpolatedVideo
+from tests.comfy_double.node_impls import FITTING_LORA_KEY_PREFIX
+from tests.comfy_double.values import Images
 from tests.test_comfy_double import DoubleClient, WsClient, _launch, free_port, post
 from tests.test_comfy_double_tasks import recorded_messages, ws_canon
 from worker.safetensors import parse_header
