@@ -56,13 +56,16 @@ def mux_audio(video: Path, out: Path, audio: AudioValue, video_format: str, vide
 
 
 def _track(audio: AudioValue, channels: int, video_seconds: float, codec: str, trim_to_audio: bool) -> np.ndarray:
-    """The samples VHS's ffmpeg encodes: the track padded with silence (``apad``) and cut at the video's end."""
+    """The samples VHS's ffmpeg encodes: the track padded with silence (``apad``) to the video's
+    end, or its own end with ``trim_to_audio``. An AAC track ends on a whole frame, the encoder's
+    priming frame counted: cut at the video's end, the frame it falls in is dropped; at the track's
+    own end, it is kept (``vhs_audio.json``: 13312 samples for 0.3125 s at 44.1 kHz, 11264 for 0.25 s)."""
     source = audio.samples if audio.samples.shape[0] == channels else np.repeat(audio.samples[:1], channels, axis=0)
-    if trim_to_audio and audio.seconds < video_seconds:
-        return source
-    length = round(video_seconds * audio.rate)
-    if codec == "aac":  # -shortest ends the track with the video: whole AAC frames, the priming one first
-        length = max(0, length // AAC_FRAME * AAC_FRAME - AAC_FRAME)
+    own_end = trim_to_audio and audio.seconds < video_seconds
+    length = source.shape[1] if own_end else round(video_seconds * audio.rate)
+    if codec == "aac":
+        frames = -(-length // AAC_FRAME) if own_end else length // AAC_FRAME
+        length = max(0, frames * AAC_FRAME - AAC_FRAME)
     track = np.zeros((channels, length), dtype=np.float32)
     kept = min(length, source.shape[1])
     track[:, :kept] = source[:, :kept]
