@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import decoding, media, state_dicts
 from .values import (
     AudioValue,
@@ -79,7 +81,7 @@ def _with_audio(conditioning: Conditioning, encoding: AudioEncoding | None) -> C
     return dataclasses.replace(conditioning, audio_layers=encoding.hidden_states)
 
 
-def _reference(ref_image: Images | LazyVideo | None, width: int, height: int):  # noqa: ANN202 - an array or None
+def _reference(ref_image: Images | LazyVideo | None, width: int, height: int) -> np.ndarray | None:
     frames = image_frames(ref_image)
     return media.upscale_center(frames[0], width, height) if frames else None
 

@@ -58,7 +58,7 @@ def load_audio(path: Path) -> tuple[np.ndarray, int]:
 
 
 @dataclass(frozen=True)
-class DecodedVideo:
+class DecodedFile:
     """A video file's pictures (RGB uint8), average frame rate, bit depth, the frame count its
     header gives (0 when it gives none) and its last audio stream as ``(samples, rate)``."""
 
@@ -69,7 +69,7 @@ class DecodedVideo:
     audio: tuple[np.ndarray, int] | None
 
 
-def decode_video(path: Path) -> DecodedVideo:
+def decode_video(path: Path) -> DecodedFile:
     """``VideoFromFile.get_components`` + ``get_bit_depth``: a PNG decodes as one frame at 25 fps."""
     with opened(path) as container:
         stream = container.streams.video[0]
@@ -84,4 +84,4 @@ def decode_video(path: Path) -> DecodedVideo:
             stream = container.streams.audio[-1]
             samples = _decode_audio(container, stream)
             audio = None if samples is None else (samples, stream.codec_context.sample_rate)
-    return DecodedVideo(frames, float(rate) if rate else 0.0, bit_depth, header_frames, audio)
+    return DecodedFile(frames, float(rate) if rate else 0.0, bit_depth, header_frames, audio)

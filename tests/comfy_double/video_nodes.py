@@ -138,7 +138,7 @@ def _expected_frames(total: int, fps: float, force_rate: float, select_every_nth
     return min(frame_load_cap, expected) if frame_load_cap else expected
 
 
-def _audio_from(decoded: decoding.DecodedVideo, start: float, seconds: float) -> AudioValue | None:
+def _audio_from(decoded: decoding.DecodedFile, start: float, seconds: float) -> AudioValue | None:
     """VHS's ``get_audio``: ffmpeg's ``-ss start -t seconds`` (the rest without a duration)."""
     if decoded.audio is None:
         return None
