@@ -79,8 +79,8 @@ def recorded_probe(name: str) -> dict[str, Any]:
     return probes["probe"] if "probe" in probes else next(iter(probes.values()))["probe"]
 
 
-#: Samples a Vorbis track may differ by: PyAV's FFmpeg has no libvorbis, VHS's webm encoder, and its
-#: own Vorbis encoder (which the double uses) ends a track on other block boundaries.
+#: Samples a Vorbis track may differ by: VHS's webm encodes it with libvorbis, which PyAV's FFmpeg
+#: lacks; FFmpeg's own Vorbis encoder (the double's) ends a track on other block boundaries.
 VORBIS_SLACK = 256
 
 

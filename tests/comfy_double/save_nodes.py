@@ -42,12 +42,7 @@ def save_image(
     height, width = frames[0].shape[:2]
     full_folder, filename, subfolder, prefix = _save_path(filename_prefix, ctx.folders.output_dir, width, height)
     counter = _comfy_counter(full_folder, filename, prefix)
-    text: dict[str, str] = {}
-    if not ctx.disable_metadata:
-        if prompt is not None:
-            text["prompt"] = json.dumps(prompt)
-        for key, value in (extra_pnginfo or {}).items():
-            text[str(key)] = json.dumps(value)
+    text = _metadata(ctx, prompt, extra_pnginfo)
     results = []
     for batch_number, frame in enumerate(frames):
         file = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
@@ -56,6 +51,15 @@ def save_image(
         counter += 1
     return (images,), {"images": results}
 
+
+def _metadata(ctx: NodeContext, prompt: dict[str, Any] | None, extra_pnginfo: dict[str, Any] | None) -> dict[str, str]:
+    """What ComfyUI's savers embed: the prompt and the extra PNG info as JSON, none with ``--disable-metadata``."""
+    if ctx.disable_metadata:
+        return {}
+    text = {"prompt": json.dumps(prompt)} if prompt is not None else {}
+    for key, value in (extra_pnginfo or {}).items():
+        text[str(key)] = json.dumps(value)
+    return text
 
 
 def save_video(ctx: NodeContext, video: VideoFile | VideoValue, filename_prefix: str = "video/ComfyUI", format: str = "auto",  # noqa: A002
@@ -333,13 +337,7 @@ def save_audio(
     kept, reported under ``audio`` (``audio_formats.json``)."""
     full_folder, filename, subfolder, prefix = _save_path(filename_prefix, ctx.folders.output_dir)
     file = f"{filename.replace('%batch_num%', '0')}_{_comfy_counter(full_folder, filename, prefix):05}.flac"
-    metadata: dict[str, str] = {}
-    if not ctx.disable_metadata:
-        if prompt is not None:
-            metadata["prompt"] = json.dumps(prompt)
-        for key, value in (extra_pnginfo or {}).items():
-            metadata[str(key)] = json.dumps(value)
-    muxing.write_flac(full_folder / file, audio.samples, audio.rate, metadata)
+    muxing.write_flac(full_folder / file, audio.samples, audio.rate, _metadata(ctx, prompt, extra_pnginfo))
     return (), {"audio": [{"filename": file, "subfolder": subfolder, "type": "output"}]}
 
 
