@@ -72,6 +72,8 @@ class DecodedFile:
 def decode_video(path: Path) -> DecodedFile:
     """``VideoFromFile.get_components`` + ``get_bit_depth``: a PNG decodes as one frame at 25 fps."""
     with opened(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"No video stream found in file '{path}'")
         stream = container.streams.video[0]
         rate = stream.average_rate
         header_frames = stream.frames

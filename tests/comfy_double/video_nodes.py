@@ -101,7 +101,7 @@ def vhs_load_video(
     path = ctx.folders.annotated_path(video.strip().strip('"'))
     try:
         decoded = decoding.decode_video(path)
-    except (av.FFmpegError, IndexError) as err:
+    except (av.FFmpegError, ValueError) as err:
         raise ValueError(f"{path} could not be loaded with cv.") from err
     if not decoded.frames:
         raise ValueError(f"{path} could not be loaded with cv.")
