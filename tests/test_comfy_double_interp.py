@@ -489,6 +489,9 @@ def test_child_process_writes_the_lora_lines_like_comfyui(tmp_path: Path) -> Non
         ]
         client.wait_done(prompt_id)
         assert requests.get(f"{url}/history/{prompt_id}", timeout=5).json()[prompt_id]["status"]["status_str"] == "success"
+        while not requests.get(f"{url}/__double__/state", timeout=5).json()["executions"]:  # logged "Prompt executed" too
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.05)
     finally:
         proc.terminate()
         stdout, stderr = proc.communicate(timeout=10)

@@ -334,7 +334,8 @@ class PromptRun:
         if self.client_id is not None:
             self.ex.hub.send_sync("executing", {"node": None, "prompt_id": self.prompt_id}, self.client_id)
         seconds = time.perf_counter() - started
-        self.ex.observations.add(
+        logger.info("Prompt executed in %.2f seconds", seconds, extra={"color": "green"})
+        self.ex.observations.add(  # after the log line: a test that sees the execution sees its line too
             "executions",
             prompt_id=self.prompt_id,
             status_str=status["status_str"],
@@ -343,7 +344,6 @@ class PromptRun:
             cached=self.status_messages[1][1]["nodes"] if len(self.status_messages) > 1 else [],
             executed=sorted(self.executed, key=_node_sort_key),
         )
-        logger.info("Prompt executed in %.2f seconds", seconds, extra={"color": "green"})
 
     def _execute(self) -> bool:
         self.add_message("execution_start", {"prompt_id": self.prompt_id}, broadcast=False)
