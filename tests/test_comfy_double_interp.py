@@ -29,7 +29,9 @@ from PIL import Image
 from tests.comfy_double import ALL_MODEL_FILES, DoubleServer, create_model_files, recordings
 from tests.comfy_double.graph import is_link
 from tests.comfy_double.inprocess import safetensors_stand_in
-from tests.comfy_double.node_impls import FITTING_LORA_KEY_PREFIX, Images, InterpolatedVideo
+from tests.comfy_double.interp_nodes import InterpolatedVideo
+from tests.comfy_double.node_impls import FITTING_LORA_KEY_PREFIX
+from tests.comfy_double.values import Images
 from tests.test_comfy_double import DoubleClient, WsClient, _launch, free_port, post
 from tests.test_comfy_double_tasks import recorded_messages, ws_canon
 from worker.safetensors import parse_header
@@ -487,6 +489,9 @@ def test_child_process_writes_the_lora_lines_like_comfyui(tmp_path: Path) -> Non
         ]
         client.wait_done(prompt_id)
         assert requests.get(f"{url}/history/{prompt_id}", timeout=5).json()[prompt_id]["status"]["status_str"] == "success"
+        while not requests.get(f"{url}/__double__/state", timeout=5).json()["executions"]:  # logged "Prompt executed" too
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.05)
     finally:
         proc.terminate()
         stdout, stderr = proc.communicate(timeout=10)

@@ -26,7 +26,10 @@ from PIL import Image
 
 from tests.comfy_double import ALL_MODEL_FILES, DoubleServer, create_model_files, media, recordings
 from tests.comfy_double.inprocess import safetensors_stand_in
-from tests.comfy_double.node_impls import DecodedVideo, Images, NodeContext, image_from_batch, save_image
+from tests.comfy_double.node_defs import LIVE_LISTS
+from tests.comfy_double.node_impls import image_from_batch
+from tests.comfy_double.save_nodes import save_image
+from tests.comfy_double.values import DecodedVideo, Images, NodeContext
 from tests.harness import decode_mp4
 from tests.test_comfy_double import DoubleClient, post
 from worker.safetensors import parse_header
@@ -381,18 +384,9 @@ def test_object_info_serves_every_recorded_class(double: DoubleServer) -> None:
     merged = recordings.object_info()
     recorded_classes = [c for name in recordings.OBJECT_INFO_FILES for c in recordings.load_json(name)]
     assert list(served) == list(merged) == list(dict.fromkeys(recorded_classes))
-    lists = {
-        ("UNETLoader", "unet_name"),
-        ("CLIPLoader", "clip_name"),
-        ("VAELoader", "vae_name"),
-        ("LoraLoaderModelOnly", "lora_name"),
-        ("LoadImage", "image"),
-        ("AudioEncoderLoader", "audio_encoder_name"),
-        ("LoadAudio", "audio"),
-    }
     for class_type, info in merged.items():
         got = copy.deepcopy(served[class_type])
-        for cls, field in lists:
+        for cls, field in LIVE_LISTS:
             if cls == class_type:
                 spec, recorded = got["input"]["required"][field], info["input"]["required"][field]
                 if spec[0] == "COMBO":  # a v3 schema node: its list is the COMBO's "options"
@@ -403,7 +397,8 @@ def test_object_info_serves_every_recorded_class(double: DoubleServer) -> None:
     required = {c: served[c]["input"]["required"] for c in ("UNETLoader", "VAELoader", "LoraLoaderModelOnly")}
     used = recordings.load_json("object_info_used_nodes.json")
     recorded_models = used["UNETLoader"]["input"]["required"]["unet_name"][0]
-    assert required["UNETLoader"]["unet_name"][0] == sorted({*recorded_models, "wan2.2_s2v_14B_fp8_scaled.safetensors"})  # S2V's: newer
+    media_models = {f.split("/", 1)[1] for f in ALL_MODEL_FILES if f.startswith("diffusion_models/") and ("s2v" in f or "animate" in f or "fun_control" in f)}
+    assert required["UNETLoader"]["unet_name"][0] == sorted({*recorded_models, *media_models})  # the media models: recorded later
     assert required["VAELoader"]["vae_name"][0] == used["VAELoader"]["input"]["required"]["vae_name"][0]
     assert required["LoraLoaderModelOnly"]["lora_name"][0] == [
         "style/example_style_high.safetensors",
@@ -439,6 +434,8 @@ def test_model_stand_ins_are_valid_safetensors(tmp_path: Path, rel: str) -> None
     names = sorted(header.tensors)
     if rel.startswith("loras/"):
         assert len(names) == 2 and names[0].endswith("lora_down.weight") and names[1].endswith("lora_up.weight")
+    elif rel.startswith("frame_interpolation/") and "film" not in rel:  # the keys a 5-block RIFE is recognised by
+        assert names == sorted(["encode.cnn3.weight", *(f"blocks.{i}.conv0.1.0.weight" for i in range(5))])
     else:
         assert len(names) == 1
 

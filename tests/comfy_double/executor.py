@@ -35,10 +35,11 @@ from .folders import Folders
 from .graph import NEVER_EQUAL, ExecutionOrder, is_link, node_signatures
 from .hub import WebSocketHub
 from .node_defs import INPUT_FILE_LOADERS, NodeCatalog
-from .node_impls import ACCEPTS_ANY_INPUT, NODE_FUNCTIONS, PROGRESS_CLASSES, NodeContext
 from .observations import Observations
 from .prompt_queue import PromptQueue, QueueItem
+from .registry import ACCEPTS_ANY_INPUT, NODE_FUNCTIONS, PROGRESS_CLASSES
 from .validation import full_type_name
+from .values import NodeContext
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,8 @@ class PromptRun:
         if self.client_id is not None:
             self.ex.hub.send_sync("executing", {"node": None, "prompt_id": self.prompt_id}, self.client_id)
         seconds = time.perf_counter() - started
-        self.ex.observations.add(
+        logger.info("Prompt executed in %.2f seconds", seconds, extra={"color": "green"})
+        self.ex.observations.add(  # after the log line: a test that sees the execution sees its line too
             "executions",
             prompt_id=self.prompt_id,
             status_str=status["status_str"],
@@ -342,7 +344,6 @@ class PromptRun:
             cached=self.status_messages[1][1]["nodes"] if len(self.status_messages) > 1 else [],
             executed=sorted(self.executed, key=_node_sort_key),
         )
-        logger.info("Prompt executed in %.2f seconds", seconds, extra={"color": "green"})
 
     def _execute(self) -> bool:
         self.add_message("execution_start", {"prompt_id": self.prompt_id}, broadcast=False)
@@ -396,13 +397,16 @@ class PromptRun:
         return {"outputs": outputs, "meta": meta}
 
     def _is_changed(self, node_id: str) -> Any:
-        """``IS_CHANGED`` / ``fingerprint_inputs``: LoadImage and LoadAudio hash the file, so a new file
-        under the same name reruns."""
+        """``IS_CHANGED`` / ``fingerprint_inputs`` of the input-file loaders: LoadImage and LoadAudio
+        hash the file, the video loaders take its mtime, so a new file under the same name reruns."""
         node = self.prompt[node_id]
-        if node["class_type"] not in INPUT_FILE_LOADERS:
+        loader = INPUT_FILE_LOADERS.get(node["class_type"])
+        if loader is None:
             return None
         try:
-            path = self.ex.folders.annotated_path(node["inputs"][INPUT_FILE_LOADERS[node["class_type"]][0]])
+            path = self.ex.folders.annotated_path(node["inputs"][loader.input])
+            if loader.fingerprint == "mtime":
+                return os.path.getmtime(path)
             return hashlib.sha256(path.read_bytes()).hexdigest()
         except Exception as ex:  # noqa: BLE001 - ComfyUI logs and treats it as "always changed"
             logger.warning("WARNING: %s", ex)
@@ -480,12 +484,17 @@ class PromptRun:
 
     def _context(self, node_id: str, class_type: str) -> NodeContext:
         crash = self._pending_fault("crash", node_id, class_type)
+        sent = False
 
         def progress(value: int, total: int, delay: float = 0.0) -> None:
+            """``comfy.utils.ProgressBar``: the first update and the last are sent, those between
+            only when throttling lets them through (here: with a ``step_delay`` fault)."""
+            nonlocal sent
             if delay > 0:
                 self.ex.sleep(delay)
             self.ex.check_interrupt()
-            if self.armed.step_delay > 0 or value in (1, total):
+            if self.armed.step_delay > 0 or not sent or value >= total:
+                sent = True
                 entry = self._progress_entry(node_id)
                 entry.update(value=value, max=total, state="running")
                 self._publish_progress_state()

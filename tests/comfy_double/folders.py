@@ -10,9 +10,8 @@ from the disk at every call, because ComfyUI sees a model file added or removed 
 from __future__ import annotations
 
 import logging
-import mimetypes
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,14 +163,13 @@ class Folders:
                 return directory / name[: -len(suffix)]
         return base / name
 
-    def input_files(self, content_types: tuple[str, ...]) -> list[str]:
-        """A loader's COMBO list: files at the top of the input folder of those content types
-        (``image``; ``audio`` and ``video`` for LoadAudio), sorted."""
+    def input_files(self, listed: Callable[[str], bool]) -> list[str]:
+        """A loader's COMBO list: the files at the top of the input folder it lists, sorted."""
         try:
             names = [e.name for e in os.scandir(self.input_dir) if e.is_file()]
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if (mimetypes.guess_type(n)[0] or "").split("/")[0] in content_types)
+        return sorted(n for n in names if listed(n))
 
     def snapshot(self) -> dict[str, list[str]]:
         """Files currently in input/output/temp (relative, sorted): lets tests check clean-up."""
@@ -234,7 +232,9 @@ def load_extra_model_paths(folders: Folders, yaml_path: Path) -> list[tuple[str,
 
 
 def volume_model_paths(models_root: Path) -> dict[str, list[Path]]:
-    """The folders the worker's extra_model_paths.yaml registers for ``<volume>/models``."""
+    """The folders the worker's extra_model_paths.yaml registers for ``<volume>/models``
+    (``comfy_bootstrap/models.py``), and ``clip_vision`` and ``frame_interpolation``, which the
+    recorded Animate and native interpolation graphs load from."""
     root = Path(models_root)
     return {
         "diffusion_models": [root / "diffusion_models", root / "unet"],
@@ -242,6 +242,8 @@ def volume_model_paths(models_root: Path) -> dict[str, list[Path]]:
         "vae": [root / "vae"],
         "loras": [root / "loras"],
         "audio_encoders": [root / "audio_encoders"],
+        "clip_vision": [root / "clip_vision"],
+        "frame_interpolation": [root / "frame_interpolation"],
     }
 
 

@@ -42,8 +42,9 @@ WORKFLOW_MODEL_FILES: tuple[str, ...] = (
 #: Every model file of the graphs the double has recordings of: the stored workflow's, plus
 #: T2V-A14B (``t2v_*``), TI2V-5B with the Wan 2.2 VAE (``ti2v5b_*``) and the 4-step LoRA preset
 #: (``i2v4step_*``), named as in ``object_info_used_nodes.json``'s model lists, the T2V 4-step
-#: LoRAs (not recorded; named as Comfy-Org's Wan 2.2 repackaging publishes them), and S2V's model and
-#: audio encoder (``s2v_*``).
+#: LoRAs (not recorded; named as Comfy-Org's Wan 2.2 repackaging publishes them), S2V's model and
+#: audio encoder (``s2v_*``), Animate's model and CLIP vision (``animate_*``), Fun-Control's two
+#: experts (``fun_control_*``) and the native frame interpolation models (``native_*``).
 ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
     "diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
@@ -55,10 +56,18 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
     "diffusion_models/wan2.2_s2v_14B_fp8_scaled.safetensors",
     "audio_encoders/wav2vec2_large_english_fp16.safetensors",
+    "diffusion_models/wan2.2_animate_14B_bf16.safetensors",
+    "clip_vision/clip_vision_h.safetensors",
+    "diffusion_models/wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors",
+    "diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors",
+    "frame_interpolation/rife_ifnet5_random.safetensors",
+    "frame_interpolation/film_net_random.safetensors",
 )
 
 #: One tiny tensor per stand-in, named like a tensor of that kind of model; a LoRA gets a
-#: ``lora_down`` / ``lora_up`` pair (rank 1), as LoRA files hold, named to fit the Wan model.
+#: ``lora_down`` / ``lora_up`` pair (rank 1), as LoRA files hold, named to fit the Wan model. Where
+#: ComfyUI tells models apart by their keys the stand-in has those: wav2vec2 large's
+#: ``encoder.layer_norm.bias`` (1024 wide), and the keys a 5-block RIFE is recognised by.
 _STAND_IN_TENSORS: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
     "diffusion_models": (("blocks.0.self_attn.q.weight", (4, 4)),),
     "unet": (("blocks.0.self_attn.q.weight", (4, 4)),),
@@ -69,7 +78,11 @@ _STAND_IN_TENSORS: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
         ("diffusion_model.blocks.0.self_attn.q.lora_down.weight", (1, 4)),
         ("diffusion_model.blocks.0.self_attn.q.lora_up.weight", (4, 1)),
     ),
+    "audio_encoders": (("encoder.layer_norm.bias", (1024,)),),
+    "frame_interpolation": (("encode.cnn3.weight", (4, 4, 4, 4)), *((f"blocks.{i}.conv0.1.0.weight", (4, 4, 3, 3)) for i in range(5))),
 }
+#: FILM is recognised by this key (the stand-ins of ``frame_interpolation`` whose name says ``film``).
+_FILM_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("extract.extract_sublevels.convs.0.0.conv.weight", (4, 3, 3, 3)),)
 _DEFAULT_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("weight", (4, 4)),)
 
 
@@ -83,7 +96,8 @@ def safetensors_stand_in(rel: str, tensors: Sequence[tuple[str, tuple[int, ...]]
     the model, and the double logs ``lora key not loaded`` for each (``node_impls``).
     """
     if tensors is None:
-        tensors = _STAND_IN_TENSORS.get(Path(rel).parts[0], _DEFAULT_TENSORS)
+        folder, name = Path(rel).parts[0], Path(rel).name
+        tensors = _FILM_TENSORS if folder == "frame_interpolation" and "film" in name else _STAND_IN_TENSORS.get(folder, _DEFAULT_TENSORS)
     header: dict[str, object] = {}
     offset = 0
     for name, shape in tensors:

@@ -8,6 +8,9 @@ which rebuilds the model and input-image lists from the disk at every call, as C
 from __future__ import annotations
 
 import copy
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import recordings
@@ -20,16 +23,42 @@ _MODEL_LISTS: dict[tuple[str, str], str] = {
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
     ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders",
+    ("CLIPVisionLoader", "clip_name"): "clip_vision",
+    ("FrameInterpolationModelLoader", "model_name"): "frame_interpolation",
 }
 
-#: Classes with a ``VALIDATE_INPUTS`` of their own and the inputs it takes (ComfyUI then skips the
-#: built-in min/max/COMBO checks for those inputs).
-CUSTOM_VALIDATED_INPUTS: dict[str, tuple[str, ...]] = {"LoadImage": ("image",), "LoadAudio": ("audio",)}
-#: Loaders of a file of the input folder: class -> (its input, what it is, the content types its list shows).
-INPUT_FILE_LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "LoadImage": ("image", "image", ("image",)),
-    "LoadAudio": ("audio", "audio", ("audio", "video")),
+
+def _of_content_types(*kinds: str) -> Callable[[str], bool]:
+    """ComfyUI's ``filter_files_content_types``: the type ``mimetypes`` guesses from the name."""
+    return lambda name: (mimetypes.guess_type(name)[0] or "").split("/")[0] in kinds
+
+
+def _with_extensions(*extensions: str) -> Callable[[str], bool]:
+    return lambda name: "." in name and name.rsplit(".", 1)[1].lower() in extensions
+
+
+@dataclass(frozen=True)
+class InputFileLoader:
+    """A loader of a file of the input folder. Its ``VALIDATE_INPUTS`` accepts any existing file
+    (ComfyUI then skips the COMBO check): ``"Invalid <what> file: <name>"`` otherwise. Its list
+    shows the files ``listed`` accepts; its ``IS_CHANGED`` hashes the file's bytes or its mtime."""
+
+    input: str
+    what: str
+    listed: Callable[[str], bool]
+    fingerprint: str = "content"
+
+
+INPUT_FILE_LOADERS: dict[str, InputFileLoader] = {
+    "LoadImage": InputFileLoader("image", "image", _of_content_types("image")),
+    "LoadAudio": InputFileLoader("audio", "audio", _of_content_types("audio", "video")),
+    "LoadVideo": InputFileLoader("file", "video", _of_content_types("video"), fingerprint="mtime"),
+    "VHS_LoadVideo": InputFileLoader("video", "video", _with_extensions("webm", "mp4", "mkv", "gif", "mov"), fingerprint="mtime"),
 }
+
+
+#: The COMBO inputs whose choices the double reads from the disk at every request: (class, input).
+LIVE_LISTS: frozenset[tuple[str, str]] = frozenset(_MODEL_LISTS) | {(cls, loader.input) for cls, loader in INPUT_FILE_LOADERS.items()}
 
 
 class NodeCatalog:
@@ -52,16 +81,10 @@ class NodeCatalog:
         for (cls, name), folder in _MODEL_LISTS.items():
             if cls == class_type:
                 files = self._folders.list_models(folder) or []
-                if cls == "VAELoader":
-                    files = files + ["pixel_space"]
-                if required[name][0] == "COMBO":  # a v3 schema node: its list is the COMBO's "options"
-                    required[name][1]["options"] = files
-                else:
-                    required[name][0] = files
-        if class_type == "LoadImage":
-            required["image"][0] = self._folders.input_files(("image",))
-        if class_type == "LoadAudio":  # a v3 schema node: its list is the COMBO's "options"
-            required["audio"][1]["options"] = self._folders.input_files(("audio", "video"))
+                _set_choices(required[name], files + ["pixel_space"] if cls == "VAELoader" else files)
+        if class_type in INPUT_FILE_LOADERS:
+            loader = INPUT_FILE_LOADERS[class_type]
+            _set_choices(required[loader.input], self._folders.input_files(loader.listed))
         return info
 
     def all_info(self) -> dict[str, dict[str, Any]]:
@@ -81,6 +104,14 @@ class NodeCatalog:
         """``include_unique_id_in_input``: classes taking the hidden ``UNIQUE_ID`` input (VHS)."""
         hidden = self._template.get(class_type, {}).get("input", {}).get("hidden", {})
         return "UNIQUE_ID" in hidden.values()
+
+
+def _set_choices(spec: list[Any], choices: list[str]) -> None:
+    """A COMBO's list: ``["COMBO", {"options": [...]}]`` for a v3 schema node, else ``[[...], {...}]``."""
+    if spec[0] == "COMBO":
+        spec[1]["options"] = choices
+    else:
+        spec[0] = choices
 
 
 def input_info(spec: list[Any]) -> tuple[Any, dict[str, Any]]:

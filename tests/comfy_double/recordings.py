@@ -46,6 +46,8 @@ OBJECT_INFO_FILES: tuple[str, ...] = (
     "object_info_image_nodes.json",  # ImageScale, ImageInvert, ImageBatch, RepeatImageBatch (rife_*, vhs_*)
     "object_info_video_nodes.json",  # CreateVideo, SaveVideo (custom_savevideo.json)
     "object_info_media_nodes.json",  # the 41 audio, video and Wan media classes (LoadAudio, WanSoundImageToVideo, ...)
+    "object_info_audio_nodes.json",  # the audio / S2V classes again, and SaveAudio
+    "object_info_more_media_nodes.json",  # PreviewAny, GetImageSize, EmptyImage, ImageToMask, the native interpolation...
 )
 
 
@@ -56,10 +58,11 @@ def object_info() -> dict[str, dict[str, Any]]:
     ``object_info_flf2v_nodes.json``) takes the later file's body, at the position of its first
     appearance. The two bodies may differ only in COMBO choice lists; for ``LoraLoaderModelOnly``
     they do, in ``lora_name``: the files each recording's volume held (the flf2v volume has
-    ``style/*`` LoRAs, the other the 4-step ones). The double rebuilds model lists from its own
-    folders at every request anyway, so which recording's list is kept never reaches a client. Any
-    other difference would mean the captures disagree about the node, so it is refused instead of
-    silently picking one.
+    ``style/*`` LoRAs, the other the 4-step ones), and so do ``AudioEncoderLoader`` and
+    ``FrameInterpolationModelLoader`` (empty on the shared recordings' volume). The double rebuilds
+    model lists from its own folders at every request anyway, so which recording's list is kept
+    never reaches a client. Any other difference would mean the captures disagree about the node,
+    so it is refused instead of silently picking one.
     """
     merged: dict[str, dict[str, Any]] = {}
     for name in OBJECT_INFO_FILES:
@@ -79,6 +82,8 @@ def _check_same_definition(class_type: str, first: dict[str, Any], later: dict[s
             for spec in inputs.values():
                 if isinstance(spec, list) and spec and isinstance(spec[0], list):
                     spec[0] = None
+                elif isinstance(spec, list) and spec[:1] == ["COMBO"]:  # a v3 schema node's list
+                    spec[1]["options"] = None
         return info
 
     if without_name_lists(first) != without_name_lists(later):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .folders import Folders
-from .node_defs import CUSTOM_VALIDATED_INPUTS, INPUT_FILE_LOADERS, NodeCatalog, input_info
+from .node_defs import INPUT_FILE_LOADERS, NodeCatalog, input_info
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ class PromptValidator:
         inputs = node["inputs"]
         class_type = node["class_type"]
         class_inputs = self._catalog.input_types(class_type)
-        custom_inputs = CUSTOM_VALIDATED_INPUTS.get(class_type, ())
+        loader = INPUT_FILE_LOADERS.get(class_type)
+        custom_inputs = (loader.input,) if loader else ()  # its VALIDATE_INPUTS replaces the COMBO check
 
         errors: list[ErrorDict] = []
         valid = True
@@ -221,9 +222,8 @@ class PromptValidator:
             if error is not None:
                 errors.append(error)
 
-        if class_type in INPUT_FILE_LOADERS:
-            name, what, _ = INPUT_FILE_LOADERS[class_type]
-            error = self._check_input_file(name, what, inputs[name]) if name in inputs else None
+        if loader is not None and loader.input in inputs:
+            error = self._check_input_file(loader.input, loader.what, inputs[loader.input])
             if error is not None:
                 errors.append(error)
 
