@@ -71,7 +71,7 @@ TIMED = ("audio", "video")
 #: Flags that describe the job itself, refused together with --input-json.
 JOB_FLAGS = (
     "prompt", "negative_prompt", *(name for field, _ in MEDIA for name in (field, f"{field}_url")),
-    *(name for field in TIMED for name in (f"{field}_start", f"{field}_end")), "task", "speed", "lora",
+    *(name for field in TIMED for name in (f"{field}_start", f"{field}_end")), "task", "speed", "keep_audio", "lora",
     *(name for name, _ in OPTIONS),
 )  # fmt: skip
 
@@ -148,7 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     job.add_argument("--prompt")
     job.add_argument("--negative-prompt")
     job.add_argument("--task", choices=TASKS)
-    job.add_argument("--speed", choices=SPEEDS, help="4step: the Wan 2.2 Lightning LoRAs, 4 steps (i2v, flf2v, t2v, s2v)")
+    job.add_argument("--speed", choices=SPEEDS, help="4step: the Wan 2.2 Lightning LoRAs, 4 steps (i2v, flf2v, t2v, s2v, control)")
+    job.add_argument("--keep-audio", action="store_true", default=None, help="put the video's own sound on the result")
     for field, what in MEDIA:
         media = job.add_mutually_exclusive_group()
         media.add_argument(f"--{field.replace('_', '-')}", type=Path, metavar="FILE", help=f"{what}, sent as base64")
@@ -187,7 +188,7 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     else:
         job_input: dict[str, Any] = {}
         spans = (name for field in TIMED for name in (f"{field}_start", f"{field}_end"))
-        for key in ("prompt", "negative_prompt", "task", "speed", *(f"{field}_url" for field, _ in MEDIA), *spans):
+        for key in ("prompt", "negative_prompt", "task", "speed", "keep_audio", *(f"{field}_url" for field, _ in MEDIA), *spans):
             if getattr(args, key) is not None:
                 job_input[key] = getattr(args, key)
         for key, _ in MEDIA:

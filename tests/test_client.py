@@ -112,6 +112,18 @@ def test_request_carries_only_the_fields_given(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+def test_a_video_job_with_its_part_its_sound_and_its_control(tmp_path: Path) -> None:
+    clip = tmp_path / "dance.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    body = _request("--prompt", "a robot dances", "--video", str(clip), "--video-start", "2", "--video-end", "7", "--keep-audio",
+                    "--control", "canny", "--resolution", "480p")  # fmt: skip
+    assert body == {"input": {
+        "prompt": "a robot dances", "keep_audio": True, "video_start": 2.0, "video_end": 7.0,
+        "video": base64.b64encode(b"\x00\x00\x00\x18ftypmp42").decode(), "options": {"resolution": "480p", "control": "canny"},
+    }}  # fmt: skip
+    assert "keep_audio" not in _request("--prompt", "x", "--video-url", "https://x/a.mp4")["input"]
+
+
 def test_request_refuses_nothing_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(client.UsageError, match="nothing to send"):
         _request()

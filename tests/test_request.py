@@ -313,14 +313,14 @@ def test_unknown_option_lists_the_allowed_names() -> None:
 
 def test_unknown_top_level_field_lists_the_allowed_names() -> None:
     assert error_of({"prompt": "x", "image": IMAGE, "width": 832}) == (
-        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end)"
+        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, keep_audio, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end)"
     )
 
 
 @pytest.mark.parametrize(("value", "shown"), [("hello", '"hello"'), ([1, 2], "an array of 2 items"), (None, "null"), (7, "7")])
 def test_input_must_be_an_object(value: object, shown: str) -> None:
     assert error_of(value) == (
-        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end)"
+        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, keep_audio, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end)"
     )
 
 
@@ -585,7 +585,7 @@ def test_resolution_without_aspect_follows_the_image_or_is_16_9() -> None:
     req = parse({"prompt": "x", "task": "t2v", "options": {"resolution": "720p"}})
     assert (req.width, req.height, req.fit_resolution) == (1280, 720, None)
     assert error_of({"prompt": "x", "task": "t2v", "options": {"resolution": "720p", "aspect_ratio": "auto"}}) == (
-        'options.aspect_ratio: "auto" needs an image to take the aspect from (allowed: 16:9, 9:16, 1:1, 4:3, 3:4)'
+        'options.aspect_ratio: "auto" needs an image or a video to take the aspect from (allowed: 16:9, 9:16, 1:1, 4:3, 3:4)'
     )
 
 

@@ -22,7 +22,7 @@ from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
 from comfy_bootstrap.server import ComfyServer, comfy_server
 from worker.delivery import Artifact, Delivery, Provider
 from worker.graph import Template, job_files, load_fragments, load_template
-from worker.inputs import prepare_inputs
+from worker.inputs import prepare_inputs, with_video_sound
 from worker.inputs.base import PreparedInput
 from worker.job_time import JobTime
 from worker.lora_files import LoraCache
@@ -162,6 +162,7 @@ def _job(request: VideoRequest | CustomRequest, prepared: Mapping[str, PreparedI
     if isinstance(request, CustomRequest):
         return CustomJob(request, prepared)
     task, limits = REGISTRY[request.task], settings.limits
+    prepared = with_video_sound(prepared, request.keep_audio)
     request = adapt_to_media(request, prepared, limits)
     return StoredJob(task, task.adapt(request, prepared, limits) if task.adapt else request, prepared)
 

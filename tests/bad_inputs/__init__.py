@@ -163,11 +163,18 @@ def gen_wav_header(rate: int = 16_000, declared_seconds: float = 1.0, actual_sec
     return _b64(wav_header(rate, 1, declared_seconds, actual_seconds))
 
 
-def gen_video(container: str = "mp4", seconds: float = 1.0, audio: bool = False) -> str:
-    """base64 of a small video (a picture track, and a tone when ``audio``)."""
-    from tests.media_files import video_file
+def gen_video(
+    container: str = "mp4", seconds: float = 1.0, audio: bool = False, fps: int = 16, width: int = 64, height: int = 64,
+    keep: int | None = None, declares: float | None = None, frameless: bool = False,
+) -> str:  # fmt: skip
+    """base64 of a small video (a picture track, and a tone when ``audio``); cut to its first ``keep``
+    bytes, with a header that ``declares`` another length, or with a picture track of no frames."""
+    from tests.media_files import frameless_video, matroska_declaring, mp4_declaring, video_file
 
-    return _b64(video_file(container, seconds, audio=audio))
+    data = frameless_video(container) if frameless else video_file(container, seconds, fps, (width, height), audio=audio)
+    if declares is not None:
+        data = mp4_declaring(data, declares) if container == "mp4" else matroska_declaring(data, declares)
+    return _b64(data[:keep] if keep is not None else data)
 
 
 def gen_nested(depth: int = 600, leaf: Any = "x") -> Any:

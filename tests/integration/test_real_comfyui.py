@@ -24,7 +24,7 @@ import requests
 from PIL import Image
 
 from tests.harness import WorkerAPI, decode_mp4, files_in, png_b64, running_worker
-from tests.media_files import audio_file
+from tests.media_files import audio_file, video_file
 from tests.test_custom_safety import ATTACKS
 
 REAL = {name: os.environ.get(name, "") for name in ("REAL_COMFY_DIR", "REAL_COMFY_PYTHON", "REAL_VOLUME")}
@@ -200,3 +200,12 @@ def _probe(data: bytes) -> tuple[tuple[int, float], tuple[str, float]]:
         sound = container.streams.audio[0]
         samples = sum(frame.samples for frame in container.decode(sound))
         return (frames, rate), (sound.codec_context.name, samples / sound.codec_context.sample_rate)
+
+
+@pytest.mark.parametrize("control", ["canny", "video"])
+def test_control_on_the_real_comfyui(worker: WorkerAPI, control: str) -> None:
+    clip = base64.b64encode(video_file("mp4", 1.0, 30, (96, 64), audio=True)).decode()
+    out = _run(worker, {"task": "control", "video": clip, "image": png_b64(96, 64), "keep_audio": True,
+                        "options": {**SMALL, "length": None, "steps": 2, "control": control}}, f"control {control}")  # fmt: skip
+    video, track = _probe(base64.b64decode(out["video"]))
+    assert video == (13, 16.0) and out["length"] == 13 and track[0] == "aac"  # 1 s at 16 fps: 16 frames → 13

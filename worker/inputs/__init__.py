@@ -8,8 +8,10 @@ here; a task takes it by naming it in an :class:`~worker.tasks.base.InputSlot`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from worker.errors import InvalidInput
 from worker.inputs import audio, image, video
 from worker.inputs.base import InputKind, PreparedInput
 
@@ -28,3 +30,13 @@ def prepare_inputs(given: Sequence[MediaInput], limits: Limits, time: JobTime) -
         time.check(f"preparing {media.source_field}")
         prepared[media.field] = KINDS[media.kind].prepare(media, limits, time)
     return prepared
+
+
+def with_video_sound(prepared: Mapping[str, PreparedInput], keep: bool) -> Mapping[str, PreparedInput]:
+    """``keep_audio``: the video's own sound becomes the job's sound track (``audio``)."""
+    if not keep:
+        return prepared
+    video = prepared["video"]
+    if video.companion is None:
+        raise InvalidInput("keep_audio: the video has no sound track it could keep (allowed: true for a video with sound, else false)")
+    return {**prepared, "audio": replace(video.companion, field="audio")}

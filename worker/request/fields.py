@@ -44,7 +44,7 @@ DEFAULT_NEGATIVE_PROMPT = (
 INPUT_SLOTS: dict[str, InputSlot] = {slot.field: slot for task in REGISTRY.values() for slot in task.inputs}
 #: ``<field>_start`` / ``<field>_end`` of a track: seconds (the upper bound is checked with both known).
 _SPAN = OptionSpec(
-    "span", parse_float, Range(const(0.0), const(float("inf")), integer=False, hi_name=lambda ctx: "the track's length"), lambda ctx: None
+    "span", parse_float, Range(const(0.0), const(float("inf")), integer=False, hi_name=lambda ctx: "its length"), lambda ctx: None
 )
 LORA_FIELDS = ("name", "url", "strength", "target")
 
@@ -95,7 +95,8 @@ def _implied_task(job_input: Mapping[str, Any], served: tuple[str, ...], problem
         return None
     task = best[1]
     field = next(name for name in task.implied_by if name in given)
-    return task, f"an {field} was given" if field == INPUT_SLOTS[field].kind else f"{field} was given"
+    article = "an" if field[0] in "aeiou" else "a"
+    return task, f"{article} {field} was given" if field == INPUT_SLOTS[field].kind else f"{field} was given"
 
 
 def _given(job_input: Mapping[str, Any], field: str) -> bool:

@@ -94,6 +94,8 @@ class VideoRequest:
     #: An output provider's name or ``auto``; None means the worker's default (``OUTPUT_MODE``).
     output_mode: str | None = None
     return_last_frame: bool = False
+    #: Put the video input's own sound on the output (tasks with a video).
+    keep_audio: bool = False
     loras: tuple[LoraInput, ...] = ()
     #: Frames made per generated frame by RIFE (1: off), and the video's frame rate then.
     interpolate: int = 1
@@ -142,7 +144,7 @@ class VideoRequest:
 #: The fields of a request that do not come from ``options``.
 _NOT_OPTIONS = frozenset(
     {"task", "prompt", "negative_prompt", "inputs", "seed_randomized", "output_mode", "return_last_frame", "loras",
-     "fit_resolution", "speed"}
+     "fit_resolution", "speed", "keep_audio"}
 )  # fmt: skip
 
 

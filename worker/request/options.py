@@ -291,11 +291,11 @@ def _apply_resolution(given: Mapping[str, str], ctx: Context, problems: Problems
     resolution = values.get("resolution")
     if resolution is None or any(name in given for name in ("width", "height")):
         return None
-    aspect = values.get("aspect_ratio") or ("auto" if ctx.has_image else "16:9")
+    aspect = values.get("aspect_ratio") or ("auto" if ctx.has_picture else "16:9")
     if aspect == "auto":
-        if not ctx.has_image:
+        if not ctx.has_picture:
             fixed = ", ".join(a for a in sizes.ASPECT_RATIOS if a != "auto")
-            problems.add("options.aspect_ratio", '"auto" needs an image to take the aspect from', fixed)
+            problems.add("options.aspect_ratio", '"auto" needs an image or a video to take the aspect from', fixed)
             return None
         values["width"], values["height"] = sizes.preset_size(resolution, "16:9", ctx.step)
         return resolution
@@ -334,7 +334,7 @@ def _fit_by_default(given: Mapping[str, str], ctx: Context) -> None:
     """A task whose length follows a medium unless told otherwise (its defaults' ``fit``: control's
     video) keeps that when the job gives no ``fit``, ``length`` or ``duration``."""
     default = ctx.defaults.get("fit")
-    if default is not None and not {"fit", "length", "duration"} & set(given):
+    if default in ctx.media and not {"fit", "length", "duration"} & set(given):  # a missing medium is reported already
         ctx.values["fit"] = default
 
 

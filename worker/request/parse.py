@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 #: task follow these.
 _FIELD_ORDER = (
     "prompt", "image", "image_url", "negative_prompt", "options", "output_mode",
-    "task", "end_image", "end_image_url", "return_last_frame", "loras", "workflow", "speed",
+    "task", "end_image", "end_image_url", "return_last_frame", "loras", "workflow", "speed", "keep_audio",
 )  # fmt: skip
 TOP_LEVEL_FIELDS = (
     *_FIELD_ORDER,
@@ -93,6 +93,7 @@ def parse_request(
         options = parse_options(job_input.get("options"), Context(limits, task, defaults, media, {}), problems)
     output_mode = parse_output_mode(job_input.get("output_mode"), unavailable_modes or {}, problems)
     return_last_frame = parse_flag(job_input, "return_last_frame", problems)
+    keep_audio = _parse_keep_audio(job_input, inputs, problems)
     problems.raise_if_any()
     assert task is not None  # a missing task is always one of the problems
     request = VideoRequest(
@@ -102,12 +103,24 @@ def parse_request(
         inputs=tuple(replace(media, rate=options["frame_rate"], cover=_frame(options)) for media in inputs),
         output_mode=output_mode,
         return_last_frame=return_last_frame,
+        keep_audio=keep_audio,
         loras=loras,
         speed=speed,
         **options,
     )
     log.debug("request: %s", request.describe())
     return request
+
+
+def _parse_keep_audio(job_input: Mapping[str, Any], inputs: tuple[MediaInput, ...], problems: Problems) -> bool:
+    """``keep_audio``: the video's own sound on the output, which needs a video and no other track."""
+    keep = parse_flag(job_input, "keep_audio", problems)
+    kinds = {given.kind for given in inputs}
+    if keep and "video" not in kinds:
+        problems.add("keep_audio", "true without a video", "true with video or video_url, else false")
+    elif keep and "audio" in kinds:
+        problems.add("keep_audio", "true together with audio", "one sound track: keep_audio or audio")
+    return keep
 
 
 def _frame(options: Mapping[str, Any]) -> tuple[int, int]:

@@ -168,8 +168,9 @@ class Context:
     values: dict[str, Any]
 
     @property
-    def has_image(self) -> bool:
-        return "image" in self.media
+    def has_picture(self) -> bool:
+        """An image or a video the size of ``aspect_ratio: auto`` can follow."""
+        return bool({"image", "video"} & self.media)
 
     @property
     def step(self) -> int:

@@ -76,7 +76,7 @@ TASK = Task(
     lora_targets=experts.LORA_TARGETS,
     final_models=experts.FINAL_MODELS,
     speeds={"4step": experts.four_step("i2v", "v1")},
-    implied_by=("video",),
+    implied_by=("video", "image"),
     adapt=adapt,
     choices={"control": CONTROLS},
 )

@@ -1,0 +1,120 @@
+"""Video-driven jobs through ``python handler.py --rp_serve_api``: task control (Fun-Control), the
+video's length, size and sound. One worker with the ComfyUI double; each MP4 decoded with PyAV.
+
+The double draws the control frame over the start image (tests/comfy_double/control_nodes.py), so
+the answer shows what steered it: the video's own pictures with ``control: "video"``, their edges
+with ``canny`` (none for flat frames).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests.harness import WorkerAPI, files_in, png_b64, running_worker
+from tests.media_files import audio_file, video_file
+
+SMALL = {"width": 64, "height": 64, "steps": 2}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def decoded(body: dict) -> tuple[dict, list[np.ndarray], tuple[str, float] | None]:
+    """The output, the video's frames (RGB), and its sound (codec, seconds) or None."""
+    assert body["status"] == "COMPLETED", body.get("error")
+    data = base64.b64decode(body["output"]["video"])
+    with av.open(io.BytesIO(data)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    with av.open(io.BytesIO(data)) as container:
+        if not container.streams.audio:
+            return body["output"], frames, None
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return body["output"], frames, (stream.codec_context.name, samples / stream.codec_context.sample_rate)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerAPI]:
+    with running_worker(tmp_path_factory.mktemp("video_api")) as worker:
+        yield worker
+
+
+CLIP = b64(video_file("mp4", 3.0, 30, (96, 64), audio=True))  # 3 s at 30 fps, lighter each frame, with a tone
+
+
+def test_control_follows_the_video_for_as_long_as_it_lasts(api: WorkerAPI) -> None:
+    output, frames, sound = decoded(api.runsync({"task": "control", "prompt": "x", "video": CLIP, "options": {**SMALL, "control": "video"}}))
+    assert (output["task"], output["length"], output["frame_rate"], len(frames)) == ("control", 45, 16.0, 45)  # 48 frames at 16 fps → 4n+1
+    brightness = [frame.mean() for frame in frames]
+    assert brightness[-1] > brightness[0] + 20 and sound is None  # the video's pictures, no sound unless kept
+
+
+def test_canny_gives_the_edges_of_the_video_not_its_pictures(api: WorkerAPI) -> None:
+    _, frames, _ = decoded(api.runsync({"prompt": "x", "video": CLIP, "options": SMALL}))  # task and canny implied
+    brightness = [frame.mean() for frame in frames]
+    assert max(brightness) - min(brightness) < 3  # flat frames have no edges: the unchanging reference shows
+
+
+def test_a_start_image_and_its_edges(api: WorkerAPI) -> None:
+    output, frames, _ = decoded(api.runsync({"prompt": "x", "video": CLIP, "image": png_b64(64, 64, (220, 30, 30)), "options": SMALL}))
+    assert output["task"] == "control" and frames[0][..., 0].mean() > 150 > frames[0][..., 2].mean()
+
+
+def test_keep_audio_puts_the_videos_sound_on_the_output(api: WorkerAPI) -> None:
+    output, frames, sound = decoded(api.runsync({"prompt": "x", "video": CLIP, "keep_audio": True, "options": SMALL}))
+    assert sound is not None and sound[0] == "aac" and abs(sound[1] - len(frames) / 16) <= 1 / 16
+    assert output["audio"]["codec"] == "aac"
+
+
+def test_a_part_of_the_video_and_a_shorter_length(api: WorkerAPI) -> None:
+    output, frames, _ = decoded(api.runsync({"prompt": "x", "video": CLIP, "video_start": 1.0, "video_end": 2.0, "options": SMALL}))
+    assert output["length"] == len(frames) == 13  # 1 s at 16 fps: 16 frames → 13
+    output, frames, _ = decoded(api.runsync({"prompt": "x", "video": CLIP, "options": {**SMALL, "length": 9}}))
+    assert output["length"] == len(frames) == 9
+
+
+def test_aspect_ratio_auto_takes_the_videos_shape(api: WorkerAPI) -> None:
+    output, frames, _ = decoded(api.runsync({"prompt": "x", "video": CLIP, "options": {"resolution": "480p", "steps": 2}}))
+    assert (output["width"], output["height"]) == (720, 480) == (frames[0].shape[1], frames[0].shape[0])
+
+
+def test_the_4step_speed_runs_control(api: WorkerAPI) -> None:
+    output, frames, _ = decoded(api.runsync({"prompt": "x", "video": CLIP, "speed": "4step", "options": SMALL}))
+    assert output["speed"] == "4step" and len(frames) == 45
+
+
+@pytest.mark.parametrize(
+    ("job", "error"),
+    [
+        ({"options": {**SMALL, "length": 81}},
+         "invalid_input: options.length: 81 frames need 81 frames of video at 16 fps, and the video gives 48 (3 s) (allowed: at most 45"),
+        ({"keep_audio": True, "audio": b64(audio_file("wav", 1.0))},
+         "invalid_input: keep_audio: true together with audio (allowed: one sound track: keep_audio or audio)"),
+        ({"options": {**SMALL, "control": "depth"}}, 'invalid_input: options.control: "depth" is not one of the allowed values (allowed: canny, video)'),
+    ],
+)  # fmt: skip
+def test_what_does_not_fit_the_video_is_refused(api: WorkerAPI, job: dict, error: str) -> None:
+    body = api.runsync({"prompt": "x", "video": CLIP, "options": SMALL, **job})
+    assert body["status"] == "FAILED" and body["error"].startswith(error), body["error"]
+
+
+def test_keep_audio_needs_a_video_with_sound(api: WorkerAPI) -> None:
+    silent = api.runsync({"prompt": "x", "video": b64(video_file("mp4", 1.0)), "keep_audio": True, "options": SMALL})
+    assert silent["error"] == (
+        "invalid_input: keep_audio: the video has no sound track it could keep (allowed: true for a video with sound, else false)"
+    )
+    none = api.runsync({"prompt": "x", "image": png_b64(), "keep_audio": True})
+    assert none["error"].startswith("invalid_input: keep_audio: true without a video")
+
+
+def test_no_file_of_these_jobs_is_left_behind(api: WorkerAPI) -> None:
+    work = Path(api.env["WORKER_DIR"])
+    assert files_in(work / "input") == [] and files_in(work / "output") == []
