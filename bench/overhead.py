@@ -71,7 +71,8 @@ def measure_overhead(
     ``extra_input`` is merged into every job's input (e.g. ``{"output_mode": "s3"}``), its
     ``options`` into the job's options (``None`` removes one: ``{"length": None}`` for a task that
     takes none); a value ``"$image"`` there stands for the job's image (``{"end_image": "$image"}``),
-    ``"$audio:<seconds>"`` for an MP3 of that many seconds.
+    ``"$audio:<seconds>"`` for an MP3 of that many seconds, ``"$video:<seconds>"`` for a 1280×720
+    30 fps MP4 of that many seconds.
     """
     image = textured_png_b64(1280, 720, noise)
     extra = {key: _placeholder(value, image) for key, value in (extra_input or {}).items()}
@@ -94,9 +95,14 @@ def measure_overhead(
 
 
 def _placeholder(value: object, image: str) -> object:
-    """``"$image"`` → the job's image; ``"$audio:<seconds>"`` → base64 of an MP3 of that length; else the value."""
+    """``"$image"`` → the job's image; ``"$audio:<seconds>"`` / ``"$video:<seconds>"`` → base64 of an
+    MP3 / a 1280×720 MP4 of that length; else the value."""
     if value == "$image":
         return image
+    if isinstance(value, str) and value.startswith("$video:"):
+        from tests.media_files import video_file
+
+        return base64.b64encode(video_file("mp4", float(value.split(":", 1)[1]), 30, (1280, 720))).decode()
     if isinstance(value, str) and value.startswith("$audio:"):
         from tests.media_files import audio_file
 

@@ -37,6 +37,7 @@ VOLUME_SUBDIRS: dict[str, tuple[str, ...]] = {
     "vae": ("models/vae",),
     "loras": ("models/loras",),
     "audio_encoders": ("models/audio_encoders",),
+    "clip_vision": ("models/clip_vision",),
 }
 
 #: Where a Hugging Face repository may keep the file ``name`` of a ComfyUI ``folder``, in the order

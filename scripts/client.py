@@ -45,7 +45,7 @@ from tqdm import tqdm
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_API, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 # The worker's vocabulary, copied so that the client runs without the worker's code; tests/test_vocabulary.py
 # holds each list to the worker's registries.
-TASKS = ("i2v", "flf2v", "t2v", "ti2v-5b", "s2v", "control")
+TASKS = ("i2v", "flf2v", "t2v", "ti2v-5b", "s2v", "control", "animate")
 SPEEDS = ("default", "4step")
 #: Largest request body RunPod accepts on /run (bytes).
 RUN_LIMIT = 10_000_000
@@ -65,9 +65,11 @@ OPTIONS = (("width", int), ("height", int), ("length", int), ("steps", int), ("s
            ("control", str), ("mode", str))  # fmt: skip
 #: The media fields (``<field>`` as base64 from a file, ``<field>_url``) and what they are.
 MEDIA = (("image", "start image"), ("end_image", "end image (flf2v)"), ("audio", "sound track the video carries (s2v: the speech)"),
-         ("video", "video that drives the job (control)"))  # fmt: skip
+         ("video", "video that drives the job (control; animate replace: the scene)"),
+         ("pose_video", "pose video (animate)"), ("face_video", "face video (animate)"),
+         ("mask_video", "mask of the person to replace (animate replace)"))  # fmt: skip
 #: The media that are tracks in time: ``<field>_start`` / ``<field>_end`` (seconds) cut them.
-TIMED = ("audio", "video")
+TIMED = ("audio", "video", "pose_video", "face_video", "mask_video")
 #: Flags that describe the job itself, refused together with --input-json.
 JOB_FLAGS = (
     "prompt", "negative_prompt", *(name for field, _ in MEDIA for name in (field, f"{field}_url")),

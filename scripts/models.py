@@ -85,6 +85,9 @@ PUBLISHED_SIZES: dict[str, int] = {
     f"{_REPACKAGED}/split_files/audio_encoders/wav2vec2_large_english_fp16.safetensors": 631_000_000,
     f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
     f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
+    f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_animate_14B_bf16.safetensors": 34_500_000_000,
+    "Comfy-Org/Wan_2.1_ComfyUI_repackaged/split_files/clip_vision/clip_vision_h.safetensors": 1_260_000_000,
+    "Kijai/WanVideo_comfy/LoRAs/Wan22_relight/WanAnimate_relight_lora_fp16.safetensors": 1_440_000_000,
 }
 
 #: Where a file of a ComfyUI folder goes under the target, by --layout. The first place is where a

@@ -51,7 +51,7 @@ from tests.harness import (
 )
 
 CASES = load_cases()
-CORPUS_TASKS = "i2v,flf2v,ti2v-5b,s2v,control"
+CORPUS_TASKS = "i2v,flf2v,ti2v-5b,s2v,control,animate"
 HTTP_CASES = [case for case in CASES if case.http_status is not None]
 #: Every code docs/api.md lists for a job that fails before ComfyUI runs (``workflow_rejected``: a
 #: job's own graph outside what custom_rules allows).

@@ -32,6 +32,7 @@ runpod_volume:
   vae: models/vae
   loras: models/loras
   audio_encoders: models/audio_encoders
+  clip_vision: models/clip_vision
 """
 LORA_BASE = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
 
@@ -90,6 +91,7 @@ def test_yaml_as_comfyui_reads_it(tmp_path: Path) -> None:
         "vae": ["/runpod-volume/models/vae"],
         "loras": ["/runpod-volume/models/loras"],
         "audio_encoders": ["/runpod-volume/models/audio_encoders"],
+        "clip_vision": ["/runpod-volume/models/clip_vision"],
     }
 
 

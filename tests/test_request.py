@@ -313,14 +313,14 @@ def test_unknown_option_lists_the_allowed_names() -> None:
 
 def test_unknown_top_level_field_lists_the_allowed_names() -> None:
     assert error_of({"prompt": "x", "image": IMAGE, "width": 832}) == (
-        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, keep_audio, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end)"
+        "width: unknown field (allowed: prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, keep_audio, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end, pose_video, pose_video_url, pose_video_start, pose_video_end, face_video, face_video_url, face_video_start, face_video_end, mask_video, mask_video_url, mask_video_start, mask_video_end)"
     )
 
 
 @pytest.mark.parametrize(("value", "shown"), [("hello", '"hello"'), ([1, 2], "an array of 2 items"), (None, "null"), (7, "7")])
 def test_input_must_be_an_object(value: object, shown: str) -> None:
     assert error_of(value) == (
-        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, keep_audio, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end)"
+        f"input: {shown} is not an object (allowed: an object with the fields prompt, image, image_url, negative_prompt, options, output_mode, task, end_image, end_image_url, return_last_frame, loras, workflow, speed, keep_audio, audio, audio_url, audio_start, audio_end, video, video_url, video_start, video_end, pose_video, pose_video_url, pose_video_start, pose_video_end, face_video, face_video_url, face_video_start, face_video_end, mask_video, mask_video_url, mask_video_start, mask_video_end)"
     )
 
 
@@ -512,7 +512,7 @@ def error_of_with(job_input: object, settings: Settings) -> str:
 
 def test_images_a_task_does_not_take_are_refused_by_name() -> None:
     assert error_of({"prompt": "x", "task": "t2v", "image": IMAGE}) == (
-        "image: not used by task t2v (allowed: only with task i2v, flf2v, ti2v-5b, s2v, control)"
+        "image: not used by task t2v (allowed: only with task i2v, flf2v, ti2v-5b, s2v, control, animate)"
     )
     assert error_of({"prompt": "x", "image": IMAGE, "task": "i2v", "end_image_url": "https://a.example/e.png"}) == (
         "end_image_url: not used by task i2v (allowed: only with task flf2v)"

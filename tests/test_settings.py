@@ -16,7 +16,7 @@ def error_of(env: dict[str, str]) -> str:
 
 def test_defaults_serve_every_task_and_warm_up_i2v() -> None:
     settings = Settings.from_env({})
-    assert settings.tasks == TASK_NAMES == ("i2v", "flf2v", "t2v", "ti2v-5b", "s2v", "control")
+    assert settings.tasks == TASK_NAMES == ("i2v", "flf2v", "t2v", "ti2v-5b", "s2v", "control", "animate")
     assert settings.warmup_task == "i2v" and settings.default_frame_rate == 24.0
 
 
@@ -24,7 +24,7 @@ def test_tasks_are_a_comma_list_of_known_tasks() -> None:
     assert Settings.from_env({"TASKS": " t2v, ti2v-5b ,t2v"}).tasks == ("t2v", "ti2v-5b")
     assert Settings.from_env({"TASKS": "t2v,ti2v-5b"}).warmup_task == "t2v"  # i2v is not served
     assert error_of({"TASKS": "i2v,t2v-5b"}) == (
-        "invalid configuration: TASKS='i2v,t2v-5b': unknown task t2v-5b; the tasks are i2v, flf2v, t2v, ti2v-5b, s2v, control"
+        "invalid configuration: TASKS='i2v,t2v-5b': unknown task t2v-5b; the tasks are i2v, flf2v, t2v, ti2v-5b, s2v, control, animate"
     )
     assert error_of({"TASKS": "t2v", "WARMUP_TASK": "i2v"}) == (
         "invalid configuration: WARMUP_TASK='i2v': not one of the served TASKS (t2v)"

@@ -118,3 +118,46 @@ def test_keep_audio_needs_a_video_with_sound(api: WorkerAPI) -> None:
 def test_no_file_of_these_jobs_is_left_behind(api: WorkerAPI) -> None:
     work = Path(api.env["WORKER_DIR"])
     assert files_in(work / "input") == [] and files_in(work / "output") == []
+
+
+# --- Task animate --------------------------------------------------------------------------------------
+
+POSE = b64(video_file("mp4", 6.0, 16, (96, 64), audio=True))  # 96 frames at 16 fps: two segments (77 + 19)
+
+
+def test_animate_moves_the_character_for_as_long_as_the_pose_video_in_segments(api: WorkerAPI) -> None:
+    job = {"prompt": "x", "image": png_b64(64, 64, (220, 30, 30)), "pose_video": POSE, "options": SMALL}  # task implied
+    output, frames, sound = decoded(api.runsync(job))
+    assert (output["task"], output["mode"], output["length"], len(frames), output["frame_rate"]) == ("animate", "move", 96, 96, 16.0)
+    assert frames[0][..., 0].mean() > 150 and sound is None  # the character (red) under the pose drawing
+
+
+def test_animate_replace_with_the_scene_its_mask_a_face_and_the_sound(api: WorkerAPI) -> None:
+    job = {"prompt": "x", "image": png_b64(), "pose_video": POSE, "face_video": POSE, "video": POSE, "mask_video": POSE,
+           "keep_audio": True, "options": {**SMALL, "mode": "replace"}}  # fmt: skip
+    output, frames, sound = decoded(api.runsync(job))
+    assert (output["mode"], len(frames)) == ("replace", 96) and sound is not None and abs(sound[1] - 6.0) <= 1 / 16
+
+
+@pytest.mark.parametrize(
+    ("job", "error"),
+    [
+        ({"options": {**SMALL, "mode": "replace"}}, "invalid_input: video: missing, which mode 'replace' needs (allowed: video or video_url)"),
+        ({"video": POSE}, "invalid_input: video: given with mode 'move' (allowed: only with mode 'replace')"),
+        ({"face_video": b64(video_file("mp4", 2.0, 16))},
+         "invalid_input: face_video: 32 frames at 16 fps, fewer than pose_video's 96 (allowed: as long as pose_video"),
+        ({"options": {**SMALL, "mode": "dance"}}, 'invalid_input: options.mode: "dance" is not one of the allowed values (allowed: move, replace)'),
+        ({"options": {**SMALL, "length": 33}}, "invalid_input: options.length: not used by task animate"),
+    ],
+)  # fmt: skip
+def test_what_animate_cannot_use_is_refused(api: WorkerAPI, job: dict, error: str) -> None:
+    body = api.runsync({"prompt": "x", "image": png_b64(), "pose_video": POSE, "options": SMALL, **job})
+    assert body["status"] == "FAILED" and body["error"].startswith(error), body["error"]
+
+
+def test_animate_is_bounded_by_max_animate_seconds(tmp_path: Path) -> None:
+    with running_worker(tmp_path, MAX_ANIMATE_SECONDS="4", TASKS="animate") as worker:
+        body = worker.runsync({"prompt": "x", "image": png_b64(), "pose_video": POSE, "options": SMALL})
+    assert body["error"].startswith(
+        "invalid_input: pose_video: 6 s is longer than task animate makes (allowed: at most 4 s (MAX_ANIMATE_SECONDS)"
+    )

@@ -168,6 +168,10 @@ FRAGMENTS: dict[str, dict[str, str]] = {
         "extend": "WanSoundImageToVideoExtend", "sampler": "KSampler", "joined": "LatentConcat", "context": "TrimVideoLatent",
         "with_context": "LatentConcat", "decode": "VAEDecode", "trim_frames": "ImageFromBatch", "video_output": "VHS_VideoCombine",
     },
+    "animate_segment.json": {
+        "latent": "WanAnimateToVideo", "sampler": "KSampler", "trim_latent": "TrimVideoLatent", "decode": "VAEDecode",
+        "trim_frames": "ImageFromBatch", "video_output": "VHS_VideoCombine",
+    },
 }
 
 

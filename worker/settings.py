@@ -48,6 +48,8 @@ class Limits:
     max_video_pixels: int = 2 * 1920 * 1080
     #: Seconds of video task s2v makes at most (its length follows the audio).
     max_s2v_seconds: float = 60.0
+    #: Seconds of video task animate makes at most (its length follows the pose video).
+    max_animate_seconds: float = 30.0
     image_url_timeout: float = 20.0
     #: Seconds a whole image download may take (every redirect, the headers and the body).
     image_url_deadline: float = 30.0
@@ -165,6 +167,7 @@ class Settings:
                 max_video_frames=reader.get("MAX_VIDEO_FRAMES", int, dl.max_video_frames, lo=1, hi=1_000_000),
                 max_video_pixels=reader.get("MAX_VIDEO_PIXELS", int, dl.max_video_pixels, lo=64 * 64, hi=16384 * 16384),
                 max_s2v_seconds=reader.get("MAX_S2V_SECONDS", float, dl.max_s2v_seconds, lo=1, hi=3600),
+                max_animate_seconds=reader.get("MAX_ANIMATE_SECONDS", float, dl.max_animate_seconds, lo=1, hi=3600),
                 image_url_timeout=reader.get("IMAGE_URL_TIMEOUT", float, dl.image_url_timeout, lo=0.1),
                 image_url_deadline=reader.get("IMAGE_URL_DEADLINE", float, dl.image_url_deadline, lo=1),
                 allow_private_image_urls=reader.get("ALLOW_PRIVATE_IMAGE_URLS", parse_bool, dl.allow_private_image_urls),

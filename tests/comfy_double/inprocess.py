@@ -43,7 +43,8 @@ WORKFLOW_MODEL_FILES: tuple[str, ...] = (
 #: T2V-A14B (``t2v_*``), TI2V-5B with the Wan 2.2 VAE (``ti2v5b_*``) and the 4-step LoRA preset
 #: (``i2v4step_*``), named as in ``object_info_used_nodes.json``'s model lists, the T2V 4-step
 #: LoRAs (not recorded; named as Comfy-Org's Wan 2.2 repackaging publishes them), S2V's model and
-#: audio encoder (``s2v_*``), Animate's model and CLIP vision (``animate_*``), Fun-Control's two
+#: audio encoder (``s2v_*``), Animate's model and CLIP vision (``animate_*``) and its relight LoRA
+#: (not recorded; named as the worker's task animate loads it), Fun-Control's two
 #: experts (``fun_control_*``) and the native frame interpolation models (``native_*``).
 ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
@@ -58,6 +59,7 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "audio_encoders/wav2vec2_large_english_fp16.safetensors",
     "diffusion_models/wan2.2_animate_14B_bf16.safetensors",
     "clip_vision/clip_vision_h.safetensors",
+    "loras/wan/WanAnimate_relight_lora_fp16.safetensors",
     "diffusion_models/wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors",
     "diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors",
     "frame_interpolation/rife_ifnet5_random.safetensors",

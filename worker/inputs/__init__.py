@@ -33,10 +33,11 @@ def prepare_inputs(given: Sequence[MediaInput], limits: Limits, time: JobTime) -
 
 
 def with_video_sound(prepared: Mapping[str, PreparedInput], keep: bool) -> Mapping[str, PreparedInput]:
-    """``keep_audio``: the video's own sound becomes the job's sound track (``audio``)."""
+    """``keep_audio``: the video's own sound (``video``'s, else the first video's: animate's pose video)
+    becomes the job's sound track (``audio``)."""
     if not keep:
         return prepared
-    video = prepared["video"]
+    video = prepared.get("video") or next(given for given in prepared.values() if given.kind == "video")
     if video.companion is None:
         raise InvalidInput("keep_audio: the video has no sound track it could keep (allowed: true for a video with sound, else false)")
     return {**prepared, "audio": replace(video.companion, field="audio")}

@@ -36,6 +36,12 @@ class ModelSpec:
     env: str
     label: str
     source: HubFile | None = None
+    #: The task's ``mode``s that load it (task animate's relight LoRA: ``replace``); empty: every job.
+    modes: tuple[str, ...] = ()
+
+    def used_in(self, mode: str | None) -> bool:
+        """Loaded by a job of ``mode`` (None: any mode, as the download script and the boot check ask)."""
+        return not self.modes or mode is None or mode in self.modes
 
 
 if TYPE_CHECKING:  # the input kinds and the settings import the tasks' registry
@@ -122,12 +128,13 @@ class Task:
     #: The values of the task's own choice options (``control``, ``mode``); the default is in ``defaults``.
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def specs(self, speed: str = DEFAULT_SPEED) -> tuple[ModelSpec, ...]:
-        """The model files a job of this speed loads."""
+    def specs(self, speed: str = DEFAULT_SPEED, mode: str | None = None) -> tuple[ModelSpec, ...]:
+        """The model files a job of this speed (and mode) loads."""
+        models = tuple(spec for spec in self.models if spec.used_in(mode))
         if speed == DEFAULT_SPEED:
-            return self.models
+            return models
         preset = self.speeds[speed]
-        return (*(spec for spec in self.models if spec.role not in preset.replaces), *preset.models)
+        return (*(spec for spec in models if spec.role not in preset.replaces), *preset.models)
 
     @property
     def all_specs(self) -> tuple[ModelSpec, ...]:
@@ -141,13 +148,13 @@ class Task:
     def defaults_for(self, speed: str = DEFAULT_SPEED) -> Mapping[str, Any]:
         return self.defaults if speed == DEFAULT_SPEED else {**self.defaults, **self.speeds[speed].defaults}
 
-    def model_files(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED) -> list[ModelFile]:
-        """The files of a job of this speed as ComfyUI must list them, given the configured names by variable."""
-        return [ModelFile(spec.folder, names[spec.env], spec.label, spec.env) for spec in self.specs(speed)]
+    def model_files(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED, mode: str | None = None) -> list[ModelFile]:
+        """The files of a job of this speed and mode as ComfyUI must list them, given the configured names by variable."""
+        return [ModelFile(spec.folder, names[spec.env], spec.label, spec.env) for spec in self.specs(speed, mode)]
 
-    def model_names(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED) -> dict[str, str]:
+    def model_names(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED, mode: str | None = None) -> dict[str, str]:
         """Configured file name by model role, for :attr:`fill`."""
-        return {spec.role: names[spec.env] for spec in self.specs(speed)}
+        return {spec.role: names[spec.env] for spec in self.specs(speed, mode)}
 
     def slot(self, field: str) -> InputSlot | None:
         return next((slot for slot in self.inputs if slot.field == field), None)

@@ -48,7 +48,7 @@ ALLOWED_NODES = COLLECTED_OUTPUTS | frozenset({
     # images
     "LoadImage", "ImageResize+", "ImageScale", "ImageCrop", "ImageFlip", "ImageInvert", "ImageBatch",
     "RepeatImageBatch", "ImageFromBatch", "ImageBlend", "ImageSharpen", "ImageCompositeMasked", "EmptyImage",
-    "GetImageSize", "Canny",
+    "GetImageSize", "Canny", "ImageToMask",
     # video and sound
     "LoadVideo", "GetVideoComponents", "CreateVideo", "RIFE VFI", "FrameInterpolate", "LoadAudio", "TrimAudioDuration",
 })  # fmt: skip

@@ -54,8 +54,10 @@ class StoredJob:
     def check(self, runtime: Runtime) -> None:
         """The task's model files (at the job's speed) listed by ComfyUI and whole on the volume."""
         settings, task, speed = runtime.settings, self.task, self.request.speed
-        model_files = task.model_files(settings.model_names, speed)
-        subject = f"task {task.name}: " if speed == DEFAULT_SPEED else f"task {task.name}, speed {speed}: "
+        model_files = task.model_files(settings.model_names, speed, self.request.mode)
+        named = [f"task {task.name}", *([f"mode {self.request.mode}"] if self.request.mode else []),
+                 *([f"speed {speed}"] if speed != DEFAULT_SPEED else [])]  # fmt: skip
+        subject = ", ".join(named) + ": "
         check_models(settings.comfy, model_files, runtime.client.list_models, subject=subject)
         check_model_files(settings.comfy, task.name, model_files)
 
@@ -80,6 +82,7 @@ class StoredJob:
             fields={
                 "task": request.task, "seed": request.seed, "width": request.width, "height": request.height,
                 "length": request.length, "frame_rate": request.video_frame_rate,
+                **{name: getattr(request, name) for name in ("mode", "control") if getattr(request, name)},
             },  # fmt: skip
             extras=_extras(request, loras),
             warnings=(format_warning,) if format_warning else (),
@@ -101,7 +104,7 @@ def build_graph(
     video as encoded) saved when asked."""
     settings = runtime.settings
     graph = Graph(runtime.templates[task.name])
-    models = task.model_names(settings.model_names, request.speed)
+    models = task.model_names(settings.model_names, request.speed, request.mode)
     inputs = FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata, video_format, runtime.fragments)
     task.fill(graph, inputs)
     for spec_role, after in task.speed_loras(request.speed).items():

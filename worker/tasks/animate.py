@@ -1,0 +1,202 @@
+"""``animate``: the character of ``image`` performs the motion of a pose video (``mode: "move"``), or
+replaces the person in ``video``, keeping its background and light (``"replace"``): Wan 2.2
+Animate-14B with CLIP vision H, the lightx2v LoRA, and in replace ComfyUI's relight LoRA.
+
+The job brings the pose video (and optionally the face video; in replace the mask video) made by
+its own preprocessing; each is taken at 16 fps, and the node fits it to the frame, centred. The video is as long as
+the pose video: segments of :data:`SEGMENT_FRAMES`, each further one a ``WanAnimateToVideo``
+given the frames of the one before (``continue_motion``: it redraws the last
+:data:`CONTINUED_FRAMES` of them, which it then drops) and its place in the driving videos
+(``video_frame_offset``) — recorded in animate_2seg_*. Each segment is decoded and encoded on its
+own; the worker joins them (:mod:`worker.mux`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from worker.errors import InvalidInput
+from worker.graph import Graph
+from worker.request.model import VideoRequest
+from worker.tasks import common, experts
+from worker.tasks.base import FillInputs, HubFile, InputSlot, ModelSpec, Task
+
+if TYPE_CHECKING:
+    from worker.inputs.base import PreparedInput
+    from worker.settings import Limits
+
+#: Frames each segment samples, as ComfyUI's Animate template does.
+SEGMENT_FRAMES = 77
+#: Frames of the segment before that a further one continues from (``continue_motion_max_frames``).
+CONTINUED_FRAMES = 5
+#: The frame rate the model and its driving videos run at.
+FRAME_RATE = 16.0
+MODES = ("move", "replace")
+#: The driving videos besides the pose video, and the mode that needs each (None: optional in both).
+DRIVERS: dict[str, str | None] = {"face_video": None, "video": "replace", "mask_video": "replace"}
+
+MODEL = ModelSpec(
+    "model", "diffusion_models", "wan2.2_animate_14B_bf16.safetensors", "MODEL_ANIMATE", "Animate-14B diffusion model",
+    HubFile(common.REPACKAGED_22, "split_files/diffusion_models/wan2.2_animate_14B_bf16.safetensors"),
+)  # fmt: skip
+CLIP_VISION = ModelSpec(
+    "clip_vision", "clip_vision", "clip_vision_h.safetensors", "MODEL_CLIP_VISION", "CLIP vision H",
+    HubFile("Comfy-Org/Wan_2.1_ComfyUI_repackaged", "split_files/clip_vision/clip_vision_h.safetensors"),
+)  # fmt: skip
+RELIGHT_LORA = ModelSpec(
+    "relight_lora", "loras", "wan/WanAnimate_relight_lora_fp16.safetensors", "MODEL_ANIMATE_RELIGHT_LORA",
+    "Animate relight LoRA (replace)", HubFile("Kijai/WanVideo_comfy", "LoRAs/Wan22_relight/WanAnimate_relight_lora_fp16.safetensors"),
+    modes=("replace",),
+)  # fmt: skip
+
+
+def segments(frames: int) -> list[int]:
+    """The frames each segment puts in the video: the first up to :data:`SEGMENT_FRAMES`, each further
+    one up to that less the frames it continues from."""
+    counts = [min(frames, SEGMENT_FRAMES)]
+    while sum(counts) < frames:
+        counts.append(min(SEGMENT_FRAMES - CONTINUED_FRAMES, frames - sum(counts)))
+    return counts
+
+
+def sampled(count: int, continued: int) -> int:
+    """The 4n+1 frames a segment samples to put ``count`` new frames after ``continued`` redrawn ones."""
+    return 4 * math.ceil((count + continued - 1) / 4) + 1
+
+
+def adapt(request: VideoRequest, prepared: Mapping[str, PreparedInput], limits: Limits) -> VideoRequest:
+    """The length from the pose video (every frame of it, in segments); the videos of the mode there,
+    each as long as the pose video."""
+    pose = prepared["pose_video"]
+    frames = pose.frames or 0
+    for field, mode in DRIVERS.items():
+        if field in prepared and mode not in (None, request.mode):
+            raise InvalidInput(f"{field}: given with mode {request.mode!r} (allowed: only with mode {mode!r})")
+        if field not in prepared and mode == request.mode:
+            raise InvalidInput(f"{field}: missing, which mode {mode!r} needs (allowed: {field} or {field}_url)")
+        if field in prepared and (prepared[field].frames or 0) < frames:
+            raise InvalidInput(
+                f"{field}: {prepared[field].frames} frames at {FRAME_RATE:g} fps, fewer than pose_video's {frames} "
+                "(allowed: as long as pose_video; cut pose_video with pose_video_end)"
+            )
+    if frames / FRAME_RATE > limits.max_animate_seconds:
+        raise InvalidInput(
+            f"pose_video: {frames / FRAME_RATE:g} s is longer than task animate makes (allowed: at most "
+            f"{limits.max_animate_seconds:g} s (MAX_ANIMATE_SECONDS); cut it with pose_video_start and pose_video_end)"
+        )
+    return replace(request, length=frames)
+
+
+def fill(graph: Graph, job: FillInputs) -> None:
+    """The reference image, the driving videos given (``WanAnimateToVideo`` fits each to the frame,
+    centred), the relight LoRA in replace, and the segments."""
+    request, size = job.request, {"width": job.request.width, "height": job.request.height}
+    common.fill_text(graph, job)
+    common.fill_image(graph, job, "image", "reference_image")
+    graph.set("clip_vision", clip_name=job.models["clip_vision"])
+    graph.set("model", unet_name=job.models["model"])
+    graph.set("lora", lora_name=job.models["lora"], strength_model=request.lora_strength)
+    if "relight_lora" in job.models:
+        graph.insert_after("lora", job.fragments["lora.json"], "relight_lora", "model", lora_name=job.models["relight_lora"], strength_model=1.0)
+    graph.set("shift", shift=request.shift)
+    graph.set("load_pose_video", file=job.inputs["pose_video"])
+    for field, (nodes, latent_input) in _DRIVER_NODES.items():
+        if field in job.inputs:
+            graph.set(f"load_{field}", file=job.inputs[field])
+        else:
+            graph.remove(*nodes)
+            graph.inputs("latent").pop(latent_input)
+    sampling = {
+        "seed": request.seed, "steps": request.steps, "cfg": request.cfg, "sampler_name": request.sampler_name,
+        "scheduler": request.scheduler,
+    }  # fmt: skip
+    counts = segments(request.length)
+    graph.set("latent", **size, length=sampled(counts[0], 0))
+    graph.set("sampler", **sampling)
+    graph.set("trim_frames", length=counts[0])
+    common.fill_video_output(graph, job)
+    for index, count in enumerate(counts[1:], start=2):
+        _add_segment(graph, job, index, count, sampling, size)
+
+
+#: Each optional driving video's nodes, and the latent's input it feeds: removed when not given.
+_DRIVER_NODES: dict[str, tuple[tuple[str, ...], str]] = {
+    "face_video": (("load_face_video", "face_frames"), "face_video"),
+    "video": (("load_video", "video_frames"), "background_video"),
+    "mask_video": (("load_mask_video", "mask_frames", "character_mask"), "character_mask"),
+}
+
+
+def _add_segment(
+    graph: Graph, job: FillInputs, index: int, count: int, sampling: Mapping[str, object], size: Mapping[str, int]
+) -> None:
+    """Segment ``index``: continued from the frames of the one before, at its place in the driving videos."""
+    previous = "" if index == 2 else f"_{index - 1}"
+    first = graph.inputs("latent")
+    shared = {name: value for name, value in first.items() if isinstance(value, list)}
+    suffix = f"_{index}"
+    graph.splice(
+        job.fragments["animate_segment.json"],
+        {
+            "latent" + suffix: {
+                **shared, **size, "length": sampled(count, CONTINUED_FRAMES), "continue_motion": graph.link("decode" + previous),
+                "video_frame_offset": graph.link("latent" + previous, 5),
+            },
+            "sampler" + suffix: {"model": graph.link("shift"), **sampling},
+            "decode" + suffix: {"vae": graph.link("vae")},
+            "trim_frames" + suffix: {"length": count},
+            "video_output" + suffix: {**_video_widgets(graph), "filename_prefix": f"{job.filename_prefix}_{index}"},
+        },
+        suffix,
+    )  # fmt: skip
+    graph.outputs.append("video_output" + suffix)
+
+
+def _video_widgets(graph: Graph) -> dict[str, object]:
+    """The first segment's video settings (format, quality, rate), for every segment."""
+    return {name: value for name, value in graph.inputs("video_output").items() if not isinstance(value, list)}
+
+
+def sampler_stages(request: VideoRequest) -> Mapping[str, tuple[str, int]]:
+    count = len(segments(request.length))
+    return {("sampler" if k == 1 else f"sampler_{k}"): ("sampling", (k - 1) * request.steps) for k in range(1, count + 1)}
+
+
+TASK = Task(
+    name="animate",
+    summary="your character performs a pose video's motion, or replaces the person in a video (Wan 2.2 Animate-14B)",
+    workflow="wan22_animate_14b.json",
+    roles={
+        **common.TEXT_ROLES, **common.image_roles("image"), "model": "UNETLoader", "lora": "LoraLoaderModelOnly",
+        "shift": "ModelSamplingSD3", "clip_vision": "CLIPVisionLoader", "clip_vision_encode": "CLIPVisionEncode",
+        "load_pose_video": "LoadVideo", "pose_frames": "GetVideoComponents", "load_face_video": "LoadVideo",
+        "face_frames": "GetVideoComponents", "load_video": "LoadVideo", "video_frames": "GetVideoComponents",
+        "load_mask_video": "LoadVideo", "mask_frames": "GetVideoComponents", "character_mask": "ImageToMask", "latent": "WanAnimateToVideo", "sampler": "KSampler", "trim_latent": "TrimVideoLatent",
+        "trim_frames": "ImageFromBatch",
+    },  # fmt: skip
+    models=(MODEL, CLIP_VISION, common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA, RELIGHT_LORA),
+    inputs=(
+        InputSlot("video", "video", required=False), InputSlot("pose_video", "video", required=True),
+        InputSlot("face_video", "video", required=False), InputSlot("mask_video", "video", required=False),
+        InputSlot("image", "image", required=True), common.AUDIO,
+    ),  # fmt: skip
+    options=(
+        "width", "height", "steps", "cfg", "seed", "shift", "sampler_name", "scheduler", "lora_strength", "resize", "video_format",
+        "crf", "mode",
+    ),  # fmt: skip
+    defaults={
+        "width": 832, "height": 480, "length": SEGMENT_FRAMES, "steps": 6, "cfg": 1.0, "frame_rate": FRAME_RATE, "shift": 8.0,
+        "sampler_name": "euler", "scheduler": "simple", "lora_strength": 1.0, "resize": "crop", "mode": "move",
+    },  # fmt: skip
+    size_step=16,
+    fill=fill,
+    sampler_stages=sampler_stages,
+    lora_targets={"both": ("lora",)},
+    final_models=("shift",),
+    implied_by=("pose_video", "video", "image"),
+    adapt=adapt,
+    choices={"mode": MODES},
+)
