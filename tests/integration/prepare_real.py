@@ -15,6 +15,8 @@ comfy_bootstrap/install.sh. Under ``<volume>/models/loras/`` it writes:
   for each;
 - ``wan2.2_t2v_lightx2v_4steps_lora_v1.1_{high,low}_noise.safetensors``: the T2V 4-step names (the tiny
   T2V and I2V experts share one architecture, so the I2V 4-step LoRAs serve);
+- ``wan/WanAnimate_relight_lora_fp16.safetensors``: task animate's relight LoRA (replace), a copy of
+  the tiny distill LoRA;
 
 and ``<comfy>/custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife49.pth``, a random-weight
 RIFE 4.7-architecture checkpoint, unless one that the pack can load is already there.
@@ -59,6 +61,7 @@ COPIES = {
     "style/example_style_low.safetensors": (I2V_4STEP.format("low"), TINY_MORE),
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": (I2V_4STEP.format("high"), TINY_MORE),
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": (I2V_4STEP.format("low"), TINY_MORE),
+    "wan/WanAnimate_relight_lora_fp16.safetensors": (DISTILL, TINY),
 }
 EXPERT = "diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
 MISMATCH = "style/mismatch.safetensors"

@@ -209,3 +209,16 @@ def test_control_on_the_real_comfyui(worker: WorkerAPI, control: str) -> None:
                         "options": {**SMALL, "length": None, "steps": 2, "control": control}}, f"control {control}")  # fmt: skip
     video, track = _probe(base64.b64decode(out["video"]))
     assert video == (13, 16.0) and out["length"] == 13 and track[0] == "aac"  # 1 s at 16 fps: 16 frames → 13
+
+
+@pytest.mark.parametrize("mode", ["move", "replace"])
+def test_animate_on_the_real_comfyui(worker: WorkerAPI, mode: str) -> None:
+    """Two segments, the second continuing from the first: 5.5 s of pose video at 16 fps is 88 frames,
+    77 + 11 (worker/tasks/animate.py)."""
+    drive = base64.b64encode(video_file("mp4", 5.5, 16, (96, 64), audio=True)).decode()
+    scene = {"video": drive, "mask_video": drive} if mode == "replace" else {}
+    out = _run(worker, {"task": "animate", "image": png_b64(96, 64), "pose_video": drive, "face_video": drive, "keep_audio": True,
+                        **scene, "options": {"width": 64, "height": 64, "steps": 2, "seed": 42, "mode": mode}},  # fmt: skip
+               f"animate {mode}")
+    video, track = _probe(base64.b64decode(out["video"]))
+    assert video == (88, 16.0) and out["length"] == 88 and out["mode"] == mode and track[0] == "aac"
