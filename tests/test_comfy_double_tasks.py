@@ -404,6 +404,7 @@ def test_object_info_serves_every_recorded_class(double: DoubleServer) -> None:
         "style/example_style_high.safetensors",
         "style/example_style_low.safetensors",
         VOLUME_DISTILL_LORA,
+        "wan/WanAnimate_relight_lora_fp16.safetensors",
         "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
         "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
         "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
