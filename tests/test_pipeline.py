@@ -48,7 +48,11 @@ def test_default_job_returns_the_requested_video_and_leaves_no_files(make_runtim
     assert "prompt" not in video["metadata"]  # the workflow (with the prompt) is not embedded
     assert out["filename"].endswith(".mp4") and out["files_count"] == 1 and out["seed"] == 11
     assert (out["width"], out["height"], out["length"], out["frame_rate"]) == (832, 832, 81, 24.0)
-    assert set(out["timings"]) == {"prepare", "upload", "comfyui", "queue_wait", "execution", "output", "total"}
+    timings = out["timings"]
+    assert set(timings) == {"prepare", "boot_wait", "upload", "comfyui", "queue_wait", "execution", "loading", "first_step",
+                            "output", "total"}  # fmt: skip
+    assert timings["loading"] <= timings["execution"] <= timings["comfyui"]
+    assert timings["prepare"] + timings["upload"] + timings["loading"] < timings["first_step"] < timings["total"]
     stages = [p["stage"] for p in progress]
     assert stages[0] == "loading" and stages.index("high_noise") < stages.index("low_noise") < stages.index("decode")
     assert stages[-1] == "encode" and all(p["elapsed"] <= out["timings"]["total"] for p in progress)

@@ -29,7 +29,7 @@ from worker.lora_files import LoraCache
 from worker.loras import register_lora_cache
 from worker.outputs import VHS_METADATA, OutputFile, remove_job_files
 from worker.plan import Collected, Job, JobPlan, PlanContext, Upload
-from worker.progress import ProgressPlan, ProgressReporter
+from worker.progress import Marks, ProgressReporter
 from worker.request.model import CustomRequest, VideoRequest
 from worker.request.options import adapt_to_media
 from worker.request.parse import parse_request
@@ -99,12 +99,19 @@ class Timer:
         self.marks[name] = round(now - self._last, 3)
         self._last = now
 
-    def result(self, run: RunResult) -> dict[str, float]:
-        """The laps, ComfyUI's own queue wait and execution time, and the total so far."""
+    def result(self, run: RunResult, seen: Marks) -> dict[str, float]:
+        """The laps, ComfyUI's own queue wait and execution time (its loading part: from the start
+        of the run to the first node after the loaders and encoders), the job's time to the first
+        sampling step when one ran, and the total so far."""
+        started = run.started_at if run.started_at is not None else run.queued_at
+        loaded = seen.loaded_at if seen.loaded_at is not None else run.finished_at
+        first_step = {"first_step": round(seen.first_step_at - self.start, 3)} if seen.first_step_at is not None else {}
         return {
             **self.marks,
-            "queue_wait": round(max((run.started_at or run.queued_at) - run.queued_at, 0.0), 3),
+            "queue_wait": round(max(started - run.queued_at, 0.0), 3),
             "execution": round(run.execution_seconds, 3),
+            "loading": round(min(max(loaded - started, 0.0), run.execution_seconds), 3),
+            **first_step,
             "total": round(time.monotonic() - self.start, 3),
         }
 
@@ -130,7 +137,8 @@ def generate_video(
     job = _job(request, prepared, settings)
     log.info("job %s: %s, output %s", job_id, job.describe(), delivery.mode)
     timer.lap("prepare")
-    runtime.server.ensure_alive()
+    runtime.server.ensure_alive()  # a job that comes while ComfyUI boots (or restarts) waits here
+    timer.lap("boot_wait")
     job.check(runtime)
     files = job_files(job_id)
     uploaded: list[str] = []
@@ -142,13 +150,16 @@ def generate_video(
             _upload(runtime, plan.uploads, uploaded)
             timer.lap("upload")
             logged_from = runtime.server.log_position()
-            run = _run(runtime, plan.prompt, _options(runtime, plan.progress, timer.start, clock, send_progress))
+            reporter = ProgressReporter(
+                plan.progress, started=timer.start, send=send_progress or _no_progress, interval=settings.progress_interval
+            )
+            run = _run(runtime, plan.prompt, _options(runtime, reporter, clock))
             timer.lap("comfyui")
             warnings = [*plan.warnings, *plan.log_warnings(runtime.server.log_since(logged_from))]
             collected = plan.outputs.collect(runtime.client, run, produced)
             clock.check("delivering the video")
             delivered = _deliver(delivery, job_id, list(collected.artifacts), timer)
-            return _answer(plan, run, collected, delivered, timer.result(run), warnings, runtime)
+            return _answer(plan, run, collected, delivered, timer.result(run, reporter.marks), warnings, runtime)
         finally:
             if not settings.keep_files:
                 temp = settings.comfy.temp_files_dir
@@ -191,13 +202,12 @@ def _answer(
     }
 
 
-def _options(
-    runtime: Runtime, progress: ProgressPlan, started: float, clock: JobTime, send_progress: ProgressSender | None
-) -> RunOptions:
+def _no_progress(_update: dict[str, object]) -> None:
+    pass
+
+
+def _options(runtime: Runtime, reporter: ProgressReporter, clock: JobTime) -> RunOptions:
     settings = runtime.settings
-    reporter = ProgressReporter(
-        progress, started=started, send=send_progress or (lambda _update: None), interval=settings.progress_interval
-    )
     return RunOptions(
         timeout=settings.job_timeout,
         deadline=clock.deadline,

@@ -27,7 +27,7 @@ from worker.model_files import check_model_files
 from worker.mux import join_segments
 from worker.outputs import OutputFile, audio_track, find_image, find_videos, read_png, read_video
 from worker.plan import Collected, JobPlan, PlanContext, Upload
-from worker.progress import ProgressPlan
+from worker.progress import ProgressPlan, loading_weights
 from worker.request.model import DEFAULT_SPEED, VideoRequest
 from worker.tasks.base import FillInputs, Task
 
@@ -131,7 +131,7 @@ def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPl
         samplers={graph.roles[role]: stage for role, stage in samplers.items()},
         decode=tuple(graph.roles["decode" + suffix] for suffix in suffixes),
         encode=tuple(graph.roles[role] for role in graph.outputs),
-        loading=frozenset(graph.upstream(samplers)),
+        loading=loading_weights(graph.prompt, graph.upstream(samplers)),
         interpolate=graph.roles.get("interpolate"),
         steps=request.steps * max(1, len(suffixes)) if segments else request.steps,
         frames=request.video_frames,
