@@ -167,6 +167,26 @@ def test_missing_model_names_the_file_and_folders_then_recovers(make_runtime) ->
     assert generate_video(_job(seed=9), "lora-back", runtime)["files_count"] == 1
 
 
+def test_model_files_are_listed_once_per_comfyui_and_a_file_gone_since_is_named_missing(make_runtime) -> None:
+    runtime = make_runtime()
+    asked: list[str] = []
+    list_models = runtime.client.list_models
+    runtime.client.list_models = lambda folder: asked.append(folder) or list_models(folder)  # type: ignore[method-assign]
+    generate_video(_job(), "first", runtime)
+    first = len(asked)
+    generate_video(_job(seed=2), "second", runtime)
+    assert first >= 3 and len(asked) == first  # the second job asked ComfyUI nothing
+    lora = Path(runtime.settings.comfy.volume_path) / "models" / "loras" / runtime.settings.model_names["MODEL_LORA"]
+    saved = lora.read_bytes()
+    lora.unlink()
+    with pytest.raises(ModelsMissing, match=runtime.settings.model_names["MODEL_LORA"]):
+        generate_video(_job(seed=3), "gone", runtime)
+    lora.write_bytes(saved)
+    runtime.server.restart("a new ComfyUI lists its files anew")
+    generate_video(_job(seed=4), "restarted", runtime)
+    assert len(asked) > first + 3
+
+
 def test_truncated_model_file_is_models_invalid_naming_it_then_the_fixed_file_works(make_runtime) -> None:
     runtime = make_runtime()
     settings = runtime.settings

@@ -5,6 +5,7 @@ elapsed time and ETA, throttling; and when the loading ended and the first step 
 from __future__ import annotations
 
 import json
+import re
 
 from comfy_bootstrap import messages as m
 from tests.recorded import RECORDINGS, ws_texts
@@ -176,3 +177,16 @@ def test_messages_of_other_nodes_report_nothing() -> None:
     reporter.on_message(m.Executing(node="99", prompt_id="p"))
     reporter.on_message(m.Progress(prompt_id="p", node="7", value=1, max=2))
     assert sent == []
+
+
+def test_the_weights_table_in_the_docs_is_the_workers() -> None:
+    """docs/api.md lists every class of LOAD_WEIGHTS with its weight, and the default."""
+    rows = {}
+    for line in (Settings().workflows_dir.parent / "docs" / "api.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[1].replace(".", "", 1).isdigit():
+            for name in re.findall(r"`([^`]+)`", cells[0]):
+                rows[name] = float(cells[1])
+    assert {name: rows.get(name) for name in LOAD_WEIGHTS} == dict(LOAD_WEIGHTS)
+    assert "any other class (a graph of your own) | 1 |" in (Settings().workflows_dir.parent / "docs" / "api.md").read_text()
+    assert DEFAULT_LOAD_WEIGHT == 1

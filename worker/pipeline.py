@@ -19,6 +19,7 @@ from typing import Any
 from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable, ExecutionTimeout
 from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
+from comfy_bootstrap.models import ModelFile, check_models, find_model
 from comfy_bootstrap.server import ComfyServer, comfy_server
 from worker.delivery import Artifact, Delivery, Provider
 from worker.graph import Template, job_files, load_fragments, load_template
@@ -58,6 +59,19 @@ class Runtime:
     loras: LoraCache
     delivery: Delivery
     _classes: tuple[int | None, dict[str, bool]] | None = field(default=None, repr=False)
+    #: The model files the running ComfyUI (by pid) listed: (folder, name).
+    _listed: tuple[int | None, frozenset[tuple[str, str]]] = field(default=(None, frozenset()), repr=False)
+
+    def check_models(self, files: Sequence[ModelFile], *, subject: str) -> None:
+        """Raise ModelsMissing unless ComfyUI lists each of ``files``. Files this ComfyUI process listed
+        before, and still on the disk where it loads them from, are not asked again (four requests
+        a job otherwise); a file gone since is asked about, and named missing."""
+        pid, comfy = self.server.pid, self.settings.comfy
+        listed = self._listed[1] if pid is not None and self._listed[0] == pid else frozenset()
+        if all((f.folder, f.name) in listed and find_model(comfy, f) is not None for f in files):
+            return
+        check_models(comfy, files, self.client.list_models, subject=subject)
+        self._listed = (pid, listed | {(f.folder, f.name) for f in files})
 
     def node_classes(self) -> dict[str, bool]:
         """The node classes the running ComfyUI registered (each: is it an output node), asked once per ComfyUI process."""

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.execution import RunResult
-from comfy_bootstrap.models import check_models
 from worker import encoding
 from worker.delivery import Artifact
 from worker.encoding import VideoFormat
@@ -56,7 +55,7 @@ class StoredJob:
         settings, task, speed = runtime.settings, self.task, self.request.speed
         model_files = task.model_files(settings.model_names, speed)
         subject = f"task {task.name}: " if speed == DEFAULT_SPEED else f"task {task.name}, speed {speed}: "
-        check_models(settings.comfy, model_files, runtime.client.list_models, subject=subject)
+        runtime.check_models(model_files, subject=subject)
         check_model_files(settings.comfy, task.name, model_files)
 
     def plan(self, ctx: PlanContext) -> JobPlan:
