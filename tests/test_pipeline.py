@@ -7,6 +7,7 @@ These tests exercise boot, liveness and restart for real: the double is started 
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import signal
 import threading
@@ -20,8 +21,9 @@ from comfy_bootstrap.errors import ComfyUnavailable, ExecutionInterrupted, Execu
 from tests.file_server import FileServer
 from tests.harness import decode_mp4, files_in, png_b64, set_faults
 from tests.media_files import audio_file
-from worker.errors import InvalidInput, ModelsInvalid, OutputTooLarge
+from worker.errors import InvalidInput, ModelsInvalid, OutputTooLarge, StorageFull
 from worker.health import WorkerHealth
+from worker.outputs import LocalFiles
 from worker.pipeline import Runtime, generate_video
 
 SMALL = {"width": 64, "height": 64, "length": 5, "seed": 5}
@@ -57,6 +59,38 @@ def test_default_job_returns_the_requested_video_and_leaves_no_files(make_runtim
     assert stages[0] == "loading" and stages.index("high_noise") < stages.index("low_noise") < stages.index("decode")
     assert stages[-1] == "encode" and all(p["elapsed"] <= out["timings"]["total"] for p in progress)
     _assert_clean(runtime)
+
+
+def test_the_launched_comfyuis_folders_are_the_workers_so_media_and_video_pass_without_requests(make_runtime) -> None:
+    runtime = make_runtime()
+    out = generate_video({"prompt": "x", "image": png_b64(), "options": {**SMALL, "seed": 5}, "return_last_frame": True}, "local", runtime)
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5 and base64.b64decode(out["last_frame"]).startswith(b"\x89PNG")
+    seen = requests.get(f"{runtime.settings.comfy.base_url}/__double__/state", timeout=5).json()
+    assert seen["uploads"] == [] and seen["views"] == []  # written into its input folder, read from its output folder
+    _assert_clean(runtime)
+
+
+def test_local_files_are_read_only_inside_their_folder(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    (output / "job").mkdir(parents=True)
+    (output / "job" / "a.mp4").write_bytes(b"video")
+    (tmp_path / "secret.txt").write_text("no")
+    files = LocalFiles({"output": output})
+    assert files.view("a.mp4", subfolder="job") == b"video"
+    assert files.view("missing.mp4") is None and files.view("a.mp4", folder_type="temp") is None
+    assert files.view("../secret.txt") is None and files.view("secret.txt", subfolder="..") is None
+    assert files.view("", subfolder="job") is None
+
+
+def test_an_input_that_cannot_be_written_is_a_clear_error(make_runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = make_runtime()
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(StorageFull, match=r"cannot write the job's image into ComfyUI's input folder .*: No space left on device"):
+        generate_video(_job(), "full", runtime)
 
 
 def test_invalid_input_never_reaches_comfyui(make_runtime) -> None:

@@ -9,6 +9,8 @@ and the disk clean.
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import threading
 import time
@@ -22,13 +24,14 @@ from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
 from comfy_bootstrap.models import ModelFile, check_models, find_model
 from comfy_bootstrap.server import ComfyServer, comfy_server
 from worker.delivery import Artifact, Delivery, Provider
+from worker.errors import StorageFull
 from worker.graph import Template, job_files, load_fragments, load_template
 from worker.inputs import prepare_inputs
 from worker.inputs.base import PreparedInput
 from worker.job_time import JobTime
 from worker.lora_files import LoraCache
 from worker.loras import register_lora_cache
-from worker.outputs import VHS_METADATA, OutputFile, remove_job_files
+from worker.outputs import VHS_METADATA, FileSource, LocalFiles, OutputFile, remove_job_files
 from worker.plan import Collected, Job, JobPlan, PlanContext, Upload
 from worker.progress import Marks, ProgressReporter
 from worker.request.model import CustomRequest, VideoRequest
@@ -61,6 +64,14 @@ class Runtime:
     _classes: tuple[int | None, dict[str, bool]] | None = field(default=None, repr=False)
     #: The model files the running ComfyUI (by pid) listed: (folder, name).
     _listed: tuple[int | None, frozenset[tuple[str, str]]] = field(default=(None, frozenset()), repr=False)
+
+    @functools.cached_property
+    def files(self) -> FileSource:
+        """Where a run's files are read: the launched ComfyUI's folders (the worker's own), else ``GET /view``."""
+        comfy = self.settings.comfy
+        if comfy.attached:
+            return self.client
+        return LocalFiles({"output": comfy.output_dir, "temp": comfy.temp_files_dir, "input": comfy.input_dir})
 
     def check_models(self, files: Sequence[ModelFile], *, subject: str) -> None:
         """Raise ModelsMissing unless ComfyUI lists each of ``files``. Files this ComfyUI process listed
@@ -170,7 +181,7 @@ def generate_video(
             run = _run(runtime, plan.prompt, _options(runtime, reporter, clock))
             timer.lap("comfyui")
             warnings = [*plan.warnings, *plan.log_warnings(runtime.server.log_since(logged_from))]
-            collected = plan.outputs.collect(runtime.client, run, produced)
+            collected = plan.outputs.collect(runtime.files, run, produced)
             clock.check("delivering the video")
             delivered = _deliver(delivery, job_id, list(collected.artifacts), timer)
             return _answer(plan, run, collected, delivered, timer.result(run, reporter.marks), warnings, runtime)
@@ -232,10 +243,23 @@ def _options(runtime: Runtime, reporter: ProgressReporter, clock: JobTime) -> Ru
 
 
 def _upload(runtime: Runtime, uploads: Sequence[Upload], uploaded: list[str]) -> None:
-    """Upload the job's media under their job-unique names; ``uploaded`` collects them for the cleanup."""
+    """Hand ComfyUI the job's media under their job-unique names; ``uploaded`` collects them for the
+    cleanup. The input folder of the ComfyUI the worker launched is the worker's own: the files are
+    written there, as ComfyUI's upload would write them, without the request; an attached ComfyUI
+    receives them over HTTP."""
+    comfy = runtime.settings.comfy
     for upload in uploads:
         uploaded.append(upload.name)
-        runtime.client.upload_file(upload.name, upload.data, upload.content_type)
+        if comfy.attached:
+            runtime.client.upload_file(upload.name, upload.data, upload.content_type)
+            continue
+        try:
+            (comfy.input_dir / upload.name).write_bytes(upload.data)
+        except OSError as exc:
+            where = f"{upload.field} into ComfyUI's input folder {comfy.input_dir}"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"cannot write the job's {where}: {exc.strerror} (give the worker a larger disk)") from exc
+            raise ComfyUnavailable(f"cannot write the job's {where}: {exc.strerror or exc}") from exc
 
 
 def _run(runtime: Runtime, prompt: dict[str, Any], options: RunOptions) -> RunResult:

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.errors import OutputMissing
 from comfy_bootstrap.execution import RunResult
 from worker.delivery import Artifact
@@ -26,7 +25,7 @@ from worker.encoding import by_extension
 from worker.errors import InvalidInput
 from worker.graph import JobFiles
 from worker.inputs.base import PreparedInput
-from worker.outputs import OutputFile, read_png, read_video
+from worker.outputs import FileSource, OutputFile, read_png, read_video
 from worker.plan import Collected, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan, loading_weights
 from worker.request.model import CUSTOM_TASK, CustomRequest
@@ -124,7 +123,7 @@ def fill(request: CustomRequest, image_name: str | None, files: JobFiles) -> tup
 class CustomOutputs:
     """The first video the graph reported (VHS ``gifs``, ``SaveVideo``'s animated ``images``), else its PNG images."""
 
-    def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
+    def collect(self, client: FileSource, run: RunResult, produced: list[OutputFile]) -> Collected:
         videos, pictures = find_outputs(run.outputs)
         produced.extend(videos + pictures)
         if videos:

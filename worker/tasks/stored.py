@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.execution import RunResult
 from worker import encoding
 from worker.delivery import Artifact
@@ -24,7 +23,7 @@ from worker.loras import resolve as resolve_loras
 from worker.loras import warnings_from_log as lora_warnings
 from worker.model_files import check_model_files
 from worker.mux import join_segments
-from worker.outputs import OutputFile, audio_track, find_image, find_videos, read_png, read_video
+from worker.outputs import FileSource, OutputFile, audio_track, find_image, find_videos, read_png, read_video
 from worker.plan import Collected, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan, loading_weights
 from worker.request.model import DEFAULT_SPEED, VideoRequest
@@ -150,7 +149,7 @@ class TaskOutputs:
     #: The joined video's file name.
     joined_name: str = "video.mp4"
 
-    def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
+    def collect(self, client: FileSource, run: RunResult, produced: list[OutputFile]) -> Collected:
         segments = [find_videos(run.outputs, node) for node in self.video_nodes]
         produced.extend(video for videos in segments for video in videos)
         video = segments[0][0]
