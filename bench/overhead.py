@@ -48,7 +48,7 @@ class OverheadRun:
         return {
             "round trip": self.round_trips,
             "worker total": totals,
-            "execution (double)": executions,
+            "execution (ComfyUI)": executions,
             "overhead: worker total - execution": [t - e for t, e in zip(totals, executions, strict=True)],
             "overhead: round trip - execution": [r - e for r, e in zip(self.round_trips, executions, strict=True)],
         }
