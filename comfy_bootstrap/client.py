@@ -68,16 +68,22 @@ class ComfyClient:
     def liveness_error(self, timeout: float) -> str | None:
         """None when ``GET /prompt`` answers HTTP 200 within ``timeout``, else what went wrong: the
         check before each job, on the client's kept-alive connection (a connection to a ComfyUI that
-        has gone is seen closed and replaced, so the answer is still the server's as it is now)."""
-        try:
-            resp = self._http.get(self._url(LIVENESS_PATH), timeout=timeout)
-        except requests.Timeout:
-            return f"no answer within {timeout:g} s"
-        except requests.ConnectionError as exc:
-            return f"connection failed ({_short(exc)})"
-        except requests.RequestException as exc:
-            return f"request failed ({exc})"
-        return None if resp.status_code == 200 else f"HTTP {resp.status_code}"
+        has gone is seen closed and replaced, so the answer is still the server's as it is now).
+        A connection ComfyUI closes just as it is reused (its keep-alive ran out) fails once: the
+        check is then made once more, on a new connection."""
+        error = None
+        for _attempt in range(2):
+            try:
+                resp = self._http.get(self._url(LIVENESS_PATH), timeout=timeout)
+            except requests.Timeout:
+                return f"no answer within {timeout:g} s"
+            except requests.ConnectionError as exc:
+                error = f"connection failed ({_short(exc)})"
+                continue
+            except requests.RequestException as exc:
+                return f"request failed ({exc})"
+            return None if resp.status_code == 200 else f"HTTP {resp.status_code}"
+        return error
 
     def is_answering(self, timeout: float = 3.0) -> bool:
         """True when ComfyUI answers ``GET /system_stats`` with HTTP 200 within ``timeout``."""
