@@ -564,9 +564,13 @@ def summary(written: list[str], state: dict[str, Any], wall: float) -> str:
         times.append(f"queued {format_duration(state['delayTime'] / 1000)}")
     if isinstance(state.get("executionTime"), (int, float)):
         times.append(f"ran {format_duration(state['executionTime'] / 1000)}")
-    timings = output.get("timings")
-    if isinstance(timings, dict) and isinstance(timings.get("execution"), (int, float)):
-        times.append(f"ComfyUI {format_duration(timings['execution'])}")
+    timings = output.get("timings") if isinstance(output.get("timings"), dict) else {}
+    if _number(timings.get("boot_wait")) and timings["boot_wait"] >= 1:  # a job that came while the worker booted
+        times.append(f"waited {format_duration(timings['boot_wait'])} for ComfyUI to start")
+    if isinstance(timings.get("execution"), (int, float)):
+        loading = _number(timings.get("loading"))
+        of_it = f" (loading models {format_duration(loading)})" if loading is not None and loading >= 1 else ""
+        times.append(f"ComfyUI {format_duration(timings['execution'])}{of_it}")
     return f"wrote {' and '.join(written)}" + (f": {', '.join(shape)}" if shape else "") + f"; {', '.join(times)}"
 
 

@@ -196,6 +196,17 @@ def test_display_draws_a_bar_on_a_terminal_and_lines_elsewhere(monkeypatch: pyte
     ]
 
 
+def test_the_summary_says_where_a_slow_first_job_went() -> None:
+    cold = {"status": "COMPLETED", "delayTime": 500, "executionTime": 180_000,
+            "output": {"width": 64, "height": 64, "length": 5, "frame_rate": 24.0, "seed": 1,
+                       "timings": {"boot_wait": 13.4, "execution": 146.8, "loading": 145.7, "total": 160.2}}}  # fmt: skip
+    assert client.summary(["out.mp4"], cold, 181.0).endswith(
+        "; 3 min 01 s in all, queued 0.5 s, ran 3 min 00 s, waited 13 s for ComfyUI to start, ComfyUI 2 min 27 s (loading models 2 min 26 s)"
+    )
+    warm = {"status": "COMPLETED", "output": {"timings": {"boot_wait": 0.001, "execution": 0.32, "loading": 0.08}}}
+    assert client.summary(["out.mp4"], warm, 0.4) == "wrote out.mp4; 0.4 s in all, ComfyUI 0.3 s"
+
+
 def test_job_errors_and_redaction() -> None:
     sdk_wrapped = '{"error_type": "<class \'KeyError\'>", "error_message": "\'x\'", "error_traceback": "Traceback ..."}'
     assert client.job_error({"status": "FAILED", "error": sdk_wrapped}) == "<class 'KeyError'>: 'x'"
