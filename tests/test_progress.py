@@ -126,6 +126,17 @@ def test_marks_when_the_loading_ended_and_the_first_step_came() -> None:
     assert (reporter.marks.loaded_at, reporter.marks.first_step_at) == (104.428, 104.487)  # sampler 14 starts, then its 1/3
 
 
+def test_a_node_beside_the_loaders_does_not_end_the_loading() -> None:
+    """The sound track's LoadAudio feeds only the video node: ComfyUI may run it first."""
+    clock = FakeClock()
+    reporter = _reporter([], clock)
+    for now, msg in ((0.0, m.ExecutionStart("p")), (0.1, m.Executing("99", "p")), (0.2, m.Executing("3", "p")),
+                     (60.0, m.Executing("14", "p")), (61.0, m.Progress("p", "14", 1, 3))):  # fmt: skip
+        clock.now = now
+        reporter.on_message(msg)
+    assert (reporter.marks.loaded_at, reporter.marks.first_step_at) == (60.0, 61.0)
+
+
 def test_eta_follows_the_sampling_rate() -> None:
     sent: list[dict] = []
     clock = FakeClock()

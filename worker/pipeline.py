@@ -126,8 +126,8 @@ class Timer:
 
     def result(self, run: RunResult, seen: Marks) -> dict[str, float]:
         """The laps, ComfyUI's own queue wait and execution time (its loading part: from the start
-        of the run to the first node after the loaders and encoders), the job's time to the first
-        sampling step when one ran, and the total so far."""
+        of the run until the first sampler starts), the job's time to the first sampling step when
+        one ran, and the total so far."""
         started = run.started_at if run.started_at is not None else run.queued_at
         loaded = seen.loaded_at if seen.loaded_at is not None else run.finished_at
         first_step = {"first_step": round(seen.first_step_at - self.start, 3)} if seen.first_step_at is not None else {}

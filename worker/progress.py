@@ -123,8 +123,9 @@ class ProgressUpdate:
 
 @dataclass
 class Marks:
-    """When (``time.monotonic()``) the run's loading ended — the first node after the loaders and
-    encoders started, usually a sampler — and when ComfyUI reported its first sampling step."""
+    """When (``time.monotonic()``) the run's loading ended — the first sampler started (without one,
+    the decoder or the video node): nodes beside the loaders, such as the sound track's, may run
+    before or after them — and when ComfyUI reported its first sampling step."""
 
     loaded_at: float | None = None
     first_step_at: float | None = None
@@ -184,7 +185,7 @@ class ProgressReporter:
 
     def _mark(self, msg: m.Message) -> None:
         """Note when the loading ended and the first sampling step came (for ``timings``)."""
-        if isinstance(msg, m.Executing) and msg.node is not None and msg.node not in self._loading and self.marks.loaded_at is None:
+        if isinstance(msg, m.Executing) and msg.node in self._stage_of and self.marks.loaded_at is None:
             self.marks.loaded_at = self._clock()
         if isinstance(msg, m.Progress) and msg.node in self._first_step and self.marks.first_step_at is None:
             self.marks.first_step_at = self._clock()
