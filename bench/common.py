@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -101,14 +102,25 @@ def bench_env(folder: Path, **overrides: str) -> dict[str, str]:
     return process_env(folder, **{"LOG_LEVEL": "WARNING", **overrides})
 
 
+def real_comfy_env() -> dict[str, str]:
+    """The worker's variables for the real ComfyUI of ``REAL_COMFY_DIR``, ``REAL_COMFY_PYTHON`` and
+    ``REAL_VOLUME`` (tests/integration), run on the CPU."""
+    missing = [name for name in ("REAL_COMFY_DIR", "REAL_COMFY_PYTHON", "REAL_VOLUME") if not os.environ.get(name)]
+    if missing:
+        raise SystemExit(f"--real needs {', '.join(missing)} (see docs/development.md, the real ComfyUI)")
+    return {"COMFY_DIR": os.environ["REAL_COMFY_DIR"], "COMFY_PYTHON": os.environ["REAL_COMFY_PYTHON"],
+            "VOLUME_PATH": os.environ["REAL_VOLUME"], "COMFY_EXTRA_ARGS": "--cpu", "COMFY_BOOT_TIMEOUT": "300",
+            "COMFY_HTTP_TIMEOUT": "30", "JOB_TIMEOUT": "900"}  # fmt: skip
+
+
 @contextmanager
-def running_worker(**overrides: str) -> Iterator[Worker]:
-    """Start the worker (returns once its API answers) and stop it afterwards."""
+def running_worker(repo: Path = REPO, **overrides: str) -> Iterator[Worker]:
+    """Start the worker of checkout ``repo`` (returns once its API answers) and stop it afterwards."""
     with tempfile.TemporaryDirectory(prefix="wan22-bench-") as tmp:
         env = bench_env(Path(tmp), **overrides)
         port = free_port()
         with open(Path(tmp) / "worker.log", "wb") as out:
-            proc = start_worker_api(env, port, out)
+            proc = start_worker_api(env, port, out, repo=repo)
         try:
             yield Worker(proc, port, env, Path(tmp))
         finally:

@@ -9,7 +9,12 @@ and prints, per job and as p50/p95:
 - execution: ComfyUI's (here: the double's) execution time, ``timings.execution``;
 - overhead = worker total − execution, and round trip − execution.
 
-Usage: python bench/overhead.py [--jobs 20] [--width 832 --height 480 --length 81]
+With ``--real`` the worker's ComfyUI is the real one of ``REAL_COMFY_DIR``, ``REAL_COMFY_PYTHON`` and
+``REAL_VOLUME`` (tests/integration; ``--cpu``, tiny models), and the jobs default to 64×64, 5 frames
+from a 96×64 gradient (a 0.5 KB PNG); the first job, which encodes the prompt on the CPU (minutes), is the
+warm-up. ``--repo`` starts another checkout's ``handler.py``, to compare versions with one harness.
+
+Usage: python bench/overhead.py [--jobs 20] [--width 832 --height 480 --length 81] [--real] [--repo PATH]
 (``bench/performance.py`` runs this together with the boot, memory and output-path figures.)
 """
 
@@ -20,8 +25,9 @@ import base64
 import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from common import Worker, ms, p50_p95, running_worker, textured_png_b64
+from common import REPO, Worker, ms, p50_p95, real_comfy_env, running_worker, textured_png_b64
 
 
 @dataclass
@@ -42,7 +48,7 @@ class OverheadRun:
         return {
             "round trip": self.round_trips,
             "worker total": totals,
-            "execution (double)": executions,
+            "execution (ComfyUI)": executions,
             "overhead: worker total - execution": [t - e for t, e in zip(totals, executions, strict=True)],
             "overhead: round trip - execution": [r - e for r, e in zip(self.round_trips, executions, strict=True)],
         }
@@ -64,7 +70,9 @@ def measure_overhead(
     height: int = 480,
     length: int = 81,
     noise: int = 12,
+    image_size: tuple[int, int] = (1280, 720),
     extra_input: dict | None = None,
+    timeout: float = 300,
 ) -> OverheadRun:
     """Send ``jobs`` + 1 jobs (the first warms up: imports, first encoder run) and collect timings.
 
@@ -74,7 +82,7 @@ def measure_overhead(
     ``"$audio:<seconds>"`` for an MP3 of that many seconds, ``"$video:<seconds>"`` for a 1280×720
     30 fps MP4 of that many seconds.
     """
-    image = textured_png_b64(1280, 720, noise)
+    image = textured_png_b64(*image_size, noise)
     extra = {key: _placeholder(value, image) for key, value in (extra_input or {}).items()}
     more_options = extra.pop("options", {})
     run = OverheadRun(width, height, length)
@@ -82,7 +90,7 @@ def measure_overhead(
         options = {"width": width, "height": height, "length": length, "seed": i, **more_options}
         options = {name: value for name, value in options.items() if value is not None}
         job = {"prompt": "a calm lake at dawn", "image": image, "options": options, **extra}
-        round_trip, body, size = worker.runsync(job)
+        round_trip, body, size = worker.runsync(job, timeout=timeout)
         if body.get("status") != "COMPLETED":
             raise SystemExit(f"job {i} failed: {body.get('error')}")
         if i:
@@ -122,14 +130,20 @@ def print_overhead(run: OverheadRun) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
-    parser.add_argument("--width", type=int, default=832)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--length", type=int, default=81)
-    parser.add_argument("--noise", type=int, default=12, help="grain of the input image (bigger → bigger MP4)")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--length", type=int)
+    parser.add_argument("--noise", type=int, help="grain of the input image (bigger → bigger MP4; default 12, 0 with --real)")
+    parser.add_argument("--real", action="store_true", help="the real ComfyUI of REAL_COMFY_DIR (CPU) instead of the double")
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose handler.py is started")
     args = parser.parse_args()
-
-    with running_worker() as worker:
-        run = measure_overhead(worker, args.jobs, width=args.width, height=args.height, length=args.length, noise=args.noise)
+    width, height, length = (64, 64, 5) if args.real else (832, 480, 81)
+    size = {"width": args.width or width, "height": args.height or height, "length": args.length or length}
+    image_size = (96, 64) if args.real else (1280, 720)
+    env = real_comfy_env() if args.real else {}
+    with running_worker(args.repo.resolve(), **env) as worker:
+        run = measure_overhead(worker, args.jobs, **size, noise=args.noise if args.noise is not None else 0 if args.real else 12, image_size=image_size, timeout=1200)
+    print(f"worker {args.repo.resolve()}, ComfyUI: {'the real one (CPU, tiny models)' if args.real else 'the double'}")
     print_overhead(run)
     print(json.dumps(run.summary()))
 

@@ -9,7 +9,9 @@ and for s2v of one, two and three segments (832×480, the length following the s
 animate from a 1280×720 video (its length following the video). The per-job figures
 on the real ComfyUI come from tests/integration (see docs/performance.md).
 
-Usage: python bench/tasks.py [--jobs 20]
+``--repo PATH`` starts another checkout's ``handler.py`` (the same harness), to compare versions.
+
+Usage: python bench/tasks.py [--jobs 20] [--repo PATH]
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import p50_p95, running_worker
+from common import REPO, p50_p95, running_worker
 from overhead import measure_overhead
 
 from tests.comfy_double.inprocess import safetensors_stand_in
@@ -48,11 +50,12 @@ TASKS: dict[str, dict] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose handler.py is started")
     args = parser.parse_args()
     results = {}
     server = FileServer({"/style.safetensors": safetensors_stand_in("loras/bench/by_url.safetensors")})
     jobs = {**TASKS, "i2v + a LoRA by URL (cached)": {"loras": [{"url": f"{server.url}/style.safetensors"}]}}
-    with server, running_worker(ALLOW_PRIVATE_LORA_URLS="true") as worker:
+    with server, running_worker(args.repo.resolve(), ALLOW_PRIVATE_LORA_URLS="true") as worker:
         loras = Path(worker.env["VOLUME_PATH"]) / "models" / "loras"
         for name in LORA_NAMES:
             (loras / name).parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +64,7 @@ def main() -> None:
             run = measure_overhead(worker, args.jobs, extra_input=fields)
             overhead = run.series()["overhead: worker total - execution"]
             results[name] = [round(v * 1000, 1) for v in p50_p95(overhead)]
-    print(f"worker overhead per task, {args.jobs} jobs each of 832x480, 81 frames (double as ComfyUI):")
+    print(f"worker overhead per task of {args.repo.resolve()}, {args.jobs} jobs each of 832x480, 81 frames (double as ComfyUI):")
     print("| task | p50 ms | p95 ms |\n|---|---|---|")
     for name, (p50, p95) in results.items():
         print(f"| {name} | {p50} | {p95} |")

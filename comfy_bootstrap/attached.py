@@ -68,7 +68,7 @@ class AttachedServer:
         if not self._ready:
             with contextlib.suppress(ComfyBootError):  # not answering yet: said below
                 self.wait_ready()
-        error = self._client.health_error(self.health_timeout)
+        error = self._client.liveness_error(self.health_timeout)
         if error is not None:
             raise ComfyUnavailable(
                 f"the attached ComfyUI at {self.url} does not answer ({error}); the worker did not start it and cannot restart it"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from .child import ComfyChild
-from .client import HEALTH_PATH, ComfyClient
+from .client import HEALTH_PATH, LIVENESS_PATH, ComfyClient
 from .config import ComfySettings
 from .crash import Crash, diagnose
 from .errors import ComfyBootError, ComfyUnavailable
@@ -321,12 +321,12 @@ class LaunchedServer:
             code = child.exit_code
             if code is not None:
                 return f"ComfyUI (pid {child.pid}) exited with {child.describe_exit(code)}"
-            error = self._client.health_error(self.health_timeout)
+            error = self._client.liveness_error(self.health_timeout)
             if error is None:
                 return None
             if attempt == 0:
                 time.sleep(min(self.poll_interval, 0.5))
-        return f"ComfyUI (pid {child.pid}) runs but does not answer {self.url}{HEALTH_PATH}: {error}"
+        return f"ComfyUI (pid {child.pid}) runs but does not answer {self.url}{LIVENESS_PATH}: {error}"
 
 
 def _port_in_use(host: str, port: int) -> bool:

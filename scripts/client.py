@@ -245,12 +245,16 @@ class Progress:
     percent: float | None = None
     elapsed: float | None = None
     eta: float | None = None
+    #: Segment k of n, of a video made in segments (s2v).
+    segment: int | None = None
+    segments: int | None = None
 
     @classmethod
     def parse(cls, update: Any) -> Progress:
         if not isinstance(update, dict):
             return cls(stage=_printable(update) if update not in (None, "", {}) else None)
         step, steps = _number(update.get("step")), _number(update.get("steps"))
+        segment, segments = _number(update.get("segment")), _number(update.get("segments"))
         percent = _number(update.get("percent"))
         return cls(
             stage=_printable(update["stage"]) if update.get("stage") not in (None, "") else None,
@@ -259,6 +263,8 @@ class Progress:
             percent=None if percent is None else min(max(percent, 0.0), 100.0),
             elapsed=_number(update.get("elapsed")),
             eta=_number(update.get("eta")),
+            segment=None if segment is None else int(segment),
+            segments=None if segments is None or segments <= 0 else int(segments),
         )
 
 
@@ -289,18 +295,9 @@ def format_duration(seconds: float) -> str:
 
 
 def format_progress(update: Any, *, status: str = "IN_PROGRESS", elapsed: float | None = None) -> str:
-    """One line for a job's state: stage, step/steps, percent, elapsed and ETA when known."""
+    """One line for a job's state: stage, segment, step/steps, percent, elapsed and ETA when known."""
     progress = Progress.parse(update) if status == "IN_PROGRESS" else Progress()
-    if status == "IN_QUEUE":
-        parts = ["in queue"]
-    elif progress.stage is not None:
-        parts = [STAGES.get(progress.stage, progress.stage)]
-    else:
-        parts = ["running" if status == "IN_PROGRESS" else status.lower()]
-    if progress.step is not None:
-        parts.append(f"step {progress.step}/{progress.steps}" if progress.steps else f"step {progress.step}")
-    if progress.percent is not None:
-        parts.append(f"{progress.percent:.0f}%")
+    parts = [describe_state(progress, status)]
     shown = progress.elapsed if progress.elapsed is not None else elapsed
     if shown is not None:
         parts.append(f"{format_duration(shown)} elapsed")
@@ -309,15 +306,32 @@ def format_progress(update: Any, *, status: str = "IN_PROGRESS", elapsed: float 
     return ", ".join(parts)
 
 
+def describe_state(progress: Progress, status: str) -> str:
+    """Where the job is, without the times: stage, segment, step/steps, percent."""
+    if status == "IN_QUEUE":
+        parts = ["in queue"]
+    elif progress.stage is not None:
+        parts = [STAGES.get(progress.stage, progress.stage)]
+    else:
+        parts = ["running" if status == "IN_PROGRESS" else status.lower()]
+    if progress.segment is not None:
+        parts.append(f"segment {progress.segment}/{progress.segments}" if progress.segments else f"segment {progress.segment}")
+    if progress.step is not None:
+        parts.append(f"step {progress.step}/{progress.steps}" if progress.steps else f"step {progress.step}")
+    if progress.percent is not None:
+        parts.append(f"{progress.percent:.0f}%")
+    return ", ".join(parts)
+
+
 class Display:
-    """A tqdm bar on a terminal; elsewhere (logs, CI) one line per change of stage or step."""
+    """A tqdm bar on a terminal; elsewhere (logs, CI) one line each time the state changes (stage,
+    segment, step or percent: not the clock alone)."""
 
     def __init__(self, stream: IO[str], on_progress: ProgressCallback | None = None):
         self.stream, self.on_progress = stream, on_progress
         self.tty = stream.isatty()
         self._bar: tqdm | None = None
-        self._last_key: object = None
-        self._last_line = 0.0
+        self._last_state: str | None = None
 
     def show(self, status: str, update: Any, elapsed: float) -> None:
         if self.on_progress is not None:
@@ -327,9 +341,9 @@ class Display:
         if self.tty:
             self._draw(text, 100.0 if status == "COMPLETED" else progress.percent)
             return
-        key = (status, progress.stage, progress.step)
-        if key != self._last_key or time.monotonic() - self._last_line >= 30:
-            self._last_key, self._last_line = key, time.monotonic()
+        state = describe_state(progress, status)
+        if state != self._last_state:
+            self._last_state = state
             print(text, file=self.stream, flush=True)
 
     def _draw(self, text: str, percent: float | None) -> None:
@@ -555,9 +569,13 @@ def summary(written: list[str], state: dict[str, Any], wall: float) -> str:
         times.append(f"queued {format_duration(state['delayTime'] / 1000)}")
     if isinstance(state.get("executionTime"), (int, float)):
         times.append(f"ran {format_duration(state['executionTime'] / 1000)}")
-    timings = output.get("timings")
-    if isinstance(timings, dict) and isinstance(timings.get("execution"), (int, float)):
-        times.append(f"ComfyUI {format_duration(timings['execution'])}")
+    timings = output.get("timings") if isinstance(output.get("timings"), dict) else {}
+    if _number(timings.get("boot_wait")) and timings["boot_wait"] >= 1:  # a job that came while the worker booted
+        times.append(f"waited {format_duration(timings['boot_wait'])} for ComfyUI to start")
+    if isinstance(timings.get("execution"), (int, float)):
+        loading = _number(timings.get("loading"))
+        of_it = f" (loading models {format_duration(loading)})" if loading is not None and loading >= 1 else ""
+        times.append(f"ComfyUI {format_duration(timings['execution'])}{of_it}")
     return f"wrote {' and '.join(written)}" + (f": {', '.join(shape)}" if shape else "") + f"; {', '.join(times)}"
 
 

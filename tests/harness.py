@@ -171,11 +171,13 @@ def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-def start_worker_api(env: dict[str, str], api_port: int, output: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen:
-    """``python handler.py --rp_serve_api`` as RunPod's local API, answering once ready."""
+def start_worker_api(
+    env: dict[str, str], api_port: int, output: IO[bytes] | int = subprocess.DEVNULL, *, repo: Path = REPO
+) -> subprocess.Popen:
+    """``python handler.py --rp_serve_api`` (of checkout ``repo``) as RunPod's local API, answering once ready."""
     proc = subprocess.Popen(
         [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_port", str(api_port)],
-        cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=repo, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{api_port}/docs", timeout=120)

@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import pytest
+import requests
 
 from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable
 from tests.harness import decode_mp4, files_in, free_port, png_b64
@@ -28,6 +29,8 @@ def test_a_job_runs_on_an_attached_comfyui(tmp_path: Path, comfy_double, comfy_v
     assert (video["width"], video["height"], video["frames"]) == (64, 48, 9)
     assert runtime.server.pid is None  # nothing was launched
     assert files_in(comfy_double.output_dir) == [] and files_in(comfy_double.input_dir) == []
+    seen = requests.get(f"{comfy_double.url}/__double__/state", timeout=5).json()
+    assert len(seen["uploads"]) == 1 and len(seen["views"]) == 1  # its folders are not the worker's: over HTTP
 
 
 def test_an_attached_comfyui_that_does_not_answer_is_a_clear_error(tmp_path: Path, comfy_volume: Path) -> None:

@@ -33,6 +33,11 @@ def test_comfyui_is_launched_before_the_sdk_and_a_job_that_arrives_early_waits(t
         body = api.runsync({"prompt": "x", "image": png_b64(), "options": {"width": 64, "height": 64, "length": 5}})
         assert body["status"] == "COMPLETED", body.get("error")
         assert decode_mp4(base64.b64decode(body["output"]["video"]))["frames"] == 5
+        # The answer says where the first job's time went: most of it waiting for ComfyUI to start.
+        first = body["output"]["timings"]
+        assert first["boot_wait"] > 3 and first["boot_wait"] > first["total"] - first["boot_wait"]
+        warm = api.runsync({"prompt": "x", "image": png_b64(), "options": {"width": 64, "height": 64, "length": 5, "seed": 2}})
+        assert warm["output"]["timings"]["boot_wait"] < 1
     log = (tmp_path / "worker.log").read_text()
     launched = log.index("ComfyUI started (pid")
     assert launched < log.index("settings: ")  # launched before anything else of the boot

@@ -158,6 +158,8 @@ def test_input_json_is_sent_as_is(tmp_path: Path) -> None:
         ({"stage": "low_noise", "step": 4, "steps": 6, "percent": 60, "elapsed": 75.2, "eta": 30.4},
          "IN_PROGRESS", "sampling, low noise, step 4/6, 60%, 1 min 15 s elapsed, ETA 30 s"),
         ({"stage": "encode"}, "IN_PROGRESS", "encoding, 12 s elapsed"),
+        ({"stage": "sampling", "segment": 2, "segments": 3, "step": 5, "steps": 9, "percent": 51.7},
+         "IN_PROGRESS", "sampling, segment 2/3, step 5/9, 52%, 12 s elapsed"),
         ({"stage": "loading", "eta": None, "elapsed": 3.25}, "IN_PROGRESS", "loading models, 3.2 s elapsed"),
         ({"stage": "upscale", "step": 2}, "IN_PROGRESS", "upscale, step 2, 12 s elapsed"),
         ({"stage": 5, "step": "x", "steps": True, "percent": float("nan"), "eta": -1}, "IN_PROGRESS", "5, 12 s elapsed"),
@@ -190,14 +192,31 @@ def test_display_draws_a_bar_on_a_terminal_and_lines_elsewhere(monkeypatch: pyte
     assert " 15%|" in drawn and "| sampling, high noise, step 1/6, 15%, 2.0 s elapsed" in drawn and "100%|" in drawn
     log = io.StringIO()
     display = client.Display(log)
-    for step in (1, 1, 1, 2):
-        display.show("IN_PROGRESS", {"stage": "low_noise", "step": step, "steps": 6}, 1.0)
-    display.show("COMPLETED", None, 2.0)
+    for step, percent, elapsed in ((1, 20.0, 1.0), (1, 20.0, 31.0), (1, 20.0, 95.0), (1, 23.4, 96.0), (2, 23.4, 97.0)):
+        display.show("IN_PROGRESS", {"stage": "low_noise", "step": step, "steps": 6, "percent": percent, "elapsed": elapsed}, 0.0)
+    for elapsed in (98.0, 130.0):
+        display.show("IN_PROGRESS", {"stage": "loading", "step": 3, "steps": 13, "percent": 4.0, "elapsed": elapsed}, 0.0)
+    display.show("COMPLETED", None, 131.0)
+    display.show("COMPLETED", None, 132.0)
+    # A line when the state changes (stage, step or percent); never one for the clock alone.
     assert log.getvalue().splitlines() == [
-        "sampling, low noise, step 1/6, 1.0 s elapsed",
-        "sampling, low noise, step 2/6, 1.0 s elapsed",
-        "completed, 2.0 s elapsed",
+        "sampling, low noise, step 1/6, 20%, 1.0 s elapsed",
+        "sampling, low noise, step 1/6, 23%, 1 min 36 s elapsed",
+        "sampling, low noise, step 2/6, 23%, 1 min 37 s elapsed",
+        "loading models, step 3/13, 4%, 1 min 38 s elapsed",
+        "completed, 2 min 11 s elapsed",
     ]
+
+
+def test_the_summary_says_where_a_slow_first_job_went() -> None:
+    cold = {"status": "COMPLETED", "delayTime": 500, "executionTime": 180_000,
+            "output": {"width": 64, "height": 64, "length": 5, "frame_rate": 24.0, "seed": 1,
+                       "timings": {"boot_wait": 13.4, "execution": 146.8, "loading": 145.7, "total": 160.2}}}  # fmt: skip
+    assert client.summary(["out.mp4"], cold, 181.0).endswith(
+        "; 3 min 01 s in all, queued 0.5 s, ran 3 min 00 s, waited 13 s for ComfyUI to start, ComfyUI 2 min 27 s (loading models 2 min 26 s)"
+    )
+    warm = {"status": "COMPLETED", "output": {"timings": {"boot_wait": 0.001, "execution": 0.32, "loading": 0.08}}}
+    assert client.summary(["out.mp4"], warm, 0.4) == "wrote out.mp4; 0.4 s in all, ComfyUI 0.3 s"
 
 
 def test_job_errors_and_redaction() -> None:
@@ -348,10 +367,9 @@ def _stages(labels: list[str]) -> list[str]:
 
 
 def _in_order(stages: list[str]) -> bool:
-    """The stages come in the worker's order; ``loading`` may come again between the two experts
-    (ComfyUI loads the low-noise one when its sampler needs it)."""
-    work = [s for s in stages if s != "loading"]
-    ranks = [STAGE_ORDER.index(s) for s in work]
+    """The stages come in the worker's order, each once: none comes back (not ``loading`` between the
+    two experts either, when ComfyUI loads the low-noise one)."""
+    ranks = [STAGE_ORDER.index(s) for s in stages]
     return ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
 
 

@@ -1,4 +1,5 @@
-"""comfy_bootstrap/client.py's refusal message: ComfyUI's /prompt 400 body, recorded, spelled out and bounded.
+"""comfy_bootstrap/client.py's refusal message (ComfyUI's /prompt 400 body, recorded, spelled out and
+bounded) and its liveness check.
 
 ComfyUI's validation details echo the job's values (a prompt text, a file name): the message that
 goes into the answer and the log keeps each node error and the whole short.
@@ -7,8 +8,12 @@ goes into the answer and the log keeps each node error and the whole short.
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
-from comfy_bootstrap.client import MAX_NODE_ERROR_CHARS, MAX_PROMPT_ERROR_CHARS, format_prompt_error
+import requests
+
+from comfy_bootstrap.client import MAX_NODE_ERROR_CHARS, MAX_PROMPT_ERROR_CHARS, ComfyClient, format_prompt_error
+from tests.harness import free_port
 from tests.recorded import load
 
 PROMPT = {"10": {"class_type": "LoraLoaderModelOnly", "_meta": {"title": "lora_high_noise"}}}
@@ -44,3 +49,19 @@ def test_a_huge_head_without_node_errors_is_cut() -> None:
     assert message.startswith("Cannot execute because a node is missing (xxx") and len(message) <= MAX_NODE_ERROR_CHARS
     assert format_prompt_error("<html>" + "y" * 10_000, {}).startswith("ComfyUI rejected the workflow: <html>yyy")
     assert len(format_prompt_error("<html>" + "y" * 10_000, {})) <= MAX_NODE_ERROR_CHARS + 40
+
+
+def test_the_liveness_check_tries_a_new_connection_once_when_a_kept_alive_one_fails(monkeypatch) -> None:
+    client = ComfyClient("http://127.0.0.1:1")
+    answers: list[object] = [requests.ConnectionError("Connection aborted: RemoteDisconnected"), SimpleNamespace(status_code=200)]
+
+    def get(url: str, timeout: float) -> object:
+        assert url.endswith("/prompt")
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(client._http, "get", get)
+    assert client.liveness_error(1.0) is None and answers == []
+    assert ComfyClient(f"http://127.0.0.1:{free_port()}").liveness_error(1.0) == "connection failed (connection refused)"

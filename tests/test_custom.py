@@ -81,6 +81,9 @@ def test_a_workflow_that_makes_a_video_returns_it_with_the_image_injected(make_r
     assert video["first_mean"][1] > 150  # the injected green image, not the graph's example.png
     assert out["task"] == "custom" and out["content_type"] == "video/mp4" and out["filename"].endswith("_.mp4")
     assert "warnings" not in out
+    timings = out["timings"]  # the stages of a stored task's; no sampler ran, so no first step
+    assert {"boot_wait", "loading"} <= set(timings) and "first_step" not in timings
+    assert timings["loading"] < timings["execution"]  # until the video node started
     assert files_in(runtime.settings.comfy.input_dir) == [] and files_in(runtime.settings.comfy.output_dir) == []
 
 

@@ -7,6 +7,7 @@ These tests exercise boot, liveness and restart for real: the double is started 
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import signal
 import threading
@@ -20,8 +21,9 @@ from comfy_bootstrap.errors import ComfyUnavailable, ExecutionInterrupted, Execu
 from tests.file_server import FileServer
 from tests.harness import decode_mp4, files_in, png_b64, set_faults
 from tests.media_files import audio_file
-from worker.errors import InvalidInput, ModelsInvalid, OutputTooLarge
+from worker.errors import InvalidInput, ModelsInvalid, OutputTooLarge, StorageFull
 from worker.health import WorkerHealth
+from worker.outputs import LocalFiles
 from worker.pipeline import Runtime, generate_video
 
 SMALL = {"width": 64, "height": 64, "length": 5, "seed": 5}
@@ -48,11 +50,47 @@ def test_default_job_returns_the_requested_video_and_leaves_no_files(make_runtim
     assert "prompt" not in video["metadata"]  # the workflow (with the prompt) is not embedded
     assert out["filename"].endswith(".mp4") and out["files_count"] == 1 and out["seed"] == 11
     assert (out["width"], out["height"], out["length"], out["frame_rate"]) == (832, 832, 81, 24.0)
-    assert set(out["timings"]) == {"prepare", "upload", "comfyui", "queue_wait", "execution", "output", "total"}
+    timings = out["timings"]
+    assert set(timings) == {"prepare", "boot_wait", "upload", "comfyui", "queue_wait", "execution", "loading", "first_step",
+                            "output", "total"}  # fmt: skip
+    assert timings["loading"] <= timings["execution"] <= timings["comfyui"]
+    assert timings["prepare"] + timings["upload"] + timings["loading"] < timings["first_step"] < timings["total"]
     stages = [p["stage"] for p in progress]
     assert stages[0] == "loading" and stages.index("high_noise") < stages.index("low_noise") < stages.index("decode")
     assert stages[-1] == "encode" and all(p["elapsed"] <= out["timings"]["total"] for p in progress)
     _assert_clean(runtime)
+
+
+def test_the_launched_comfyuis_folders_are_the_workers_so_media_and_video_pass_without_requests(make_runtime) -> None:
+    runtime = make_runtime()
+    out = generate_video({"prompt": "x", "image": png_b64(), "options": {**SMALL, "seed": 5}, "return_last_frame": True}, "local", runtime)
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5 and base64.b64decode(out["last_frame"]).startswith(b"\x89PNG")
+    seen = requests.get(f"{runtime.settings.comfy.base_url}/__double__/state", timeout=5).json()
+    assert seen["uploads"] == [] and seen["views"] == []  # written into its input folder, read from its output folder
+    _assert_clean(runtime)
+
+
+def test_local_files_are_read_only_inside_their_folder(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    (output / "job").mkdir(parents=True)
+    (output / "job" / "a.mp4").write_bytes(b"video")
+    (tmp_path / "secret.txt").write_text("no")
+    files = LocalFiles({"output": output})
+    assert files.view("a.mp4", subfolder="job") == b"video"
+    assert files.view("missing.mp4") is None and files.view("a.mp4", folder_type="temp") is None
+    assert files.view("../secret.txt") is None and files.view("secret.txt", subfolder="..") is None
+    assert files.view("", subfolder="job") is None
+
+
+def test_an_input_that_cannot_be_written_is_a_clear_error(make_runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = make_runtime()
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(StorageFull, match=r"cannot write the job's image into ComfyUI's input folder .*: No space left on device"):
+        generate_video(_job(), "full", runtime)
 
 
 def test_invalid_input_never_reaches_comfyui(make_runtime) -> None:
@@ -161,6 +199,26 @@ def test_missing_model_names_the_file_and_folders_then_recovers(make_runtime) ->
     assert runtime.settings.model_names["MODEL_LORA"] in str(err.value) and "models/loras" in str(err.value)
     lora.write_bytes(saved)
     assert generate_video(_job(seed=9), "lora-back", runtime)["files_count"] == 1
+
+
+def test_model_files_are_listed_once_per_comfyui_and_a_file_gone_since_is_named_missing(make_runtime) -> None:
+    runtime = make_runtime()
+    asked: list[str] = []
+    list_models = runtime.client.list_models
+    runtime.client.list_models = lambda folder: asked.append(folder) or list_models(folder)  # type: ignore[method-assign]
+    generate_video(_job(), "first", runtime)
+    first = len(asked)
+    generate_video(_job(seed=2), "second", runtime)
+    assert first >= 3 and len(asked) == first  # the second job asked ComfyUI nothing
+    lora = Path(runtime.settings.comfy.volume_path) / "models" / "loras" / runtime.settings.model_names["MODEL_LORA"]
+    saved = lora.read_bytes()
+    lora.unlink()
+    with pytest.raises(ModelsMissing, match=runtime.settings.model_names["MODEL_LORA"]):
+        generate_video(_job(seed=3), "gone", runtime)
+    lora.write_bytes(saved)
+    runtime.server.restart("a new ComfyUI lists its files anew")
+    generate_video(_job(seed=4), "restarted", runtime)
+    assert len(asked) > first + 3
 
 
 def test_truncated_model_file_is_models_invalid_naming_it_then_the_fixed_file_works(make_runtime) -> None:

@@ -63,7 +63,7 @@ FAKE_MAIN = textwrap.dedent(
             if hang_file and os.path.exists(hang_file):
                 time.sleep(600)  # single-threaded server: nothing answers any more
             body = b'{"system": {"comfyui_version": "fake"}}'
-            self.send_response(200 if self.path == "/system_stats" else 404)
+            self.send_response(200 if self.path in ("/system_stats", "/prompt") else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -309,7 +309,7 @@ def test_missing_main_py_and_busy_port(comfy, tmp_path: Path) -> None:
 
 class _Stats(BaseHTTPRequestHandler):
     def do_GET(self):
-        self.send_response(200 if self.path == "/system_stats" else 404)
+        self.send_response(200 if self.path in ("/system_stats", "/prompt") else 404)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"{}")

@@ -29,7 +29,7 @@ from worker.pipeline import Runtime, generate_video
 from worker.settings import ConfigError, Settings
 
 SMALL = {"width": 64, "height": 48, "length": 9, "seed": 5}
-BASE_TIMINGS = {"prepare", "upload", "comfyui", "queue_wait", "execution", "output", "total"}
+BASE_TIMINGS = {"prepare", "boot_wait", "upload", "comfyui", "queue_wait", "execution", "loading", "first_step", "output", "total"}
 
 
 def _job(output_mode: str | None = None, **options) -> dict:

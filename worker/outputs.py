@@ -3,7 +3,8 @@
 VHS reports its video under the ``gifs`` key of its node (``filename``, ``subfolder``, ``type``,
 ``format``, ``frame_rate`` and the ``workflow`` PNG it writes beside the video); ``SaveImage``
 reports ``images`` (recorded in ``e2e_history.json`` and ``flf2v_lora_lastframe_history.json``).
-Files are read through ``GET /view``, which works for a launched and an attached ComfyUI alike.
+Files are read through ``GET /view`` from an attached ComfyUI, and straight from the folders of
+the one the worker launched (:class:`LocalFiles`: the same bytes, without a request).
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 import io
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import av
 
-from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.errors import OutputMissing
 from worker.encoding import DEFAULT_FORMAT, FORMATS, VideoFormat, by_extension
 
@@ -81,7 +81,7 @@ def find_image(outputs: dict[str, Any], node: str) -> OutputFile:
     return OutputFile.from_entry(entries[0])
 
 
-def read_video(client: ComfyClient, video: OutputFile) -> bytes:
+def read_video(client: FileSource, video: OutputFile) -> bytes:
     """Download the video and check it really is one (its container's signature: MP4's ``ftyp``
     box, WebM's EBML header); an encoder that failed late leaves an empty file (vhs_*_crf*)."""
     data = _view(client, video)
@@ -109,17 +109,43 @@ def audio_track(video: bytes) -> dict[str, Any] | None:
         raise OutputMissing(f"the video's sound track cannot be read: {exc}") from None
 
 
-def read_png(client: ComfyClient, image: OutputFile) -> bytes:
+def read_png(client: FileSource, image: OutputFile) -> bytes:
     data = _view(client, image)
     if not data.startswith(PNG_SIGNATURE):
         raise OutputMissing(f"{image.filename} is not a PNG file ({len(data)} bytes)")
     return data
 
 
-def _view(client: ComfyClient, file: OutputFile) -> bytes:
+class FileSource(Protocol):
+    """Where a run's files are read: ComfyUI's ``GET /view`` (:class:`comfy_bootstrap.client.ComfyClient`), or :class:`LocalFiles`."""
+
+    def view(self, filename: str, *, subfolder: str = "", folder_type: str = "output") -> bytes | None: ...
+
+
+class LocalFiles:
+    """The folders of the ComfyUI the worker launched (the worker's own, on its disk), read as ``GET /view``
+    would serve them, without the request: None for a file that is not there or not inside its folder."""
+
+    def __init__(self, folders: Mapping[str, Path]):
+        self._folders = {kind: folder.resolve() for kind, folder in folders.items()}
+
+    def view(self, filename: str, *, subfolder: str = "", folder_type: str = "output") -> bytes | None:
+        root = self._folders.get(folder_type)
+        if root is None:
+            return None
+        path = (root / subfolder / filename).resolve()
+        if not path.is_relative_to(root) or path == root:
+            return None
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+
+def _view(client: FileSource, file: OutputFile) -> bytes:
     data = client.view(file.filename, subfolder=file.subfolder, folder_type=file.folder_type)
     if data is None:
-        raise OutputMissing(f"ComfyUI reported {file.filename} but cannot serve it (HTTP 404)")
+        raise OutputMissing(f"ComfyUI reported {file.filename} but cannot serve it (no such file in its {file.folder_type} folder)")
     return data
 
 

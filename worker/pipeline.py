@@ -9,6 +9,8 @@ and the disk clean.
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import threading
 import time
@@ -19,17 +21,19 @@ from typing import Any
 from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.errors import ComfyBootError, ComfyUnavailable, ExecutionTimeout
 from comfy_bootstrap.execution import RunOptions, RunResult, run_prompt
+from comfy_bootstrap.models import ModelFile, check_models, find_model
 from comfy_bootstrap.server import ComfyServer, comfy_server
 from worker.delivery import Artifact, Delivery, Provider
+from worker.errors import StorageFull
 from worker.graph import Template, job_files, load_fragments, load_template
 from worker.inputs import prepare_inputs, with_video_sound
 from worker.inputs.base import PreparedInput
 from worker.job_time import JobTime
 from worker.lora_files import LoraCache
 from worker.loras import register_lora_cache
-from worker.outputs import VHS_METADATA, OutputFile, remove_job_files
+from worker.outputs import VHS_METADATA, FileSource, LocalFiles, OutputFile, remove_job_files
 from worker.plan import Collected, Job, JobPlan, PlanContext, Upload
-from worker.progress import ProgressPlan, ProgressReporter
+from worker.progress import Marks, ProgressReporter
 from worker.request.model import CustomRequest, VideoRequest
 from worker.request.options import adapt_to_media
 from worker.request.parse import parse_request
@@ -58,6 +62,27 @@ class Runtime:
     loras: LoraCache
     delivery: Delivery
     _classes: tuple[int | None, dict[str, bool]] | None = field(default=None, repr=False)
+    #: The model files the running ComfyUI (by pid) listed: (folder, name).
+    _listed: tuple[int | None, frozenset[tuple[str, str]]] = field(default=(None, frozenset()), repr=False)
+
+    @functools.cached_property
+    def files(self) -> FileSource:
+        """Where a run's files are read: the launched ComfyUI's folders (the worker's own), else ``GET /view``."""
+        comfy = self.settings.comfy
+        if comfy.attached:
+            return self.client
+        return LocalFiles({"output": comfy.output_dir, "temp": comfy.temp_files_dir, "input": comfy.input_dir})
+
+    def check_models(self, files: Sequence[ModelFile], *, subject: str) -> None:
+        """Raise ModelsMissing unless ComfyUI lists each of ``files``. Files this ComfyUI process listed
+        before, and still on the disk where it loads them from, are not asked again (four requests
+        a job otherwise); a file gone since is asked about, and named missing."""
+        pid, comfy = self.server.pid, self.settings.comfy
+        listed = self._listed[1] if pid is not None and self._listed[0] == pid else frozenset()
+        if all((f.folder, f.name) in listed and find_model(comfy, f) is not None for f in files):
+            return
+        check_models(comfy, files, self.client.list_models, subject=subject)
+        self._listed = (pid, listed | {(f.folder, f.name) for f in files})
 
     def node_classes(self) -> dict[str, bool]:
         """The node classes the running ComfyUI registered (each: is it an output node), asked once per ComfyUI process."""
@@ -99,12 +124,19 @@ class Timer:
         self.marks[name] = round(now - self._last, 3)
         self._last = now
 
-    def result(self, run: RunResult) -> dict[str, float]:
-        """The laps, ComfyUI's own queue wait and execution time, and the total so far."""
+    def result(self, run: RunResult, seen: Marks) -> dict[str, float]:
+        """The laps, ComfyUI's own queue wait and execution time (its loading part: from the start
+        of the run until the first sampler starts), the job's time to the first sampling step when
+        one ran, and the total so far."""
+        started = run.started_at if run.started_at is not None else run.queued_at
+        loaded = seen.loaded_at if seen.loaded_at is not None else run.finished_at
+        first_step = {"first_step": round(seen.first_step_at - self.start, 3)} if seen.first_step_at is not None else {}
         return {
             **self.marks,
-            "queue_wait": round(max((run.started_at or run.queued_at) - run.queued_at, 0.0), 3),
+            "queue_wait": round(max(started - run.queued_at, 0.0), 3),
             "execution": round(run.execution_seconds, 3),
+            "loading": round(min(max(loaded - started, 0.0), run.execution_seconds), 3),
+            **first_step,
             "total": round(time.monotonic() - self.start, 3),
         }
 
@@ -130,7 +162,8 @@ def generate_video(
     job = _job(request, prepared, settings)
     log.info("job %s: %s, output %s", job_id, job.describe(), delivery.mode)
     timer.lap("prepare")
-    runtime.server.ensure_alive()
+    runtime.server.ensure_alive()  # a job that comes while ComfyUI boots (or restarts) waits here
+    timer.lap("boot_wait")
     job.check(runtime)
     files = job_files(job_id)
     uploaded: list[str] = []
@@ -142,13 +175,16 @@ def generate_video(
             _upload(runtime, plan.uploads, uploaded)
             timer.lap("upload")
             logged_from = runtime.server.log_position()
-            run = _run(runtime, plan.prompt, _options(runtime, plan.progress, timer.start, clock, send_progress))
+            reporter = ProgressReporter(
+                plan.progress, started=timer.start, send=send_progress or _no_progress, interval=settings.progress_interval
+            )
+            run = _run(runtime, plan.prompt, _options(runtime, reporter, clock))
             timer.lap("comfyui")
             warnings = [*plan.warnings, *plan.log_warnings(runtime.server.log_since(logged_from))]
-            collected = plan.outputs.collect(runtime.client, run, produced)
+            collected = plan.outputs.collect(runtime.files, run, produced)
             clock.check("delivering the video")
             delivered = _deliver(delivery, job_id, list(collected.artifacts), timer)
-            return _answer(plan, run, collected, delivered, timer.result(run), warnings, runtime)
+            return _answer(plan, run, collected, delivered, timer.result(run, reporter.marks), warnings, runtime)
         finally:
             if not settings.keep_files:
                 temp = settings.comfy.temp_files_dir
@@ -192,13 +228,12 @@ def _answer(
     }
 
 
-def _options(
-    runtime: Runtime, progress: ProgressPlan, started: float, clock: JobTime, send_progress: ProgressSender | None
-) -> RunOptions:
+def _no_progress(_update: dict[str, object]) -> None:
+    pass
+
+
+def _options(runtime: Runtime, reporter: ProgressReporter, clock: JobTime) -> RunOptions:
     settings = runtime.settings
-    reporter = ProgressReporter(
-        progress, started=started, send=send_progress or (lambda _update: None), interval=settings.progress_interval
-    )
     return RunOptions(
         timeout=settings.job_timeout,
         deadline=clock.deadline,
@@ -209,10 +244,23 @@ def _options(
 
 
 def _upload(runtime: Runtime, uploads: Sequence[Upload], uploaded: list[str]) -> None:
-    """Upload the job's media under their job-unique names; ``uploaded`` collects them for the cleanup."""
+    """Hand ComfyUI the job's media under their job-unique names; ``uploaded`` collects them for the
+    cleanup. The input folder of the ComfyUI the worker launched is the worker's own: the files are
+    written there, as ComfyUI's upload would write them, without the request; an attached ComfyUI
+    receives them over HTTP."""
+    comfy = runtime.settings.comfy
     for upload in uploads:
         uploaded.append(upload.name)
-        runtime.client.upload_file(upload.name, upload.data, upload.content_type)
+        if comfy.attached:
+            runtime.client.upload_file(upload.name, upload.data, upload.content_type)
+            continue
+        try:
+            (comfy.input_dir / upload.name).write_bytes(upload.data)
+        except OSError as exc:
+            where = f"{upload.field} into ComfyUI's input folder {comfy.input_dir}"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"cannot write the job's {where}: {exc.strerror} (give the worker a larger disk)") from exc
+            raise ComfyUnavailable(f"cannot write the job's {where}: {exc.strerror or exc}") from exc
 
 
 def _run(runtime: Runtime, prompt: dict[str, Any], options: RunOptions) -> RunResult:

@@ -12,13 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.execution import RunResult
 from worker.delivery import Artifact
 from worker.graph import JobFiles
 from worker.inputs.base import PreparedInput
 from worker.lora_files import LoraJob
-from worker.outputs import OutputFile
+from worker.outputs import FileSource, OutputFile
 from worker.progress import ProgressPlan
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ class Collected:
 class Outputs(Protocol):
     """How to find a run's files in its history and read them."""
 
-    def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
+    def collect(self, client: FileSource, run: RunResult, produced: list[OutputFile]) -> Collected:
         """Read the run's artifacts; ``produced`` collects every file it reported, for the cleanup."""
         ...
 

@@ -33,10 +33,13 @@ async function main() {
   });
 
   let status;
+  let shown;
   for (;;) {
     status = await call(`/status/${id}`);
     if (!["IN_QUEUE", "IN_PROGRESS"].includes(status.status)) break;
-    console.error(JSON.stringify(status.output ?? "waiting for a worker"));  // the latest progress update
+    const update = JSON.stringify(status.output ?? "waiting for a worker");  // the latest progress update
+    if (update !== shown) console.error(update);  // printed only when it changed
+    shown = update;
     await sleep(pollMs);
   }
   if (status.status !== "COMPLETED") {  // FAILED, CANCELLED or TIMED_OUT; error is "<code>: <message>"

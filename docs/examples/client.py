@@ -29,6 +29,7 @@ def main(endpoint_id: str, image_path: str, prompt: str, out_path: str) -> int:
     submitted.raise_for_status()  # 401: a wrong API key; 400/413: a bad or too large body
     job_id = submitted.json()["id"]
     print(f"job {job_id}", file=sys.stderr)
+    shown = None
     try:
         while True:
             answer = session.get(f"{url}/status/{job_id}", timeout=30)
@@ -36,7 +37,10 @@ def main(endpoint_id: str, image_path: str, prompt: str, out_path: str) -> int:
             status = answer.json()
             if status["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
                 break
-            print(status.get("output") or "waiting for a worker", file=sys.stderr)  # the latest progress update
+            update = status.get("output") or "waiting for a worker"  # the latest progress update
+            if update != shown:  # print it only when it changed
+                print(update, file=sys.stderr)
+                shown = update
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         session.post(f"{url}/cancel/{job_id}", timeout=30).raise_for_status()

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.errors import OutputMissing
 from comfy_bootstrap.execution import RunResult
 from worker.delivery import Artifact
@@ -26,9 +25,9 @@ from worker.encoding import by_extension
 from worker.errors import InvalidInput
 from worker.graph import JobFiles
 from worker.inputs.base import PreparedInput
-from worker.outputs import OutputFile, read_png, read_video
+from worker.outputs import FileSource, OutputFile, read_png, read_video
 from worker.plan import Collected, JobPlan, PlanContext, Upload
-from worker.progress import ProgressPlan
+from worker.progress import ProgressPlan, loading_weights
 from worker.request.model import CUSTOM_TASK, CustomRequest
 from worker.tasks.base import InputSlot
 from worker.tasks.custom_rules import check_files, check_outputs
@@ -124,7 +123,7 @@ def fill(request: CustomRequest, image_name: str | None, files: JobFiles) -> tup
 class CustomOutputs:
     """The first video the graph reported (VHS ``gifs``, ``SaveVideo``'s animated ``images``), else its PNG images."""
 
-    def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
+    def collect(self, client: FileSource, run: RunResult, produced: list[OutputFile]) -> Collected:
         videos, pictures = find_outputs(run.outputs)
         produced.extend(videos + pictures)
         if videos:
@@ -156,17 +155,18 @@ def find_outputs(outputs: Mapping[str, Any]) -> tuple[list[OutputFile], list[Out
 
 def progress(prompt: Mapping[str, Any]) -> ProgressPlan:
     """Each sampler as a ``sampling`` stage of its own steps, the decoders and video writers, and the
-    nodes that run before sampling (those no sampler feeds), found in one pass over the links."""
+    nodes that run before them (those no sampler feeds), found in one pass over the links."""
     of_class = lambda classes: tuple(nid for nid, node in prompt.items() if node["class_type"] in classes)  # noqa: E731
     samplers = list(of_class(SAMPLER_CLASSES))
-    after = _downstream(prompt, samplers)
+    decode, encode, interpolate = of_class({"VAEDecode", "VAEDecodeTiled"}), of_class(VIDEO_CLASSES), of_class({"RIFE VFI"})
+    after = _downstream(prompt, samplers) | {*samplers, *decode, *encode, *interpolate}
     steps = [prompt[nid]["inputs"].get("steps") for nid in samplers]
     return ProgressPlan(
         samplers={nid: ("sampling", 0) for nid in samplers},
-        decode=of_class({"VAEDecode", "VAEDecodeTiled"}),
-        encode=of_class(VIDEO_CLASSES),
-        loading=frozenset(set(prompt) - after - set(samplers)),
-        interpolate=next(iter(of_class({"RIFE VFI"})), None),
+        decode=decode,
+        encode=encode,
+        loading=loading_weights(prompt, sorted(set(prompt) - after)),
+        interpolate=next(iter(interpolate), None),
         steps=max((int(s) for s in steps if isinstance(s, int)), default=1),
         frames=1,
     )

@@ -11,9 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from comfy_bootstrap.client import ComfyClient
 from comfy_bootstrap.execution import RunResult
-from comfy_bootstrap.models import check_models
 from worker import encoding
 from worker.delivery import Artifact
 from worker.encoding import VideoFormat
@@ -25,9 +23,9 @@ from worker.loras import resolve as resolve_loras
 from worker.loras import warnings_from_log as lora_warnings
 from worker.model_files import check_model_files
 from worker.mux import join_segments
-from worker.outputs import OutputFile, audio_track, find_image, find_videos, read_png, read_video
+from worker.outputs import FileSource, OutputFile, audio_track, find_image, find_videos, read_png, read_video
 from worker.plan import Collected, JobPlan, PlanContext, Upload
-from worker.progress import ProgressPlan
+from worker.progress import ProgressPlan, loading_weights
 from worker.request.model import DEFAULT_SPEED, VideoRequest
 from worker.tasks.base import FillInputs, Task
 
@@ -58,7 +56,7 @@ class StoredJob:
         named = [f"task {task.name}", *([f"mode {self.request.mode}"] if self.request.mode else []),
                  *([f"speed {speed}"] if speed != DEFAULT_SPEED else [])]  # fmt: skip
         subject = ", ".join(named) + ": "
-        check_models(settings.comfy, model_files, runtime.client.list_models, subject=subject)
+        runtime.check_models(model_files, subject=subject)
         check_model_files(settings.comfy, task.name, model_files)
 
     def plan(self, ctx: PlanContext) -> JobPlan:
@@ -134,7 +132,7 @@ def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPl
         samplers={graph.roles[role]: stage for role, stage in samplers.items()},
         decode=tuple(graph.roles["decode" + suffix] for suffix in suffixes),
         encode=tuple(graph.roles[role] for role in graph.outputs),
-        loading=frozenset(graph.upstream(samplers)),
+        loading=loading_weights(graph.prompt, graph.upstream(samplers)),
         interpolate=graph.roles.get("interpolate"),
         steps=request.steps * max(1, len(suffixes)) if segments else request.steps,
         frames=request.video_frames,
@@ -154,7 +152,7 @@ class TaskOutputs:
     #: The joined video's file name.
     joined_name: str = "video.mp4"
 
-    def collect(self, client: ComfyClient, run: RunResult, produced: list[OutputFile]) -> Collected:
+    def collect(self, client: FileSource, run: RunResult, produced: list[OutputFile]) -> Collected:
         segments = [find_videos(run.outputs, node) for node in self.video_nodes]
         produced.extend(video for videos in segments for video in videos)
         video = segments[0][0]
