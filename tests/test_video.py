@@ -327,3 +327,13 @@ def test_the_video_limits_are_read_from_the_environment() -> None:
     limits = Settings.from_env(env).limits
     assert (limits.max_video_bytes, limits.max_video_seconds, limits.max_video_frames, limits.max_video_pixels) == (1_000_000, 12.5, 400, 921_600)
     assert KINDS["video"].timed and KINDS["video"].max_seconds is not None and KINDS["video"].max_seconds(limits) == 12.5
+
+
+def test_a_damaged_sound_track_is_left_out_and_the_video_kept() -> None:
+    """Found by tests/test_fuzz_video.py: the sound track's ``url`` box cut short leaves FFmpeg an audio
+    stream without a codec; the video decodes, its sound is left out."""
+    data = video_file("mp4", 0.5, 16, (32, 32), audio=True)
+    at = data.rfind(b"\x00\x00\x00\x0curl ")
+    damaged = data[:at] + b"\x80url " + data[at + 8 :]
+    prepared = decode(damaged)
+    assert prepared.frames == 8 and prepared.audio_wav is None and "its sound left out" in prepared.description

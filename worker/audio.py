@@ -133,7 +133,12 @@ def _check_wav_data(data: bytes, field: str) -> None:
 
 def _audio_stream(opened: av.container.InputContainer, container: Container, field: str) -> av.AudioStream:
     if opened.streams.audio:
-        return opened.streams.audio[0]
+        stream = opened.streams.audio[0]
+        if stream.codec_context is None:  # a damaged header FFmpeg found no decoder for
+            raise InvalidInput(
+                f"{field}: the {container.name} file's audio stream has no codec FFmpeg knows (allowed: a complete {FORMATS_TEXT} file)"
+            )
+        return stream
     others = ", ".join(f"{s.type} ({s.codec_context.name})" for s in opened.streams if s.codec_context is not None) or "none"
     raise InvalidInput(f"{field}: the {container.name} file has no audio stream (its streams: {others}) (allowed: a file with sound)")
 
