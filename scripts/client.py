@@ -61,8 +61,8 @@ STAGES = {
 OPTIONS = (("width", int), ("height", int), ("length", int), ("steps", int), ("split_step", int), ("cfg", float),
            ("frame_rate", float), ("seed", int), ("shift", float), ("sampler_name", str), ("scheduler", str),
            ("lora_strength", float), ("resize", str), ("resolution", str), ("aspect_ratio", str), ("duration", float),
-           ("interpolate", int), ("output_frame_rate", float), ("video_format", str), ("crf", int), ("fit", str),
-           ("control", str), ("mode", str))  # fmt: skip
+           ("interpolate", int), ("interpolation_model", str), ("output_frame_rate", float), ("video_format", str),
+           ("crf", int), ("fit", str), ("control", str), ("mode", str), ("cache", str))  # fmt: skip
 #: The media fields (``<field>`` as base64 from a file, ``<field>_url``) and what they are.
 MEDIA = (("image", "start image"), ("end_image", "end image (flf2v)"), ("audio", "sound track the video carries (s2v: the speech)"),
          ("video", "video that drives the job (control; animate replace: the scene)"),

@@ -22,7 +22,7 @@ from worker.errors import InvalidInput
 from worker.graph import Graph
 from worker.request.model import VideoRequest
 from worker.tasks import common, experts
-from worker.tasks.base import FillInputs, HubFile, InputSlot, ModelSpec, Task
+from worker.tasks.base import FillInputs, HubFile, InputSlot, LoadedBy, ModelSpec, Task
 
 if TYPE_CHECKING:
     from worker.inputs.base import PreparedInput
@@ -49,7 +49,7 @@ CLIP_VISION = ModelSpec(
 RELIGHT_LORA = ModelSpec(
     "relight_lora", "loras", "wan/WanAnimate_relight_lora_fp16.safetensors", "MODEL_ANIMATE_RELIGHT_LORA",
     "Animate relight LoRA (replace)", HubFile("Kijai/WanVideo_comfy", "LoRAs/Wan22_relight/WanAnimate_relight_lora_fp16.safetensors"),
-    modes=("replace",),
+    loaded_by=LoadedBy("mode", "replace", 'mode "replace"'),
 )  # fmt: skip
 
 
@@ -185,7 +185,7 @@ TASK = Task(
     ),  # fmt: skip
     options=(
         "width", "height", "steps", "cfg", "seed", "shift", "sampler_name", "scheduler", "lora_strength", "resize", "video_format",
-        "crf", "mode",
+        "crf", "mode", "cache",
     ),  # fmt: skip
     defaults={
         "width": 832, "height": 480, "length": SEGMENT_FRAMES, "steps": 6, "cfg": 1.0, "frame_rate": FRAME_RATE, "shift": 8.0,

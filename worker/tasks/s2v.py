@@ -159,7 +159,7 @@ TASK = Task(
     models=(MODEL, AUDIO_ENCODER, common.TEXT_ENCODER, common.WAN21_VAE),
     inputs=(InputSlot("image", "image", required=True), InputSlot("audio", "audio", required=True)),
     options=(
-        "width", "height", "steps", "cfg", "seed", "shift", "sampler_name", "scheduler", "resize", "video_format", "crf",
+        "width", "height", "steps", "cfg", "seed", "shift", "sampler_name", "scheduler", "resize", "video_format", "crf", "cache",
     ),  # fmt: skip
     defaults={
         "width": 640, "height": 640, "length": SEGMENT_FRAMES, "steps": 20, "cfg": 6.0, "frame_rate": FRAME_RATE,
