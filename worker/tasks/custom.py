@@ -77,7 +77,7 @@ class CustomJob:
                 f"workflow: node classes this ComfyUI does not have: {', '.join(unknown[:10])}"
                 + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
                 + " (allowed: the classes of ComfyUI v0.30.0 and of the node packs in this image: VideoHelperSuite, "
-                "ComfyUI_essentials, Frame-Interpolation)"
+                "ComfyUI_essentials)"
             )
         check_outputs(self.request.workflow, frozenset(name for name, output in classes.items() if output))
 
