@@ -148,21 +148,11 @@ def _add_segment(
             "sampler" + suffix: {"model": graph.link("shift"), **sampling},
             "decode" + suffix: {"vae": graph.link("vae")},
             "trim_frames" + suffix: {"length": count},
-            "video_output" + suffix: {**_video_widgets(graph), "filename_prefix": f"{job.filename_prefix}_{index}"},
+            "video_output" + suffix: {**common.segment_video_widgets(graph), "filename_prefix": f"{job.filename_prefix}_{index}"},
         },
         suffix,
     )  # fmt: skip
     graph.outputs.append("video_output" + suffix)
-
-
-def _video_widgets(graph: Graph) -> dict[str, object]:
-    """The first segment's video settings (format, quality, rate), for every segment."""
-    return {name: value for name, value in graph.inputs("video_output").items() if not isinstance(value, list)}
-
-
-def sampler_stages(request: VideoRequest) -> Mapping[str, tuple[str, int]]:
-    count = len(segments(request.length))
-    return {("sampler" if k == 1 else f"sampler_{k}"): ("sampling", (k - 1) * request.steps) for k in range(1, count + 1)}
 
 
 TASK = Task(
@@ -193,7 +183,7 @@ TASK = Task(
     },  # fmt: skip
     size_step=16,
     fill=fill,
-    sampler_stages=sampler_stages,
+    sampler_stages=common.segment_sampler_stages(segments),
     lora_targets={"both": ("lora",)},
     final_models=("shift",),
     implied_by=("pose_video", "video", "image"),

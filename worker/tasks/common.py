@@ -5,8 +5,11 @@ Each function fills the roles it names; a task's own module calls the ones its g
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from worker.encoding import FORMAT_INPUTS
 from worker.graph import Graph
+from worker.request.model import VideoRequest
 from worker.tasks.base import FillInputs, HubFile, InputSlot, LoadedBy, ModelSpec
 
 REPACKAGED_22 = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
@@ -108,3 +111,19 @@ def fill_video_output(graph: Graph, job: FillInputs) -> None:
         **fmt.widgets,
         **quality,
     )
+
+
+def segment_video_widgets(graph: Graph) -> dict[str, object]:
+    """The first segment's video settings (format, quality, rate), for every later segment."""
+    return {name: value for name, value in graph.inputs("video_output").items() if not isinstance(value, list)}
+
+
+def segment_sampler_stages(segments: Callable[[int], list[int]]) -> Callable[[VideoRequest], Mapping[str, tuple[str, int]]]:
+    """A task in segments: one sampler per segment (``sampler``, ``sampler_2``, …), its steps counted
+    after those of the segments before it."""
+
+    def stages(request: VideoRequest) -> Mapping[str, tuple[str, int]]:
+        count = len(segments(request.length))
+        return {("sampler" if k == 1 else f"sampler_{k}"): ("sampling", (k - 1) * request.steps) for k in range(1, count + 1)}
+
+    return stages
