@@ -558,12 +558,16 @@ def summary(written: list[str], state: dict[str, Any], wall: float) -> str:
     shape = []
     if all(isinstance(output.get(k), int) for k in ("width", "height")):
         shape.append(f"{output['width']}x{output['height']}")
-    if isinstance(output.get("length"), int):
-        shape.append(f"{output['length']} frames")
+    frames = output.get("frames", output.get("length"))  # ``frames``: the video's, when interpolated
+    if isinstance(frames, int):
+        shape.append(f"{frames} frames")
     if isinstance(output.get("frame_rate"), (int, float)):
         shape.append(f"{output['frame_rate']:g} fps")
     if isinstance(output.get("seed"), int):
         shape.append(f"seed {output['seed']}")
+    cache = output.get("cache") if isinstance(output.get("cache"), dict) else {}
+    if isinstance(cache.get("skipped_steps"), int) and isinstance(cache.get("steps"), int):
+        shape.append(f"{cache['skipped_steps']} of {cache['steps']} steps skipped by the cache")
     times = [f"{format_duration(wall)} in all"]
     if isinstance(state.get("delayTime"), (int, float)):
         times.append(f"queued {format_duration(state['delayTime'] / 1000)}")
