@@ -9,9 +9,9 @@
 # checks it). Layers go from what changes least to what changes most: system packages, Python,
 # torch, ComfyUI + node packs, [SageAttention], the worker's requirements, and the worker's code
 # last, so a code change rebuilds only the last layers. The Wan model weights are not in the default
-# image: they are read from the network volume or a cached model at run time (docs/deployment.md).
-# The one exception is the 21 MB RIFE checkpoint of frame interpolation, which its node pack reads
-# from its own folder. The `baked` stage adds the model files of chosen tasks (make build-baked).
+# image: they are read from the network volume or a cached model at run time (docs/deployment.md),
+# as are the frame interpolation models. The `baked` stage adds the model files of chosen tasks
+# (make build-baked).
 
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
 ARG UV_VERSION=0.13.0
@@ -56,10 +56,9 @@ RUN python -m pip install --index-url "${TORCH_INDEX_URL}" \
         "torchaudio==${TORCHAUDIO_VERSION}" \
         "xformers==${XFORMERS_VERSION}"
 
-# ComfyUI and the three node packs at their pins, their requirements, the RIFE checkpoint
-# (21 MB, checked by SHA-256), and a CPU boot of ComfyUI that checks every node class of the stored
-# graphs and fragments (workflows/, copied for that) registers (install.sh reads these ARGs from
-# the environment; they win over pins.env).
+# ComfyUI and the two node packs at their pins, their requirements, and a CPU boot of ComfyUI that
+# checks every node class of the stored graphs and fragments (workflows/, copied for that) registers
+# (install.sh reads these ARGs from the environment; they win over pins.env).
 ARG COMFYUI_REPO=https://github.com/Comfy-Org/ComfyUI.git
 ARG COMFYUI_VERSION=v0.30.0
 ARG COMFYUI_REF=b1693ecba9f5b65f8c80ab36b195ab963ec92413
@@ -67,11 +66,6 @@ ARG VHS_REPO=https://github.com/Kosinkadink/ComfyUI-VideoHelperSuite.git
 ARG VHS_REF=4ee72c065db22c9d96c2427954dc69e7b908444b
 ARG ESSENTIALS_REPO=https://github.com/cubiq/ComfyUI_essentials.git
 ARG ESSENTIALS_REF=33ff89fd354d8ec3ab6affb605a79a931b445d99
-ARG FRAME_INTERPOLATION_REPO=https://github.com/Fannovel16/ComfyUI-Frame-Interpolation.git
-ARG FRAME_INTERPOLATION_REF=26545cc2dd95bc3d27f056016300673bdeee78f5
-ARG RIFE_CKPT_URL=https://huggingface.co/ovedrive/dump/resolve/eb38cc23fa4b0d2b9ac59556b4573a4f35679160/rife49.pth
-ARG RIFE_CKPT_SHA256=e55fd00f3cc184e3c65961f4bb827a9da022e78eed36b055242c0ac30000d533
-ARG RIFE_CKPT_SIZE=21345274
 ENV COMFY_DIR=/comfyui
 COPY comfy_bootstrap/pins.env comfy_bootstrap/install.sh comfy_bootstrap/verify_nodes.py /opt/wan22-install/
 COPY workflows/ /opt/workflows/

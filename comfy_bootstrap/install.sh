@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install ComfyUI and the three custom node packs the graphs need at the pins of pins.env, install
-# their Python requirements and the RIFE checkpoint, then prove that every node class the stored
-# graphs and fragments use registers.
+# Install ComfyUI and the two custom node packs the graphs need at the pins of pins.env, install
+# their Python requirements, then prove that every node class the stored graphs and fragments use
+# registers.
 #
-#   bash comfy_bootstrap/install.sh                 # ComfyUI + VHS + essentials + Frame-Interpolation
+#   bash comfy_bootstrap/install.sh                 # ComfyUI + VHS + essentials
 #   bash comfy_bootstrap/install.sh sageattention   # optional: build SageAttention 2.2 (needs nvcc)
 #   bash comfy_bootstrap/install.sh local DIR       # make comfyui: a venv with the pinned torch and all of
 #                                                   # the above in DIR, every source checked first; a failed
@@ -16,12 +16,8 @@
 # Environment (every key of pins.env can be overridden by a variable of the same name):
 #   COMFY_DIR        where ComfyUI goes (default /comfyui); packs go to $COMFY_DIR/custom_nodes/
 #   PYTHON           the Python that will run ComfyUI (default python3)
-#   COMFYUI_REPO / COMFYUI_REF, VHS_REPO / VHS_REF, ESSENTIALS_REPO / ESSENTIALS_REF,
-#   FRAME_INTERPOLATION_REPO / FRAME_INTERPOLATION_REF
+#   COMFYUI_REPO / COMFYUI_REF, VHS_REPO / VHS_REF, ESSENTIALS_REPO / ESSENTIALS_REF
 #                    clone source (URL or local path) and commit, tag or branch of each repository
-#   RIFE_CKPT_URL / RIFE_CKPT_SHA256 / RIFE_CKPT_SIZE
-#                    where the RIFE checkpoint comes from (https://, file:// or a local path) and
-#                    the SHA-256 and size in bytes it must have
 #   SKIP_PIP=1       install no Python package (tests, or an environment prepared by hand)
 #   SKIP_VERIFY=1    skip the ComfyUI boot test and the node class check
 #   WORKFLOWS        workflow files whose node classes must register (default: ../workflows/*.json
@@ -37,7 +33,6 @@ COMFY_DIR=${COMFY_DIR:-/comfyui}
 PYTHON=${PYTHON:-python3}
 SKIP_PIP=${SKIP_PIP:-0}
 SKIP_VERIFY=${SKIP_VERIFY:-0}
-FI_DIR_NAME=ComfyUI-Frame-Interpolation
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wan22-install.XXXXXX")
 # A local install being built: removed if the script ends before it is complete.
 BUILDING=""
@@ -130,22 +125,14 @@ PY
     log "keeping installed: $(tr '\n' ' ' <"$WORK/constraints.txt")"
 }
 
-# install_requirements FILE [SKIP...]: pip-install a requirements file, with opencv-python ->
-# headless, leaving out the packages named SKIP (the whole name, any version specifier).
+# install_requirements FILE: pip-install a requirements file, with opencv-python -> headless.
 install_requirements() {
-    local file=$1 copy name skipped=()
-    shift
+    local file=$1 copy
     [ -f "$file" ] || { log "no requirements file at $file"; return 0; }
     copy="$WORK/req-$(basename "$(dirname "$file")").txt"
     # OpenCV with GUI support needs libGL, which the image does not have: use the headless build.
     sed -E 's/^([[:space:]]*)opencv-python([^-_.[:alnum:]]|$)/\1opencv-python-headless\2/' "$file" >"$copy"
-    for name in "$@"; do
-        if grep -Eiq "^[[:space:]]*${name}([^-_.[:alnum:]]|$)" "$copy"; then
-            sed -Ei "/^[[:space:]]*${name}([^-_.[:alnum:]]|$)/Id" "$copy"
-            skipped+=("$name")
-        fi
-    done
-    log "pip install -r $file${skipped[*]:+ (left out: ${skipped[*]})}"
+    log "pip install -r $file"
     pip_install -r "$copy"
 }
 
@@ -161,82 +148,6 @@ ensure_headless_opencv() {
     log "replacing ${gui[*]} (needs libGL) with opencv-python-headless${version:+ $version}"
     "$PYTHON" -m pip uninstall -y -q "${gui[@]}"
     pip_install --force-reinstall --no-deps "opencv-python-headless${version:+==$version}"
-}
-
-# The RIFE checkpoint, where RIFE VFI looks first (<pack>/ckpts/rife/): checked by size and SHA-256.
-# A file that is already there and right is kept without touching the network.
-install_rife_checkpoint() {
-    local dest="$COMFY_DIR/custom_nodes/$FI_DIR_NAME/ckpts/rife/rife49.pth"
-    [ -n "${RIFE_CKPT_URL:-}" ] || die "RIFE checkpoint: RIFE_CKPT_URL is empty (set it in pins.env or the environment)"
-    [[ ${RIFE_CKPT_SHA256:-} =~ ^[0-9a-f]{64}$ ]] || die "RIFE checkpoint: RIFE_CKPT_SHA256 must be 64 hex digits"
-    [[ ${RIFE_CKPT_SIZE:-} =~ ^[0-9]+$ ]] || die "RIFE checkpoint: RIFE_CKPT_SIZE must be a size in bytes"
-    "$PYTHON" - "$RIFE_CKPT_URL" "$dest" "$RIFE_CKPT_SHA256" "$RIFE_CKPT_SIZE" <<'PY' || die "RIFE checkpoint: not installed (see above)"
-import hashlib
-import os
-import shutil
-import sys
-import time
-import urllib.parse
-import urllib.request
-
-url, dest, want_sha, want_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-
-
-def say(message):
-    print(f"install.sh: RIFE checkpoint: {message}", file=sys.stderr if message.startswith("ERROR") else sys.stdout)
-
-
-def digest(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def fits(path):
-    """None if ``path`` is the pinned file, else what differs."""
-    size = os.path.getsize(path)
-    if size != want_size:
-        return f"size {size} bytes, expected {want_size}"
-    sha = digest(path)
-    return None if sha == want_sha else f"SHA-256 {sha}, expected {want_sha}"
-
-
-if os.path.isfile(dest) and fits(dest) is None:
-    say(f"{dest} is already there (SHA-256 {want_sha}, {want_size} bytes)")
-    sys.exit(0)
-
-os.makedirs(os.path.dirname(dest), exist_ok=True)
-part = dest + ".part"
-scheme = urllib.parse.urlsplit(url).scheme
-say(f"downloading {url}")
-for attempt in (1, 2, 3):
-    try:
-        if scheme in ("http", "https", "file"):
-            request = urllib.request.Request(url, headers={"User-Agent": "wan22-worker install.sh"})
-            with urllib.request.urlopen(request, timeout=60) as response, open(part, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-        else:
-            shutil.copyfile(url, part)
-        break
-    except OSError as err:
-        if os.path.exists(part):
-            os.remove(part)
-        if attempt == 3 or not scheme.startswith("http"):
-            say(f"ERROR: cannot get {url}: {err} (is RIFE_CKPT_URL right, and is it reachable?)")
-            sys.exit(1)
-        say(f"attempt {attempt} failed ({err}); retrying")
-        time.sleep(2 * attempt)
-
-problem = fits(part)
-if problem is not None:
-    os.remove(part)
-    say(f"ERROR: {url} is not the pinned file: {problem} (RIFE_CKPT_SHA256 / RIFE_CKPT_SIZE)")
-    sys.exit(1)
-os.replace(part, dest)
-say(f"{dest}: SHA-256 {want_sha}, {want_size} bytes, verified")
-PY
 }
 
 # Boot ComfyUI without a GPU, then check the workflow's node classes are registered.
@@ -276,8 +187,6 @@ install_comfyui() {
     mkdir -p "$COMFY_DIR/custom_nodes"
     checkout_pin "ComfyUI-VideoHelperSuite" VHS "$COMFY_DIR/custom_nodes/ComfyUI-VideoHelperSuite"
     checkout_pin "ComfyUI_essentials" ESSENTIALS "$COMFY_DIR/custom_nodes/ComfyUI_essentials"
-    checkout_pin "ComfyUI-Frame-Interpolation" FRAME_INTERPOLATION "$COMFY_DIR/custom_nodes/$FI_DIR_NAME"
-    install_rife_checkpoint
 
     if [ "$SKIP_PIP" = 1 ]; then
         log "SKIP_PIP=1: not installing Python requirements"
@@ -287,10 +196,6 @@ install_comfyui() {
         install_requirements "$COMFY_DIR/requirements.txt"
         install_requirements "$COMFY_DIR/custom_nodes/ComfyUI-VideoHelperSuite/requirements.txt"
         install_requirements "$COMFY_DIR/custom_nodes/ComfyUI_essentials/requirements.txt"
-        # RIFE VFI runs on torch alone: cupy only serves other VFI models' CUDA kernels, and
-        # opencv-contrib-python would be a second cv2 next to the headless one (and needs libGL).
-        install_requirements "$COMFY_DIR/custom_nodes/$FI_DIR_NAME/requirements-no-cupy.txt" \
-            opencv-contrib-python cupy-wheel
         ensure_headless_opencv
     fi
 
@@ -358,18 +263,17 @@ PY
 # Every source `local` needs, checked before anything is created: one line per unreachable one.
 check_sources() {
     local problems=() line prefix repo_var
-    for prefix in COMFYUI VHS ESSENTIALS FRAME_INTERPOLATION; do
+    for prefix in COMFYUI VHS ESSENTIALS; do
         repo_var="${prefix}_REPO"
         timeout 30 git ls-remote -q "${!repo_var}" HEAD >/dev/null 2>&1 \
             || problems+=("  git repository ($repo_var=${!repo_var}): git ls-remote cannot read it")
     done
-    line=$(reachable "RIFE checkpoint" RIFE_CKPT_URL "$RIFE_CKPT_URL") && [ -z "$line" ] || problems+=("$line")
     if [ "$SKIP_PIP" != 1 ]; then
         line=$(reachable "PyTorch wheels" TORCH_INDEX_URL "${TORCH_INDEX_URL%/}/torch/") && [ -z "$line" ] || problems+=("$line")
         line=$(reachable "Python packages" PIP_INDEX_URL "${PIP_INDEX_URL:-https://pypi.org/simple}/pip/") \
             && [ -z "$line" ] || problems+=("$line")
     fi
-    [ "${#problems[@]}" -eq 0 ] || die "make comfyui needs GitHub (or the *_REPO mirrors), Hugging Face (or RIFE_CKPT_URL), \
+    [ "${#problems[@]}" -eq 0 ] || die "make comfyui needs GitHub (or the *_REPO mirrors), \
 the PyTorch index and a Python package index; it cannot reach:
 $(printf '%s\n' "${problems[@]}")
 Point the variables named above at mirrors or local copies, or run it where they are reachable. Nothing was created."

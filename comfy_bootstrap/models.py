@@ -38,6 +38,7 @@ VOLUME_SUBDIRS: dict[str, tuple[str, ...]] = {
     "loras": ("models/loras",),
     "audio_encoders": ("models/audio_encoders",),
     "clip_vision": ("models/clip_vision",),
+    "frame_interpolation": ("models/frame_interpolation",),
 }
 
 #: Where a Hugging Face repository may keep the file ``name`` of a ComfyUI ``folder``, in the order

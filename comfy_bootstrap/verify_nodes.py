@@ -35,7 +35,6 @@ from pathlib import Path
 PROVIDERS: dict[str, str] = {
     "VHS_VideoCombine": "ComfyUI-VideoHelperSuite (VHS_REPO / VHS_REF)",
     "ImageResize+": "ComfyUI_essentials (ESSENTIALS_REPO / ESSENTIALS_REF)",
-    "RIFE VFI": "ComfyUI-Frame-Interpolation (FRAME_INTERPOLATION_REPO / FRAME_INTERPOLATION_REF)",
 }
 
 

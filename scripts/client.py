@@ -61,8 +61,8 @@ STAGES = {
 OPTIONS = (("width", int), ("height", int), ("length", int), ("steps", int), ("split_step", int), ("cfg", float),
            ("frame_rate", float), ("seed", int), ("shift", float), ("sampler_name", str), ("scheduler", str),
            ("lora_strength", float), ("resize", str), ("resolution", str), ("aspect_ratio", str), ("duration", float),
-           ("interpolate", int), ("output_frame_rate", float), ("video_format", str), ("crf", int), ("fit", str),
-           ("control", str), ("mode", str))  # fmt: skip
+           ("interpolate", int), ("interpolation_model", str), ("output_frame_rate", float), ("video_format", str),
+           ("crf", int), ("fit", str), ("control", str), ("mode", str), ("cache", str))  # fmt: skip
 #: The media fields (``<field>`` as base64 from a file, ``<field>_url``) and what they are.
 MEDIA = (("image", "start image"), ("end_image", "end image (flf2v)"), ("audio", "sound track the video carries (s2v: the speech)"),
          ("video", "video that drives the job (control; animate replace: the scene)"),
@@ -558,12 +558,16 @@ def summary(written: list[str], state: dict[str, Any], wall: float) -> str:
     shape = []
     if all(isinstance(output.get(k), int) for k in ("width", "height")):
         shape.append(f"{output['width']}x{output['height']}")
-    if isinstance(output.get("length"), int):
-        shape.append(f"{output['length']} frames")
+    frames = output.get("frames", output.get("length"))  # ``frames``: the video's, when interpolated
+    if isinstance(frames, int):
+        shape.append(f"{frames} frames")
     if isinstance(output.get("frame_rate"), (int, float)):
         shape.append(f"{output['frame_rate']:g} fps")
     if isinstance(output.get("seed"), int):
         shape.append(f"seed {output['seed']}")
+    cache = output.get("cache") if isinstance(output.get("cache"), dict) else {}
+    if isinstance(cache.get("skipped_steps"), int) and isinstance(cache.get("steps"), int):
+        shape.append(f"{cache['skipped_steps']} of {cache['steps']} steps skipped by the cache")
     times = [f"{format_duration(wall)} in all"]
     if isinstance(state.get("delayTime"), (int, float)):
         times.append(f"queued {format_duration(state['delayTime'] / 1000)}")

@@ -219,6 +219,14 @@ def test_the_summary_says_where_a_slow_first_job_went() -> None:
     assert client.summary(["out.mp4"], warm, 0.4) == "wrote out.mp4; 0.4 s in all, ComfyUI 0.3 s"
 
 
+def test_the_summary_counts_the_videos_frames_and_the_steps_the_cache_skipped() -> None:
+    interpolated = {"output": {"width": 64, "height": 64, "length": 5, "frames": 13, "frame_rate": 48.0, "interpolate": 3}}
+    assert client.summary(["cat.mp4"], interpolated, 1.0).startswith("wrote cat.mp4: 64x64, 13 frames, 48 fps;")
+    cached = {"output": {"length": 5, "cache": {"mode": "easy", "skipped_steps": 12, "steps": 20}}}
+    assert client.summary(["out.mp4"], cached, 1.0).startswith("wrote out.mp4: 5 frames, 12 of 20 steps skipped by the cache;")
+    assert client.summary(["out.mp4"], {"output": {"length": 5, "cache": {"mode": "easy"}}}, 1.0).startswith("wrote out.mp4: 5 frames;")
+
+
 def test_job_errors_and_redaction() -> None:
     sdk_wrapped = '{"error_type": "<class \'KeyError\'>", "error_message": "\'x\'", "error_traceback": "Traceback ..."}'
     assert client.job_error({"status": "FAILED", "error": sdk_wrapped}) == "<class 'KeyError'>: 'x'"

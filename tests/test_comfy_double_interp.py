@@ -1,6 +1,7 @@
-"""The double's RIFE VFI, VHS's other video formats and ComfyUI's ``lora key not loaded`` lines,
-replayed against what the real ComfyUI v0.30.0 did (``tests/recordings/``: ``rife_*``,
-``vhs_<format>_<variant>.json``, ``lora_mismatch_*``; PROVENANCE.md says how they were made).
+"""The double's frame interpolation (ComfyUI's own ``FrameInterpolate``, and the pack's ``RIFE VFI`` it
+replaced, which the VHS recordings feed on), VHS's other video formats and ComfyUI's ``lora key not
+loaded`` lines, replayed against what the real ComfyUI v0.30.0 did (``tests/recordings/``: ``rife_*``,
+``native_*``, ``vhs_<format>_<variant>.json``, ``lora_mismatch_*``; PROVENANCE.md says how they were made).
 
 Each recorded prompt is posted after a warm-up prompt made of exactly the nodes the recording
 served from ComfyUI's cache, so ``execution_cached`` and the message sequence can be compared as
@@ -275,24 +276,73 @@ def test_rife_prints_what_the_pack_prints(session: Session, capsys: pytest.Captu
     assert printed == want
 
 
+@pytest.mark.parametrize(("pack", "frames"), [("rife", 5), ("rife_x3", 7), ("rife_x4", 9), ("rife_one_frame", 1)])
+def test_the_native_node_makes_the_packs_frames_from_the_same_input(pack: str, frames: int) -> None:
+    """What decided the switch (docs/performance.md): on the same three frames (A, A inverted, A) the
+    recorded ``FrameInterpolate`` and ``RIFE VFI`` give the same count, the same source frames, and
+    (random weights both) in-betweens near the mean of their neighbours."""
+    native = {"rife": "native_rife_x2"}.get(pack, f"native_{pack}")
+    luma = pack == "rife"  # the first pack recording probed each frame's luma only
+    pack_means, native_means = np.array(_probed(pack, luma)), np.array(_probed(native, luma))
+    assert len(pack_means) == len(native_means) == frames
+    step = max((frames - 1) // 2, 1)
+    sources = range(0, frames, step)
+    assert np.allclose(pack_means[sources], native_means[sources], atol=0.05)
+    for index in set(range(frames)) - set(sources):
+        left = index // step * step
+        mean = (native_means[left] + native_means[left + step]) / 2
+        assert np.allclose(native_means[index], mean, atol=8) and np.allclose(pack_means[index], mean, atol=8)
+
+
+def _probed(name: str, luma: bool) -> list:
+    """Each frame's mean luma or RGB in the recorded probe of run ``name``."""
+    if name == "rife":
+        return recordings.load_json("rife_mp4_probe.json")["frame_mean_luma"]
+    (video,) = recordings.load_json(f"{name}_{'mp4_probe' if name.startswith('native_') else 'probe'}.json").values()
+    video = video["probe"]["video"] if "probe" in video else video
+    return video["frame_mean_luma" if luma else "frame_mean_rgb"]
+
+
 @pytest.mark.parametrize("multiplier", [2, 3, 4])
-def test_the_interpolate_fragment_runs_between_vae_decode_and_the_video(session: Session, multiplier: int) -> None:
-    """``workflows/fragments/interpolate.json`` validates against the recorded definition and turns
-    the I2V graph's 5 decoded frames into ``4 * multiplier + 1``."""
+def test_frame_interpolate_keeps_the_source_frames_and_blends_between_them(session: Session, multiplier: int) -> None:
+    """Frames ``0, m, 2m`` are the sources (A, inverted A, A); in between, blends of the two
+    neighbours: at x2 the mean of the two, as the recorded ``native_rife_x2_mp4_probe.json`` shows."""
+    prompt = recorded_prompt_of("native_rife_x2")
+    prompt["7"]["inputs"]["multiplier"] = multiplier
+    prompt_id, _ = session.run(prompt)
+    gif = session.entry(prompt_id)["outputs"]["8"]["gifs"][0]
+    means = decoded(session.server.output_dir / gif["filename"])["means"]
+    assert len(means) == 2 * multiplier + 1
+    a, b = means[0], means[multiplier]
+    assert np.allclose(means[2 * multiplier], a, atol=3)
+    assert np.allclose(a + b, 255, atol=6)  # B is A inverted
+    for pair in range(2):
+        left, right = means[pair * multiplier], means[(pair + 1) * multiplier]
+        for step in range(1, multiplier):
+            t = step / multiplier
+            assert np.allclose(means[pair * multiplier + step], (1 - t) * left + t * right, atol=4)
+
+
+@pytest.mark.parametrize(("model", "multiplier"), [("rife_v4.26.safetensors", 2), ("film_net_fp16.safetensors", 3), ("rife_v4.26.safetensors", 4)])
+def test_the_interpolate_fragment_runs_between_vae_decode_and_the_video(session: Session, model: str, multiplier: int) -> None:
+    """``workflows/fragments/interpolate.json`` (loader and interpolation) validates against the recorded
+    definitions and turns the I2V graph's 5 decoded frames into ``4 * multiplier + 1``."""
     create_model_files(session.server.models_root, ["loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors"])
     graph = copy.deepcopy(first_entry("i2v4step_history.json")["prompt"][2])
     graph["1"]["inputs"]["image"] = "example.png"
-    (fragment,) = json.loads((ROOT / "workflows" / "fragments" / "interpolate.json").read_text()).values()
-    node = copy.deepcopy(fragment)
-    node["inputs"].update(frames=["16", 0], multiplier=multiplier)
-    graph["30"] = node
-    graph["17"]["inputs"]["images"] = ["30", 0]
+    loader, interpolate = copy.deepcopy(list(json.loads((ROOT / "workflows" / "fragments" / "interpolate.json").read_text()).values()))
+    loader["inputs"]["model_name"] = model
+    interpolate["inputs"].update(interp_model=["30", 0], images=["16", 0], multiplier=multiplier)
+    graph["30"], graph["31"] = loader, interpolate
+    graph["17"]["inputs"]["images"] = ["31", 0]
     response = post(session.server, graph, session.client_id)
     assert response.status_code == 200, response.text
     prompt_id = response.json()["prompt_id"]
-    session.ws.wait_done(prompt_id)
+    messages = session.ws.wait_done(prompt_id)
     gif = session.entry(prompt_id)["outputs"]["17"]["gifs"][0]
     assert decoded(session.server.output_dir / gif["filename"])["decoded_frames"] == 4 * multiplier + 1
+    made = [m["data"] for m in messages if m["type"] == "progress" and m["data"]["node"] == "31"]
+    assert made and made[-1]["value"] == made[-1]["max"] == 4 * (multiplier - 1)  # the progress the worker shows
 
 
 # -- VHS formats --------------------------------------------------------------------------------------

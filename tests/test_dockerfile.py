@@ -126,11 +126,11 @@ def test_pins_are_the_recorded_comfyui_and_node_packs(pins: dict[str, str]) -> N
     assert pins["VHS_REF"] == "4ee72c065db22c9d96c2427954dc69e7b908444b"
     assert pins["ESSENTIALS_REF"] == "33ff89fd354d8ec3ab6affb605a79a931b445d99"
     provenance = (ROOT / "tests" / "recordings" / "PROVENANCE.md").read_text()
-    for key in ("COMFYUI_REF", "VHS_REF", "ESSENTIALS_REF", "FRAME_INTERPOLATION_REF"):
+    for key in ("COMFYUI_REF", "VHS_REF", "ESSENTIALS_REF"):
         assert pins[key] in provenance, f"{key} differs from the pins the recordings were made with"
-    for key in ("COMFYUI_REPO", "VHS_REPO", "ESSENTIALS_REPO", "FRAME_INTERPOLATION_REPO", "SAGEATTENTION_REPO"):
+    for key in ("COMFYUI_REPO", "VHS_REPO", "ESSENTIALS_REPO", "SAGEATTENTION_REPO"):
         assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+\.git", pins[key]), key
-    for key in ("COMFYUI_REF", "VHS_REF", "ESSENTIALS_REF", "FRAME_INTERPOLATION_REF", "SAGEATTENTION_REF"):
+    for key in ("COMFYUI_REF", "VHS_REF", "ESSENTIALS_REF", "SAGEATTENTION_REF"):
         assert re.fullmatch(r"[0-9a-f]{40}", pins[key]), f"{key} must be a full commit id"
 
 

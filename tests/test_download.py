@@ -605,7 +605,7 @@ def test_the_request_goes_to_the_checked_address_and_nowhere_else(url: str, host
 
     from worker.download import FetchRules, _Target
 
-    parsed = _Target.parse(url, 0, FetchRules.for_image(CLOSED))
+    parsed = _Target.parse(url, 0, FetchRules.for_media(CLOSED))
     assert (parsed.host, parsed.port) == (host, port)
     for address in (PUBLIC_IP, "2606:4700:4700::1111"):
         built = parsed.url_for(address)

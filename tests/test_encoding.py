@@ -1,7 +1,7 @@
-"""The video as the user asks for it: interpolated with RIFE, encoded as H.264, H.265, VP9 WebM or NVENC.
+"""The video as the user asks for it: interpolated (RIFE or FILM), encoded as H.264, H.265, VP9 WebM or NVENC.
 
 Jobs run through the pipeline with the ComfyUI double (which encodes with PyAV as VHS does with
-ffmpeg, and interpolates as the recorded RIFE VFI runs did); the MP4/WebM files are decoded.
+ffmpeg, and interpolates as the recorded native RIFE and FILM runs did); the MP4/WebM files are decoded.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from pathlib import Path
 import av
 import pytest
 
+from comfy_bootstrap.errors import ModelsMissing
 from tests.harness import by_role, decode_mp4, filled_graph, png_b64
 from worker import encoding
 from worker.errors import InvalidInput
 from worker.pipeline import generate_video
+from worker.settings import Settings
 
 SMALL = {"width": 64, "height": 64, "length": 5, "seed": 2}
 
@@ -37,20 +39,56 @@ def _probe(data: bytes) -> dict:
 def test_interpolation_sits_between_the_decoder_and_the_video_node() -> None:
     graph = filled_graph({**_job(interpolate=3, frame_rate=16), "return_last_frame": True})
     nodes, roles = by_role(graph), graph.roles
-    assert nodes["interpolate"]["frames"] == [roles["decode"], 0] and nodes["interpolate"]["multiplier"] == 3
+    assert nodes["interpolate"]["images"] == [roles["decode"], 0] and nodes["interpolate"]["multiplier"] == 3
+    assert nodes["interpolate"]["interp_model"] == [roles["interpolation_model"], 0]
+    assert nodes["interpolation_model"]["model_name"] == "rife_v4.26.safetensors"  # RIFE unless the job asks for FILM
     assert nodes["video_output"]["images"] == [roles["interpolate"], 0] and nodes["video_output"]["frame_rate"] == 48.0
     assert nodes["last_frame"]["image"] == [roles["interpolate"], 0]  # the last frame of the video as encoded
-    assert nodes["interpolate"]["ckpt_name"] == "rife49.pth"
 
 
-def test_interpolate_2_at_16_fps_makes_the_natural_motion_recipe(make_runtime) -> None:
+def test_the_job_chooses_the_interpolation_model_and_a_variable_renames_its_file() -> None:
+    film = by_role(filled_graph(_job(interpolate=2, frame_rate=16, interpolation_model="film")))
+    assert film["interpolation_model"]["model_name"] == "film_net_fp16.safetensors"
+    env = {**os.environ, "MODEL_INTERPOLATION_RIFE": "mine/rife_v4.25.safetensors"}
+    renamed = by_role(filled_graph(_job(interpolate=2, frame_rate=16), Settings.from_env(env)))
+    assert renamed["interpolation_model"]["model_name"] == "mine/rife_v4.25.safetensors"
+    assert not {"interpolate", "interpolation_model"} & set(by_role(filled_graph(_job())))
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [({"interpolation_model": "film"}, 'options.interpolation_model: given without options.interpolate (allowed: together with options.interpolate from 2 to 4)'),
+     ({"interpolate": 1, "interpolation_model": "rife"}, 'options.interpolation_model: given without options.interpolate'),
+     ({"interpolate": 2, "interpolation_model": "gimm"}, 'options.interpolation_model: "gimm" is not one of the allowed values (allowed: rife, film)'),
+     ({"interpolate": 9, "interpolation_model": "film"}, "options.interpolate: 9 is greater than 4 (allowed: integers from 1 to 4)")],
+)  # fmt: skip
+def test_an_interpolation_model_needs_an_interpolation_and_is_rife_or_film(options: dict, error: str) -> None:
+    from worker.request.parse import parse_request
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_request(_job(frame_rate=16, **options), Settings())
+    assert str(caught.value).startswith(error) and str(caught.value).count("; ") == 0
+
+
+@pytest.mark.parametrize("model", ["rife", "film"])
+def test_interpolate_2_at_16_fps_makes_the_natural_motion_recipe(make_runtime, model: str) -> None:
     runtime = make_runtime()
     progress: list[dict] = []
-    out = generate_video(_job(interpolate=2, frame_rate=16), "rife", runtime, send_progress=progress.append)
+    out = generate_video(_job(interpolate=2, frame_rate=16, interpolation_model=model), model, runtime, send_progress=progress.append)
     video = decode_mp4(base64.b64decode(out["video"]))
     assert (video["frames"], video["rate"]) == (9, 32.0)
-    assert (out["length"], out["frames"], out["interpolate"], out["frame_rate"]) == (5, 9, 2, 32.0)
-    assert "interpolate" in [p["stage"] for p in progress]
+    assert (out["length"], out["frames"], out["interpolate"], out["interpolation_model"], out["frame_rate"]) == (5, 9, 2, model, 32.0)
+    stages = [p for p in progress if p["stage"] == "interpolate"]
+    assert stages and stages[-1]["steps"] == 4 and 92.0 <= stages[-1]["percent"] <= 95.0  # 4 frames made between the 5
+
+
+def test_an_interpolation_model_missing_from_the_volume_fails_the_job_that_needs_it(make_runtime) -> None:
+    runtime = make_runtime()
+    (Path(runtime.settings.comfy.volume_path) / "models" / "frame_interpolation" / "film_net_fp16.safetensors").unlink()
+    with pytest.raises(ModelsMissing) as caught:
+        generate_video(_job(interpolate=2, frame_rate=16, interpolation_model="film"), "film", runtime)
+    assert str(caught.value).startswith("task i2v, interpolation_model film: 1 model file not found by ComfyUI")
+    assert generate_video(_job(interpolate=2, frame_rate=16), "rife", runtime)["frames"] == 9  # RIFE's jobs still run
 
 
 def test_an_output_frame_rate_wins_over_the_multiplied_one(make_runtime) -> None:

@@ -19,7 +19,7 @@ from worker.errors import InvalidImage
 from worker.settings import Limits
 from worker.url_guard import url_problem
 
-RULES = FetchRules.for_image(Limits())
+RULES = FetchRules.for_media(Limits())
 ADDRESSES = ("93.184.216.34", "2606:4700:4700::1111")
 
 #: Pieces a URL is made of, and the characters parsers disagree about.

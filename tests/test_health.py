@@ -142,7 +142,7 @@ def test_ordinary_errors_are_not_gpu_trouble(exception_type: str, message: str) 
 
 def test_the_stored_graphs_gpu_nodes_are_in_the_table() -> None:
     assert {"KSampler", "KSamplerAdvanced", "UNETLoader", "CLIPLoader", "VAELoader", "CLIPTextEncode", "VAEDecode",
-            "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "RIFE VFI"} <= GPU_NODE_CLASSES  # fmt: skip
+            "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "FrameInterpolate"} <= GPU_NODE_CLASSES  # fmt: skip
     assert not {"LoadImage", "ImageResize+", "VHS_VideoCombine", "SaveImage", "ImageFromBatch"} & GPU_NODE_CLASSES
 
 

@@ -1,4 +1,4 @@
-"""comfy_bootstrap/install.sh against local git repositories standing in for the four upstream ones.
+"""comfy_bootstrap/install.sh against local git repositories standing in for the three upstream ones.
 
 The stand-ins are tiny but shaped like the real thing where install.sh and verify_nodes.py touch
 it: ComfyUI has ``main.py`` with ``--cpu --quick-test-for-ci`` and the directory flags,
@@ -9,12 +9,10 @@ user folder, and ``nodes.py`` whose async ``init_extra_nodes()`` imports every p
 like ComfyUI. Without ``--cpu`` it refuses to load, as ComfyUI does on a machine with no GPU. The
 packs register a route on ``PromptServer.instance`` while imported, as VideoHelperSuite does. Each
 repository has two commits, so a test can tell "checked out the pin" from "checked out the tip".
-The RIFE checkpoint comes from a local file standing in for the Hugging Face mirror.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -224,17 +222,6 @@ def new_repo(path: Path) -> Path:
     return path
 
 
-#: ComfyUI-Frame-Interpolation's requirement files at the pin (26545cc): RIFE needs neither cupy
-#: nor the contrib OpenCV build.
-FI_REQUIREMENTS = "torch\nnumpy\neinops\nopencv-contrib-python\nkornia\nscipy\nPillow\ntorchvision\ntqdm"
-FI_FILES = {
-    "requirements-no-cupy.txt": FI_REQUIREMENTS,
-    "requirements-with-cupy.txt": FI_REQUIREMENTS + "\ncupy-wheel",
-    ".gitignore": "ckpts\n__pycache__\ntest_result\n",
-}
-RIFE_CKPT = Path("custom_nodes") / "ComfyUI-Frame-Interpolation" / "ckpts" / "rife" / "rife49.pth"
-
-
 def pack(mapping: dict[str, str] | None, *, raise_on_import: str | None = None) -> dict[str, str]:
     # Like VideoHelperSuite: register an HTTP route on the running PromptServer while being imported.
     body = "import server\n\n\n@server.PromptServer.instance.routes.get('/vhs/viewvideo')\ndef view(request): ...\n\n\n"
@@ -245,24 +232,17 @@ def pack(mapping: dict[str, str] | None, *, raise_on_import: str | None = None) 
 
 @dataclass
 class Upstream:
-    """The four stand-in repositories, the commits a test can pin, and the RIFE checkpoint."""
+    """The three stand-in repositories and the commits a test can pin."""
 
     comfyui: Path
     vhs: Path
     essentials: Path
-    frame_interpolation: Path
     comfyui_pin: str
     comfyui_tip: str
     vhs_pin: str
     vhs_broken: str  # tip: the pack raises at import
     essentials_pin: str
     essentials_without_resize: str  # tip: ImageResize+ removed
-    frame_interpolation_pin: str
-    rife_ckpt: Path  # a local file standing in for the checkpoint's mirror
-
-    @property
-    def rife_sha256(self) -> str:
-        return hashlib.sha256(self.rife_ckpt.read_bytes()).hexdigest()
 
     def env(self, comfy_dir: Path, **overrides: str) -> dict[str, str]:
         env = {
@@ -277,11 +257,6 @@ class Upstream:
             "VHS_REF": self.vhs_pin,
             "ESSENTIALS_REPO": str(self.essentials),
             "ESSENTIALS_REF": self.essentials_pin,
-            "FRAME_INTERPOLATION_REPO": str(self.frame_interpolation),
-            "FRAME_INTERPOLATION_REF": self.frame_interpolation_pin,
-            "RIFE_CKPT_URL": str(self.rife_ckpt),
-            "RIFE_CKPT_SHA256": self.rife_sha256,
-            "RIFE_CKPT_SIZE": str(self.rife_ckpt.stat().st_size),
         }
         env.update(overrides)
         return env
@@ -314,15 +289,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Upstream:
     ess = new_repo(base / "ComfyUI_essentials")
     ess_pin = commit_files(ess, pack({"ImageResize+": "", "ImageCrop+": ""}), "essentials")
     ess_without = commit_files(ess, pack({"ImageCrop+": ""}), "drop ImageResize+")
-
-    fi = new_repo(base / "ComfyUI-Frame-Interpolation")
-    fi_files = {**pack({"RIFE VFI": "", "FILM VFI": ""}), **FI_FILES}
-    del fi_files["requirements.txt"]  # the pack has only its two requirements-*.txt
-    fi_pin = commit_files(fi, fi_files, "frame interpolation")
-    commit_files(fi, {"__init__.py": pack({"FILM VFI": ""})["__init__.py"]}, "after the pin: RIFE VFI removed")
-    ckpt = base / "rife49.pth"
-    ckpt.write_bytes(bytes(range(256)) * 64)  # 16 KiB of stand-in weights
-    return Upstream(comfy, vhs, ess, fi, comfy_pin, comfy_tip, vhs_pin, vhs_broken, ess_pin, ess_without, fi_pin, ckpt)
+    return Upstream(comfy, vhs, ess, comfy_pin, comfy_tip, vhs_pin, vhs_broken, ess_pin, ess_without)
 
 
 def run_install(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -334,7 +301,8 @@ def head(repo: Path) -> str:
 
 
 def test_the_pack_classes_of_the_graphs_name_their_pack(tmp_path: Path) -> None:
-    assert {"VHS_VideoCombine", "ImageResize+"} <= set(verify_nodes.PROVIDERS) & ALL_CLASSES
+    assert {"VHS_VideoCombine", "ImageResize+"} == set(verify_nodes.PROVIDERS) == ALL_CLASSES - set(CORE_CLASSES)
+    assert {"FrameInterpolationModelLoader", "FrameInterpolate", "EasyCache"} <= set(CORE_CLASSES)  # ComfyUI's own
     (tmp_path / "nodes.py").write_text("")
     assert verify_nodes.main(["--comfy-dir", str(tmp_path)]) == 2  # nothing to check is an error, not a pass
 
@@ -348,9 +316,7 @@ def test_installs_every_repo_at_its_pin_and_verifies(upstream: Upstream, tmp_pat
     assert not (comfy_dir / "CHANGED_AFTER_PIN").exists()
     assert head(comfy_dir / "custom_nodes" / "ComfyUI-VideoHelperSuite") == upstream.vhs_pin
     assert head(comfy_dir / "custom_nodes" / "ComfyUI_essentials") == upstream.essentials_pin
-    assert head(comfy_dir / "custom_nodes" / "ComfyUI-Frame-Interpolation") == upstream.frame_interpolation_pin
-    assert (comfy_dir / RIFE_CKPT).read_bytes() == upstream.rife_ckpt.read_bytes()
-    assert f"SHA-256 {upstream.rife_sha256}" in result.stdout and "verified" in result.stdout
+    assert sorted(p.name for p in (comfy_dir / "custom_nodes").iterdir() if p.is_dir()) == ["ComfyUI-VideoHelperSuite", "ComfyUI_essentials"]
     assert "--quick-test-for-ci" in result.stdout
     assert f"verify_nodes: all {len(ALL_CLASSES)} node classes are registered" in result.stdout
     assert "SKIP_PIP=1" in result.stdout
@@ -368,18 +334,12 @@ def test_second_run_changes_nothing_and_needs_no_network(upstream: Upstream, tmp
         COMFYUI_REPO=str(tmp_path / "gone"),
         VHS_REPO=str(tmp_path / "gone"),
         ESSENTIALS_REPO=str(tmp_path / "gone"),
-        FRAME_INTERPOLATION_REPO=str(tmp_path / "gone"),
-        RIFE_CKPT_URL="https://huggingface.invalid/rife49.pth",
     )
-    ckpt_stat = (comfy_dir / RIFE_CKPT).stat()
     second = run_install(offline)
 
     assert second.returncode == 0, second.stdout + second.stderr
     assert {p: head(p) for p in before} == before
     assert git("status", "--porcelain", cwd=comfy_dir / "custom_nodes" / "ComfyUI_essentials") == ""
-    assert git("status", "--porcelain", cwd=comfy_dir / "custom_nodes" / "ComfyUI-Frame-Interpolation") == ""
-    assert "rife49.pth is already there" in second.stdout and "downloading" not in second.stdout
-    assert (comfy_dir / RIFE_CKPT).stat().st_mtime_ns == ckpt_stat.st_mtime_ns
 
 
 def test_unknown_pin_fails_with_a_clear_message(upstream: Upstream, tmp_path: Path) -> None:
@@ -455,62 +415,18 @@ def test_without_skip_pip_it_refuses_to_run_without_torch(upstream: Upstream, tm
     assert "torch==2.10.0" in result.stderr and "download.pytorch.org/whl/cu128" in result.stderr
 
 
-# -- the RIFE checkpoint ------------------------------------------------------------------------------
+# -- no frame interpolation pack -----------------------------------------------------------------------
 
 
-def test_rife_checkpoint_with_a_wrong_checksum_fails_loudly(upstream: Upstream, tmp_path: Path) -> None:
-    comfy_dir = tmp_path / "comfyui"
-    wrong = "0" * 64
-    result = run_install(upstream.env(comfy_dir, RIFE_CKPT_SHA256=wrong))
-
-    assert result.returncode != 0
-    assert f"{upstream.rife_ckpt} is not the pinned file: SHA-256 {upstream.rife_sha256}, expected {wrong}" in result.stderr
-    assert "RIFE checkpoint: not installed" in result.stderr
-    rife_dir = (comfy_dir / RIFE_CKPT).parent
-    assert list(rife_dir.iterdir()) == [], "neither the file nor a partial download is left"
-
-
-def test_rife_checkpoint_with_a_wrong_size_fails_before_hashing(upstream: Upstream, tmp_path: Path) -> None:
-    size = upstream.rife_ckpt.stat().st_size
-    result = run_install(upstream.env(tmp_path / "comfyui", RIFE_CKPT_SIZE="21345274"))
-
-    assert result.returncode != 0
-    assert f"is not the pinned file: size {size} bytes, expected 21345274" in result.stderr
-
-
-def test_rife_checkpoint_from_a_file_url_and_a_bad_copy_is_replaced(upstream: Upstream, tmp_path: Path) -> None:
-    comfy_dir = tmp_path / "comfyui"
-    target = comfy_dir / RIFE_CKPT
-    assert run_install(upstream.env(comfy_dir)).returncode == 0
-    target.write_bytes(b"truncated")  # e.g. an interrupted copy by hand
-
-    result = run_install(upstream.env(comfy_dir, RIFE_CKPT_URL=upstream.rife_ckpt.as_uri()))
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"downloading {upstream.rife_ckpt.as_uri()}" in result.stdout
-    assert target.read_bytes() == upstream.rife_ckpt.read_bytes()
-
-
-def test_unreachable_rife_checkpoint_fails_with_a_clear_message(upstream: Upstream, tmp_path: Path) -> None:
-    missing = tmp_path / "nowhere" / "rife49.pth"
-    result = run_install(upstream.env(tmp_path / "comfyui", RIFE_CKPT_URL=str(missing)))
-
-    assert result.returncode != 0
-    assert f"cannot get {missing}" in result.stderr and "RIFE_CKPT_URL" in result.stderr
-
-
-def test_rife_checkpoint_pin_is_a_hugging_face_file_by_commit() -> None:
-    pins = {
-        k: v
-        for k, _, v in (ln.partition("=") for ln in (ROOT / "comfy_bootstrap" / "pins.env").read_text().splitlines())
-        if k and not k.startswith("#")
-    }
-    url = pins["RIFE_CKPT_URL"]
-    assert url.startswith("https://huggingface.co/") and url.endswith("/rife49.pth")
-    assert "/resolve/" in url and len(url.split("/resolve/")[1].split("/")[0]) == 40, "pinned to a commit, not main"
-    assert pins["RIFE_CKPT_SHA256"] == "e55fd00f3cc184e3c65961f4bb827a9da022e78eed36b055242c0ac30000d533"
-    assert pins["RIFE_CKPT_SIZE"] == "21345274"
-    assert pins["FRAME_INTERPOLATION_REF"] == "26545cc2dd95bc3d27f056016300673bdeee78f5"
+def test_frame_interpolation_is_comfyuis_own_and_nothing_pins_the_pack_or_its_checkpoint() -> None:
+    """ComfyUI's FrameInterpolate replaced ComfyUI-Frame-Interpolation's RIFE VFI: its models are
+    volume files like the others (scripts/models.py), not part of the image."""
+    pins = (ROOT / "comfy_bootstrap" / "pins.env").read_text()
+    for text in (pins, INSTALL_SH.read_text(), (ROOT / "Dockerfile").read_text()):
+        assert "FRAME_INTERPOLATION" not in text and "RIFE_CKPT" not in text and "Frame-Interpolation" not in text
+    assert {"FrameInterpolationModelLoader", "FrameInterpolate"} <= verify_nodes.workflow_class_types(
+        ROOT / "workflows" / "fragments" / "interpolate.json"
+    )
 
 
 # -- what is pip-installed ----------------------------------------------------------------------------
@@ -538,7 +454,7 @@ exec REAL_PYTHON "$@"
 """
 
 
-def test_only_what_rife_needs_is_pip_installed_and_one_headless_opencv(upstream: Upstream, tmp_path: Path) -> None:
+def test_the_packs_requirements_are_pip_installed_with_one_headless_opencv(upstream: Upstream, tmp_path: Path) -> None:
     python = tmp_path / "python"
     python.write_text(FAKE_PIP_PYTHON.replace("REAL_PYTHON", sys.executable))
     python.chmod(0o755)
@@ -549,12 +465,10 @@ def test_only_what_rife_needs_is_pip_installed_and_one_headless_opencv(upstream:
 
     assert result.returncode == 0, result.stdout + result.stderr
     log = pip_log.read_text()
-    assert "requirements-no-cupy.txt (left out: opencv-contrib-python)" in result.stdout
     installs = [ln for ln in log.splitlines() if not ln.startswith("pip show")]
     installed = [ln.strip() for ln in installs if ln.startswith("    ")]
-    assert not [ln for ln in installs if "opencv-contrib-python" in ln or "cupy" in ln]
     assert "pip show -q opencv-contrib-python" in log  # checked for, so a dependency's copy would go
-    assert {"einops", "kornia", "scipy", "numpy"} <= set(installed)
+    assert {"comfyui-frontend-package==1.47.11", "imageio-ffmpeg"} <= set(installed)
     assert installed.count("opencv-python-headless") == 2  # VHS's and essentials' opencv-python, swapped
     assert "opencv-python" not in installed
 
@@ -571,15 +485,14 @@ def test_local_names_every_source_it_cannot_reach_and_creates_nothing(upstream: 
 
     dead = f"http://127.0.0.1:{free_port()}"
     dest = tmp_path / ".comfy"
-    env = local_env(upstream, dest, SKIP_PIP="0", COMFYUI_REPO=str(tmp_path / "no-comfyui"), RIFE_CKPT_URL=f"{dead}/rife49.pth",
+    env = local_env(upstream, dest, SKIP_PIP="0", COMFYUI_REPO=str(tmp_path / "no-comfyui"),
                     TORCH_INDEX_URL=f"{dead}/whl/cu128", PIP_INDEX_URL=f"{dead}/simple")  # fmt: skip
     result = run_install(env, "local", str(dest))
     assert result.returncode == 1 and not dest.exists()
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("install.sh: ERROR: make comfyui needs GitHub (or the *_REPO mirrors), Hugging Face")
-    assert lines[1:5] == [
+    assert lines[0].startswith("install.sh: ERROR: make comfyui needs GitHub (or the *_REPO mirrors), the PyTorch index")
+    assert lines[1:4] == [
         f"  git repository (COMFYUI_REPO={tmp_path / 'no-comfyui'}): git ls-remote cannot read it",
-        f"  RIFE checkpoint (RIFE_CKPT_URL={dead}/rife49.pth): cannot reach it: <urlopen error [Errno 111] Connection refused>",
         f"  PyTorch wheels (TORCH_INDEX_URL={dead}/whl/cu128/torch/): cannot reach it: <urlopen error [Errno 111] Connection refused>",
         f"  Python packages (PIP_INDEX_URL={dead}/simple/pip/): cannot reach it: <urlopen error [Errno 111] Connection refused>",
     ]
@@ -588,9 +501,10 @@ def test_local_names_every_source_it_cannot_reach_and_creates_nothing(upstream: 
 
 def test_local_failing_midway_removes_the_half_built_folder(upstream: Upstream, tmp_path: Path) -> None:
     dest = tmp_path / ".comfy"
-    result = run_install(local_env(upstream, dest, RIFE_CKPT_SHA256="0" * 64), "local", str(dest))
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    result = run_install(local_env(upstream, dest, ESSENTIALS_REF=missing), "local", str(dest))
     assert result.returncode == 1
-    assert "is not the pinned file" in result.stdout + result.stderr  # it got as far as the checkpoint
+    assert f"pin ESSENTIALS_REF={missing} not found" in result.stderr  # ComfyUI and VHS were checked out first
     assert f"failed: removed the half-built {dest} (nothing is installed)" in result.stdout
     assert not dest.exists()
 
@@ -601,7 +515,7 @@ def test_local_marks_a_finished_install_that_make_serve_then_uses(upstream: Upst
     assert result.returncode == 0, result.stdout + result.stderr
     assert (dest / ".complete").is_file() and (dest / "venv" / "bin" / "python").exists()
     assert head(dest / "ComfyUI") == upstream.comfyui_pin
-    offline = local_env(upstream, dest, COMFYUI_REPO=str(tmp_path / "gone"), RIFE_CKPT_URL="https://huggingface.invalid/x")
+    offline = local_env(upstream, dest, COMFYUI_REPO=str(tmp_path / "gone"))
     again = run_install(offline, "local", str(dest))  # done already: nothing is contacted or changed
     assert again.returncode == 0 and "is already installed" in again.stdout
 

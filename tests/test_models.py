@@ -17,7 +17,9 @@ from tests.comfy_double.folders import Folders, load_extra_model_paths
 from worker.settings import Settings as WorkerSettings
 from worker.tasks import REGISTRY
 
-I2V_FILES = REGISTRY["i2v"].model_files(WorkerSettings().model_names)
+NAMES = WorkerSettings().model_names
+#: The files every i2v job loads (an interpolating job adds its interpolation model).
+I2V_FILES = [spec.file(NAMES) for spec in REGISTRY["i2v"].specs() if spec.loaded_by is None]
 
 RECORDINGS = Path(__file__).parent / "recordings"
 EXPECTED_YAML = """\
@@ -33,6 +35,7 @@ runpod_volume:
   loras: models/loras
   audio_encoders: models/audio_encoders
   clip_vision: models/clip_vision
+  frame_interpolation: models/frame_interpolation
 """
 LORA_BASE = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
 
@@ -73,7 +76,24 @@ def test_i2v_needs_the_original_workers_five_files_in_their_folders() -> None:
     assert files["MODEL_LORA"].name == f"wan/{LORA_BASE}"
     assert files["MODEL_HIGH_NOISE"].volume_subdirs == ("models/diffusion_models", "models/unet")
     assert files["MODEL_TEXT_ENCODER"].volume_subdirs == ("models/text_encoders", "models/clip")
-    assert {f.folder for task in REGISTRY.values() for f in task.model_files(WorkerSettings().model_names)} <= set(VOLUME_SUBDIRS)
+    assert {f.folder for task in REGISTRY.values() for f in task.model_files(NAMES)} <= set(VOLUME_SUBDIRS)
+
+
+@pytest.mark.parametrize(("options", "extra"), [
+    ({}, None),
+    ({"interpolate": 2}, "MODEL_INTERPOLATION_RIFE"),
+    ({"interpolate": 3, "frame_rate": 16, "interpolation_model": "film"}, "MODEL_INTERPOLATION_FILM"),
+])  # fmt: skip
+def test_a_job_loads_the_interpolation_model_it_interpolates_with_and_no_other(options: dict, extra: str | None) -> None:
+    from worker.request.parse import parse_request
+
+    request = parse_request({"prompt": "p", "image": "aGk=", "options": options}, WorkerSettings())
+    files = {f.setting: f for f in REGISTRY["i2v"].model_files(NAMES, request.speed, request)}
+    assert set(files) == {f.setting for f in I2V_FILES} | ({extra} if extra else set())
+    if extra:
+        assert files[extra].folder == "frame_interpolation" and files[extra].volume_subdirs == ("models/frame_interpolation",)
+    every = {f.setting for f in REGISTRY["i2v"].model_files(NAMES)}  # what some job may load: the download script's list
+    assert {"MODEL_INTERPOLATION_RIFE", "MODEL_INTERPOLATION_FILM"} <= every
 
 
 # ---------------------------------------------------------------------------- yaml
@@ -92,6 +112,7 @@ def test_yaml_as_comfyui_reads_it(tmp_path: Path) -> None:
         "loras": ["/runpod-volume/models/loras"],
         "audio_encoders": ["/runpod-volume/models/audio_encoders"],
         "clip_vision": ["/runpod-volume/models/clip_vision"],
+        "frame_interpolation": ["/runpod-volume/models/frame_interpolation"],
     }
 
 

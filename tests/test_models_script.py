@@ -104,6 +104,8 @@ def test_one_task_lands_in_the_volume_layout_with_the_hubs_bytes(hub: FakeHub, e
         [
             "models/diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
             "models/diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
+            "models/frame_interpolation/film_net_fp16.safetensors",
+            "models/frame_interpolation/rife_v4.26.safetensors",
             "models/loras/wan/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors",
             "models/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
             "models/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
@@ -113,23 +115,23 @@ def test_one_task_lands_in_the_volume_layout_with_the_hubs_bytes(hub: FakeHub, e
     )
     for folder, name in task_files("i2v"):
         assert target(volume, folder, name).read_bytes() == entry(hub, folder, name).content
-    assert out.count("ok: size and SHA-256 match the Hub's") == 7
+    assert out.count("ok: size and SHA-256 match the Hub's") == 9
     assert "from Kijai/WanVideo_comfy/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors" in out
-    assert f"all 7 files are in place under {volume / 'models'}" in out
+    assert f"all 9 files are in place under {volume / 'models'}" in out
 
     # A second run finds everything in place: it checks, and downloads nothing.
     hub.requests.clear()
     assert run(volume, "--task", "i2v") == 0
-    assert capsys.readouterr().out.count("present ") == 7 and blob_gets(hub) == []
+    assert capsys.readouterr().out.count("present ") == 9 and blob_gets(hub) == []
 
 
 def test_speed_default_leaves_the_speed_presets_loras_out(hub: FakeHub, env, volume: Path, capsys) -> None:
     assert run(volume, "--task", "i2v", "--task", "t2v", "--speed", "default") == 0
     assert not any("4steps" in name for name in files_under(volume))
-    assert "all 7 files are in place" in capsys.readouterr().out  # 2 + 2 experts, text encoder, VAE, lightx2v LoRA
+    assert "all 9 files are in place" in capsys.readouterr().out  # 2 + 2 experts, text encoder, VAE, lightx2v LoRA, RIFE, FILM
     assert run(volume, "--task", "t2v", "--speed", "4step") == 0  # adds the T2V 4-step LoRAs, nothing else
     out = capsys.readouterr().out
-    assert out.count("present ") == 4 and out.count("ok: size and SHA-256 match the Hub's") == 2
+    assert out.count("present ") == 6 and out.count("ok: size and SHA-256 match the Hub's") == 2
     assert "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors" in out
     assert "split_files/loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors" in out
     assert not any("i2v_lightx2v_4steps" in name for name in files_under(volume))
@@ -138,7 +140,7 @@ def test_speed_default_leaves_the_speed_presets_loras_out(hub: FakeHub, env, vol
 def test_a_file_several_tasks_share_is_fetched_once(hub: FakeHub, env, volume: Path, capsys) -> None:
     assert run(volume, "--task", "i2v", "--task", "t2v", "--task", "flf2v") == 0
     gets = blob_gets(hub)
-    assert len(gets) == len(set(gets)) == 11  # 2 + 2 experts, text encoder, VAE, LoRA, 2 + 2 4-step LoRAs
+    assert len(gets) == len(set(gets)) == 13  # 2 + 2 experts, text encoder, VAE, LoRA, RIFE, FILM, 2 + 2 4-step LoRAs
     assert "text encoder; i2v, t2v, flf2v)" in capsys.readouterr().out
 
 
@@ -187,7 +189,7 @@ def test_dry_run_tells_present_partial_and_wrong_files_apart(hub: FakeHub, env, 
     out = capsys.readouterr().out
     assert f"resume   {high[1]}" in out and f"1.0 KB of {models.human_size(len(entry(hub, *high).content))} there" in out
     assert f"replace  {low[1]}" in out and "the file there is 35 bytes" in out
-    assert f"fetch    {vae[1]}" in out and out.count("present  ") == 4
+    assert f"fetch    {vae[1]}" in out and out.count("present  ") == 6
     assert {p: p.stat().st_mtime_ns for p in (volume / "models").rglob("*")} == before
 
 
@@ -213,7 +215,7 @@ def test_check_names_a_corrupt_and_a_missing_file_and_the_command_that_fixes_the
     actual, expected = hashlib.sha256(data).hexdigest(), entry(hub, folder, name).sha256
     assert f"wrong    {name}" in out and f"it is SHA-256 {actual}, the Hub's is {expected}" in out
     assert f"missing  {vae[1]}" in out and f"expected at {target(volume, *vae)}" in out
-    assert f"2 of 9 files missing or wrong: {vae[1]}, {name}" in out
+    assert f"2 of 11 files missing or wrong: {vae[1]}, {name}" in out
     assert f"fix: python scripts/models.py --volume {volume} --task i2v --task ti2v-5b" in out
     assert run(volume, "--task", "i2v", "--task", "ti2v-5b") == 0  # the fix works
     assert corrupt.read_bytes() == entry(hub, folder, name).content
@@ -227,7 +229,7 @@ def test_check_accepts_the_volumes_hugging_face_cache_and_checks_the_copy_the_wo
     links = fill_cache(hub, cache, [SPECS[file] for file in task_files("i2v")])
     assert run(volume, "--task", "i2v", "--check") == 0
     out = capsys.readouterr().out
-    assert out.count("ok       ") == 7 and "all 7 files are present with the Hub's size and SHA-256" in out
+    assert out.count("ok       ") == 9 and "all 9 files are present with the Hub's size and SHA-256" in out
     assert f"at   {links[0]}\n" in out and "in the cached model Comfy-Org/Wan_2.2_ComfyUI_Repackaged@0123456789ab (main)" in out
     assert not (volume / "models").exists()
 
@@ -238,7 +240,7 @@ def test_check_accepts_the_volumes_hugging_face_cache_and_checks_the_copy_the_wo
     blob.write_bytes(b"x" + blob.read_bytes()[1:])
     assert run(volume, "--task", "i2v", "--check") == 1
     out = capsys.readouterr().out
-    assert f"wrong    {task_files('i2v')[0][1]}" in out and "1 of 7 files missing or wrong" in out
+    assert f"wrong    {task_files('i2v')[0][1]}" in out and "1 of 9 files missing or wrong" in out
     assert f"ok       {task_files('i2v')[3][1]}" in out
 
 
@@ -246,7 +248,7 @@ def test_hf_upload_lays_out_verified_files_the_worker_finds_as_a_cached_model(hu
     out_dir = tmp_path / "upload"
     assert models.main(["--layout", "hf-upload", "--out", str(out_dir), "--task", "i2v", "--speed", "default"]) == 0
     out = capsys.readouterr().out
-    assert out.count("ok: size and SHA-256 match the Hub's") == 5
+    assert out.count("ok: size and SHA-256 match the Hub's") == 7
     assert f"hf upload <you>/<repo> {out_dir} ." in out
     assert files_under(out_dir) == sorted(
         f"split_files/{folder}/{name}" for folder, name in task_files("i2v") if "4steps" not in name
@@ -258,7 +260,7 @@ def test_hf_upload_lays_out_verified_files_the_worker_finds_as_a_cached_model(hu
     out_dir.rename(snapshot)
     wanted = [hf_cache.Sought(ModelFile(folder, name)) for folder, name in task_files("i2v") if "4steps" not in name]
     result = hf_cache.search(tmp_path / "hub", wanted, hf_cache.RepoPin.parse("me/wan22-i2v"))
-    assert len(result.found) == 5 and result.missing == ()
+    assert len(result.found) == 7 and result.missing == ()
     assert all(f.path.read_bytes() == entry(hub, f.file.folder, f.file.name).content for f in result.found)
 
 
@@ -356,7 +358,7 @@ def test_content_that_does_not_match_the_hubs_sha256_is_refused_and_not_kept(hub
     out = capsys.readouterr().out
     actual = hashlib.sha256(bad.content).hexdigest()
     assert f"{name}: the download from {SPECS[(folder, name)][0]}/{SPECS[(folder, name)][1]} is SHA-256 {actual}, the Hub's is {'ab' * 32}" in out
-    assert "it was deleted" in out and "1 of 7 files failed" in out
+    assert "it was deleted" in out and "1 of 9 files failed" in out
     assert [p for p in target(volume, folder, name).parent.iterdir()] == []
     assert target(volume, *task_files("i2v")[0]).exists()  # the other files still arrived
 
@@ -402,7 +404,7 @@ def test_an_unreachable_hub_fails_a_download_and_a_dry_run_lists_the_published_s
     out = capsys.readouterr().out
     assert "note: cannot reach the Hub at http://127.0.0.1:" in out and "without the Hub: the sizes its file pages show" in out
     assert "fetch    wan2.2_ti2v_5B_fp16.safetensors  10.0 GB  (TI2V-5B diffusion model; ti2v-5b)" in out
-    assert "3 files, 18.10 GB in all; to download: 18.10 GB (the sizes the Hub's pages show). Dry run: nothing was written." in out
+    assert "5 files, 18.19 GB in all; to download: 18.19 GB (the sizes the Hub's pages show). Dry run: nothing was written." in out
     assert not volume.exists()
 
 
@@ -434,7 +436,7 @@ def test_a_fresh_clone_needs_nothing_but_huggingface_hub() -> None:
                          capture_output=True, text=True, timeout=30)  # fmt: skip
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "fetch    wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors  14.3 GB" in dry.stdout
-    assert "7 files, 38.27 GB in all" in dry.stdout
+    assert "9 files, 38.36 GB in all" in dry.stdout
 
 
 def test_a_huggingface_hub_whose_own_dependency_is_missing_is_named_with_the_fix(tmp_path: Path) -> None:

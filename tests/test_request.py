@@ -307,7 +307,7 @@ def test_alias_and_canonical_together_is_an_error(options: dict[str, Any], messa
 def test_unknown_option_lists_the_allowed_names() -> None:
     assert error_of(job(widht=832)) == (
         "options.widht: unknown option (allowed: width, height, length, num_frames, steps, split_step, cfg, "
-        "guidance_scale, cfg_scale, frame_rate, fps, seed, shift, sampler_name, scheduler, lora_strength, resize, resolution, aspect_ratio, duration, interpolate, output_frame_rate, video_format, crf, fit)"
+        "guidance_scale, cfg_scale, frame_rate, fps, seed, shift, sampler_name, scheduler, lora_strength, resize, resolution, aspect_ratio, duration, interpolate, interpolation_model, output_frame_rate, video_format, crf, fit, cache)"
     )
 
 
@@ -337,7 +337,7 @@ def test_every_problem_is_reported_in_one_message() -> None:
         "prompt: missing (allowed: a non-empty string of at most 5000 characters)",
         "image: 5 is not a string (allowed: a base64 string or a data:image/<type>;base64, URI)",
         "options.x: unknown option (allowed: width, height, length, num_frames, steps, split_step, cfg, "
-        "guidance_scale, cfg_scale, frame_rate, fps, seed, shift, sampler_name, scheduler, lora_strength, resize, resolution, aspect_ratio, duration, interpolate, output_frame_rate, video_format, crf, fit)",
+        "guidance_scale, cfg_scale, frame_rate, fps, seed, shift, sampler_name, scheduler, lora_strength, resize, resolution, aspect_ratio, duration, interpolate, interpolation_model, output_frame_rate, video_format, crf, fit, cache)",
         "options.width: 70 is not a multiple of 16 (allowed: multiples of 16 from 16 to 1280)",
         "options.steps: 0 is less than 1 (allowed: integers from 1 to 60)",
         'options.resize: "fit" is not one of the allowed values (allowed: crop, pad, stretch)',

@@ -155,3 +155,45 @@ def test_loras_by_name_through_the_local_api_with_a_warning_for_one_that_does_no
     assert out["loras"] == [{"name": "style/film.safetensors", "strength": 0.6, "target": "high"},
                             {"name": "sd15.safetensors", "strength": 1.0, "target": "both"}]  # fmt: skip
     assert len(out["warnings"]) == 1 and out["warnings"][0].startswith("loras[1] ('sd15.safetensors'): 2 of its 2 tensors")
+
+
+@pytest.mark.parametrize("model", ["rife", "film"])
+def test_interpolation_with_either_model_through_the_local_api(worker: WorkerAPI, model: str) -> None:
+    """ComfyUI's own FrameInterpolate: 5 frames × 3 → 13 at three times the rate, the sources kept."""
+    job = {"prompt": "a ball rolls", "image": png_b64(color=RED), "return_last_frame": True,
+           "options": {"width": 64, "height": 48, "length": 5, "frame_rate": 16, "interpolate": 3, "interpolation_model": model}}  # fmt: skip
+    out = _run(worker, job)
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["frames"], video["rate"]) == (13, 48.0) and _close(video["first_mean"], RED)
+    assert (out["length"], out["frames"], out["interpolate"], out["interpolation_model"]) == (5, 13, 3, model)
+    assert _close(_mean(_png(out["last_frame"])), video["last_mean"])
+
+
+def test_an_interpolation_model_missing_on_the_volume_fails_only_its_jobs(tmp_path: Path) -> None:
+    with running_worker(tmp_path) as api:
+        (Path(api.env["VOLUME_PATH"]) / "models" / "frame_interpolation" / "rife_v4.26.safetensors").unlink()
+        options = {"width": 64, "height": 48, "length": 5, "frame_rate": 16}
+        body = api.runsync({"prompt": "x", "image": png_b64(), "options": {**options, "interpolate": 2}})
+        assert body["status"] == "FAILED"
+        assert body["error"].startswith("models_missing: task i2v, interpolation_model rife: 1 model file not found by ComfyUI")
+        assert "'rife_v4.26.safetensors' (MODEL_INTERPOLATION_RIFE)" in body["error"]
+        assert _run(api, {"prompt": "x", "image": png_b64(), "options": {**options, "interpolate": 2, "interpolation_model": "film"}})["frames"] == 9
+        assert "frames" not in _run(api, {"prompt": "x", "image": png_b64(), "options": options})
+
+
+@pytest.mark.parametrize(
+    ("job", "cache"),
+    [({"task": "ti2v-5b"}, {"mode": "easy", "skipped_steps": 12, "steps": 20}),  # the recorded 12/20
+     ({"task": "t2v", "options": {"steps": 20}}, {"mode": "easy", "skipped_steps": 10, "steps": 20})],  # the double's 4/10 + 6/10
+)  # fmt: skip
+def test_easycache_skips_steps_and_the_answer_says_how_many(worker: WorkerAPI, job: dict, cache: dict) -> None:
+    options = {"width": 64, "height": 64, "length": 5, "cache": "easy", **job.get("options", {})}
+    out = _run(worker, {"prompt": "a lighthouse", **job, "options": options})
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == 5
+    assert out["cache"] == cache and "warnings" not in out
+
+
+def test_easycache_on_a_distilled_run_is_refused_before_comfyui_sees_it(worker: WorkerAPI) -> None:
+    body = worker.runsync({"prompt": "x", "image": png_b64(), "options": {"width": 64, "height": 48, "length": 5, "cache": "easy"}})
+    assert body["status"] == "FAILED"
+    assert body["error"].startswith('invalid_input: options.cache: "easy" cannot help a run of 6 steps')

@@ -100,16 +100,16 @@ class FetchRules:
     credentials: Credentials | None = None
 
     @classmethod
-    def for_image(cls, limits: Limits, field: str = "image_url") -> FetchRules:
+    def for_media(
+        cls, limits: Limits, field: str = "image_url", kind: str = "image", max_bytes: int | None = None,
+        accept: str = _IMAGE_ACCEPT, error: type[WorkerError] = InvalidImage,
+    ) -> FetchRules:
+        """A job's media URL: the image URLs' network settings, the kind's byte cap (the image's by default)."""
         return cls(
-            field=field,
-            max_bytes=limits.max_image_bytes,
-            timeout=limits.image_url_timeout,
-            deadline=limits.image_url_deadline,
-            allow_private=limits.allow_private_image_urls,
-            accept=_IMAGE_ACCEPT,
-            user_agent="wan22-worker (image_url fetch)",
-        )
+            field=field, max_bytes=limits.max_image_bytes if max_bytes is None else max_bytes,
+            timeout=limits.image_url_timeout, deadline=limits.image_url_deadline, allow_private=limits.allow_private_image_urls,
+            content=f"the {kind}", accept=accept, user_agent=f"wan22-worker ({kind}_url fetch)", error=error,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def fetch_image(
     """
     body = bytearray()
     fetch(
-        url, FetchRules.for_image(limits, field), body.extend,
+        url, FetchRules.for_media(limits, field), body.extend,
         resolve=resolve, ca_bundle=ca_bundle, job_deadline=job_deadline, stop=stop,
     )  # fmt: skip
     return bytes(body)

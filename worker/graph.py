@@ -161,8 +161,9 @@ def job_files(job_id: str) -> JobFiles:
 FRAGMENTS: dict[str, dict[str, str]] = {
     "last_frame.json": {"last_frame": "ImageFromBatch", "save_last_frame": "SaveImage"},
     "lora.json": {"lora": "LoraLoaderModelOnly"},
-    "interpolate.json": {"interpolate": "RIFE VFI"},
+    "interpolate.json": {"interpolation_model": "FrameInterpolationModelLoader", "interpolate": "FrameInterpolate"},
     "compile.json": {"compile": "TorchCompileModel"},
+    "easycache.json": {"cache": "EasyCache"},
     "audio.json": {"load_audio": "LoadAudio"},
     "s2v_extend.json": {
         "extend": "WanSoundImageToVideoExtend", "sampler": "KSampler", "joined": "LatentConcat", "context": "TrimVideoLatent",
@@ -179,12 +180,23 @@ def load_fragments(folder: Path) -> dict[str, Template]:
     return {name: load_template(folder / name, roles) for name, roles in FRAGMENTS.items()}
 
 
-def add_interpolation(graph: Graph, fragments: Mapping[str, Template], factor: int) -> None:
-    """RIFE between the decoded frames and the video node: ``factor`` frames per frame
-    ((n − 1) × factor + 1 in all; recorded in rife_*)."""
+def add_interpolation(graph: Graph, fragments: Mapping[str, Template], factor: int, model_name: str) -> None:
+    """ComfyUI's frame interpolation between the decoded frames and the video node: the model file
+    ``model_name`` (RIFE or FILM, ``models/frame_interpolation``) puts ``factor`` frames per frame,
+    (n − 1) × factor + 1 in all (recorded in native_rife_*, native_film_*)."""
     frames = graph.inputs("video_output")["images"]
-    graph.splice(fragments["interpolate.json"], {"interpolate": {"frames": frames, "multiplier": factor}})
+    graph.splice(
+        fragments["interpolate.json"],
+        {"interpolation_model": {"model_name": model_name}, "interpolate": {"images": frames, "multiplier": factor}},
+    )
     graph.set("video_output", images=graph.link("interpolate"))
+
+
+def add_cache(graph: Graph, fragments: Mapping[str, Template], roles: Sequence[str]) -> None:
+    """``options.cache: "easy"``: an ``EasyCache`` on the model each of ``roles`` puts out, just before
+    its sampler (recorded in easycache_*: each sampler then logs what it skipped)."""
+    for role in roles:
+        graph.insert_after(role, fragments["easycache.json"], f"cache_{role}", "model")
 
 
 def add_compile(graph: Graph, fragments: Mapping[str, Template], roles: Sequence[str]) -> None:

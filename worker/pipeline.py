@@ -180,11 +180,13 @@ def generate_video(
             )
             run = _run(runtime, plan.prompt, _options(runtime, reporter, clock))
             timer.lap("comfyui")
-            warnings = [*plan.warnings, *plan.log_warnings(runtime.server.log_since(logged_from))]
+            logged = runtime.server.log_since(logged_from)
+            warnings = [*plan.warnings, *plan.log_warnings(logged)]
+            extras = {**plan.extras, **plan.log_extras(logged)}
             collected = plan.outputs.collect(runtime.files, run, produced)
             clock.check("delivering the video")
             delivered = _deliver(delivery, job_id, list(collected.artifacts), timer)
-            return _answer(plan, run, collected, delivered, timer.result(run, reporter.marks), warnings, runtime)
+            return _answer(plan, run, collected, delivered, timer.result(run, reporter.marks), extras, warnings, runtime)
         finally:
             if not settings.keep_files:
                 temp = settings.comfy.temp_files_dir
@@ -209,6 +211,7 @@ def _answer(
     collected: Collected,
     delivered: dict[str, Any],
     timings: dict[str, float],
+    extras: Mapping[str, Any],
     warnings: list[str],
     runtime: Runtime,
 ) -> dict[str, Any]:
@@ -222,7 +225,7 @@ def _answer(
         **({"content_type": collected.content_type} if collected.content_type else {}),
         **collected.facts,
         "timings": timings,
-        **plan.extras,
+        **extras,
         **({"warnings": warnings} if warnings else {}),
         **_launch(runtime),
     }

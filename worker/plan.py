@@ -65,6 +65,10 @@ def _no_warnings(_log: str) -> list[str]:
     return []
 
 
+def _no_extras(_log: str) -> Mapping[str, Any]:
+    return {}
+
+
 @dataclass(frozen=True)
 class JobPlan:
     """One job, ready to run."""
@@ -81,6 +85,8 @@ class JobPlan:
     warnings: tuple[str, ...] = ()
     #: Warnings read from the job's part of ComfyUI's log (LoRAs that did not fit).
     log_warnings: Callable[[str], list[str]] = _no_warnings
+    #: Fields of ``extras`` that the job's part of ComfyUI's log completes (the steps EasyCache skipped).
+    log_extras: Callable[[str], Mapping[str, Any]] = _no_extras
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from comfy_bootstrap.gpu import GpuInfo
 from comfy_bootstrap.models import ModelFile, find_model, missing_files
 from worker.settings import Settings
 from worker.tasks import REGISTRY
-from worker.tasks.base import DEFAULT_SPEED
 
 
 def preflight(settings: Settings, gpus: list[GpuInfo] | None) -> list[str]:
@@ -43,40 +42,43 @@ def comfy_missing(comfy: ComfySettings) -> str | None:
 
 
 def model_problems(settings: Settings) -> list[str]:
-    """A line per set of tasks (and speed) missing the same files, then one command that fetches them all."""
+    """A line per set of tasks missing the same files for the same jobs (every job, a speed, those
+    that use an optional file), then one command that fetches them all."""
     comfy = settings.comfy
     groups: dict[tuple[str, tuple[ModelFile, ...]], list[str]] = {}
     for name in settings.tasks:
-        for speed, missing in _missing_by_speed(settings, name):
-            groups.setdefault((speed, tuple(missing)), []).append(name)
+        for jobs, missing in _missing_by_jobs(settings, name):
+            groups.setdefault((jobs, tuple(missing)), []).append(name)
     if not groups:
         return []
     where = f"neither on the volume ({comfy.volume_path / 'models'}) nor in the Hugging Face cache ({comfy.hf_cache_dir})"
     lines = [
-        f"models of task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)}{_speed_note(speed)}: {', '.join(f.name for f in files)} "
+        f"models of task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)}{_jobs_note(jobs)}: {', '.join(f.name for f in files)} "
         f"{'is' if len(files) == 1 else 'are'} {where}"
-        for (speed, files), tasks in groups.items()
+        for (jobs, files), tasks in groups.items()
     ]
     tasks = ",".join(dict.fromkeys(task for names in groups.values() for task in names))
     return [*lines, f"get them from a clone of this repository with: make models TASK={tasks} VOLUME={comfy.volume_path}"]
 
 
 def model_paths(settings: Settings, task: str) -> list[Path]:
-    """The task's model files ComfyUI will load, where they are (the cached model's link, else the volume's copy)."""
-    files = REGISTRY[task].model_files(settings.model_names)
+    """The files every job of the task loads, where they are (the cached model's link, else the volume's copy)."""
+    files = [spec.file(settings.model_names) for spec in REGISTRY[task].specs() if spec.loaded_by is None]
     return [path for path in (find_model(settings.comfy, f) for f in files) if path is not None]
 
 
-def _missing_by_speed(settings: Settings, name: str) -> list[tuple[str, list[ModelFile]]]:
-    """The task's missing default files; when it has them all, the missing files of each speed preset."""
-    task = REGISTRY[name]
-    files = task.model_files(settings.model_names)
-    missing = missing_files(settings.comfy, files)
+def _missing_by_jobs(settings: Settings, name: str) -> list[tuple[str, list[ModelFile]]]:
+    """The files every job of the task loads that are missing (jobs ""); when none is, the missing files
+    of each speed preset (jobs ``speed "4step"``) and of the jobs that load an optional file."""
+    task, names = REGISTRY[name], settings.model_names
+    every_job = [spec.file(names) for spec in task.specs() if spec.loaded_by is None]
+    missing = missing_files(settings.comfy, every_job)
     if missing:
-        return [(DEFAULT_SPEED, missing)]
-    speeds = ((speed, [f for f in task.model_files(settings.model_names, speed) if f not in files]) for speed in task.speeds)
-    return [(speed, absent) for speed, extra in speeds if (absent := missing_files(settings.comfy, extra))]
+        return [("", missing)]
+    speeds = ((f'speed "{speed}"', [f for f in task.model_files(names, speed) if f not in every_job]) for speed in task.speeds)
+    optional = ((spec.loaded_by.jobs, [spec.file(names)]) for spec in task.specs() if spec.loaded_by is not None)
+    return [(jobs, absent) for jobs, extra in (*speeds, *optional) if (absent := missing_files(settings.comfy, extra))]
 
 
-def _speed_note(speed: str) -> str:
-    return "" if speed == DEFAULT_SPEED else f', speed "{speed}" (jobs asking for it fail with models_missing)'
+def _jobs_note(jobs: str) -> str:
+    return f", {jobs} (jobs asking for it fail with models_missing)" if jobs else ""

@@ -11,8 +11,9 @@ started; ``eta``: seconds left by the sampling rate so far, or None when unknown
   what its class costs on a cold start (:data:`LOAD_WEIGHTS`);
 - one stage per sampler as the task names them (``high_noise`` and ``low_noise`` for the two
   A14B experts, ``sampling`` for one model), steps counted over the whole schedule;
-- ``decode`` (VAEDecode; ComfyUI reports no steps for it), ``interpolate`` (RIFE makes the frames
-  in between, when asked; it reports no steps either) and ``encode`` (VHS writes frames).
+- ``decode`` (VAEDecode; ComfyUI reports no steps for it), ``interpolate`` (ComfyUI's
+  ``FrameInterpolate`` makes the frames in between, when asked; ``steps`` is how many) and
+  ``encode`` (VHS writes frames).
 
 Stages only go forward, and the percent never goes back. ComfyUI loads the low-noise expert only
 when its sampler needs it, between the two experts: those loaders count as loaded but report no
@@ -231,8 +232,10 @@ class ProgressReporter:
             return self._update(stage, step, self._steps, self._share(within, k, n), self._eta(step), segment, place)
         if stage == "decode":
             return self._update(stage, 0, 1, self._share(DECODE_AT, k, n), segment=segment, place=(k, _PHASES[stage], 0))
-        if stage == "interpolate":
-            return self._update(stage, 0, 1, INTERPOLATE_AT, place=(k, _PHASES[stage], 0))
+        if stage == "interpolate":  # ComfyUI's FrameInterpolate counts the frames it makes
+            steps = of or 1
+            within = INTERPOLATE_AT + (ENCODE_FROM - INTERPOLATE_AT) * min(value, steps) / steps
+            return self._update(stage, min(value, steps), steps, round(within, 1), place=(k, _PHASES[stage], 0))
         frames = of or self._frames
         within = ENCODE_FROM + (100.0 - ENCODE_FROM) * value / frames
         return self._update(stage, value, frames, self._share(within, k, n), segment=segment, place=(k, _PHASES[stage], 0))

@@ -211,7 +211,7 @@ def _task_list(raw: str) -> tuple[str, ...]:
 
 
 def _class_list(raw: str) -> frozenset[str]:
-    """Node class names, comma-separated (class names hold spaces: ``RIFE VFI``)."""
+    """Node class names, comma-separated (class names may hold spaces: ``Note Plus (mtb)``)."""
     return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 

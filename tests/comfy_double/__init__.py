@@ -1,4 +1,5 @@
-"""A protocol-faithful test double of the ComfyUI v0.30.0 server (+ VHS, essentials and RIFE VFI), its
+"""A protocol-faithful test double of the ComfyUI v0.30.0 server (+ VHS, essentials, and the RIFE VFI
+pack the recordings were made with: the VHS recordings feed on its output), its
 media nodes included (sound, S2V, video in, Animate, Fun-Control, frame interpolation, EasyCache).
 
 Two ways to run it:

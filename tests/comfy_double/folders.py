@@ -233,8 +233,7 @@ def load_extra_model_paths(folders: Folders, yaml_path: Path) -> list[tuple[str,
 
 def volume_model_paths(models_root: Path) -> dict[str, list[Path]]:
     """The folders the worker's extra_model_paths.yaml registers for ``<volume>/models``
-    (``comfy_bootstrap/models.py``), and ``clip_vision`` and ``frame_interpolation``, which the
-    recorded Animate and native interpolation graphs load from."""
+    (``comfy_bootstrap/models.py``)."""
     root = Path(models_root)
     return {
         "diffusion_models": [root / "diffusion_models", root / "unet"],

@@ -45,7 +45,8 @@ WORKFLOW_MODEL_FILES: tuple[str, ...] = (
 #: LoRAs (not recorded; named as Comfy-Org's Wan 2.2 repackaging publishes them), S2V's model and
 #: audio encoder (``s2v_*``), Animate's model and CLIP vision (``animate_*``) and its relight LoRA
 #: (not recorded; named as the worker's task animate loads it), Fun-Control's two
-#: experts (``fun_control_*``) and the native frame interpolation models (``native_*``).
+#: experts (``fun_control_*``), the native frame interpolation models (``native_*``) and the two
+#: the worker's interpolating jobs load (Comfy-Org's names; a stand-in whose name says ``film`` is FILM).
 ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
     "diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
@@ -64,6 +65,8 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors",
     "frame_interpolation/rife_ifnet5_random.safetensors",
     "frame_interpolation/film_net_random.safetensors",
+    "frame_interpolation/rife_v4.26.safetensors",
+    "frame_interpolation/film_net_fp16.safetensors",
 )
 
 #: One tiny tensor per stand-in, named like a tensor of that kind of model; a LoRA gets a

@@ -6,7 +6,9 @@ sources unchanged at ``0, m, 2m...`` and blends in between (:class:`Interpolated
 differ in what a client sees: the pack's node prints to stdout and sends no progress of its own
 (``rife_*``); the native one sends progress per pair of frames, ``max`` the number of in-between
 frames (``native_*_ws.jsonl``), and its loader tells RIFE from FILM by the checkpoint's keys,
-refusing the pack's 4-block RIFE (``native_rife_error_pack_checkpoint_*``).
+refusing the pack's 4-block RIFE (``native_rife_error_pack_checkpoint_*``). The worker uses the
+native node since it gave the pack's frames (docs/performance.md); the pack's stays here because the
+VHS recordings (``vhs_*``) were made on its output.
 """
 
 from __future__ import annotations

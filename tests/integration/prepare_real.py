@@ -18,16 +18,13 @@ comfy_bootstrap/install.sh. Under ``<volume>/models/loras/`` it writes:
 - ``wan/WanAnimate_relight_lora_fp16.safetensors``: task animate's relight LoRA (replace), a copy of
   the tiny distill LoRA;
 
-and ``<comfy>/custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife49.pth``, a random-weight
-RIFE 4.7-architecture checkpoint, unless one that the pack can load is already there.
-
 For the media tasks it also makes sure the volume holds the stand-ins of the shared
 ``make_tiny_models_media.py`` (S2V, wav2vec2 large, Animate, CLIP vision H, the two Fun-Control
 experts: the script is run with ``--comfyui <comfy> --only`` the missing ones), and writes two
 random-weight models for ComfyUI's native ``FrameInterpolationModelLoader`` into
-``models/frame_interpolation/``: ``rife_ifnet5_random.safetensors`` (ComfyUI's 5-block IFNet, the
-RIFE 4.2x layout; the pack's 4-block rife49.pth is refused by the native loader) and
-``film_net_random.safetensors`` (FILMNet's fixed config, fp16). Every file written in this run is
+``models/frame_interpolation/`` under the names the worker loads by default:
+``rife_v4.26.safetensors`` (ComfyUI's 5-block IFNet, the RIFE 4.2x layout) and
+``film_net_fp16.safetensors`` (FILMNet's fixed config, fp16). Every file written in this run is
 then loaded with ComfyUI's own loader (``comfy_side.py check``, a subprocess in ComfyUI's Python),
 which prints the model class ComfyUI detected; ``--check-all`` checks the kept ones too.
 
@@ -38,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import hashlib
 import os
 import shutil
 import subprocess
@@ -68,8 +64,6 @@ MISMATCH = "style/mismatch.safetensors"
 MISMATCH_MODULES = [f"blocks.{block}.{name}" for block in (30, 31) for name in ("self_attn.q", "cross_attn.k", "ffn.0")]
 MISMATCH_MODULES.append("blocks.0.self_attn.qkv")
 LORA_RANK, DIM = 4, 128  # never applied, so any shape will do; these are the tiny experts'
-RIFE = "custom_nodes/ComfyUI-Frame-Interpolation/ckpts/rife/rife49.pth"
-PINS = Path(__file__).resolve().parents[2] / "comfy_bootstrap" / "pins.env"
 COMFY_SIDE = Path(__file__).resolve().parent / "comfy_side.py"
 SHARED_TINY = Path(__file__).resolve().parents[3] / "shared" / "tools" / "tiny-models"
 # make_tiny_models_media.py's --only key -> (file under models/, how comfy_side.py checks it)
@@ -82,8 +76,8 @@ MEDIA = {
     "fun_low": ("diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors", "diffusion_model"),
 }
 # comfy_side.py write WHAT -> file under models/ (checked as frame_interpolation)
-NATIVE_INTERPOLATION = {"rife_ifnet5": "frame_interpolation/rife_ifnet5_random.safetensors",
-                        "film": "frame_interpolation/film_net_random.safetensors"}  # fmt: skip
+NATIVE_INTERPOLATION = {"rife_ifnet5": "frame_interpolation/rife_v4.26.safetensors",
+                        "film": "frame_interpolation/film_net_fp16.safetensors"}  # fmt: skip
 
 
 def mismatch_shapes() -> dict[str, tuple[int, ...]]:
@@ -94,35 +88,13 @@ def mismatch_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def rife47_shapes() -> dict[str, tuple[int, ...]]:
-    """The state dict of the pack's IFNet(arch_ver="4.7") (rife47.pth, rife49.pth), which it loads strictly.
-
-    Four IFBlocks (input channels, width c): conv0 = two stride-2 3×3 convs (c/2, c); convblock = eight
-    residual 3×3 convs with a per-channel ``beta``; lastconv = a 4×4 transposed conv to 24 channels.
-    Then ``encode``: a 3×3 conv 3→16 and a 4×4 transposed conv 16→4.
-    """
-    shapes: dict[str, tuple[int, ...]] = {}
-    for index, (inputs, c) in enumerate(((7 + 8, 192), (8 + 4 + 8, 128), (8 + 4 + 8, 96), (8 + 4 + 8, 64))):
-        block = f"block{index}"
-        shapes |= {f"{block}.conv0.0.0.weight": (c // 2, inputs, 3, 3), f"{block}.conv0.0.0.bias": (c // 2,),
-                   f"{block}.conv0.1.0.weight": (c, c // 2, 3, 3), f"{block}.conv0.1.0.bias": (c,)}  # fmt: skip
-        for i in range(8):
-            res = f"{block}.convblock.{i}"
-            shapes |= {f"{res}.beta": (1, c, 1, 1), f"{res}.conv.weight": (c, c, 3, 3), f"{res}.conv.bias": (c,)}
-        shapes |= {f"{block}.lastconv.0.weight": (c, 24, 4, 4), f"{block}.lastconv.0.bias": (24,)}
-    encode = {"encode.0.weight": (16, 3, 3, 3), "encode.0.bias": (16,), "encode.1.weight": (16, 4, 4, 4), "encode.1.bias": (4,)}
-    return shapes | encode
-
-
 def random_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Small random weights (finite, near-neutral outputs); biases 0, ``beta`` 1, LoRA ``alpha`` = rank."""
+    """Small random weights (finite, near-neutral outputs); biases 0, LoRA ``alpha`` = rank."""
     generator = torch.Generator().manual_seed(0)
     tensors = {}
     for key, shape in shapes.items():
         if key.endswith(".bias"):
             tensors[key] = torch.zeros(shape)
-        elif key.endswith(".beta"):
-            tensors[key] = torch.ones(shape)
         elif key.endswith(".alpha"):
             tensors[key] = torch.tensor(float(LORA_RANK))
         else:
@@ -133,10 +105,6 @@ def random_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor
 def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     with safe_open(str(path), framework="pt") as f:
         return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
-
-
-def torch_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    return {key: tuple(value.shape) for key, value in torch.load(path, map_location="cpu", weights_only=True).items()}
 
 
 def has_shapes(path: Path, read: Callable[[Path], dict], want: dict[str, tuple[int, ...]]) -> bool:
@@ -159,17 +127,6 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     part = path.with_name(path.name + ".part")
     write(part)
     os.replace(part, path)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def pinned_rife_sha256() -> str:
-    for line in PINS.read_text().splitlines() if PINS.is_file() else []:
-        if line.startswith("RIFE_CKPT_SHA256="):
-            return line.split("=", 1)[1].strip().strip('"')
-    return ""
 
 
 def comfy_side(comfy_dir: Path, *args: str) -> bool:
@@ -218,9 +175,6 @@ def prepare(volume: Path, comfy_dir: Path, tiny_dir: Path = SHARED_TINY, check_a
     for source, script in [(EXPERT, TINY), *((f"loras/{source}", script) for source, script in COPIES.values())]:
         if not (models / source).is_file():
             sys.exit(f"prepare_real: {models / source} is missing: run the shared tiny-models {script} --out {models} first")
-    pack = comfy_dir / RIFE.split("/ckpts/")[0]
-    if not (pack / "vfi_models" / "rife").is_dir():
-        sys.exit(f"prepare_real: no ComfyUI-Frame-Interpolation pack at {pack}: run comfy_bootstrap/install.sh first")
 
     with safe_open(str(models / EXPERT), framework="pt") as f:
         expert_keys = set(f.keys())
@@ -242,19 +196,6 @@ def prepare(volume: Path, comfy_dir: Path, tiny_dir: Path = SHARED_TINY, check_a
     if fit:
         sys.exit(f"prepare_real: {fit} of the {total} tensors of {target} fit {EXPERT}: is that model a tiny one?")
     print(f"{action} {target} ({total} tensors, none fits the tiny I2V experts)")
-
-    target = comfy_dir / RIFE
-    pinned = target.is_file() and sha256(target) == pinned_rife_sha256()
-    if pinned or has_shapes(target, torch_shapes, rife47_shapes()):
-        action = "kept    "
-    else:
-        atomic_write(target, lambda part: torch.save(random_tensors(rife47_shapes()), part))
-        action = "wrote   "
-    weights = "the pinned RIFE 4.9 weights" if pinned else "random weights"
-    print(f"{action} {target} ({weights}, {len(rife47_shapes())} tensors of IFNet 4.7)")
-    if not pinned:
-        size = target.stat().st_size
-        print(f"         install.sh without the network: RIFE_CKPT_URL={target} RIFE_CKPT_SHA256={sha256(target)} RIFE_CKPT_SIZE={size}")
 
     prepare_media(models, comfy_dir, tiny_dir, check_all)
 

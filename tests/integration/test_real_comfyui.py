@@ -114,10 +114,22 @@ def test_two_loras_on_the_two_experts_and_one_that_does_not_fit(worker: WorkerAP
     assert warning.startswith("loras[0] ('style/mismatch.safetensors'): 21 of its 21 tensors did not fit the model")
 
 
-def test_interpolate_2_doubles_the_frame_rate(worker: WorkerAPI) -> None:
-    out = _run(worker, {"image": png_b64(96, 64), "options": {**SMALL, "frame_rate": 16, "interpolate": 2}}, "interpolate 2")
+@pytest.mark.parametrize(("model", "factor", "frames"), [("rife", 2, 9), ("film", 3, 13)])
+def test_interpolation_multiplies_the_frames_with_comfyuis_own_nodes(worker: WorkerAPI, model: str, factor: int, frames: int) -> None:
+    options = {**SMALL, "frame_rate": 16, "interpolate": factor, "interpolation_model": model}
+    out = _run(worker, {"image": png_b64(96, 64), "options": options}, f"interpolate {factor} ({model})")
     video = decode_mp4(base64.b64decode(out["video"]))
-    assert (video["frames"], video["rate"]) == (9, 32.0) and out["frames"] == 9
+    assert (video["frames"], video["rate"]) == (frames, 16.0 * factor) and out["frames"] == frames
+    assert out["interpolation_model"] == model
+
+
+def test_easycache_skips_steps_of_a_20_step_run(worker: WorkerAPI) -> None:
+    job = {"task": "ti2v-5b", "image": png_b64(96, 64), "options": {**SMALL, "cache": "easy"}}
+    out = _run(worker, job, "ti2v-5b with EasyCache")
+    cache = out["cache"]
+    print(f"EasyCache: skipped {cache['skipped_steps']} of {cache['steps']} steps")
+    assert cache["mode"] == "easy" and cache["steps"] == 20 and 0 < cache["skipped_steps"] < 20
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] == SMALL["length"]
 
 
 def test_a_custom_graph_runs_as_given(worker: WorkerAPI) -> None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from worker.audio import decode_audio
-from worker.download import FetchRules, fetch
 from worker.errors import InvalidInput
-from worker.inputs.base import InputKind, PreparedInput
-from worker.media_data import DataForm, decode_field
-from worker.url_guard import redact_url
+from worker.inputs.base import InputKind, PreparedInput, read_media
+from worker.media_data import DataForm
 
 if TYPE_CHECKING:
     from worker.job_time import JobTime
@@ -30,33 +28,12 @@ _ACCEPT = "audio/*,video/mp4;q=0.9,video/webm;q=0.9,video/quicktime;q=0.9,*/*;q=
 
 
 def prepare(given: MediaInput, limits: Limits, time: JobTime) -> PreparedInput:
-    field = given.source_field
-    if given.b64 is not None:
-        data = decode_field(given.b64, field, FORM, limits.max_audio_bytes)
-    else:
-        body = bytearray()
-        fetch(given.url or "", _rules(limits, field), body.extend, job_deadline=time.deadline, stop=time.stop)
-        data = bytes(body)
+    data, source = read_media(given, limits, time, FORM, limits.max_audio_bytes, KIND.name, _ACCEPT)
     audio = decode_audio(
-        data, field=field, max_bytes=limits.max_audio_bytes, max_seconds=limits.max_audio_seconds, start=given.start, end=given.end
-    )
-    source = f"{field} (base64)" if given.b64 is not None else f"{field} {redact_url(given.url or '')}"
+        data, field=given.source_field, max_bytes=limits.max_audio_bytes, max_seconds=limits.max_audio_seconds,
+        start=given.start, end=given.end,
+    )  # fmt: skip
     return PreparedInput(given.field, KIND.name, audio.wav, ".wav", "audio/wav", f"{source}: {audio.description}", seconds=audio.seconds)
-
-
-def _rules(limits: Limits, field: str) -> FetchRules:
-    return FetchRules(
-        field=field,
-        max_bytes=limits.max_audio_bytes,
-        timeout=limits.image_url_timeout,
-        deadline=limits.image_url_deadline,
-        deadline_setting="IMAGE_URL_DEADLINE",
-        allow_private=limits.allow_private_image_urls,
-        content="the audio",
-        accept=_ACCEPT,
-        user_agent="wan22-worker (audio_url fetch)",
-        error=InvalidInput,
-    )
 
 
 KIND = InputKind(

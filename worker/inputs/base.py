@@ -12,6 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from worker.download import FetchRules, fetch
+from worker.errors import InvalidInput
+from worker.media_data import DataForm, decode_field
+from worker.url_guard import redact_url
+
 if TYPE_CHECKING:
     from worker.job_time import JobTime
     from worker.request.model import MediaInput
@@ -70,3 +75,15 @@ class InputKind:
     def allowed(self, field: str) -> str:
         """The rule for a slot of this kind: one of the field or its URL form."""
         return f"exactly one of {field} (base64 or a {self.data_uri} URI) or {field}_url (an http:// or https:// URL)"
+
+
+def read_media(given: MediaInput, limits: Limits, time: JobTime, form: DataForm, max_bytes: int, kind: str, accept: str) -> tuple[bytes, str]:
+    """The bytes of a sound or video input — its base64 form decoded, or its URL fetched by the one
+    guarded fetcher within the job's time — and where they came from, for the logs."""
+    field = given.source_field
+    if given.b64 is not None:
+        return decode_field(given.b64, field, form, max_bytes), f"{field} (base64)"
+    body = bytearray()
+    rules = FetchRules.for_media(limits, field, kind, max_bytes, accept, InvalidInput)
+    fetch(given.url or "", rules, body.extend, job_deadline=time.deadline, stop=time.stop)
+    return bytes(body), f"{field} {redact_url(given.url or '')}"

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from worker.download import FetchRules, fetch
 from worker.errors import InvalidInput
-from worker.inputs.base import InputKind, PreparedInput
-from worker.media_data import DataForm, decode_field
-from worker.url_guard import redact_url
+from worker.inputs.base import InputKind, PreparedInput, read_media
+from worker.media_data import DataForm
 from worker.video import decode_video
 
 if TYPE_CHECKING:
@@ -27,17 +25,10 @@ _ACCEPT = "video/mp4,video/webm,video/quicktime,video/x-matroska;q=0.9,*/*;q=0.5
 
 
 def prepare(given: MediaInput, limits: Limits, time: JobTime) -> PreparedInput:
-    field = given.source_field
-    if given.b64 is not None:
-        data = decode_field(given.b64, field, FORM, limits.max_video_bytes)
-    else:
-        body = bytearray()
-        fetch(given.url or "", _rules(limits, field), body.extend, job_deadline=time.deadline, stop=time.stop)
-        data = bytes(body)
+    data, source = read_media(given, limits, time, FORM, limits.max_video_bytes, KIND.name, _ACCEPT)
     video = decode_video(
-        data, field=field, limits=limits, start=given.start, end=given.end, rate=given.rate, cover=given.cover, time_left=time
+        data, field=given.source_field, limits=limits, start=given.start, end=given.end, rate=given.rate, cover=given.cover, time_left=time
     )
-    source = f"{field} (base64)" if given.b64 is not None else f"{field} {redact_url(given.url or '')}"
     sound = None
     if video.audio_wav is not None:
         sound = PreparedInput(
@@ -48,21 +39,6 @@ def prepare(given: MediaInput, limits: Limits, time: JobTime) -> PreparedInput:
         given.field, KIND.name, video.mp4, ".mp4", "video/mp4", f"{source}: {video.description}", (video.width, video.height),
         seconds=video.seconds, frames=video.frames, companion=sound,
     )  # fmt: skip
-
-
-def _rules(limits: Limits, field: str) -> FetchRules:
-    return FetchRules(
-        field=field,
-        max_bytes=limits.max_video_bytes,
-        timeout=limits.image_url_timeout,
-        deadline=limits.image_url_deadline,
-        deadline_setting="IMAGE_URL_DEADLINE",
-        allow_private=limits.allow_private_image_urls,
-        content="the video",
-        accept=_ACCEPT,
-        user_agent="wan22-worker (video_url fetch)",
-        error=InvalidInput,
-    )
 
 
 KIND = InputKind(

@@ -97,9 +97,13 @@ class VideoRequest:
     #: Put the video input's own sound on the output (tasks with a video).
     keep_audio: bool = False
     loras: tuple[LoraInput, ...] = ()
-    #: Frames made per generated frame by RIFE (1: off), and the video's frame rate then.
+    #: Frames made per generated frame by frame interpolation (1: off), and the video's frame rate then.
     interpolate: int = 1
+    #: The model that makes them (``rife``, ``film``); None when the job does not interpolate.
+    interpolation_model: str | None = None
     output_frame_rate: float | None = None
+    #: Step caching (``easy``: ComfyUI's EasyCache on the diffusion models); None: every step sampled.
+    cache: str | None = None
     video_format: str = DEFAULT_FORMAT
     crf: int | None = None
     #: The media whose length the video's follows (``audio``, ``video``; None: ``length`` decides).
@@ -117,7 +121,7 @@ class VideoRequest:
 
     @property
     def video_frames(self) -> int:
-        """Frames in the video: the generated ones, and RIFE's between each pair."""
+        """Frames in the video: the generated ones, and the interpolated ones between each pair."""
         return (self.length - 1) * self.interpolate + 1
 
     @property

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from worker import sizes
+from worker import sizes, step_cache
 from worker.encoding import DEFAULT_FORMAT, FORMATS
 from worker.errors import InvalidInput
 from worker.inputs.base import PreparedInput
@@ -40,7 +40,7 @@ from worker.request.rules import (
 from worker.settings import Limits
 from worker.tasks import REGISTRY
 from worker.tasks.base import Task
-from worker.tasks.common import RESIZE_METHODS
+from worker.tasks.common import INTERPOLATION_MODELS, RESIZE_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ SHIFT_MAX = 100.0  # ModelSamplingSD3 shift: 0..100
 LORA_STRENGTH_MAX = 100.0  # LoraLoaderModelOnly strength_model: -100..100
 USER_LORA_STRENGTH_MAX = 4.0  # a job's own LoRAs: beyond ±4 a LoRA only breaks the picture
 MIN_FRAME_RATE = 1.0  # VHS_VideoCombine frame_rate: min 1
-MAX_INTERPOLATE = 4  # RIFE multiplier the worker offers: 2, 3 or 4 frames per frame
+MAX_INTERPOLATE = 4  # FrameInterpolate multiplier the worker offers: 2, 3 or 4 frames per frame
 #: ``options.fit``: the media whose length the video's length follows.
 FIT_TO: tuple[str, ...] = ("audio", "video")
 
@@ -113,6 +113,11 @@ def _split_default(ctx: Context) -> int | None:
 
 def _task_default(name: str) -> Callable[[Context], Any]:
     return lambda c: c.defaults.get(name)
+
+
+def _interpolation_model_default(ctx: Context) -> str | None:
+    """The first model (RIFE) when the job interpolates, else none."""
+    return next(iter(INTERPOLATION_MODELS)) if ctx.values.get("interpolate", 1) > 1 else None
 
 
 def max_length(ctx: Context) -> int:
@@ -185,6 +190,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         lambda c: None,
     ),
     OptionSpec("interpolate", parse_int, Range(const(1), const(MAX_INTERPOLATE)), lambda c: 1),
+    OptionSpec("interpolation_model", parse_str, Choice(lambda c: tuple(INTERPOLATION_MODELS)), _interpolation_model_default),
     OptionSpec(
         "output_frame_rate",
         parse_float,
@@ -196,6 +202,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("fit", parse_str, Choice(lambda c: FIT_TO), lambda c: None),
     OptionSpec("control", parse_str, Choice(lambda c: c.task.choices["control"] if c.task else ()), _task_default("control")),
     OptionSpec("mode", parse_str, Choice(lambda c: c.task.choices["mode"] if c.task else ()), _task_default("mode")),
+    OptionSpec("cache", parse_str, Choice(lambda c: step_cache.MODES), lambda c: None),
 )
 
 
@@ -270,6 +277,7 @@ def parse_options(value: object, ctx: Context, problems: Problems) -> dict[str, 
     _fit_by_default(given, ctx)
     _check_fit(given, ctx, problems)
     _check_interpolation(given, ctx, problems)
+    _check_cache(ctx, problems)
     for name in PRESET_OPTIONS:
         values.pop(name, None)
     return values
@@ -351,10 +359,17 @@ def _check_fit(given: Mapping[str, str], ctx: Context, problems: Problems) -> No
 
 
 def _check_interpolation(given: Mapping[str, str], ctx: Context, problems: Problems) -> None:
-    """The interpolated video must stay within ``MAX_OUTPUT_FRAMES`` and, at its frame rate, ``MAX_FRAME_RATE``."""
+    """The interpolated video must stay within ``MAX_OUTPUT_FRAMES`` and, at its frame rate, ``MAX_FRAME_RATE``;
+    an ``interpolation_model`` needs an ``interpolate`` to use it."""
     values, limits = ctx.values, ctx.limits
-    factor, length, rate = values.get("interpolate", 1), values.get("length"), values.get("frame_rate")
-    if factor == 1 or length is None or rate is None:
+    factor = values.get("interpolate", None if "interpolate" in given else 1)  # None: refused already
+    length, rate = values.get("length"), values.get("frame_rate")
+    if factor == 1 and "interpolation_model" in given:
+        problems.add(
+            f"options.{given['interpolation_model']}", "given without options.interpolate",
+            f"together with options.interpolate from 2 to {MAX_INTERPOLATE}",
+        )  # fmt: skip
+    if factor in (None, 1) or length is None or rate is None:
         return
     frames = (length - 1) * factor + 1
     if frames > limits.max_output_frames:
@@ -369,6 +384,19 @@ def _check_interpolation(given: Mapping[str, str], ctx: Context, problems: Probl
             f"{factor} at frame_rate {number(rate)} plays at {number(rate * factor)} fps, more than MAX_FRAME_RATE ({number(limits.max_frame_rate)})",
             "a smaller factor, a lower frame_rate (16 for Wan's natural motion), or options.output_frame_rate",
         )
+
+
+def _check_cache(ctx: Context, problems: Problems) -> None:
+    """A step cache needs steps enough to skip some (:data:`worker.step_cache.MIN_STEPS`)."""
+    mode, steps = ctx.values.get("cache"), ctx.values.get("steps")
+    if mode is None or steps is None or steps >= step_cache.MIN_STEPS:
+        return
+    problems.add(
+        "options.cache",
+        f'"{mode}" cannot help a run of {steps} steps: each sampler samples its first steps in full',
+        f"with options.steps of {step_cache.MIN_STEPS} or more (ti2v-5b's and s2v's default 20, not the step-distilled 6 or 4), "
+        "or no cache",
+    )
 
 
 def fit_to_image(request: VideoRequest, image_width: int, image_height: int, limits: Limits) -> VideoRequest:

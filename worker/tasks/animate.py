@@ -22,7 +22,7 @@ from worker.errors import InvalidInput
 from worker.graph import Graph
 from worker.request.model import VideoRequest
 from worker.tasks import common, experts
-from worker.tasks.base import FillInputs, HubFile, InputSlot, ModelSpec, Task
+from worker.tasks.base import FillInputs, HubFile, InputSlot, LoadedBy, ModelSpec, Task
 
 if TYPE_CHECKING:
     from worker.inputs.base import PreparedInput
@@ -49,7 +49,7 @@ CLIP_VISION = ModelSpec(
 RELIGHT_LORA = ModelSpec(
     "relight_lora", "loras", "wan/WanAnimate_relight_lora_fp16.safetensors", "MODEL_ANIMATE_RELIGHT_LORA",
     "Animate relight LoRA (replace)", HubFile("Kijai/WanVideo_comfy", "LoRAs/Wan22_relight/WanAnimate_relight_lora_fp16.safetensors"),
-    modes=("replace",),
+    loaded_by=LoadedBy("mode", "replace", 'mode "replace"'),
 )  # fmt: skip
 
 
@@ -148,21 +148,11 @@ def _add_segment(
             "sampler" + suffix: {"model": graph.link("shift"), **sampling},
             "decode" + suffix: {"vae": graph.link("vae")},
             "trim_frames" + suffix: {"length": count},
-            "video_output" + suffix: {**_video_widgets(graph), "filename_prefix": f"{job.filename_prefix}_{index}"},
+            "video_output" + suffix: {**common.segment_video_widgets(graph), "filename_prefix": f"{job.filename_prefix}_{index}"},
         },
         suffix,
     )  # fmt: skip
     graph.outputs.append("video_output" + suffix)
-
-
-def _video_widgets(graph: Graph) -> dict[str, object]:
-    """The first segment's video settings (format, quality, rate), for every segment."""
-    return {name: value for name, value in graph.inputs("video_output").items() if not isinstance(value, list)}
-
-
-def sampler_stages(request: VideoRequest) -> Mapping[str, tuple[str, int]]:
-    count = len(segments(request.length))
-    return {("sampler" if k == 1 else f"sampler_{k}"): ("sampling", (k - 1) * request.steps) for k in range(1, count + 1)}
 
 
 TASK = Task(
@@ -185,7 +175,7 @@ TASK = Task(
     ),  # fmt: skip
     options=(
         "width", "height", "steps", "cfg", "seed", "shift", "sampler_name", "scheduler", "lora_strength", "resize", "video_format",
-        "crf", "mode",
+        "crf", "mode", "cache",
     ),  # fmt: skip
     defaults={
         "width": 832, "height": 480, "length": SEGMENT_FRAMES, "steps": 6, "cfg": 1.0, "frame_rate": FRAME_RATE, "shift": 8.0,
@@ -193,7 +183,7 @@ TASK = Task(
     },  # fmt: skip
     size_step=16,
     fill=fill,
-    sampler_stages=sampler_stages,
+    sampler_stages=common.segment_sampler_stages(segments),
     lora_targets={"both": ("lora",)},
     final_models=("shift",),
     implied_by=("pose_video", "video", "image"),

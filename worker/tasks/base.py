@@ -27,6 +27,19 @@ class HubFile:
 
 
 @dataclass(frozen=True)
+class LoadedBy:
+    """The jobs that load a model file when not every job does: those whose request ``field`` is
+    ``value`` (``jobs`` names them in messages)."""
+
+    field: str
+    value: str
+    jobs: str
+
+    def includes(self, job: VideoRequest) -> bool:
+        return getattr(job, self.field) == self.value
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model file a task loads: its ComfyUI folder, default name and the variable that overrides it."""
 
@@ -36,19 +49,24 @@ class ModelSpec:
     env: str
     label: str
     source: HubFile | None = None
-    #: The task's ``mode``s that load it (task animate's relight LoRA: ``replace``); empty: every job.
-    modes: tuple[str, ...] = ()
+    #: Only some jobs load it (task animate's relight LoRA: mode ``replace``; an interpolation model:
+    #: the jobs that interpolate with it); None: every job.
+    loaded_by: LoadedBy | None = None
 
-    def used_in(self, mode: str | None) -> bool:
-        """Loaded by a job of ``mode`` (None: any mode, as the download script and the boot check ask)."""
-        return not self.modes or mode is None or mode in self.modes
+    def used_by(self, job: VideoRequest | None) -> bool:
+        """Loaded by ``job`` (None: some job, as the download script and the cached-model search ask)."""
+        return self.loaded_by is None or job is None or self.loaded_by.includes(job)
+
+    def file(self, names: Mapping[str, str]) -> ModelFile:
+        """The file as ComfyUI must list it, given the configured names by variable."""
+        return ModelFile(self.folder, names[self.env], self.label, self.env)
 
 
 if TYPE_CHECKING:  # the input kinds and the settings import the tasks' registry
     from worker.inputs.base import PreparedInput
     from worker.settings import Limits
 
-__all__ = ["DEFAULT_SPEED", "FillInputs", "HubFile", "InputSlot", "ModelSpec", "SpeedPreset", "Task"]
+__all__ = ["DEFAULT_SPEED", "FillInputs", "HubFile", "InputSlot", "LoadedBy", "ModelSpec", "SpeedPreset", "Task"]
 
 
 @dataclass(frozen=True)
@@ -128,13 +146,18 @@ class Task:
     #: The values of the task's own choice options (``control``, ``mode``); the default is in ``defaults``.
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def specs(self, speed: str = DEFAULT_SPEED, mode: str | None = None) -> tuple[ModelSpec, ...]:
-        """The model files a job of this speed (and mode) loads."""
-        models = tuple(spec for spec in self.models if spec.used_in(mode))
+    def specs(self, speed: str = DEFAULT_SPEED, job: VideoRequest | None = None) -> tuple[ModelSpec, ...]:
+        """The model files a job of this speed loads: ``job``'s own, or (None) every file some job of
+        that speed may load (its conditional ones too, :attr:`ModelSpec.loaded_by`)."""
+        models = tuple(spec for spec in self.models if spec.used_by(job))
         if speed == DEFAULT_SPEED:
             return models
         preset = self.speeds[speed]
         return (*(spec for spec in models if spec.role not in preset.replaces), *preset.models)
+
+    def job_specs(self, job: VideoRequest) -> tuple[ModelSpec, ...]:
+        """The model files ``job`` loads (at its speed, with its conditional ones)."""
+        return self.specs(job.speed, job)
 
     @property
     def all_specs(self) -> tuple[ModelSpec, ...]:
@@ -148,13 +171,14 @@ class Task:
     def defaults_for(self, speed: str = DEFAULT_SPEED) -> Mapping[str, Any]:
         return self.defaults if speed == DEFAULT_SPEED else {**self.defaults, **self.speeds[speed].defaults}
 
-    def model_files(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED, mode: str | None = None) -> list[ModelFile]:
-        """The files of a job of this speed and mode as ComfyUI must list them, given the configured names by variable."""
-        return [ModelFile(spec.folder, names[spec.env], spec.label, spec.env) for spec in self.specs(speed, mode)]
+    def model_files(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED, job: VideoRequest | None = None) -> list[ModelFile]:
+        """The files of a job of this speed (``job``'s own when given) as ComfyUI must list them, given
+        the configured names by variable."""
+        return [spec.file(names) for spec in self.specs(speed, job)]
 
-    def model_names(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED, mode: str | None = None) -> dict[str, str]:
-        """Configured file name by model role, for :attr:`fill`."""
-        return {spec.role: names[spec.env] for spec in self.specs(speed, mode)}
+    def model_names(self, names: Mapping[str, str], job: VideoRequest) -> dict[str, str]:
+        """Configured file name by model role of the files ``job`` loads, for :attr:`fill`."""
+        return {spec.role: names[spec.env] for spec in self.job_specs(job)}
 
     def slot(self, field: str) -> InputSlot | None:
         return next((slot for slot in self.inputs if slot.field == field), None)

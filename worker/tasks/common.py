@@ -5,11 +5,16 @@ Each function fills the roles it names; a task's own module calls the ones its g
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from worker.encoding import FORMAT_INPUTS
 from worker.graph import Graph
-from worker.tasks.base import FillInputs, HubFile, InputSlot, ModelSpec
+from worker.request.model import VideoRequest
+from worker.tasks.base import FillInputs, HubFile, InputSlot, LoadedBy, ModelSpec
 
 REPACKAGED_22 = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
+#: Comfy-Org's frame interpolation models for ComfyUI's own ``FrameInterpolationModelLoader``.
+FRAME_INTERPOLATION = "Comfy-Org/frame_interpolation"
 
 TEXT_ENCODER = ModelSpec(
     "text_encoder", "text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "MODEL_TEXT_ENCODER", "text encoder",
@@ -19,6 +24,23 @@ WAN21_VAE = ModelSpec(
     "vae", "vae", "wan_2.1_vae.safetensors", "MODEL_VAE", "VAE",
     HubFile(REPACKAGED_22, "split_files/vae/wan_2.1_vae.safetensors"),
 )  # fmt: skip
+
+
+def _interpolation_model(name: str, file: str, label: str) -> ModelSpec:
+    """The model of ``options.interpolate`` with ``interpolation_model: name``: only such jobs load it."""
+    return ModelSpec(
+        "interpolation_model", "frame_interpolation", file, f"MODEL_INTERPOLATION_{name.upper()}", label,
+        HubFile(FRAME_INTERPOLATION, f"frame_interpolation/{file}"),
+        LoadedBy("interpolation_model", name, f'options.interpolate with interpolation_model "{name}"'),
+    )  # fmt: skip
+
+
+#: The frame interpolation models a task with ``interpolate`` offers, by ``options.interpolation_model``
+#: (the first is the default); ComfyUI's ``FrameInterpolate`` runs either.
+INTERPOLATION_MODELS: dict[str, ModelSpec] = {
+    "rife": _interpolation_model("rife", "rife_v4.26.safetensors", "RIFE 4.26 frame interpolation model"),
+    "film": _interpolation_model("film", "film_net_fp16.safetensors", "FILM frame interpolation model"),
+}
 
 #: The roles every task's graph has, with their node classes.
 TEXT_ROLES: dict[str, str] = {
@@ -39,7 +61,7 @@ RESIZE_METHODS: dict[str, str] = {"crop": "fill / crop", "pad": "pad", "stretch"
 #: The options every task takes (``options.<name>``); image tasks add ``resize``.
 COMMON_OPTIONS: tuple[str, ...] = (
     "width", "height", "length", "steps", "cfg", "frame_rate", "seed", "shift", "sampler_name", "scheduler",
-    "interpolate", "output_frame_rate", "video_format", "crf", "fit",
+    "interpolate", "interpolation_model", "output_frame_rate", "video_format", "crf", "fit", "cache",
 )  # fmt: skip
 
 
@@ -89,3 +111,19 @@ def fill_video_output(graph: Graph, job: FillInputs) -> None:
         **fmt.widgets,
         **quality,
     )
+
+
+def segment_video_widgets(graph: Graph) -> dict[str, object]:
+    """The first segment's video settings (format, quality, rate), for every later segment."""
+    return {name: value for name, value in graph.inputs("video_output").items() if not isinstance(value, list)}
+
+
+def segment_sampler_stages(segments: Callable[[int], list[int]]) -> Callable[[VideoRequest], Mapping[str, tuple[str, int]]]:
+    """A task in segments: one sampler per segment (``sampler``, ``sampler_2``, …), its steps counted
+    after those of the segments before it."""
+
+    def stages(request: VideoRequest) -> Mapping[str, tuple[str, int]]:
+        count = len(segments(request.length))
+        return {("sampler" if k == 1 else f"sampler_{k}"): ("sampling", (k - 1) * request.steps) for k in range(1, count + 1)}
+
+    return stages

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from worker.inputs.base import PreparedInput
     from worker.settings import Limits
 
-MODELS = (*experts.expert_models("fun_control", "Fun-Control"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA)
+MODELS = (
+    *experts.expert_models("fun_control", "Fun-Control"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA,
+    *common.INTERPOLATION_MODELS.values(),
+)  # fmt: skip
 #: What the video gives the model: its edges, or its own frames (already a pose, depth or edge video).
 CONTROLS = ("canny", "video")
 #: ``Canny``'s thresholds, as ComfyUI's Fun-Control template sets them.

@@ -77,7 +77,7 @@ class CustomJob:
                 f"workflow: node classes this ComfyUI does not have: {', '.join(unknown[:10])}"
                 + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
                 + " (allowed: the classes of ComfyUI v0.30.0 and of the node packs in this image: VideoHelperSuite, "
-                "ComfyUI_essentials, Frame-Interpolation)"
+                "ComfyUI_essentials)"
             )
         check_outputs(self.request.workflow, frozenset(name for name, output in classes.items() if output))
 
@@ -158,7 +158,7 @@ def progress(prompt: Mapping[str, Any]) -> ProgressPlan:
     nodes that run before them (those no sampler feeds), found in one pass over the links."""
     of_class = lambda classes: tuple(nid for nid, node in prompt.items() if node["class_type"] in classes)  # noqa: E731
     samplers = list(of_class(SAMPLER_CLASSES))
-    decode, encode, interpolate = of_class({"VAEDecode", "VAEDecodeTiled"}), of_class(VIDEO_CLASSES), of_class({"RIFE VFI"})
+    decode, encode, interpolate = of_class({"VAEDecode", "VAEDecodeTiled"}), of_class(VIDEO_CLASSES), of_class({"FrameInterpolate"})
     after = _downstream(prompt, samplers) | {*samplers, *decode, *encode, *interpolate}
     steps = [prompt[nid]["inputs"].get("steps") for nid in samplers]
     return ProgressPlan(

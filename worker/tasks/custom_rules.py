@@ -50,7 +50,7 @@ ALLOWED_NODES = COLLECTED_OUTPUTS | frozenset({
     "RepeatImageBatch", "ImageFromBatch", "ImageBlend", "ImageSharpen", "ImageCompositeMasked", "EmptyImage",
     "GetImageSize", "Canny", "ImageToMask",
     # video and sound
-    "LoadVideo", "GetVideoComponents", "CreateVideo", "RIFE VFI", "FrameInterpolate", "LoadAudio", "TrimAudioDuration",
+    "LoadVideo", "GetVideoComponents", "CreateVideo", "FrameInterpolate", "LoadAudio", "TrimAudioDuration",
 })  # fmt: skip
 
 #: Loader classes and the input naming their file: it must be one of the job's own uploads (a

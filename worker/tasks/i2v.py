@@ -10,7 +10,7 @@ from worker.graph import Graph
 from worker.tasks import common, experts
 from worker.tasks.base import FillInputs, InputSlot, Task
 
-MODELS = (*experts.expert_models("i2v"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA)
+MODELS = (*experts.expert_models("i2v"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA, *common.INTERPOLATION_MODELS.values())
 
 
 def fill(graph: Graph, job: FillInputs) -> None:

@@ -121,22 +121,12 @@ def _add_segment(graph: Graph, job: FillInputs, index: int, frames: int, samplin
             "context" + suffix: {"samples": graph.link("sampler" if index == 2 else f"sampler_{index - 1}")},
             "decode" + suffix: {"vae": graph.link("vae")},
             "trim_frames" + suffix: {"batch_index": CONTEXT_FRAMES, "length": frames},
-            "video_output" + suffix: {**_video_widgets(graph), "filename_prefix": f"{job.filename_prefix}_{index}"},
+            "video_output" + suffix: {**common.segment_video_widgets(graph), "filename_prefix": f"{job.filename_prefix}_{index}"},
         },
         suffix,
     )  # fmt: skip
     graph.set("context" + suffix, trim_amount=(SEGMENT_FRAMES - 1) // 4 + 1 - CONTEXT_LATENTS)
     graph.outputs.append("video_output" + suffix)
-
-
-def _video_widgets(graph: Graph) -> dict[str, object]:
-    """The first segment's video settings (format, quality, rate), for every segment."""
-    return {name: value for name, value in graph.inputs("video_output").items() if not isinstance(value, list)}
-
-
-def sampler_stages(request: VideoRequest) -> Mapping[str, tuple[str, int]]:
-    count = len(segments(request.length))
-    return {("sampler" if k == 1 else f"sampler_{k}"): ("sampling", (k - 1) * request.steps) for k in range(1, count + 1)}
 
 
 TASK = Task(
@@ -159,7 +149,7 @@ TASK = Task(
     models=(MODEL, AUDIO_ENCODER, common.TEXT_ENCODER, common.WAN21_VAE),
     inputs=(InputSlot("image", "image", required=True), InputSlot("audio", "audio", required=True)),
     options=(
-        "width", "height", "steps", "cfg", "seed", "shift", "sampler_name", "scheduler", "resize", "video_format", "crf",
+        "width", "height", "steps", "cfg", "seed", "shift", "sampler_name", "scheduler", "resize", "video_format", "crf", "cache",
     ),  # fmt: skip
     defaults={
         "width": 640, "height": 640, "length": SEGMENT_FRAMES, "steps": 20, "cfg": 6.0, "frame_rate": FRAME_RATE,
@@ -167,7 +157,7 @@ TASK = Task(
     },  # fmt: skip
     size_step=16,
     fill=fill,
-    sampler_stages=sampler_stages,
+    sampler_stages=common.segment_sampler_stages(segments),
     lora_targets={"both": ("model",)},
     final_models=("shift",),
     speeds={"4step": FOUR_STEP},

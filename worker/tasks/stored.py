@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from comfy_bootstrap.execution import RunResult
-from worker import encoding
+from worker import encoding, step_cache
 from worker.delivery import Artifact
 from worker.encoding import VideoFormat
-from worker.graph import Graph, JobFiles, add_audio, add_compile, add_interpolation, add_last_frame
+from worker.graph import Graph, JobFiles, add_audio, add_cache, add_compile, add_interpolation, add_last_frame
 from worker.inputs.base import PreparedInput
 from worker.loras import AppliedLora
 from worker.loras import add_to_graph as add_loras
@@ -51,10 +51,11 @@ class StoredJob:
 
     def check(self, runtime: Runtime) -> None:
         """The task's model files (at the job's speed) listed by ComfyUI and whole on the volume."""
-        settings, task, speed = runtime.settings, self.task, self.request.speed
-        model_files = task.model_files(settings.model_names, speed, self.request.mode)
-        named = [f"task {task.name}", *([f"mode {self.request.mode}"] if self.request.mode else []),
-                 *([f"speed {speed}"] if speed != DEFAULT_SPEED else [])]  # fmt: skip
+        settings, task, request = runtime.settings, self.task, self.request
+        model_files = task.model_files(settings.model_names, request.speed, request)
+        named = [f"task {task.name}", *([f"mode {request.mode}"] if request.mode else []),
+                 *([f"speed {request.speed}"] if request.speed != DEFAULT_SPEED else []),
+                 *([f"interpolation_model {request.interpolation_model}"] if request.interpolation_model else [])]  # fmt: skip
         subject = ", ".join(named) + ": "
         runtime.check_models(model_files, subject=subject)
         check_model_files(settings.comfy, task.name, model_files)
@@ -85,6 +86,7 @@ class StoredJob:
             extras=_extras(request, loras),
             warnings=(format_warning,) if format_warning else (),
             log_warnings=lambda text: lora_warnings(text, loras),
+            log_extras=lambda text: {"cache": step_cache.report(request.cache, text)} if request.cache else {},
         )
 
 
@@ -98,11 +100,11 @@ def build_graph(
     video_format: VideoFormat = encoding.FORMATS[encoding.DEFAULT_FORMAT],
 ) -> Graph:
     """The task's graph filled for this job (``uploaded``: the uploaded file name by input field), with
-    its LoRAs, its models compiled (``TORCH_COMPILE``), interpolation, and the last frame (of the
-    video as encoded) saved when asked."""
+    its LoRAs, its models compiled (``TORCH_COMPILE``) and cached (``cache``), interpolation, and the
+    last frame (of the video as encoded) saved when asked."""
     settings = runtime.settings
     graph = Graph(runtime.templates[task.name])
-    models = task.model_names(settings.model_names, request.speed, request.mode)
+    models = task.model_names(settings.model_names, request)
     inputs = FillInputs(request, models, uploaded, files.filename_prefix, settings.save_metadata, video_format, runtime.fragments)
     task.fill(graph, inputs)
     for spec_role, after in task.speed_loras(request.speed).items():
@@ -110,8 +112,10 @@ def build_graph(
     add_loras(graph, task, runtime.fragments["lora.json"], loras)
     if settings.torch_compile:
         add_compile(graph, runtime.fragments, task.final_models)
+    if request.cache:
+        add_cache(graph, runtime.fragments, task.final_models)
     if request.interpolate > 1:
-        add_interpolation(graph, runtime.fragments, request.interpolate)
+        add_interpolation(graph, runtime.fragments, request.interpolate, models["interpolation_model"])
     if request.return_last_frame:
         add_last_frame(graph, runtime.fragments, files.last_frame_prefix)
     if "audio" in uploaded and len(graph.outputs) == 1:  # in segments, the worker joins them and adds the track
@@ -175,7 +179,9 @@ def _extras(request: VideoRequest, loras: Sequence[AppliedLora]) -> dict[str, An
     if request.speed != DEFAULT_SPEED:
         extras["speed"] = request.speed
     if request.interpolate > 1:
-        extras.update(interpolate=request.interpolate, frames=request.video_frames)
+        extras.update(interpolate=request.interpolate, interpolation_model=request.interpolation_model, frames=request.video_frames)
+    if request.cache:
+        extras["cache"] = {"mode": request.cache}  # the steps it skipped follow from ComfyUI's log
     if loras:
         extras["loras"] = [lora.describe() for lora in loras]
     return extras

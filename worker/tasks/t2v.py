@@ -24,7 +24,7 @@ TASK = Task(
     summary="text to video (Wan 2.2 T2V-A14B)",
     workflow="wan22_t2v_14b_lightx2v.json",
     roles={**common.TEXT_ROLES, "latent": "EmptyHunyuanLatentVideo", **experts.ROLES},
-    models=(*experts.expert_models("t2v"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA),
+    models=(*experts.expert_models("t2v"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA, *common.INTERPOLATION_MODELS.values()),
     inputs=(common.AUDIO,),
     options=(*common.COMMON_OPTIONS, *experts.OPTIONS),
     defaults={name: value for name, value in experts.DEFAULTS.items() if name != "resize"},

@@ -60,7 +60,7 @@ TASK = Task(
         "shift": "ModelSamplingSD3",
         "sampler": "KSampler",
     },
-    models=(MODEL, common.TEXT_ENCODER, VAE),
+    models=(MODEL, common.TEXT_ENCODER, VAE, *common.INTERPOLATION_MODELS.values()),
     inputs=(InputSlot("image", "image", required=False), common.AUDIO),
     options=(*common.COMMON_OPTIONS, "resize"),
     defaults={
