@@ -22,7 +22,7 @@ from worker.errors import InvalidInput
 from worker.pipeline import generate_video
 from worker.request.parse import parse_request
 from worker.settings import Settings
-from worker.tasks import custom_rules
+from worker.tasks import custom, custom_rules
 from worker.tasks.custom_rules import ALLOWED_NODES
 
 ALLOWED = Settings(allow_custom_workflow=True)
@@ -154,6 +154,33 @@ def test_the_node_count_is_bounded() -> None:
     graph = {str(n): {"class_type": "ImageInvert", "inputs": {"image": [str(n - 1), 0]}} for n in range(1, 12)}
     with pytest.raises(InvalidInput, match=r"^workflow: 11 nodes is too many \(allowed: at most 10 \(MAX_WORKFLOW_NODES\)\)$"):
         parse_request({"workflow": graph}, Settings(allow_custom_workflow=True, max_workflow_nodes=10))
+
+
+class _CountedNode(dict):
+    """A graph node that counts how often the planning reads it."""
+
+    reads = 0
+
+    def __getitem__(self, key: str) -> object:
+        _CountedNode.reads += 1
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: object = None) -> object:
+        _CountedNode.reads += 1
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("nodes", [1_000, 13_000])
+def test_progress_of_a_long_graph_reads_each_node_a_few_times_not_once_per_other_node(nodes: int) -> None:
+    """An operator may raise MAX_WORKFLOW_NODES: the progress plan of a 13,000-node chain (39 s when it
+    was quadratic) reads each node a bounded number of times, and still finds the stages."""
+    chain = {"1": _CountedNode(class_type="KSampler", inputs={"steps": 8})}
+    chain |= {str(n): _CountedNode(class_type="ImageInvert", inputs={"image": [str(n - 1), 0]}) for n in range(2, nodes)}
+    chain[str(nodes)] = _CountedNode(class_type="VAEDecode", inputs={"samples": [str(nodes - 1), 0]})
+    _CountedNode.reads = 0
+    plan = custom.progress(chain)
+    assert _CountedNode.reads <= 8 * nodes, f"{_CountedNode.reads} reads of {nodes} nodes"
+    assert (list(plan.samplers), plan.decode, plan.steps, dict(plan.loading)) == (["1"], (str(nodes),), 8, {})
 
 
 @pytest.mark.parametrize("meta", ["load_image", ["x"], {"title": 5}])

@@ -403,6 +403,16 @@ def test_a_compressed_body_is_limited_after_decompression(server: Server) -> Non
     assert message.endswith("the body is larger than the limit (allowed: at most 1048576 bytes (1.0 MiB))")
 
 
+
+def test_the_decompression_bound_runs_on_the_urllib3_that_requirements_pin() -> None:
+    """The bound above reads through urllib3 2.x's ``read1(decode_content=True)``: requirements.txt
+    pins a 2.x, and that is the urllib3 the tests ran with."""
+    import urllib3
+
+    pins = dict(line.split("==", 1) for line in (Path(__file__).parents[1] / "requirements.txt").read_text().splitlines() if "==" in line)
+    assert pins["urllib3"].split(".")[0] == "2" and urllib3.__version__ == pins["urllib3"]
+
+
 def test_empty_body(server: Server) -> None:
     server.routes["/empty"] = body(b"")
     assert fetch_error(server.url("/empty")) == (

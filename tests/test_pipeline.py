@@ -85,12 +85,20 @@ def test_local_files_are_read_only_inside_their_folder(tmp_path: Path) -> None:
 def test_an_input_that_cannot_be_written_is_a_clear_error(make_runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = make_runtime()
 
-    def full(self: Path, data: bytes) -> int:
+    write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:  # the disk fills up half-way through the file
+        write_bytes(self, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", full)
     with pytest.raises(StorageFull, match=r"cannot write the job's image into ComfyUI's input folder .*: No space left on device"):
         generate_video(_job(), "full", runtime)
+    monkeypatch.undo()
+    _assert_clean(runtime)  # the half-written upload is gone
+    out = generate_video(_job(), "after", runtime)  # and the next job is fine
+    assert decode_mp4(base64.b64decode(out["video"]))["frames"] > 0
+    _assert_clean(runtime)
 
 
 def test_invalid_input_never_reaches_comfyui(make_runtime) -> None:
