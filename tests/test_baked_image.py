@@ -70,7 +70,7 @@ def test_the_baked_stage_is_the_worker_with_the_files_and_the_default_image_has_
 def test_the_build_fetches_the_tasks_files_and_checks_them(hub: FakeHub, tmp_path: Path) -> None:
     result = build(hub, tmp_path, "ti2v-5b")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "all 3 files are present with the Hub's size and SHA-256" in result.stdout  # the --check after the fetch
+    assert "all 5 files are present with the Hub's size and SHA-256" in result.stdout  # the --check after the fetch (model, VAE, text encoder, RIFE, FILM)
     for spec in TI2V:
         path = tmp_path / "baked" / "models" / spec.folder / spec.default
         assert path.read_bytes() == hub.files[(spec.source.repo, spec.source.path)].content

@@ -108,6 +108,10 @@ def test_what_is_missing_is_said_once_with_the_command_that_fixes_it(tmp_path: P
         'models of task i2v, speed "4step" (jobs asking for it fail with models_missing): '
         "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors, wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors "
         f"are {nowhere}",
+        'models of task i2v, options.interpolate with interpolation_model "rife" (jobs asking for it fail with models_missing): '
+        f"rife_v4.26.safetensors is {nowhere}",
+        'models of task i2v, options.interpolate with interpolation_model "film" (jobs asking for it fail with models_missing): '
+        f"film_net_fp16.safetensors is {nowhere}",
         f"get them from a clone of this repository with: make models TASK=i2v VOLUME={vol}",
     ]
 

@@ -49,7 +49,8 @@ def settings_for(volume: Path, tmp_path: Path, **env: str) -> Settings:
 
 def test_every_file_a_served_task_loads_is_sought_once_with_its_publisher() -> None:
     sought = sought_files(Settings.from_env({"TASKS": "i2v,flf2v", "MODEL_LORA": "mine/distill.safetensors"}))
-    assert len(sought) == 7  # i2v and flf2v share theirs; the 4-step LoRAs too
+    assert len(sought) == 9  # i2v and flf2v share theirs; the 4-step LoRAs and the two interpolation models too
+    assert {s.published[0] for s in sought if s.file.folder == "frame_interpolation"} == {"Comfy-Org/frame_interpolation"}
     lora = next(s for s in sought if s.file.setting == "MODEL_LORA")
     assert lora.file.name == "mine/distill.safetensors"
     assert lora.published == ("Kijai/WanVideo_comfy", "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors")
@@ -95,7 +96,7 @@ def test_a_volume_with_only_a_cached_model_runs_an_i2v_job(volume: Path, tmp_pat
     cache = volume / "huggingface-cache" / "hub"
     assert (
         f"Hugging Face cache {cache}: Comfy-Org/Wan_2.2_ComfyUI_Repackaged@0123456789ab (main), "
-        "Kijai/WanVideo_comfy@0123456789ab (main)"
+        "Comfy-Org/frame_interpolation@0123456789ab (main), Kijai/WanVideo_comfy@0123456789ab (main)"
     ) in log
     assert "  found diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors: Comfy-Org/Wan_2.2_ComfyUI_Repackaged/" in log
     assert "models of task" not in log and "not there" not in log  # nothing missing, nothing looked for in vain

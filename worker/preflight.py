@@ -63,7 +63,7 @@ def model_problems(settings: Settings) -> list[str]:
 
 def model_paths(settings: Settings, task: str) -> list[Path]:
     """The files every job of the task loads, where they are (the cached model's link, else the volume's copy)."""
-    files = [spec.file(settings.model_names) for spec in REGISTRY[task].specs() if spec.loaded_by is None]
+    files = REGISTRY[task].every_job_files(settings.model_names)
     return [path for path in (find_model(settings.comfy, f) for f in files) if path is not None]
 
 
@@ -71,11 +71,11 @@ def _missing_by_jobs(settings: Settings, name: str) -> list[tuple[str, list[Mode
     """The files every job of the task loads that are missing (jobs ""); when none is, the missing files
     of each speed preset (jobs ``speed "4step"``) and of the jobs that load an optional file."""
     task, names = REGISTRY[name], settings.model_names
-    every_job = [spec.file(names) for spec in task.specs() if spec.loaded_by is None]
+    every_job = task.every_job_files(names)
     missing = missing_files(settings.comfy, every_job)
     if missing:
         return [("", missing)]
-    speeds = ((f'speed "{speed}"', [f for f in task.model_files(names, speed) if f not in every_job]) for speed in task.speeds)
+    speeds = ((f'speed "{speed}"', [f for f in task.every_job_files(names, speed) if f not in every_job]) for speed in task.speeds)
     optional = ((spec.loaded_by.jobs, [spec.file(names)]) for spec in task.specs() if spec.loaded_by is not None)
     return [(jobs, absent) for jobs, extra in (*speeds, *optional) if (absent := missing_files(settings.comfy, extra))]
 

@@ -176,6 +176,10 @@ class Task:
         the configured names by variable."""
         return [spec.file(names) for spec in self.specs(speed, job)]
 
+    def every_job_files(self, names: Mapping[str, str], speed: str = DEFAULT_SPEED) -> list[ModelFile]:
+        """The files every job of this speed loads (none of the conditional ones), as ComfyUI must list them."""
+        return [spec.file(names) for spec in self.specs(speed) if spec.loaded_by is None]
+
     def model_names(self, names: Mapping[str, str], job: VideoRequest) -> dict[str, str]:
         """Configured file name by model role of the files ``job`` loads, for :attr:`fill`."""
         return {spec.role: names[spec.env] for spec in self.job_specs(job)}
