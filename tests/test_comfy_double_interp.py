@@ -226,13 +226,17 @@ def test_recorded_rife_run_messages_history_and_frame_count(session: Session, na
 
 
 @pytest.mark.parametrize("multiplier", [2, 3, 4])
-def test_rife_keeps_the_source_frames_and_blends_between_them(session: Session, multiplier: int) -> None:
-    """Frames ``0, m, 2m`` are the sources (A, inverted A, A); in between, blends of the two
-    neighbours: at x2 the mean of the two, as the recorded ``rife_mp4_probe.json`` shows."""
-    prompt = recorded_prompt_of("rife")
-    prompt["6"]["inputs"]["multiplier"] = multiplier
+@pytest.mark.parametrize(("recording", "node", "output"), [("rife", "6", "7"), ("native_rife_x2", "7", "8")], ids=["pack", "native"])
+def test_interpolation_keeps_the_source_frames_and_blends_between_them(
+    session: Session, recording: str, node: str, output: str, multiplier: int
+) -> None:
+    """The pack's ``RIFE VFI`` and ComfyUI's ``FrameInterpolate`` alike: frames ``0, m, 2m`` are the
+    sources (A, inverted A, A); in between, blends of the two neighbours: at x2 the mean of the two,
+    as the recorded probes show."""
+    prompt = recorded_prompt_of(recording)
+    prompt[node]["inputs"]["multiplier"] = multiplier
     prompt_id, _ = session.run(prompt)
-    gif = session.entry(prompt_id)["outputs"]["7"]["gifs"][0]
+    gif = session.entry(prompt_id)["outputs"][output]["gifs"][0]
     means = decoded(session.server.output_dir / gif["filename"])["means"]
     assert len(means) == 2 * multiplier + 1
     a, b = means[0], means[multiplier]
@@ -243,7 +247,7 @@ def test_rife_keeps_the_source_frames_and_blends_between_them(session: Session, 
         for step in range(1, multiplier):
             t = step / multiplier
             assert np.allclose(means[pair * multiplier + step], (1 - t) * left + t * right, atol=4)
-    if multiplier == 2:
+    if recording == "rife" and multiplier == 2:
         recorded = recordings.load_json("rife_mp4_probe.json")["frame_mean_luma"]
         assert abs(recorded[1] - (recorded[0] + recorded[2]) / 2) < 3  # the real node: the mean too
 
@@ -301,26 +305,6 @@ def _probed(name: str, luma: bool) -> list:
     (video,) = recordings.load_json(f"{name}_{'mp4_probe' if name.startswith('native_') else 'probe'}.json").values()
     video = video["probe"]["video"] if "probe" in video else video
     return video["frame_mean_luma" if luma else "frame_mean_rgb"]
-
-
-@pytest.mark.parametrize("multiplier", [2, 3, 4])
-def test_frame_interpolate_keeps_the_source_frames_and_blends_between_them(session: Session, multiplier: int) -> None:
-    """Frames ``0, m, 2m`` are the sources (A, inverted A, A); in between, blends of the two
-    neighbours: at x2 the mean of the two, as the recorded ``native_rife_x2_mp4_probe.json`` shows."""
-    prompt = recorded_prompt_of("native_rife_x2")
-    prompt["7"]["inputs"]["multiplier"] = multiplier
-    prompt_id, _ = session.run(prompt)
-    gif = session.entry(prompt_id)["outputs"]["8"]["gifs"][0]
-    means = decoded(session.server.output_dir / gif["filename"])["means"]
-    assert len(means) == 2 * multiplier + 1
-    a, b = means[0], means[multiplier]
-    assert np.allclose(means[2 * multiplier], a, atol=3)
-    assert np.allclose(a + b, 255, atol=6)  # B is A inverted
-    for pair in range(2):
-        left, right = means[pair * multiplier], means[(pair + 1) * multiplier]
-        for step in range(1, multiplier):
-            t = step / multiplier
-            assert np.allclose(means[pair * multiplier + step], (1 - t) * left + t * right, atol=4)
 
 
 @pytest.mark.parametrize(("model", "multiplier"), [("rife_v4.26.safetensors", 2), ("film_net_fp16.safetensors", 3), ("rife_v4.26.safetensors", 4)])
