@@ -1,38 +1,14 @@
 """Fetch a URL a job gives without letting the job reach the worker's own network.
 
-A RunPod worker sits next to things a stranger must not reach through it: the cloud metadata
-service (169.254.169.254), ComfyUI itself on 127.0.0.1, other services on the private network.
-So every hop of a download — the URL the user gave and every redirect — is checked before a
-byte is sent:
+Every hop (the URL and each redirect) is checked before a byte is sent: http(s) only, the host
+resolved once to public addresses and the connection pinned to the one checked, credentials only
+over https to their own host, the body capped after decoding, and one deadline over the whole
+fetch (:mod:`worker.fetch_clock`). The rules and why the worker keeps its own guard:
+docs/deployment.md ("What is guarded") and docs/development.md.
 
-* the scheme must be http or https;
-* the host is resolved once (``resolve``, injectable so tests never touch real DNS) and every
-  address it resolves to must be a public one: private, loopback, link-local, multicast,
-  reserved, unspecified and shared (CGNAT) addresses are refused, IPv4 and IPv6 alike, and an
-  IPv4 address carried inside IPv6 (``::ffff:10.0.0.1``, 6to4, NAT64) is judged as the IPv4
-  address it is — unless the field's rules allow private addresses;
-* the connection then goes to the address that was checked (not to a second DNS answer), so a
-  name that resolves to a public address for the check and to 127.0.0.1 for the connection
-  (DNS rebinding) gets nowhere; TLS still verifies the certificate against the host name;
-* redirects are followed by hand, at most :data:`MAX_REDIRECTS`, each one checked the same way;
-* credentials (an ``Authorization`` header the rules give for a host) go only over https, to the
-  host of the URL the user gave, and stop at the first redirect to another host: a signed CDN URL
-  the Hub redirects to never sees the token;
-* the body is streamed and abandoned as soon as it exceeds the byte cap (after content decoding,
-  so a gzip bomb is cut off too); a larger ``Content-Length`` is refused before the body is read;
-* each connect and read waits at most the per-read timeout, and the whole fetch, from the first
-  connect to the last body byte (TLS handshakes, headers and redirects included), at most the
-  rules' deadline or until the job's deadline, whichever comes first; the job's stop flag ends it
-  at once (:mod:`worker.fetch_clock`: a watchdog shuts the sockets down).
-
-One loop serves every URL field; :class:`FetchRules` says what differs between them (the field
-name in messages, the caps and timeouts, whether private addresses are allowed, the credentials,
-the error class), and the caller says where the body goes (``write``): memory for ``image_url``
-(:func:`fetch_image`), a temporary file for a LoRA (:mod:`worker.lora_files`).
-
-The URL's form and the addresses are judged by the pure checks of :mod:`worker.url_guard`.
-Messages and logs show URLs through :func:`redact_url`: no query string (it may carry a
-signature), no user:password.
+One loop serves every URL field; :class:`FetchRules` says what differs between them, and the caller
+says where the body goes (``write``). The URL's form and the addresses are judged by the pure checks
+of :mod:`worker.url_guard`; messages and logs show URLs through :func:`redact_url`.
 """
 
 from __future__ import annotations
