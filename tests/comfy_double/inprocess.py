@@ -63,7 +63,7 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "loras/wan/WanAnimate_relight_lora_fp16.safetensors",
     "diffusion_models/wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors",
     "diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors",
-    "frame_interpolation/rife_ifnet5_random.safetensors",
+    "frame_interpolation/rife_ifnet5_random.safetensors",  # the names the native_* recordings used
     "frame_interpolation/film_net_random.safetensors",
     "frame_interpolation/rife_v4.26.safetensors",
     "frame_interpolation/film_net_fp16.safetensors",
