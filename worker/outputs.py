@@ -117,17 +117,25 @@ def read_png(client: FileSource, image: OutputFile) -> bytes:
 
 
 class FileSource(Protocol):
-    """Where a run's files are read: ComfyUI's ``GET /view`` (:class:`comfy_bootstrap.client.ComfyClient`), or :class:`LocalFiles`."""
+    """Where a job's media are written and a run's files read: ComfyUI's ``POST /upload/image`` and
+    ``GET /view`` (:class:`comfy_bootstrap.client.ComfyClient`), or :class:`LocalFiles`."""
+
+    def upload_file(self, name: str, data: bytes, content_type: str = "image/png") -> str: ...
 
     def view(self, filename: str, *, subfolder: str = "", folder_type: str = "output") -> bytes | None: ...
 
 
 class LocalFiles:
-    """The folders of the ComfyUI the worker launched (the worker's own, on its disk), read as ``GET /view``
-    would serve them, without the request: None for a file that is not there or not inside its folder."""
+    """The folders of the ComfyUI the worker launched (the worker's own, on its disk): a job's media
+    written into ``input`` as ComfyUI's upload would write them, files read as ``GET /view`` would
+    serve them (None for a file that is not there or not inside its folder), without the requests."""
 
     def __init__(self, folders: Mapping[str, Path]):
         self._folders = {kind: folder.resolve() for kind, folder in folders.items()}
+
+    def upload_file(self, name: str, data: bytes, content_type: str = "image/png") -> str:
+        (self._folders["input"] / name).write_bytes(data)  # OSError (a full disk) is the caller's to explain
+        return name
 
     def view(self, filename: str, *, subfolder: str = "", folder_type: str = "output") -> bytes | None:
         root = self._folders.get(folder_type)

@@ -247,19 +247,15 @@ def _options(runtime: Runtime, reporter: ProgressReporter, clock: JobTime) -> Ru
 
 
 def _upload(runtime: Runtime, uploads: Sequence[Upload], uploaded: list[str]) -> None:
-    """Hand ComfyUI the job's media under their job-unique names; ``uploaded`` collects them for the
-    cleanup. The input folder of the ComfyUI the worker launched is the worker's own: the files are
-    written there, as ComfyUI's upload would write them, without the request; an attached ComfyUI
-    receives them over HTTP."""
+    """Hand ComfyUI the job's media under their job-unique names (:attr:`Runtime.files`: written into
+    the launched ComfyUI's input folder, the worker's own, or sent to an attached one over HTTP);
+    ``uploaded`` collects them for the cleanup."""
     comfy = runtime.settings.comfy
     for upload in uploads:
         uploaded.append(upload.name)
-        if comfy.attached:
-            runtime.client.upload_file(upload.name, upload.data, upload.content_type)
-            continue
         try:
-            (comfy.input_dir / upload.name).write_bytes(upload.data)
-        except OSError as exc:
+            runtime.files.upload_file(upload.name, upload.data, upload.content_type)
+        except OSError as exc:  # the worker's own disk: the client reports HTTP failures as ComfyUnavailable
             where = f"{upload.field} into ComfyUI's input folder {comfy.input_dir}"
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull(f"cannot write the job's {where}: {exc.strerror} (give the worker a larger disk)") from exc
