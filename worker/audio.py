@@ -28,7 +28,7 @@ import av
 import numpy as np
 
 from worker.errors import InvalidInput
-from worker.media_sniff import AAC, FLAC, MP3, MP4, OGG, WAV, WEBM, Container, describe_other, find, short_error
+from worker.media_sniff import AAC, FLAC, MP3, MP4, OGG, WAV, WEBM, Container, declared_seconds, describe_other, find, short_error
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,7 @@ def _check_declared_length(
     max_seconds: float, start: float, end: float | None,
 ) -> None:  # fmt: skip
     """Refuse before decoding when the header declares more than the limit after the cut (a lying header is caught while decoding)."""
-    declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-    if declared is None and opened.duration:
-        declared = opened.duration / av.time_base
+    declared = declared_seconds(opened, stream)
     if declared is None:
         return
     if start >= declared:

@@ -3,13 +3,15 @@ FFmpeg demuxer that reads it, and a name for data that is none of them (for the 
 
 Shared by :mod:`worker.audio` and :mod:`worker.video`: a file is recognised by its signature and
 opened with ``av.open(..., format=container.demuxer)``, so FFmpeg never probes user data with
-every demuxer it has.
+every demuxer it has; once open, its header's length is read the same way for both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import av
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,10 @@ def short_error(exc: BaseException) -> str:
     """An FFmpeg (or other) error as at most 80 characters, for a message."""
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return text if len(text) <= 80 else text[:79] + "…"
+
+
+def declared_seconds(opened: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    """The length the header declares: the stream's, else the container's; None when neither says."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return opened.duration / av.time_base if opened.duration else None

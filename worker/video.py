@@ -48,7 +48,7 @@ import numpy as np
 
 from worker.audio import PreparedAudio, decode_audio
 from worker.errors import InvalidInput
-from worker.media_sniff import MP4, WEBM, Container, describe_other, find, short_error
+from worker.media_sniff import MP4, WEBM, Container, declared_seconds, describe_other, find, short_error
 
 if TYPE_CHECKING:
     from worker.job_time import JobTime
@@ -252,9 +252,7 @@ def _check_declared_length(
 ) -> None:
     """Refuse before decoding when the header declares more than the limits after the cut (a lying
     header is caught while decoding)."""
-    declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-    if declared is None and opened.duration:
-        declared = opened.duration / av.time_base
+    declared = declared_seconds(opened, stream)
     if declared is None or declared <= 0:
         return
     if clip.start >= declared:
