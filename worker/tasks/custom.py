@@ -30,7 +30,7 @@ from worker.plan import Collected, JobPlan, PlanContext, Upload
 from worker.progress import ProgressPlan, loading_weights
 from worker.request.model import CUSTOM_TASK, CustomRequest
 from worker.tasks.base import InputSlot
-from worker.tasks.custom_rules import check_files, check_outputs
+from worker.tasks.custom_rules import check_files, check_outputs, first_few
 
 if TYPE_CHECKING:
     from worker.pipeline import Runtime
@@ -74,10 +74,8 @@ class CustomJob:
         unknown = sorted({node["class_type"] for node in self.request.workflow.values()} - set(classes))
         if unknown:
             raise InvalidInput(
-                f"workflow: node classes this ComfyUI does not have: {', '.join(unknown[:10])}"
-                + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-                + " (allowed: the classes of ComfyUI v0.30.0 and of the node packs in this image: VideoHelperSuite, "
-                "ComfyUI_essentials)"
+                f"workflow: node classes this ComfyUI does not have: {first_few(unknown, 10)} (allowed: the classes of "
+                "ComfyUI v0.30.0 and of the node packs in this image: VideoHelperSuite, ComfyUI_essentials)"
             )
         check_outputs(self.request.workflow, frozenset(name for name, output in classes.items() if output))
 

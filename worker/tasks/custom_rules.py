@@ -138,9 +138,13 @@ def allowed(class_type: str, settings: Settings) -> bool:
 
 def refuse_classes(found: list[tuple[str, str]], what: str, allowed_text: str) -> None:
     if found:
-        named = ", ".join(f"node {shown_id(node_id)} ({shown(class_type)})" for node_id, class_type in found[:_NAMED])
-        more = f" and {len(found) - _NAMED} more" if len(found) > _NAMED else ""
-        raise PromptRejected(f"workflow: {named}{more}: {what} (allowed: {allowed_text})")
+        named = first_few([f"node {shown_id(node_id)} ({shown(class_type)})" for node_id, class_type in found], _NAMED)
+        raise PromptRejected(f"workflow: {named}: {what} (allowed: {allowed_text})")
+
+
+def first_few(items: list[str], limit: int) -> str:
+    """The first ``limit`` of ``items``, comma-separated, and how many more: a refusal stays short."""
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def shown_id(node_id: object) -> str:
