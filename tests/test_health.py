@@ -146,6 +146,16 @@ def test_the_stored_graphs_gpu_nodes_are_in_the_table() -> None:
     assert not {"LoadImage", "ImageResize+", "VHS_VideoCombine", "SaveImage", "ImageFromBatch"} & GPU_NODE_CLASSES
 
 
+def test_the_media_tasks_gpu_nodes_are_in_the_table_too() -> None:
+    """A CUDA error from s2v's, animate's or control's own nodes is a GPU fault candidate like i2v's."""
+    media = {"WanSoundImageToVideo", "WanSoundImageToVideoExtend", "AudioEncoderLoader", "AudioEncoderEncode",
+             "WanAnimateToVideo", "CLIPVisionLoader", "CLIPVisionEncode", "Wan22FunControlToVideo", "FrameInterpolationModelLoader"}  # fmt: skip
+    assert media <= GPU_NODE_CLASSES
+    fault = "CUDA error: an illegal memory access was encountered"
+    assert all(classify("torch.AcceleratorError", fault, node)[0] == FailureKind.GPU_FAULT for node in media)
+    assert not {"LoadVideo", "GetVideoComponents", "LoadAudio", "Canny", "TrimVideoLatent"} & GPU_NODE_CLASSES
+
+
 def test_only_execution_errors_are_classified() -> None:
     cuda = "CUDA error: an illegal memory access was encountered"
     assert classify_error(_failed("torch.AcceleratorError", cuda))[0] is FailureKind.GPU_FAULT

@@ -55,13 +55,17 @@ TORCH_CUDA_RUNTIME_ERROR = re.compile(
     r"|Found no NVIDIA driver|Failed to initialize NVML|NVML_SUCCESS == DriverAPI"
 )
 #: Node classes whose work runs on the GPU: the stored graphs' (samplers, loaders, text encoder, VAE,
-#: the Wan latent nodes, frame interpolation) and their core ComfyUI counterparts a custom graph would use.
+#: the Wan latent nodes, the audio encoder, CLIP vision, frame interpolation) and their core ComfyUI
+#: counterparts a custom graph would use.
 GPU_NODE_CLASSES = frozenset({
     "KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced",
     "UNETLoader", "CLIPLoader", "VAELoader", "CheckpointLoaderSimple", "LoraLoader", "LoraLoaderModelOnly",
-    "ModelSamplingSD3", "TorchCompileModel", "CLIPTextEncode", "CLIPVisionEncode",
+    "ModelSamplingSD3", "TorchCompileModel", "CLIPTextEncode", "CLIPVisionLoader", "CLIPVisionEncode",
+    "AudioEncoderLoader", "AudioEncoderEncode",
     "VAEDecode", "VAEEncode", "VAEDecodeTiled", "VAEEncodeTiled",
-    "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "EmptyHunyuanLatentVideo", "FrameInterpolate",
+    "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "EmptyHunyuanLatentVideo",
+    "WanSoundImageToVideo", "WanSoundImageToVideoExtend", "WanAnimateToVideo", "Wan22FunControlToVideo",
+    "FrameInterpolationModelLoader", "FrameInterpolate",
 })  # fmt: skip
 #: ``errno`` 28 (ENOSPC) and 122 (EDQUOT) as Python's OSError writes them.
 _NO_ROOM = re.compile(r"\[Errno (28|122)\] ")
