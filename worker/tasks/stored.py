@@ -138,7 +138,7 @@ def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPl
         encode=tuple(graph.roles[role] for role in graph.outputs),
         loading=loading_weights(graph.prompt, graph.upstream(samplers)),
         interpolate=graph.roles.get("interpolate"),
-        steps=request.steps * max(1, len(suffixes)) if segments else request.steps,
+        steps=request.steps * len(suffixes) if segments else request.steps,
         frames=request.video_frames,
         segments=segments,
     )
@@ -180,8 +180,6 @@ def _extras(request: VideoRequest, loras: Sequence[AppliedLora]) -> dict[str, An
         extras["speed"] = request.speed
     if request.interpolate > 1:
         extras.update(interpolate=request.interpolate, interpolation_model=request.interpolation_model, frames=request.video_frames)
-    if request.cache:
-        extras["cache"] = {"mode": request.cache}  # the steps it skipped follow from ComfyUI's log
     if loras:
         extras["loras"] = [lora.describe() for lora in loras]
     return extras
