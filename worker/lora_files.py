@@ -22,7 +22,7 @@ as an extra ComfyUI ``loras`` path. On the way:
 * the cache stays within ``LORA_CACHE_BYTES``, a hard budget: a download reserves its size before
   its body is read, evicting the least recently used files that may go (a file's mtime is its last
   use), and is refused with ``storage_full`` when they are not enough or the disk lacks the room
-  (:mod:`worker.lora_space`). Never evicted: a file pinned by this process (from ``fetch`` until
+  (:mod:`worker.lora_disk`). Never evicted: a file pinned by this process (from ``fetch`` until
   ``release``), nor one used within ``recent_use`` seconds, which another worker on the same
   network volume may be running a job with. A disk that fills up mid-download is ``storage_full`` too.
 
