@@ -6,7 +6,8 @@ runs N jobs of each task at 832×480, 81 frames from a 1280×720 image, and prin
 p50/p95 per task, and for jobs with two LoRAs by name and with a LoRA by URL (served on
 127.0.0.1; the first job fetches it, the measured ones find it in the cache), with an MP3 track,
 and for s2v of one, two and three segments (832×480, the length following the speech), control and
-animate from a 1280×720 video (its length following the video). The per-job figures
+animate from a 1280×720 video (its length following the video; canny and pose, a given pose video
+and one drawn from the video). The per-job figures
 on the real ComfyUI come from tests/integration (see docs/performance.md).
 
 ``--repo PATH`` starts another checkout's ``handler.py`` (the same harness), to compare versions.
@@ -44,6 +45,8 @@ TASKS: dict[str, dict] = {
     "s2v, 3 segments (14 s)": {"task": "s2v", "audio": "$audio:14", "options": {"length": None}},
     "control canny (a 5 s 720p video)": {"task": "control", "video": "$video:5", "options": {"length": None}},
     "animate move, 2 segments (a 6 s 720p pose video)": {"task": "animate", "pose_video": "$video:6", "options": {"length": None}},
+    "animate move, pose drawn (a 6 s 720p video)": {"task": "animate", "video": "$video:6", "options": {"length": None}},
+    "control pose (a 5 s 720p video)": {"task": "control", "video": "$video:5", "options": {"length": None, "control": "pose"}},
 }
 
 

@@ -39,6 +39,7 @@ VOLUME_SUBDIRS: dict[str, tuple[str, ...]] = {
     "audio_encoders": ("models/audio_encoders",),
     "clip_vision": ("models/clip_vision",),
     "frame_interpolation": ("models/frame_interpolation",),
+    "checkpoints": ("models/checkpoints",),
 }
 
 #: Where a Hugging Face repository may keep the file ``name`` of a ComfyUI ``folder``, in the order

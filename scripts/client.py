@@ -65,8 +65,8 @@ OPTIONS = (("width", int), ("height", int), ("length", int), ("steps", int), ("s
            ("crf", int), ("fit", str), ("control", str), ("mode", str), ("cache", str))  # fmt: skip
 #: The media fields (``<field>`` as base64 from a file, ``<field>_url``) and what they are.
 MEDIA = (("image", "start image"), ("end_image", "end image (flf2v)"), ("audio", "sound track the video carries (s2v: the speech)"),
-         ("video", "video that drives the job (control; animate replace: the scene)"),
-         ("pose_video", "pose video (animate)"), ("face_video", "face video (animate)"),
+         ("video", "video that drives the job (control; animate: the motion whose pose and face the worker draws, and in replace the scene)"),
+         ("pose_video", "pose video (animate; else drawn from --video)"), ("face_video", "face video (animate)"),
          ("mask_video", "mask of the person to replace (animate replace)"))  # fmt: skip
 #: The media that are tracks in time: ``<field>_start`` / ``<field>_end`` (seconds) cut them.
 TIMED = ("audio", "video", "pose_video", "face_video", "mask_video")

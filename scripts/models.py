@@ -65,7 +65,7 @@ EXIT_OK, EXIT_WRONG, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _REPACKAGED = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 
 #: The size each file's page on the Hub shows (decimal, rounded; the Wan 2.2 VAE's is the size of
-#: the file ComfyUI builds from its config, RIFE 4.26's an estimate: 5.7 M parameters in fp32): --dry-run's figures when the Hub cannot be asked, and
+#: the file ComfyUI builds from its config, RIFE 4.26's an estimate: 5.7 M parameters in fp32; SDPose's the size of a public copy of the same file): --dry-run's figures when the Hub cannot be asked, and
 #: the sizes docs/deployment.md gives (tests/test_models_script.py keeps them equal).
 PUBLISHED_SIZES: dict[str, int] = {
     f"{_REPACKAGED}/split_files/diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": 14_300_000_000,
@@ -90,6 +90,7 @@ PUBLISHED_SIZES: dict[str, int] = {
     "Kijai/WanVideo_comfy/LoRAs/Wan22_relight/WanAnimate_relight_lora_fp16.safetensors": 1_440_000_000,
     "Comfy-Org/frame_interpolation/frame_interpolation/rife_v4.26.safetensors": 23_000_000,
     "Comfy-Org/frame_interpolation/frame_interpolation/film_net_fp16.safetensors": 68_900_000,
+    "Comfy-Org/SDPose/checkpoints/sdpose_wholebody_fp16.safetensors": 1_920_000_000,
 }
 
 #: Where a file of a ComfyUI folder goes under the target, by --layout. The first place is where a

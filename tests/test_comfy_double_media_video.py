@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +22,19 @@ import pytest
 import requests
 
 from tests.comfy_double import ALL_MODEL_FILES, DoubleServer, create_model_files, media, recordings
+from tests.comfy_double.inprocess import safetensors_stand_in
 from tests.comfy_double.node_defs import LIVE_LISTS
 from tests.comfy_double.registry import NODE_FUNCTIONS
 from tests.comfy_double.video_nodes import canny_edges
 from tests.integration import media_inputs as m
 from tests.integration.record_media import video_inputs
+from tests.test_comfy_double import post
 from tests.test_comfy_double_media import (
     INPUTS,
     Session,
     assert_replayed,
     error_of,
+    per_node,
     recorded_history,
     recorded_probe,
     recorded_prompt,
@@ -48,8 +52,9 @@ VIDEOS = {
     "animate_pose_3.mp4": (3, 0),
     "media_pose.mp4": (5, 0),
     "media_face.mp4": (5, 3),  # VHS_LoadVideo's progress in animate_ws.jsonl: 5 frames
+    "sdpose_clip_5.mp4": (5, 0),  # 96x64 (record_media.record_sdpose)
 }
-ANIMATE_RUNS = ["animate", "animate_2seg", "animate_replace", "animate_pose_short"]
+ANIMATE_RUNS = ["animate", "animate_2seg", "animate_replace", "animate_pose_short", "animate_pose_from_video"]
 VIDEO_CASES = recordings.load_json("video_formats.json")
 REF_COLOUR = (200, 120, 40)  # media_ref.png
 
@@ -61,7 +66,7 @@ def recorded_video_inputs() -> dict[str, bytes]:
 
 def video(name: str) -> bytes:
     count, shift = VIDEOS[name]
-    return m.video_file("mp4", "libx264", count, 16, shift=shift)
+    return m.video_file("mp4", "libx264", count, 16, width=96 if name.startswith("sdpose") else 64, shift=shift)
 
 
 class VideoSession(Session):
@@ -160,6 +165,53 @@ def test_replace_mode_shows_the_background_outside_the_character_mask(session: S
         weight = mask[:, :, :1] / 255.0
         expected = weight * np.maximum(reference, pose) + (1 - weight) * background
         assert np.abs(frame.astype(float) - expected).mean() < 8
+
+
+# -- SDPose: pose and face from a video (sdpose_*) ------------------------------------------------------------
+
+#: Values per OpenPose person part: (x, y, score) per point.
+PERSON_PARTS = {"pose_keypoints_2d": 54, "foot_keypoints_2d": 18, "face_keypoints_2d": 210, "hand_right_keypoints_2d": 63,
+                "hand_left_keypoints_2d": 63}  # fmt: skip
+
+
+def shape_of(value: object) -> object:
+    """A shown JSON value with every number replaced by its type: what random weights leave the same."""
+    if isinstance(value, dict):
+        return {key: shape_of(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape_of(item) for item in value]
+    return type(value).__name__ if isinstance(value, (int, float)) else value
+
+
+def test_the_pose_and_face_of_a_clip_come_out_as_recorded(session: Session) -> None:
+    """One OpenPose frame per picture (canvas the picture's size, one person, every part), one box list per
+    frame, a pose video the clip's size and 512x512 face crops, five frames each; the same messages."""
+    name = "sdpose_pose_face"
+    prompt_id, produced = session.replay(name)
+    kinds = [{node: [message[:2] for message in messages] for node, messages in per_node(run)[0].items()} for run in (produced, recorded_ws(name))]
+    assert kinds[0] == kinds[1] and per_node(produced)[1] == per_node(recorded_ws(name))[1]  # the shown values differ: random weights
+    outputs, recorded = session.entry(prompt_id)["outputs"], recorded_history(name)["outputs"]
+    keypoints, boxes = (json.loads(outputs[node]["text"][0]) for node in ("12", "13"))
+    want_keypoints, want_boxes = (json.loads(recorded[node]["text"][0]) for node in ("12", "13"))
+    assert shape_of(keypoints) == shape_of(want_keypoints) and len(keypoints) == 5
+    assert {part: len(values) for part, values in keypoints[0]["people"][0].items()} == PERSON_PARTS
+    assert [len(frame) for frame in boxes] == [len(frame) for frame in want_boxes] and set(boxes[0][0]) == set(want_boxes[0][0])
+    for node in ("10", "11"):
+        recorded_file = next(item["probe"] for key, item in recordings.load_json(f"{name}_mp4_probe.json").items() if key.startswith(f"{node}."))
+        same_probe(session.output_probe(outputs[node]["gifs"][0]), recorded_file)
+
+
+def test_a_missing_checkpoint_and_one_without_the_heatmap_head_fail_as_recorded(session: Session, comfy_volume: Path) -> None:
+    response = post(session.server, recorded_prompt("sdpose_error_missing_checkpoint"), session.client_id)
+    recorded = recordings.load_json("sdpose_error_missing_checkpoint_prompt_response.json")
+    assert (response.status_code, response.json()) == (recorded["status"], recorded["body"])
+    name = "sdpose_error_no_heatmap_head"
+    rel = "checkpoints/sdpose_no_head.safetensors"  # written by the recorder after the run above
+    (comfy_volume / "models" / rel).write_bytes(safetensors_stand_in(rel, [("model.diffusion_model.input_blocks.0.0.weight", (4, 4, 3, 3))]))
+    _, produced = session.replay(name)
+    error, recorded_error = error_of(produced), error_of(recorded_ws(name))
+    keys = ("node_type", "exception_type", "exception_message")
+    assert {k: error[k] for k in keys} == {k: recorded_error[k] for k in keys}
 
 
 # -- Fun-Control and Canny ---------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ runpod_volume:
   audio_encoders: models/audio_encoders
   clip_vision: models/clip_vision
   frame_interpolation: models/frame_interpolation
+  checkpoints: models/checkpoints
 """
 LORA_BASE = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
 
@@ -113,6 +114,7 @@ def test_yaml_as_comfyui_reads_it(tmp_path: Path) -> None:
         "audio_encoders": ["/runpod-volume/models/audio_encoders"],
         "clip_vision": ["/runpod-volume/models/clip_vision"],
         "frame_interpolation": ["/runpod-volume/models/frame_interpolation"],
+        "checkpoints": ["/runpod-volume/models/checkpoints"],
     }
 
 

@@ -201,3 +201,25 @@ def test_the_weights_table_in_the_docs_is_the_workers() -> None:
     assert {name: rows.get(name) for name in LOAD_WEIGHTS} == dict(LOAD_WEIGHTS)
     assert "any other class (a graph of your own) | 1 |" in (Settings().workflows_dir.parent / "docs" / "api.md").read_text()
     assert DEFAULT_LOAD_WEIGHT == 1
+
+
+def test_the_pose_drawn_from_the_video_is_a_stage_of_its_own_before_sampling() -> None:
+    """animate_pose_from_video: SDPose (node 31) runs in the middle of the loaders; the bar goes
+    loading → preprocess (its frames, 10 → 20 %) → sampling (20 → 90 %), never back to loading, and
+    the loading counts as ended when sampling starts, not when the preprocessing does."""
+    graph = json.loads((RECORDINGS / "animate_pose_from_video_api.json").read_text())
+    upstream = {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "13", "30", "32", "33", "34"}
+    plan = ProgressPlan({"14": ("sampling", 0)}, decode=("16",), encode=("17",), loading=loading_weights(graph, upstream),
+                        steps=2, frames=5, preprocess=("31",))  # fmt: skip
+    sent: list[dict] = []
+    clock = FakeClock()
+    reporter = ProgressReporter(plan, send=sent.append, interval=0.0, started=0.0, clock=clock)
+    _replay(reporter, "animate_pose_from_video_ws.jsonl", clock)
+    assert _stages(sent) == ["loading", "preprocess", "sampling", "decode", "encode"]
+    assert [(u["step"], u["steps"], u["percent"]) for u in sent if u["stage"] == "preprocess"][-1] == (5, 5, 20.0)
+    assert [u["percent"] for u in sent if u["stage"] == "sampling"][-1] == 90.0
+    percents = [u["percent"] for u in sent]
+    assert percents == sorted(percents)
+    preprocessed = next(entry["t"] for entry in map(json.loads, (RECORDINGS / "animate_pose_from_video_ws.jsonl").read_text().splitlines())
+                        if entry.get("kind") == "text" and entry["msg"]["type"] == "progress" and entry["msg"]["data"]["node"] == "31")  # fmt: skip
+    assert reporter.marks.loaded_at is not None and reporter.marks.loaded_at > preprocessed

@@ -98,7 +98,7 @@ def test_the_4step_speed_runs_control(api: WorkerAPI) -> None:
          "invalid_input: options.length: 81 frames need 81 frames of video at 16 fps, and the video gives 48 (3 s) (allowed: at most 45"),
         ({"keep_audio": True, "audio": b64(audio_file("wav", 1.0))},
          "invalid_input: keep_audio: true together with audio (allowed: one sound track: keep_audio or audio)"),
-        ({"options": {**SMALL, "control": "depth"}}, 'invalid_input: options.control: "depth" is not one of the allowed values (allowed: canny, video)'),
+        ({"options": {**SMALL, "control": "depth"}}, 'invalid_input: options.control: "depth" is not one of the allowed values (allowed: canny, pose, video)'),
     ],
 )  # fmt: skip
 def test_what_does_not_fit_the_video_is_refused(api: WorkerAPI, job: dict, error: str) -> None:
@@ -143,7 +143,8 @@ def test_animate_replace_with_the_scene_its_mask_a_face_and_the_sound(api: Worke
     ("job", "error"),
     [
         ({"options": {**SMALL, "mode": "replace"}}, "invalid_input: video: missing, which mode 'replace' needs (allowed: video or video_url)"),
-        ({"video": POSE}, "invalid_input: video: given with mode 'move' (allowed: only with mode 'replace')"),
+        ({"video": POSE}, "invalid_input: video: given with mode 'move' (allowed: only with mode 'replace' or in place of pose_video)"),
+        ({"pose_video": None}, "invalid_input: pose_video: missing (allowed: pose_video or pose_video_url, or video or video_url to draw"),
         ({"face_video": b64(video_file("mp4", 2.0, 16))},
          "invalid_input: face_video: 32 frames at 16 fps, fewer than pose_video's 96 (allowed: as long as pose_video"),
         ({"options": {**SMALL, "mode": "dance"}}, 'invalid_input: options.mode: "dance" is not one of the allowed values (allowed: move, replace)'),
@@ -151,7 +152,8 @@ def test_animate_replace_with_the_scene_its_mask_a_face_and_the_sound(api: Worke
     ],
 )  # fmt: skip
 def test_what_animate_cannot_use_is_refused(api: WorkerAPI, job: dict, error: str) -> None:
-    body = api.runsync({"prompt": "x", "image": png_b64(), "pose_video": POSE, "options": SMALL, **job})
+    job = {key: value for key, value in {"prompt": "x", "image": png_b64(), "pose_video": POSE, "options": SMALL, **job}.items() if value}
+    body = api.runsync({"task": "animate", **job})
     assert body["status"] == "FAILED" and body["error"].startswith(error), body["error"]
 
 
@@ -161,3 +163,53 @@ def test_animate_is_bounded_by_max_animate_seconds(tmp_path: Path) -> None:
     assert body["error"].startswith(
         "invalid_input: pose_video: 6 s is longer than task animate makes (allowed: at most 4 s (MAX_ANIMATE_SECONDS)"
     )
+
+
+# --- Pose drawn from the video (SDPose inside the graph) ---------------------------------------------------
+
+DANCE = b64(video_file("mp4", 2.0, 16, (96, 64), audio=True))  # 32 frames at 16 fps
+
+
+def skeleton_pixels(frame: np.ndarray) -> int:
+    """Pixels of the drawn pose: white (the double draws keypoints white on black, over the picture)."""
+    return int((frame.min(axis=2) > 235).sum())
+
+
+def test_animate_from_a_video_alone_draws_its_pose_and_face(api: WorkerAPI) -> None:
+    """No pose_video: the graph draws the pose and cuts the face from ``video``; the answer says so."""
+    job = {"task": "animate", "prompt": "x", "image": png_b64(64, 64, (220, 30, 30)), "video": DANCE, "options": SMALL}
+    output, frames, sound = decoded(api.runsync(job))
+    assert (output["mode"], output["control"], output["length"], len(frames)) == ("move", "pose", 32, 32)
+    assert all(skeleton_pixels(frame) > 20 for frame in frames) and frames[0][..., 0].mean() > 150 and sound is None
+
+
+def test_animate_replace_from_the_video_and_its_mask_keeps_the_sound(api: WorkerAPI) -> None:
+    job = {"task": "animate", "prompt": "x", "image": png_b64(), "video": DANCE, "mask_video": DANCE, "keep_audio": True,
+           "options": {**SMALL, "mode": "replace"}}  # fmt: skip
+    output, frames, sound = decoded(api.runsync(job))
+    assert (output["mode"], output["control"], len(frames)) == ("replace", "pose", 32) and sound is not None
+
+
+def test_a_given_pose_video_is_used_as_it_is(api: WorkerAPI) -> None:
+    """With pose_video the worker draws nothing: no ``control`` in the answer, the given frames steer."""
+    job = {"task": "animate", "prompt": "x", "image": png_b64(64, 64, (220, 30, 30)), "pose_video": DANCE, "options": SMALL}
+    output, frames, _ = decoded(api.runsync(job))
+    assert "control" not in output and output["length"] == 32 and skeleton_pixels(frames[0]) < 20  # a dark first frame
+
+
+def test_control_pose_steers_with_the_pose_of_the_video(api: WorkerAPI) -> None:
+    output, frames, _ = decoded(api.runsync({"task": "control", "prompt": "x", "video": DANCE, "options": {**SMALL, "control": "pose"}}))
+    assert (output["control"], output["length"], len(frames)) == ("pose", 29, 29)  # 32 frames → 4n+1
+    assert all(skeleton_pixels(frame) > 20 for frame in frames)
+    _, canny_frames, _ = decoded(api.runsync({"task": "control", "prompt": "x", "video": DANCE, "options": {**SMALL, "control": "canny"}}))
+    assert max(skeleton_pixels(frame) for frame in canny_frames) < 20  # flat frames have no edges
+
+
+def test_the_pose_model_missing_is_named_with_the_jobs_that_need_it(tmp_path: Path) -> None:
+    with running_worker(tmp_path, MODEL_SDPOSE="nowhere/sdpose.safetensors", TASKS="animate,control") as worker:
+        from_video = worker.runsync({"task": "animate", "prompt": "x", "image": png_b64(), "video": DANCE, "options": SMALL})
+        given = worker.runsync({"task": "animate", "prompt": "x", "image": png_b64(), "pose_video": DANCE, "options": SMALL})
+        canny = worker.runsync({"task": "control", "prompt": "x", "video": DANCE, "options": SMALL})
+    assert from_video["status"] == "FAILED" and from_video["error"].startswith("models_missing: task animate, mode move"), from_video["error"]
+    assert "nowhere/sdpose.safetensors" in from_video["error"] and "MODEL_SDPOSE" in from_video["error"]
+    assert given["status"] == canny["status"] == "COMPLETED"

@@ -165,6 +165,8 @@ FRAGMENTS: dict[str, dict[str, str]] = {
     "compile.json": {"compile": "TorchCompileModel"},
     "easycache.json": {"cache": "EasyCache"},
     "audio.json": {"load_audio": "LoadAudio"},
+    "pose.json": {"pose_model": "CheckpointLoaderSimple", "pose_keypoints": "SDPoseKeypointExtractor", "pose_drawn": "SDPoseDrawKeypoints"},
+    "face_crops.json": {"face_boxes": "SDPoseFaceBBoxes", "face_crops": "CropByBBoxes"},
     "s2v_extend.json": {
         "extend": "WanSoundImageToVideoExtend", "sampler": "KSampler", "joined": "LatentConcat", "context": "TrimVideoLatent",
         "with_context": "LatentConcat", "decode": "VAEDecode", "trim_frames": "ImageFromBatch", "video_output": "VHS_VideoCombine",

@@ -9,6 +9,9 @@ started; ``eta``: seconds left by the sampling rate so far, or None when unknown
   encoded), ``step`` of ``steps`` nodes done; on a cold worker this is the long silent part, so the
   percent moves through it (:data:`LOADING_SHARE` of the bar) by the nodes done, each weighted by
   what its class costs on a cold start (:data:`LOAD_WEIGHTS`);
+- ``preprocess``: a node that draws what steers the video from the job's own video (the pose,
+  by SDPose: :data:`PREPROCESS_CLASSES`), ``step`` of ``steps`` frames done; it takes
+  :data:`PREPROCESS_SHARE` of the bar after the loading share;
 - one stage per sampler as the task names them (``high_noise`` and ``low_noise`` for the two
   A14B experts, ``sampling`` for one model), steps counted over the whole schedule;
 - ``decode`` (VAEDecode; ComfyUI reports no steps for it), ``interpolate`` (ComfyUI's
@@ -39,8 +42,10 @@ from typing import Any
 
 from comfy_bootstrap import messages as m
 
-#: Share of the bar each phase fills: loading up to LOADING_SHARE, sampling up to DECODE_AT.
+#: Share of the bar each phase fills: loading up to LOADING_SHARE, preprocessing (when the graph has
+#: it) the next PREPROCESS_SHARE, sampling up to DECODE_AT.
 LOADING_SHARE = 10.0
+PREPROCESS_SHARE = 10.0
 DECODE_AT = 90.0
 INTERPOLATE_AT = 92.0
 ENCODE_FROM = 95.0
@@ -72,6 +77,8 @@ LOAD_WEIGHTS: Mapping[str, float] = {
     "EmptyHunyuanLatentVideo": 0.2,
 }
 DEFAULT_LOAD_WEIGHT = 1.0
+#: Node classes of the ``preprocess`` stage: they report the frames they have done.
+PREPROCESS_CLASSES = frozenset({"SDPoseKeypointExtractor"})
 
 
 def loading_weights(prompt: Mapping[str, Any], nodes: Iterable[str]) -> dict[str, float]:
@@ -93,6 +100,8 @@ class ProgressPlan:
     steps: int
     frames: int
     interpolate: str | None = None
+    #: The nodes of the ``preprocess`` stage (:data:`PREPROCESS_CLASSES`), not among ``loading``.
+    preprocess: tuple[str, ...] = ()
     #: A video made in segments: each segment's nodes → (segment k, of n); the bar is split between them.
     segments: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -133,7 +142,7 @@ class Marks:
 
 
 #: A stage's place in the job: (segment, phase, the sampler's first step); stages only go forward.
-_PHASES = {"queued": 0, "loading": 1, "decode": 3, "interpolate": 4, "encode": 5}
+_PHASES = {"queued": 0, "loading": 1, "preprocess": 2, "decode": 3, "interpolate": 4, "encode": 5}
 _SAMPLING_PHASE = 2
 
 
@@ -154,6 +163,8 @@ class ProgressReporter:
         if plan.interpolate is not None:
             others[plan.interpolate] = "interpolate"
         self._stage_of = {node: stage for node, (stage, _) in plan.samplers.items()} | others
+        self._preprocess = frozenset(plan.preprocess)
+        self._sampling_at = LOADING_SHARE + (PREPROCESS_SHARE if plan.preprocess else 0.0)
         self._first_step = {node: first for node, (_, first) in plan.samplers.items()}
         self._segment_of = plan.segments
         self._loading = plan.loading
@@ -186,7 +197,7 @@ class ProgressReporter:
 
     def _mark(self, msg: m.Message) -> None:
         """Note when the loading ended and the first sampling step came (for ``timings``)."""
-        if isinstance(msg, m.Executing) and msg.node in self._stage_of and self.marks.loaded_at is None:
+        if isinstance(msg, m.Executing) and msg.node in self._stage_of and self.marks.loaded_at is None and msg.node not in self._preprocess:
             self.marks.loaded_at = self._clock()
         if isinstance(msg, m.Progress) and msg.node in self._first_step and self.marks.first_step_at is None:
             self.marks.first_step_at = self._clock()
@@ -206,6 +217,10 @@ class ProgressReporter:
             update = self._loading_update()  # the nodes before this one are done
             self._loaded.add(msg.node)
             return update
+        if isinstance(msg, m.Executing) and msg.node in self._preprocess:
+            return self._update("preprocess", 0, 1, LOADING_SHARE)
+        if isinstance(msg, m.Progress) and msg.node in self._preprocess:
+            return self._update("preprocess", msg.value, msg.max, round(LOADING_SHARE + PREPROCESS_SHARE * msg.value / max(msg.max, 1), 1))
         if isinstance(msg, m.Executing) and msg.node in self._stage_of:
             return self._at(msg.node, 0, None)
         if isinstance(msg, m.Progress) and msg.node in self._stage_of:
@@ -227,7 +242,7 @@ class ProgressReporter:
         if node in self._first_step:
             step = min(self._first_step[node] + value, self._steps)
             fraction = step / self._steps * n - (k - 1)
-            within = LOADING_SHARE + (DECODE_AT - LOADING_SHARE) * fraction
+            within = self._sampling_at + (DECODE_AT - self._sampling_at) * fraction
             place = (k, _SAMPLING_PHASE, self._first_step[node])
             return self._update(stage, step, self._steps, self._share(within, k, n), self._eta(step), segment, place)
         if stage == "decode":

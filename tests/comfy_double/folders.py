@@ -243,6 +243,7 @@ def volume_model_paths(models_root: Path) -> dict[str, list[Path]]:
         "audio_encoders": [root / "audio_encoders"],
         "clip_vision": [root / "clip_vision"],
         "frame_interpolation": [root / "frame_interpolation"],
+        "checkpoints": [root / "checkpoints"],
     }
 
 

@@ -67,12 +67,13 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "frame_interpolation/film_net_random.safetensors",
     "frame_interpolation/rife_v4.26.safetensors",
     "frame_interpolation/film_net_fp16.safetensors",
+    "checkpoints/sdpose_wholebody_fp16.safetensors",
 )
 
 #: One tiny tensor per stand-in, named like a tensor of that kind of model; a LoRA gets a
 #: ``lora_down`` / ``lora_up`` pair (rank 1), as LoRA files hold, named to fit the Wan model. Where
 #: ComfyUI tells models apart by their keys the stand-in has those: wav2vec2 large's
-#: ``encoder.layer_norm.bias`` (1024 wide), and the keys a 5-block RIFE is recognised by.
+#: ``encoder.layer_norm.bias`` (1024 wide), the keys a 5-block RIFE is recognised by, and SDPose's heatmap head.
 _STAND_IN_TENSORS: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
     "diffusion_models": (("blocks.0.self_attn.q.weight", (4, 4)),),
     "unet": (("blocks.0.self_attn.q.weight", (4, 4)),),
@@ -85,6 +86,7 @@ _STAND_IN_TENSORS: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
     ),
     "audio_encoders": (("encoder.layer_norm.bias", (1024,)),),
     "frame_interpolation": (("encode.cnn3.weight", (4, 4, 4, 4)), *((f"blocks.{i}.conv0.1.0.weight", (4, 4, 3, 3)) for i in range(5))),
+    "checkpoints": (("model.diffusion_model.input_blocks.0.0.weight", (4, 4, 3, 3)), ("model.diffusion_model.heatmap_head.conv_layers.0.weight", (4, 4, 1, 1))),
 }
 #: FILM is recognised by this key (the stand-ins of ``frame_interpolation`` whose name says ``film``).
 _FILM_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("extract.extract_sublevels.convs.0.0.conv.weight", (4, 3, 3, 3)),)

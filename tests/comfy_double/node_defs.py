@@ -25,6 +25,7 @@ _MODEL_LISTS: dict[tuple[str, str], str] = {
     ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders",
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
     ("FrameInterpolationModelLoader", "model_name"): "frame_interpolation",
+    ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
 }
 
 

@@ -48,6 +48,7 @@ OBJECT_INFO_FILES: tuple[str, ...] = (
     "object_info_media_nodes.json",  # the 41 audio, video and Wan media classes (LoadAudio, WanSoundImageToVideo, ...)
     "object_info_audio_nodes.json",  # the audio / S2V classes again, and SaveAudio
     "object_info_more_media_nodes.json",  # PreviewAny, GetImageSize, EmptyImage, ImageToMask, the native interpolation...
+    "object_info_sdpose_nodes.json",  # CheckpointLoaderSimple with the SDPose checkpoint, the SDPose nodes, CropByBBoxes
 )
 
 

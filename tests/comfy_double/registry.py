@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import audio_nodes, control_nodes, interp_nodes, node_impls, save_nodes, video_nodes
+from . import audio_nodes, control_nodes, interp_nodes, node_impls, pose_nodes, save_nodes, video_nodes
 from .values import NodeFunction
 
 #: class_type -> implementation.
@@ -12,6 +12,7 @@ NODE_FUNCTIONS: dict[str, NodeFunction] = {
     **video_nodes.NODES,
     **control_nodes.NODES,
     **interp_nodes.NODES,
+    **pose_nodes.NODES,
     **save_nodes.NODES,
 }
 
@@ -19,4 +20,5 @@ NODE_FUNCTIONS: dict[str, NodeFunction] = {
 ACCEPTS_ANY_INPUT = frozenset({"VHS_VideoCombine"})
 
 #: Classes that report progress while running (a "crash" fault fires after their first step).
-PROGRESS_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "VHS_VideoCombine", "VHS_LoadVideo", "FrameInterpolate"})
+PROGRESS_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "VHS_VideoCombine", "VHS_LoadVideo", "FrameInterpolate",
+                              "SDPoseKeypointExtractor"})

@@ -160,6 +160,26 @@ def animate_outputs(graph: dict, anim: str, first: int) -> dict:
     return shown(graph, first, {f"{anim}.trim_latent": [anim, 3], f"{anim}.trim_image": [anim, 4], f"{anim}.video_frame_offset": [anim, 5]})
 
 
+# --- SDPose preprocessing ---------------------------------------------------------------------------
+SDPOSE = "sdpose_wholebody_fp16.safetensors"
+
+
+def sdpose(frames: list, first: int, checkpoint: str = SDPOSE) -> tuple[dict, str, str, str]:
+    """CheckpointLoaderSimple -> SDPoseKeypointExtractor -> SDPoseDrawKeypoints, and SDPoseFaceBBoxes ->
+    CropByBBoxes on ``frames``, as worker/tasks/pose.py adds them; returns (nodes, keypoints, pose, faces) ids."""
+    ids = [str(first + n) for n in range(5)]
+    loader, keypoints, drawn, boxes, crops = ids
+    nodes = {
+        loader: node("CheckpointLoaderSimple", ckpt_name=checkpoint),
+        keypoints: node("SDPoseKeypointExtractor", model=[loader, 0], vae=[loader, 2], image=frames, batch_size=16),
+        drawn: node("SDPoseDrawKeypoints", keypoints=[keypoints, 0], draw_body=True, draw_hands=True, draw_face=True, draw_feet=False,
+                    stick_width=4, face_point_size=3, score_threshold=0.3, draw_head=True),
+        boxes: node("SDPoseFaceBBoxes", keypoints=[keypoints, 0], scale=1.5, force_square=True),
+        crops: node("CropByBBoxes", image=frames, bboxes=[boxes, 0], output_width=512, output_height=512, padding=0, keep_aspect="stretch"),
+    }  # fmt: skip
+    return nodes, keypoints, drawn, crops
+
+
 # --- frame interpolation, step caching ---------------------------------------------------------------
 def three_frames() -> dict:
     """The input of the recorded rife_* runs: example.png at 64×64 (A), inverted (B), batch A, B, A."""

@@ -24,7 +24,9 @@ experts: the script is run with ``--comfyui <comfy> --only`` the missing ones), 
 random-weight models for ComfyUI's native ``FrameInterpolationModelLoader`` into
 ``models/frame_interpolation/`` under the names the worker loads by default:
 ``rife_v4.26.safetensors`` (ComfyUI's 5-block IFNet, the RIFE 4.2x layout) and
-``film_net_fp16.safetensors`` (FILMNet's fixed config, fp16). Every file written in this run is
+``film_net_fp16.safetensors`` (FILMNet's fixed config, fp16), and the SDPose checkpoint the pose
+preprocessing loads, ``models/checkpoints/sdpose_wholebody_fp16.safetensors`` (a shallow SD2 UNet
+with the heatmap head and a TAESD VAE: ``comfy_side.py``'s ``sdpose_state``). Every file written in this run is
 then loaded with ComfyUI's own loader (``comfy_side.py check``, a subprocess in ComfyUI's Python),
 which prints the model class ComfyUI detected; ``--check-all`` checks the kept ones too.
 
@@ -75,9 +77,10 @@ MEDIA = {
     "fun_high": ("diffusion_models/wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors", "diffusion_model"),
     "fun_low": ("diffusion_models/wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors", "diffusion_model"),
 }
-# comfy_side.py write WHAT -> file under models/ (checked as frame_interpolation)
-NATIVE_INTERPOLATION = {"rife_ifnet5": "frame_interpolation/rife_v4.26.safetensors",
-                        "film": "frame_interpolation/film_net_fp16.safetensors"}  # fmt: skip
+# comfy_side.py write WHAT -> (file under models/, how comfy_side.py checks it)
+WRITTEN = {"rife_ifnet5": ("frame_interpolation/rife_v4.26.safetensors", "frame_interpolation"),
+           "film": ("frame_interpolation/film_net_fp16.safetensors", "frame_interpolation"),
+           "sdpose": ("checkpoints/sdpose_wholebody_fp16.safetensors", "checkpoint")}  # fmt: skip
 
 
 def mismatch_shapes() -> dict[str, tuple[int, ...]]:
@@ -140,7 +143,7 @@ def comfy_side(comfy_dir: Path, *args: str) -> bool:
 
 
 def prepare_media(models: Path, comfy_dir: Path, tiny_dir: Path, check_all: bool) -> None:
-    """The media stand-ins (shared script) and the native frame-interpolation models, each checked by ComfyUI."""
+    """The media stand-ins (shared script), the native frame-interpolation models and SDPose, each checked by ComfyUI."""
     to_check: list[str] = []
     missing = [key for key, (name, _) in MEDIA.items() if not (models / name).is_file()]
     if missing:
@@ -156,15 +159,15 @@ def prepare_media(models: Path, comfy_dir: Path, tiny_dir: Path, check_all: bool
         print(f"wrote    {models / name} (make_tiny_models_media.py --only {key})" if written else f"kept     {models / name}")
         if written or check_all:
             to_check.append(f"{kind}={models / name}")
-    for what, name in NATIVE_INTERPOLATION.items():
+    for what, (name, kind) in WRITTEN.items():
         target = models / name
         kept = target.is_file()
         if kept:
-            print(f"kept     {target} (random-weight {what} for FrameInterpolationModelLoader)")
+            print(f"kept     {target} (random-weight {what})")
         elif not comfy_side(comfy_dir, "write", what, str(target)):
             sys.exit(f"prepare_real: could not write {target}")
         if check_all or not kept:
-            to_check.append(f"frame_interpolation={target}")
+            to_check.append(f"{kind}={target}")
     if to_check and not comfy_side(comfy_dir, "check", *to_check):
         sys.exit("prepare_real: ComfyUI did not load every file cleanly (see the lines above)")
 

@@ -18,6 +18,9 @@ here (``media_inputs``) and uploaded with ``POST /upload/image``. Groups, in ord
   s2v          s2v_3seg_* (three chained segments), s2v_3seg_short_audio_*, s2v_3seg_partial_window_*, s2v_error_*,
                s2v_segment_audio_windows.json (ComfyUI's S2V code, run in its Python: the audio each segment gets)
   animate      animate_replace_*, animate_2seg_*, animate_pose_short_*
+  sdpose       object_info_sdpose_nodes.json; sdpose_pose_face_* (a 96x64 clip's pose and face crops, with the
+               keypoints and boxes shown), sdpose_error_* (no such checkpoint; a checkpoint without the heatmap
+               head), animate_pose_from_video_* (Animate driven by the drawn pose and face crops)
   easycache    easycache_ti2v5b_*, easycache_t2v_* (+ their server log lines)
   custom       custom_graphs_validation.json (VHS path nodes, SaveLatent, CheckpointSave; strict paths)
 
@@ -48,7 +51,7 @@ from tests.integration.real_server import Run, Server, probe  # noqa: E402
 MEDIA_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".flac", ".wav", ".mp3", ".opus", ".ogg", ".m4a", ".gif", ".webp"}
 # Groups without the text encoder first: ComfyUI keeps only the outputs of nodes that the latest prompt used,
 # so one text-free prompt between two text-encoding ones costs the ~100 s encode again.
-GROUPS = ["object_info", "audio", "vhs_audio", "video", "interp", "s2v", "animate", "easycache", "custom"]
+GROUPS = ["object_info", "audio", "vhs_audio", "video", "interp", "s2v", "sdpose", "animate", "easycache", "custom"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -278,6 +281,34 @@ def record_animate(rec: Recorder) -> None:
     rec.run("animate_pose_short", graph)
 
 
+SDPOSE_NODES = ["CheckpointLoaderSimple", "SDPoseKeypointExtractor", "SDPoseDrawKeypoints", "SDPoseFaceBBoxes", "CropByBBoxes"]
+
+
+def record_sdpose(rec: Recorder, fixtures: Path) -> None:
+    """The pose preprocessing on its own (no text encoder), its two errors, then Animate driven by it."""
+    rec.write("object_info_sdpose_nodes.json", rec.server.object_info(SDPOSE_NODES))
+    rec.upload("sdpose_clip_5.mp4", m.video_file("mp4", "libx264", 5, 16, width=96, height=64))
+    frames = {"1": g.node("LoadVideo", file="sdpose_clip_5.mp4"), "2": g.node("GetVideoComponents", video=["1", 0])}
+    nodes, keypoints, drawn, crops = g.sdpose(["2", 0], 3)
+    graph = frames | nodes | {"10": g.vhs([drawn, 0], "wan22_sdpose_pose"), "11": g.vhs([crops, 0], "wan22_sdpose_face")}
+    g.shown(graph, 12, {"keypoints": [keypoints, 0], "face_bboxes": [str(int(keypoints) + 2), 0]})
+    rec.run("sdpose_pose_face", graph)
+    missing = frames | g.sdpose(["2", 0], 3, checkpoint="no_such_sdpose.safetensors")[0]
+    missing["10"] = g.vhs([drawn, 0], "wan22_sdpose_missing")
+    rec.run("sdpose_error_missing_checkpoint", missing)
+    source = rec.server.volume / "models" / "checkpoints" / g.SDPOSE
+    comfy_side(rec.server, "drop-keys", str(source), str(fixtures / "checkpoints" / "sdpose_no_head.safetensors"), "model.diffusion_model.heatmap_head.")
+    headless = frames | g.sdpose(["2", 0], 3, checkpoint="sdpose_no_head.safetensors")[0]
+    headless["10"] = g.vhs([drawn, 0], "wan22_sdpose_no_head")
+    rec.run("sdpose_error_no_heatmap_head", headless)
+
+    upload_animate_inputs(rec)
+    nodes, _, drawn, crops = g.sdpose(["10", 0], 30)
+    graph = g.animate_base("sdpose_clip_5.mp4", None) | nodes | {"13": g.animate_node(5, face=False, pose_video=[drawn, 0], face_video=[crops, 0])}
+    graph["17"] = g.vhs([g.animate_segment(graph, "13", 14, seed=42), 0], "wan22_animate_pose_from_video")
+    rec.run("animate_pose_from_video", graph)
+
+
 def record_interp(rec: Recorder, fixtures: Path) -> None:
     rec.upload("example.png", (rec.server.comfy_dir / "input" / "example.png").read_bytes())
     for model, short in (("rife_v4.26.safetensors", "rife"), ("film_net_fp16.safetensors", "film")):  # prepare_real.py's
@@ -407,16 +438,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="record-media-") as tmp:
         work = Path(tmp)
         fixtures = work / "fixtures"  # model files only these recordings use, registered as a second model root
-        for folder in ("audio_encoders", "frame_interpolation"):
+        for folder in ("audio_encoders", "frame_interpolation", "checkpoints"):
             (fixtures / folder).mkdir(parents=True)
         started = time.monotonic()
-        with Server(comfy, python, volume, work / "server", extra_models={f: fixtures / f for f in ("audio_encoders", "frame_interpolation")}) as server:
+        with Server(comfy, python, volume, work / "server", extra_models={f: fixtures / f for f in ("audio_encoders", "frame_interpolation", "checkpoints")}) as server:
             rec = Recorder(server, args.out, work)
             print(f"ComfyUI answering on port {server.port} after {time.monotonic() - started:.1f} s", flush=True)
             if "object_info" in args.only:
                 record_object_info(rec)
             steps = {"audio": lambda: record_audio(rec, work), "s2v": lambda: record_s2v(rec, work, fixtures, volume), "vhs_audio": lambda: record_vhs_audio(rec),
-                     "video": lambda: record_video(rec, work), "animate": lambda: record_animate(rec),
+                     "video": lambda: record_video(rec, work), "animate": lambda: record_animate(rec), "sdpose": lambda: record_sdpose(rec, fixtures),
                      "interp": lambda: record_interp(rec, fixtures), "easycache": lambda: record_easycache(rec)}  # fmt: skip
             for group in GROUPS:
                 if group in steps and group in args.only:

@@ -223,6 +223,25 @@ def test_control_on_the_real_comfyui(worker: WorkerAPI, control: str) -> None:
     assert video == (13, 16.0) and out["length"] == 13 and track[0] == "aac"  # 1 s at 16 fps: 16 frames → 13
 
 
+def test_control_pose_on_the_real_comfyui(worker: WorkerAPI) -> None:
+    """SDPose draws the pose of each of the 5 frames (about 10 s a frame on two cores), Fun-Control follows it."""
+    clip = base64.b64encode(video_file("mp4", 5 / 16, 16, (96, 64))).decode()
+    out = _run(worker, {"task": "control", "video": clip, "options": {**SMALL, "length": None, "steps": 2, "control": "pose"}}, "control pose")
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["frames"], video["rate"], out["control"]) == (5, 16.0, "pose")
+
+
+@pytest.mark.parametrize("mode", ["move", "replace"])
+def test_animate_draws_the_pose_and_face_from_the_video_on_the_real_comfyui(worker: WorkerAPI, mode: str) -> None:
+    """No pose_video: the graph draws the pose and cuts the face of the 5 frames of ``video`` with SDPose."""
+    clip = base64.b64encode(video_file("mp4", 5 / 16, 16, (96, 64), audio=True)).decode()
+    mask = {"mask_video": clip} if mode == "replace" else {}
+    out = _run(worker, {"task": "animate", "image": png_b64(96, 64), "video": clip, "keep_audio": True, **mask,
+                        "options": {"width": 64, "height": 64, "steps": 2, "seed": 42, "mode": mode}}, f"animate {mode} from a video")  # fmt: skip
+    video, track = _probe(base64.b64decode(out["video"]))
+    assert video == (5, 16.0) and (out["mode"], out["control"], out["length"]) == (mode, "pose", 5) and track[0] == "aac"
+
+
 @pytest.mark.parametrize("mode", ["move", "replace"])
 def test_animate_on_the_real_comfyui(worker: WorkerAPI, mode: str) -> None:
     """Two segments, the second continuing from the first: 5.5 s of pose video at 16 fps is 88 frames,

@@ -1,14 +1,16 @@
-"""``animate``: the character of ``image`` performs the motion of a pose video (``mode: "move"``), or
+"""``animate``: the character of ``image`` performs the motion of a video (``mode: "move"``), or
 replaces the person in ``video``, keeping its background and light (``"replace"``): Wan 2.2
 Animate-14B with CLIP vision H, the lightx2v LoRA, and in replace ComfyUI's relight LoRA.
 
-The job brings the pose video (and optionally the face video; in replace the mask video) made by
-its own preprocessing; each is taken at 16 fps, and the node fits it to the frame, centred. The video is as long as
-the pose video: segments of :data:`SEGMENT_FRAMES`, each further one a ``WanAnimateToVideo``
-given the frames of the one before (``continue_motion``: it redraws the last
-:data:`CONTINUED_FRAMES` of them, which it then drops) and its place in the driving videos
-(``video_frame_offset``) — recorded in animate_2seg_*. Each segment is decoded and encoded on its
-own; the worker joins them (:mod:`worker.mux`).
+The motion comes from ``pose_video`` (and optionally ``face_video``) made by the job's own
+preprocessing, or, without ``pose_video``, from ``video``: the graph draws its pose and cuts its
+face with the SDPose nodes (:mod:`worker.tasks.pose`; the answer then says ``control: "pose"``).
+Replace also needs ``mask_video``. Each video is taken at 16 fps, and the node fits it to the
+frame, centred. The video is as long as the motion's: segments of :data:`SEGMENT_FRAMES`, each
+further one a ``WanAnimateToVideo`` given the frames of the one before (``continue_motion``: it
+redraws the last :data:`CONTINUED_FRAMES` of them, which it then drops) and its place in the driving
+videos (``video_frame_offset``) — recorded in animate_2seg_*. Each segment is decoded and encoded on
+its own; the worker joins them (:mod:`worker.mux`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 from worker.errors import InvalidInput
 from worker.graph import Graph
 from worker.request.model import VideoRequest
-from worker.tasks import common, experts
+from worker.tasks import common, experts, pose
 from worker.tasks.base import FillInputs, HubFile, InputSlot, LoadedBy, ModelSpec, Task
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ FRAME_RATE = 16.0
 MODES = ("move", "replace")
 #: The driving videos besides the pose video, and the mode that needs each (None: optional in both).
 DRIVERS: dict[str, str | None] = {"face_video": None, "video": "replace", "mask_video": "replace"}
+#: Without ``pose_video``, the pose and face are drawn from ``video`` with the SDPose model.
+POSE_MODEL = pose.model("task animate without pose_video")
 
 MODEL = ModelSpec(
     "model", "diffusion_models", "wan2.2_animate_14B_bf16.safetensors", "MODEL_ANIMATE", "Animate-14B diffusion model",
@@ -68,26 +72,29 @@ def sampled(count: int, continued: int) -> int:
 
 
 def adapt(request: VideoRequest, prepared: Mapping[str, PreparedInput], limits: Limits) -> VideoRequest:
-    """The length from the pose video (every frame of it, in segments); the videos of the mode there,
-    each as long as the pose video."""
-    pose = prepared["pose_video"]
-    frames = pose.frames or 0
+    """The length from the motion (``pose_video``, else ``video``: every frame of it, in segments); the
+    videos of the mode there, each as long as the motion; ``control: "pose"`` when the graph draws it."""
+    motion = "pose_video" if "pose_video" in prepared else "video"
+    if motion not in prepared:
+        raise InvalidInput("pose_video: missing (allowed: pose_video or pose_video_url, or video or video_url to draw the pose from)")
+    frames = prepared[motion].frames or 0
     for field, mode in DRIVERS.items():
-        if field in prepared and mode not in (None, request.mode):
-            raise InvalidInput(f"{field}: given with mode {request.mode!r} (allowed: only with mode {mode!r})")
+        if field in prepared and mode not in (None, request.mode) and field != motion:
+            instead = " or in place of pose_video" if field == "video" else ""
+            raise InvalidInput(f"{field}: given with mode {request.mode!r} (allowed: only with mode {mode!r}{instead})")
         if field not in prepared and mode == request.mode:
             raise InvalidInput(f"{field}: missing, which mode {mode!r} needs (allowed: {field} or {field}_url)")
         if field in prepared and (prepared[field].frames or 0) < frames:
             raise InvalidInput(
-                f"{field}: {prepared[field].frames} frames at {FRAME_RATE:g} fps, fewer than pose_video's {frames} "
-                "(allowed: as long as pose_video; cut pose_video with pose_video_end)"
+                f"{field}: {prepared[field].frames} frames at {FRAME_RATE:g} fps, fewer than {motion}'s {frames} "
+                f"(allowed: as long as {motion}; cut {motion} with {motion}_end)"
             )
     if frames / FRAME_RATE > limits.max_animate_seconds:
         raise InvalidInput(
-            f"pose_video: {frames / FRAME_RATE:g} s is longer than task animate makes (allowed: at most "
-            f"{limits.max_animate_seconds:g} s (MAX_ANIMATE_SECONDS); cut it with pose_video_start and pose_video_end)"
+            f"{motion}: {frames / FRAME_RATE:g} s is longer than task animate makes (allowed: at most "
+            f"{limits.max_animate_seconds:g} s (MAX_ANIMATE_SECONDS); cut it with {motion}_start and {motion}_end)"
         )
-    return replace(request, length=frames)
+    return replace(request, length=frames, control=pose.POSE if motion == "video" else None)
 
 
 def fill(graph: Graph, job: FillInputs) -> None:
@@ -102,13 +109,18 @@ def fill(graph: Graph, job: FillInputs) -> None:
     if "relight_lora" in job.models:
         graph.insert_after("lora", job.fragments["lora.json"], "relight_lora", "model", lora_name=job.models["relight_lora"], strength_model=1.0)
     graph.set("shift", shift=request.shift)
-    graph.set("load_pose_video", file=job.inputs["pose_video"])
     for field, (nodes, latent_input) in _DRIVER_NODES.items():
         if field in job.inputs:
             graph.set(f"load_{field}", file=job.inputs[field])
         else:
             graph.remove(*nodes)
             graph.inputs("latent").pop(latent_input)
+    if request.mode != "replace":  # the video, if any, is only where the pose comes from
+        graph.inputs("latent").pop("background_video", None)
+    if request.control == pose.POSE:
+        graph.set("latent", pose_video=pose.add_pose(graph, job, graph.link("video_frames")))
+        if "face_video" not in job.inputs:
+            graph.set("latent", face_video=pose.add_face_crops(graph, job, graph.link("video_frames")))
     sampling = {
         "seed": request.seed, "steps": request.steps, "cfg": request.cfg, "sampler_name": request.sampler_name,
         "scheduler": request.scheduler,
@@ -124,6 +136,7 @@ def fill(graph: Graph, job: FillInputs) -> None:
 
 #: Each optional driving video's nodes, and the latent's input it feeds: removed when not given.
 _DRIVER_NODES: dict[str, tuple[tuple[str, ...], str]] = {
+    "pose_video": (("load_pose_video", "pose_frames"), "pose_video"),
     "face_video": (("load_face_video", "face_frames"), "face_video"),
     "video": (("load_video", "video_frames"), "background_video"),
     "mask_video": (("load_mask_video", "mask_frames", "character_mask"), "character_mask"),
@@ -167,9 +180,9 @@ TASK = Task(
         "load_mask_video": "LoadVideo", "mask_frames": "GetVideoComponents", "character_mask": "ImageToMask", "latent": "WanAnimateToVideo", "sampler": "KSampler", "trim_latent": "TrimVideoLatent",
         "trim_frames": "ImageFromBatch",
     },  # fmt: skip
-    models=(MODEL, CLIP_VISION, common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA, RELIGHT_LORA),
+    models=(MODEL, CLIP_VISION, common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA, RELIGHT_LORA, POSE_MODEL),
     inputs=(
-        InputSlot("video", "video", required=False), InputSlot("pose_video", "video", required=True),
+        InputSlot("video", "video", required=False), InputSlot("pose_video", "video", required=False),
         InputSlot("face_video", "video", required=False), InputSlot("mask_video", "video", required=False),
         InputSlot("image", "image", required=True), common.AUDIO,
     ),  # fmt: skip

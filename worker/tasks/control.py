@@ -1,9 +1,10 @@
-"""``control``: a prompt and a video whose edges (``control: "canny"``) or pictures (``"video"``, a
-control video made elsewhere) steer a new video, optionally from a start image: Wan 2.2 Fun-Control
-A14B (fp8, the two experts with the lightx2v LoRA, as i2v). Recorded: fun_control_*.
+"""``control``: a prompt and a video whose edges (``control: "canny"``), pose (``"pose"``) or pictures
+(``"video"``, a control video made elsewhere) steer a new video, optionally from a start image: Wan
+2.2 Fun-Control A14B (fp8, the two experts with the lightx2v LoRA, as i2v). Recorded: fun_control_*,
+control_pose_*.
 
 The video comes at the job's frame rate (:mod:`worker.inputs.video`) and is sized like an image
-(``resize``); ``Canny`` (no model) draws its edges. Its length follows the video (``fit: "video"``)
+(``resize``); ``Canny`` (no model) draws its edges, the SDPose nodes its pose (:mod:`worker.tasks.pose`). Its length follows the video (``fit: "video"``)
 unless the job gives ``length`` or ``duration``, which the video must cover.
 """
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from worker.errors import InvalidInput
 from worker.graph import Graph
 from worker.request.model import VideoRequest
-from worker.tasks import common, experts
+from worker.tasks import common, experts, pose
 from worker.tasks.base import FillInputs, InputSlot, Task
 
 if TYPE_CHECKING:
@@ -24,10 +25,10 @@ if TYPE_CHECKING:
 
 MODELS = (
     *experts.expert_models("fun_control", "Fun-Control"), common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA,
-    *common.INTERPOLATION_MODELS.values(),
+    *common.INTERPOLATION_MODELS.values(), pose.model('control "pose"'),
 )  # fmt: skip
-#: What the video gives the model: its edges, or its own frames (already a pose, depth or edge video).
-CONTROLS = ("canny", "video")
+#: What the video gives the model: its edges, its pose, or its own frames (already a pose, depth or edge video).
+CONTROLS = ("canny", pose.POSE, "video")
 #: ``Canny``'s thresholds, as ComfyUI's Fun-Control template sets them.
 CANNY_THRESHOLDS = {"low_threshold": 0.4, "high_threshold": 0.8}
 
@@ -42,7 +43,8 @@ def fill(graph: Graph, job: FillInputs) -> None:
         graph.set("canny", **CANNY_THRESHOLDS)
     else:
         graph.remove("canny")
-        graph.set("latent", control_video=graph.link("resize_video"))
+        frames = graph.link("resize_video")
+        graph.set("latent", control_video=pose.add_pose(graph, job, frames) if request.control == pose.POSE else frames)
     common.fill_latent(graph, job)
     experts.fill_experts(graph, job)
     common.fill_video_output(graph, job)

@@ -33,12 +33,14 @@ COLLECTED_OUTPUTS = frozenset({"SaveImage", "SaveVideo", "VHS_VideoCombine"})
 ALLOWED_NODES = COLLECTED_OUTPUTS | frozenset({
     # models, from the model folders' lists
     "UNETLoader", "CLIPLoader", "VAELoader", "CLIPVisionLoader", "LoraLoaderModelOnly", "AudioEncoderLoader",
-    "FrameInterpolationModelLoader", "ModelSamplingSD3", "TorchCompileModel", "EasyCache",
+    "FrameInterpolationModelLoader", "CheckpointLoaderSimple", "ModelSamplingSD3", "TorchCompileModel", "EasyCache",
     # conditioning
     "CLIPTextEncode", "CLIPVisionEncode", "AudioEncoderEncode", "ConditioningCombine", "ConditioningConcat",
     "ConditioningAverage", "ConditioningSetTimestepRange", "ConditioningZeroOut",
     "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "WanSoundImageToVideo",
     "WanSoundImageToVideoExtend", "WanAnimateToVideo", "Wan22FunControlToVideo", "WanFunControlToVideo",
+    # pose preprocessing
+    "SDPoseKeypointExtractor", "SDPoseDrawKeypoints", "SDPoseFaceBBoxes", "CropByBBoxes",
     # sampling
     "KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "KSamplerSelect", "BasicScheduler",
     "RandomNoise", "DisableNoise", "CFGGuider", "BasicGuider", "SplitSigmas",

@@ -25,7 +25,7 @@ from worker.model_files import check_model_files
 from worker.mux import join_segments
 from worker.outputs import FileSource, OutputFile, audio_track, find_image, find_videos, read_png, read_video
 from worker.plan import Collected, JobPlan, PlanContext, Upload
-from worker.progress import ProgressPlan, loading_weights
+from worker.progress import PREPROCESS_CLASSES, ProgressPlan, loading_weights
 from worker.request.model import DEFAULT_SPEED, VideoRequest
 from worker.tasks.base import FillInputs, Task
 
@@ -125,10 +125,12 @@ def build_graph(
 
 def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPlan:
     """The stages of a task's graph: its samplers by role, the decoders, the video nodes, what loads
-    before; for a video made in segments, which segment each node works on."""
+    before, what preprocesses the job's video; for a video made in segments, which segment each node works on."""
     samplers = task.sampler_stages(request)
     suffixes = [role.removeprefix("video_output") for role in graph.outputs]  # segment k's roles end in "_k"
     segments: dict[str, tuple[int, int]] = {}
+    upstream = graph.upstream(samplers)
+    preprocess = tuple(node for node in sorted(upstream) if graph.prompt[node]["class_type"] in PREPROCESS_CLASSES)
     if len(suffixes) > 1:  # one sampler per segment, in order
         for k, (suffix, sampler) in enumerate(zip(suffixes, samplers, strict=True), start=1):
             segments |= dict.fromkeys((graph.roles[sampler], graph.roles["decode" + suffix], graph.roles["video_output" + suffix]), (k, len(suffixes)))
@@ -136,7 +138,8 @@ def progress_plan(task: Task, request: VideoRequest, graph: Graph) -> ProgressPl
         samplers={graph.roles[role]: stage for role, stage in samplers.items()},
         decode=tuple(graph.roles["decode" + suffix] for suffix in suffixes),
         encode=tuple(graph.roles[role] for role in graph.outputs),
-        loading=loading_weights(graph.prompt, graph.upstream(samplers)),
+        loading=loading_weights(graph.prompt, upstream - set(preprocess)),
+        preprocess=preprocess,
         interpolate=graph.roles.get("interpolate"),
         steps=request.steps * len(suffixes) if segments else request.steps,
         frames=request.video_frames,
