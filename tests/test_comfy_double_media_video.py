@@ -202,7 +202,9 @@ def test_the_pose_and_face_of_a_clip_come_out_as_recorded(session: Session) -> N
 
 
 def test_a_missing_checkpoint_and_one_without_the_heatmap_head_fail_as_recorded(session: Session, comfy_volume: Path) -> None:
-    response = post(session.server, recorded_prompt("sdpose_error_missing_checkpoint"), session.client_id)
+    missing = recorded_prompt("sdpose_error_missing_checkpoint")
+    session.provide_inputs(missing)
+    response = post(session.server, missing, session.client_id)
     recorded = recordings.load_json("sdpose_error_missing_checkpoint_prompt_response.json")
     assert (response.status_code, response.json()) == (recorded["status"], recorded["body"])
     name = "sdpose_error_no_heatmap_head"
