@@ -46,6 +46,7 @@ TASKS: dict[str, dict] = {
     "control canny (a 5 s 720p video)": {"task": "control", "video": "$video:5", "options": {"length": None}},
     "animate move, 2 segments (a 6 s 720p pose video)": {"task": "animate", "pose_video": "$video:6", "options": {"length": None}},
     "animate move, pose drawn (a 6 s 720p video)": {"task": "animate", "video": "$video:6", "options": {"length": None}},
+    "animate replace, pose and mask drawn (a 6 s 720p video)": {"task": "animate", "video": "$video:6", "options": {"length": None, "mode": "replace"}},
     "control pose (a 5 s 720p video)": {"task": "control", "video": "$video:5", "options": {"length": None, "control": "pose"}},
 }
 

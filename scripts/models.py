@@ -91,6 +91,7 @@ PUBLISHED_SIZES: dict[str, int] = {
     "Comfy-Org/frame_interpolation/frame_interpolation/rife_v4.26.safetensors": 23_000_000,
     "Comfy-Org/frame_interpolation/frame_interpolation/film_net_fp16.safetensors": 68_900_000,
     "Comfy-Org/SDPose/checkpoints/sdpose_wholebody_fp16.safetensors": 1_920_000_000,
+    "Comfy-Org/sam3.1/checkpoints/sam3.1_multiplex_fp16.safetensors": 1_750_000_000,
 }
 
 #: Where a file of a ComfyUI folder goes under the target, by --layout. The first place is where a

@@ -53,8 +53,9 @@ VIDEOS = {
     "media_pose.mp4": (5, 0),
     "media_face.mp4": (5, 3),  # VHS_LoadVideo's progress in animate_ws.jsonl: 5 frames
     "sdpose_clip_5.mp4": (5, 0),  # 96x64 (record_media.record_sdpose)
+    "sam3_clip_3.mp4": (3, 0),  # 96x64 (record_media.record_sam3)
 }
-ANIMATE_RUNS = ["animate", "animate_2seg", "animate_replace", "animate_pose_short", "animate_pose_from_video"]
+ANIMATE_RUNS = ["animate", "animate_2seg", "animate_replace", "animate_pose_short", "animate_pose_from_video", "animate_replace_from_video"]
 VIDEO_CASES = recordings.load_json("video_formats.json")
 REF_COLOUR = (200, 120, 40)  # media_ref.png
 
@@ -66,7 +67,7 @@ def recorded_video_inputs() -> dict[str, bytes]:
 
 def video(name: str) -> bytes:
     count, shift = VIDEOS[name]
-    return m.video_file("mp4", "libx264", count, 16, width=96 if name.startswith("sdpose") else 64, shift=shift)
+    return m.video_file("mp4", "libx264", count, 16, width=96 if name.startswith(("sdpose", "sam3")) else 64, shift=shift)
 
 
 class VideoSession(Session):
@@ -202,6 +203,7 @@ def test_the_pose_and_face_of_a_clip_come_out_as_recorded(session: Session) -> N
 
 
 def test_a_missing_checkpoint_and_one_without_the_heatmap_head_fail_as_recorded(session: Session, comfy_volume: Path) -> None:
+    (comfy_volume / "models" / "checkpoints" / "sam3.1_multiplex_fp16.safetensors").unlink()  # recorded before SAM 3.1 was there
     missing = recorded_prompt("sdpose_error_missing_checkpoint")
     session.provide_inputs(missing)
     response = post(session.server, missing, session.client_id)

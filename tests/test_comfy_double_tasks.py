@@ -437,6 +437,8 @@ def test_model_stand_ins_are_valid_safetensors(tmp_path: Path, rel: str) -> None
         assert len(names) == 2 and names[0].endswith("lora_down.weight") and names[1].endswith("lora_up.weight")
     elif rel.startswith("frame_interpolation/") and "film" not in rel:  # the keys a 5-block RIFE is recognised by
         assert names == sorted(["encode.cnn3.weight", *(f"blocks.{i}.conv0.1.0.weight" for i in range(5))])
+    elif rel.startswith("checkpoints/sam3"):  # the keys ComfyUI's detection tells SAM 3.1 by
+        assert "detector.backbone.vision_backbone.propagation_convs.0.conv_1x1.weight" in names
     elif rel.startswith("checkpoints/"):  # SDPose: an SD UNet with the heatmap head ComfyUI builds it with
         assert "model.diffusion_model.heatmap_head.conv_layers.0.weight" in names
     else:

@@ -190,6 +190,17 @@ def test_animate_replace_from_the_video_and_its_mask_keeps_the_sound(api: Worker
     assert (output["mode"], output["control"], len(frames)) == ("replace", "pose", 32) and sound is not None
 
 
+def test_animate_replace_from_the_video_alone_tracks_the_person(api: WorkerAPI) -> None:
+    """No mask_video: SAM 3.1 tracks the person in ``video`` (the double: what is brighter than the frame's
+    mean), and the scene shows where the mask is 0; the answer says so."""
+    job = {"task": "animate", "prompt": "x", "image": png_b64(64, 64, (220, 30, 30)), "video": DANCE, "options": {**SMALL, "mode": "replace"}}
+    output, frames, _ = decoded(api.runsync(job))
+    assert (output["mode"], output["control"], output["mask"], len(frames)) == ("replace", "pose", "sam3", 32)
+    with_mask = {**job, "mask_video": DANCE}
+    given, _, _ = decoded(api.runsync(with_mask))
+    assert "mask" not in given
+
+
 def test_a_given_pose_video_is_used_as_it_is(api: WorkerAPI) -> None:
     """With pose_video the worker draws nothing: no ``control`` in the answer, the given frames steer."""
     job = {"task": "animate", "prompt": "x", "image": png_b64(64, 64, (220, 30, 30)), "pose_video": DANCE, "options": SMALL}
@@ -213,3 +224,13 @@ def test_the_pose_model_missing_is_named_with_the_jobs_that_need_it(tmp_path: Pa
     assert from_video["status"] == "FAILED" and from_video["error"].startswith("models_missing: task animate, mode move"), from_video["error"]
     assert "nowhere/sdpose.safetensors" in from_video["error"] and "MODEL_SDPOSE" in from_video["error"]
     assert given["status"] == canny["status"] == "COMPLETED"
+
+
+def test_the_mask_model_missing_is_named_only_for_replace_without_mask_video(tmp_path: Path) -> None:
+    with running_worker(tmp_path, MODEL_SAM3="nowhere/sam3.safetensors", TASKS="animate") as worker:
+        job = {"task": "animate", "prompt": "x", "image": png_b64(), "video": DANCE, "options": {**SMALL, "mode": "replace"}}
+        tracked = worker.runsync(job)
+        masked = worker.runsync({**job, "mask_video": DANCE})
+    assert tracked["status"] == "FAILED" and tracked["error"].startswith("models_missing: task animate, mode replace"), tracked["error"]
+    assert "nowhere/sam3.safetensors" in tracked["error"] and "MODEL_SAM3" in tracked["error"]
+    assert masked["status"] == "COMPLETED"

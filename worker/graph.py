@@ -167,6 +167,8 @@ FRAGMENTS: dict[str, dict[str, str]] = {
     "audio.json": {"load_audio": "LoadAudio"},
     "pose.json": {"pose_model": "CheckpointLoaderSimple", "pose_keypoints": "SDPoseKeypointExtractor", "pose_drawn": "SDPoseDrawKeypoints"},
     "face_crops.json": {"face_boxes": "SDPoseFaceBBoxes", "face_crops": "CropByBBoxes"},
+    "mask.json": {"mask_model": "CheckpointLoaderSimple", "mask_prompt": "CLIPTextEncode", "mask_track": "SAM3_VideoTrack",
+                  "person_mask": "SAM3_TrackToMask"},
     "s2v_extend.json": {
         "extend": "WanSoundImageToVideoExtend", "sampler": "KSampler", "joined": "LatentConcat", "context": "TrimVideoLatent",
         "with_context": "LatentConcat", "decode": "VAEDecode", "trim_frames": "ImageFromBatch", "video_output": "VHS_VideoCombine",

@@ -65,7 +65,7 @@ GPU_NODE_CLASSES = frozenset({
     "VAEDecode", "VAEEncode", "VAEDecodeTiled", "VAEEncodeTiled",
     "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "EmptyHunyuanLatentVideo",
     "WanSoundImageToVideo", "WanSoundImageToVideoExtend", "WanAnimateToVideo", "Wan22FunControlToVideo",
-    "FrameInterpolationModelLoader", "FrameInterpolate", "SDPoseKeypointExtractor",
+    "FrameInterpolationModelLoader", "FrameInterpolate", "SDPoseKeypointExtractor", "SAM3_VideoTrack",
 })  # fmt: skip
 #: ``errno`` 28 (ENOSPC) and 122 (EDQUOT) as Python's OSError writes them.
 _NO_ROOM = re.compile(r"\[Errno (28|122)\] ")

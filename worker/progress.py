@@ -10,7 +10,8 @@ started; ``eta``: seconds left by the sampling rate so far, or None when unknown
   percent moves through it (:data:`LOADING_SHARE` of the bar) by the nodes done, each weighted by
   what its class costs on a cold start (:data:`LOAD_WEIGHTS`);
 - ``preprocess``: a node that draws what steers the video from the job's own video (the pose,
-  by SDPose: :data:`PREPROCESS_CLASSES`), ``step`` of ``steps`` frames done; it takes
+  by SDPose; the person's mask, by SAM 3.1: :data:`PREPROCESS_CLASSES`), ``step`` of ``steps``
+  frames done; it takes
   :data:`PREPROCESS_SHARE` of the bar after the loading share;
 - one stage per sampler as the task names them (``high_noise`` and ``low_noise`` for the two
   A14B experts, ``sampling`` for one model), steps counted over the whole schedule;
@@ -78,7 +79,7 @@ LOAD_WEIGHTS: Mapping[str, float] = {
 }
 DEFAULT_LOAD_WEIGHT = 1.0
 #: Node classes of the ``preprocess`` stage: they report the frames they have done.
-PREPROCESS_CLASSES = frozenset({"SDPoseKeypointExtractor"})
+PREPROCESS_CLASSES = frozenset({"SDPoseKeypointExtractor", "SAM3_VideoTrack"})
 
 
 def loading_weights(prompt: Mapping[str, Any], nodes: Iterable[str]) -> dict[str, float]:

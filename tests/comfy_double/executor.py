@@ -486,14 +486,15 @@ class PromptRun:
         crash = self._pending_fault("crash", node_id, class_type)
         sent = False
 
-        def progress(value: int, total: int, delay: float = 0.0) -> None:
+        def progress(value: int, total: int, delay: float = 0.0, slow: bool = False) -> None:
             """``comfy.utils.ProgressBar``: the first update and the last are sent, those between
-            only when throttling lets them through (here: with a ``step_delay`` fault)."""
+            only when throttling lets them through (at least 0.1 s since the last: with a
+            ``step_delay`` fault, or from a node whose every step takes longer, ``slow``)."""
             nonlocal sent
             if delay > 0:
                 self.ex.sleep(delay)
             self.ex.check_interrupt()
-            if self.armed.step_delay > 0 or not sent or value >= total:
+            if self.armed.step_delay > 0 or slow or not sent or value >= total:
                 sent = True
                 entry = self._progress_entry(node_id)
                 entry.update(value=value, max=total, state="running")

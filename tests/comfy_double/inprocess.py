@@ -68,6 +68,7 @@ ALL_MODEL_FILES: tuple[str, ...] = WORKFLOW_MODEL_FILES + (
     "frame_interpolation/rife_v4.26.safetensors",
     "frame_interpolation/film_net_fp16.safetensors",
     "checkpoints/sdpose_wholebody_fp16.safetensors",
+    "checkpoints/sam3.1_multiplex_fp16.safetensors",
 )
 
 #: One tiny tensor per stand-in, named like a tensor of that kind of model; a LoRA gets a
@@ -88,6 +89,12 @@ _STAND_IN_TENSORS: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
     "frame_interpolation": (("encode.cnn3.weight", (4, 4, 4, 4)), *((f"blocks.{i}.conv0.1.0.weight", (4, 4, 3, 3)) for i in range(5))),
     "checkpoints": (("model.diffusion_model.input_blocks.0.0.weight", (4, 4, 3, 3)), ("model.diffusion_model.heatmap_head.conv_layers.0.weight", (4, 4, 1, 1))),
 }
+#: SAM 3.1 is recognised by these keys (the stand-ins of ``checkpoints`` whose name says ``sam3``).
+_SAM3_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("detector.backbone.vision_backbone.trunk.blocks.0.attn.qkv.weight", (4, 4)),
+    ("detector.transformer.decoder.query_embed.weight", (4, 4)),
+    ("detector.backbone.vision_backbone.propagation_convs.0.conv_1x1.weight", (4, 4, 1, 1)),
+)
 #: FILM is recognised by this key (the stand-ins of ``frame_interpolation`` whose name says ``film``).
 _FILM_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("extract.extract_sublevels.convs.0.0.conv.weight", (4, 3, 3, 3)),)
 _DEFAULT_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("weight", (4, 4)),)
@@ -104,7 +111,8 @@ def safetensors_stand_in(rel: str, tensors: Sequence[tuple[str, tuple[int, ...]]
     """
     if tensors is None:
         folder, name = Path(rel).parts[0], Path(rel).name
-        tensors = _FILM_TENSORS if folder == "frame_interpolation" and "film" in name else _STAND_IN_TENSORS.get(folder, _DEFAULT_TENSORS)
+        special = {("frame_interpolation", "film"): _FILM_TENSORS, ("checkpoints", "sam3"): _SAM3_TENSORS}
+        tensors = next((t for (f, word), t in special.items() if f == folder and word in name), _STAND_IN_TENSORS.get(folder, _DEFAULT_TENSORS))
     header: dict[str, object] = {}
     offset = 0
     for name, shape in tensors:

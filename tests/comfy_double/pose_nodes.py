@@ -1,11 +1,14 @@
-"""Pose preprocessing: ``CheckpointLoaderSimple`` and the SDPose nodes (``comfy_extras/nodes_sdpose.py``:
-``SDPoseKeypointExtractor``, ``SDPoseDrawKeypoints``, ``SDPoseFaceBBoxes``, ``CropByBBoxes``).
+"""Preprocessing a job's video: ``CheckpointLoaderSimple``, the SDPose nodes (``comfy_extras/nodes_sdpose.py``:
+``SDPoseKeypointExtractor``, ``SDPoseDrawKeypoints``, ``SDPoseFaceBBoxes``, ``CropByBBoxes``) and SAM 3's
+video tracking (``nodes_sam3.py``: ``SAM3_VideoTrack``, ``SAM3_TrackToMask``).
 
 Shapes and structure as recorded (sdpose_pose_face_*): keypoints are one OpenPose frame per image
 (``canvas_width``/``canvas_height``, one person of 18 body, 6 foot, 70 face and 21 + 21 hand points,
 each ``x, y, score``), boxes one list per frame, crops one per frame that has a box. Without weights
 the double puts its person where the frame is brightest (the luminance-weighted centre), so a pose
-drawn from a moving clip moves with it; the drawing is white dots on black, the frame's size.
+drawn from a moving clip moves with it; the drawing is white dots on black, the frame's size. SAM 3's
+person is what is brighter than the frame's mean (animate_replace_from_video_*: a mask per frame, the
+frame's size, values 0..1).
 """
 
 from __future__ import annotations
@@ -21,15 +24,20 @@ HEATMAP_KEY = "model.diffusion_model.heatmap_head.conv_layers.0.weight"
 #: The node's own message for a model without the head (sdpose_error_no_heatmap_head_*).
 NO_HEAD = ("The provided model does not have a heatmap_head. Please use SDPose model from here "
            "https://huggingface.co/Comfy-Org/SDPose/tree/main/checkpoints.")  # fmt: skip
+#: The keys ComfyUI's detection reads to tell SAM 3 (and SAM 3.1, the multiplex tracker) apart.
+SAM3_KEY = "detector.backbone.vision_backbone.trunk.blocks.0.attn.qkv.weight"
+SAM31_KEY = "detector.backbone.vision_backbone.propagation_convs.0.conv_1x1.weight"
 #: Points per part, in the order of an OpenPose person.
 PARTS = {"pose_keypoints_2d": 18, "foot_keypoints_2d": 6, "face_keypoints_2d": 70, "hand_right_keypoints_2d": 21,
          "hand_left_keypoints_2d": 21}  # fmt: skip
 
 
 def checkpoint_loader_simple(ctx: NodeContext, ckpt_name: str) -> NodeResult:
-    """MODEL, CLIP (None: an SDPose file has no text encoder) and VAE of one checkpoint file."""
-    path = require_model(ctx, "checkpoints", ckpt_name)
-    head = ("heatmap_head",) if HEATMAP_KEY in state_dicts.tensor_shapes(path) else ()
+    """MODEL, CLIP and VAE of one checkpoint file: SDPose has no text encoder (CLIP None), SAM 3 no VAE."""
+    keys = state_dicts.tensor_shapes(require_model(ctx, "checkpoints", ckpt_name))
+    if SAM3_KEY in keys:
+        return (Handle("MODEL", ckpt_name, ("SAM31" if SAM31_KEY in keys else "SAM3",)), Handle("CLIP", ckpt_name, ("sam3",)), None), None
+    head = ("heatmap_head",) if HEATMAP_KEY in keys else ()
     return (Handle("MODEL", ckpt_name, head), None, Handle("VAE", ckpt_name)), None
 
 
@@ -160,6 +168,29 @@ def crop_by_bboxes(
     return ((Images(crops) if crops else image),), None
 
 
+def sam3_video_track(
+    ctx: NodeContext, images: Images | LazyVideo, model: Handle, detect_interval: int, detection_threshold: float, max_objects: int,
+    initial_mask: np.ndarray | None = None, conditioning: object = None,
+) -> NodeResult:  # fmt: skip
+    """Track data: the person's mask per frame; progress for every frame (the recorded frames took 76 s
+    each on the CPU, past ComfyUI's 0.1 s progress throttle)."""
+    if conditioning is None and initial_mask is None:
+        raise ValueError("Either initial_mask or conditioning must be provided")
+    if initial_mask is None and "SAM31" not in model.patches:
+        raise ValueError("SAM3 (non-multiplex) requires initial_mask for video tracking")
+    frames = image_frames(images)
+    masks = []
+    for index, frame in enumerate(frames, start=1):
+        light = frame.astype(np.float32).mean(axis=2)
+        masks.append((light > light.mean()).astype(np.float32))
+        ctx.progress(index, len(frames), slow=True)
+    return ({"masks": masks, "n_frames": len(frames)},), None
+
+
+def sam3_track_to_mask(ctx: NodeContext, track_data: dict, object_indices: str = "") -> NodeResult:
+    return (np.stack(track_data["masks"]),), None
+
+
 #: class_type -> implementation.
 NODES: dict[str, NodeFunction] = {
     "CheckpointLoaderSimple": checkpoint_loader_simple,
@@ -167,4 +198,6 @@ NODES: dict[str, NodeFunction] = {
     "SDPoseDrawKeypoints": sdpose_draw_keypoints,
     "SDPoseFaceBBoxes": sdpose_face_bboxes,
     "CropByBBoxes": crop_by_bboxes,
+    "SAM3_VideoTrack": sam3_video_track,
+    "SAM3_TrackToMask": sam3_track_to_mask,
 }

@@ -21,4 +21,4 @@ ACCEPTS_ANY_INPUT = frozenset({"VHS_VideoCombine"})
 
 #: Classes that report progress while running (a "crash" fault fires after their first step).
 PROGRESS_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "VHS_VideoCombine", "VHS_LoadVideo", "FrameInterpolate",
-                              "SDPoseKeypointExtractor"})
+                              "SDPoseKeypointExtractor", "SAM3_VideoTrack"})

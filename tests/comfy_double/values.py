@@ -218,7 +218,7 @@ class NodeContext:
     extra_data: dict[str, Any]
     folders: Folders
     catalog: NodeCatalog
-    progress: Callable[..., None]  # progress(value, total, delay=0.0): interrupt check + report
+    progress: Callable[..., None]  # progress(value, total, delay=0.0, slow=False): interrupt check + report
     step_delay: float = 0.0
     missing_output: bool = False
     disable_metadata: bool = False

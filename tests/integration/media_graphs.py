@@ -180,6 +180,23 @@ def sdpose(frames: list, first: int, checkpoint: str = SDPOSE) -> tuple[dict, st
     return nodes, keypoints, drawn, crops
 
 
+SAM31 = "sam3.1_multiplex_fp16.safetensors"
+
+
+def person_mask(frames: list, first: int) -> tuple[dict, str]:
+    """CheckpointLoaderSimple (SAM 3.1) -> CLIPTextEncode "person" -> SAM3_VideoTrack -> SAM3_TrackToMask on
+    ``frames``, as worker/tasks/mask.py adds them; returns (nodes, the mask's id)."""
+    loader, text, track, mask = (str(first + n) for n in range(4))
+    nodes = {
+        loader: node("CheckpointLoaderSimple", ckpt_name=SAM31),
+        text: node("CLIPTextEncode", text="person", clip=[loader, 1]),
+        track: node("SAM3_VideoTrack", model=[loader, 0], images=frames, conditioning=[text, 0], detect_interval=1,
+                    detection_threshold=0.5, max_objects=1),
+        mask: node("SAM3_TrackToMask", track_data=[track, 0], object_indices=""),
+    }  # fmt: skip
+    return nodes, mask
+
+
 # --- frame interpolation, step caching ---------------------------------------------------------------
 def three_frames() -> dict:
     """The input of the recorded rife_* runs: example.png at 64×64 (A), inverted (B), batch A, B, A."""

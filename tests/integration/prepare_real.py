@@ -26,7 +26,9 @@ random-weight models for ComfyUI's native ``FrameInterpolationModelLoader`` into
 ``rife_v4.26.safetensors`` (ComfyUI's 5-block IFNet, the RIFE 4.2x layout) and
 ``film_net_fp16.safetensors`` (FILMNet's fixed config, fp16), and the SDPose checkpoint the pose
 preprocessing loads, ``models/checkpoints/sdpose_wholebody_fp16.safetensors`` (a shallow SD2 UNet
-with the heatmap head and a TAESD VAE: ``comfy_side.py``'s ``sdpose_state``). Every file written in this run is
+with the heatmap head and a TAESD VAE: ``comfy_side.py``'s ``sdpose_state``), and the SAM 3.1
+checkpoint the person mask needs, ``models/checkpoints/sam3.1_multiplex_fp16.safetensors`` (full size,
+1.75 GB: ``sam3_state``). Every file written in this run is
 then loaded with ComfyUI's own loader (``comfy_side.py check``, a subprocess in ComfyUI's Python),
 which prints the model class ComfyUI detected; ``--check-all`` checks the kept ones too.
 
@@ -80,7 +82,8 @@ MEDIA = {
 # comfy_side.py write WHAT -> (file under models/, how comfy_side.py checks it)
 WRITTEN = {"rife_ifnet5": ("frame_interpolation/rife_v4.26.safetensors", "frame_interpolation"),
            "film": ("frame_interpolation/film_net_fp16.safetensors", "frame_interpolation"),
-           "sdpose": ("checkpoints/sdpose_wholebody_fp16.safetensors", "checkpoint")}  # fmt: skip
+           "sdpose": ("checkpoints/sdpose_wholebody_fp16.safetensors", "checkpoint"),
+           "sam3.1": ("checkpoints/sam3.1_multiplex_fp16.safetensors", "checkpoint")}  # fmt: skip
 
 
 def mismatch_shapes() -> dict[str, tuple[int, ...]]:
@@ -143,7 +146,7 @@ def comfy_side(comfy_dir: Path, *args: str) -> bool:
 
 
 def prepare_media(models: Path, comfy_dir: Path, tiny_dir: Path, check_all: bool) -> None:
-    """The media stand-ins (shared script), the native frame-interpolation models and SDPose, each checked by ComfyUI."""
+    """The media stand-ins (shared script), the native frame-interpolation models, SDPose and SAM 3.1, each checked by ComfyUI."""
     to_check: list[str] = []
     missing = [key for key, (name, _) in MEDIA.items() if not (models / name).is_file()]
     if missing:

@@ -18,6 +18,8 @@ here (``media_inputs``) and uploaded with ``POST /upload/image``. Groups, in ord
   s2v          s2v_3seg_* (three chained segments), s2v_3seg_short_audio_*, s2v_3seg_partial_window_*, s2v_error_*,
                s2v_segment_audio_windows.json (ComfyUI's S2V code, run in its Python: the audio each segment gets)
   animate      animate_replace_*, animate_2seg_*, animate_pose_short_*
+  sam3         object_info_sam3_nodes.json; animate_replace_from_video_* (pose, face and SAM 3.1's person mask from
+               one 3-frame clip, Animate replace on it)
   sdpose       object_info_sdpose_nodes.json; sdpose_pose_face_* (a 96x64 clip's pose and face crops, with the
                keypoints and boxes shown), sdpose_error_* (no such checkpoint; a checkpoint without the heatmap
                head), animate_pose_from_video_* (Animate driven by the drawn pose and face crops)
@@ -51,7 +53,7 @@ from tests.integration.real_server import Run, Server, probe  # noqa: E402
 MEDIA_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".flac", ".wav", ".mp3", ".opus", ".ogg", ".m4a", ".gif", ".webp"}
 # Groups without the text encoder first: ComfyUI keeps only the outputs of nodes that the latest prompt used,
 # so one text-free prompt between two text-encoding ones costs the ~100 s encode again.
-GROUPS = ["object_info", "audio", "vhs_audio", "video", "interp", "s2v", "sdpose", "animate", "easycache", "custom"]
+GROUPS = ["object_info", "audio", "vhs_audio", "video", "interp", "s2v", "sdpose", "sam3", "animate", "easycache", "custom"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -309,6 +311,20 @@ def record_sdpose(rec: Recorder, fixtures: Path) -> None:
     rec.run("animate_pose_from_video", graph)
 
 
+def record_sam3(rec: Recorder) -> None:
+    """Animate replace from a video alone: SDPose's pose and face, SAM 3.1's mask of the person, the scene."""
+    rec.write("object_info_sam3_nodes.json", rec.server.object_info(["CheckpointLoaderSimple", "SAM3_VideoTrack", "SAM3_TrackToMask"]))
+    upload_animate_inputs(rec)
+    rec.upload("sam3_clip_3.mp4", m.video_file("mp4", "libx264", 3, 16, width=96, height=64))
+    nodes, _, drawn, crops = g.sdpose(["10", 0], 30)
+    masked, mask = g.person_mask(["10", 0], 40)
+    graph = g.animate_base("sam3_clip_3.mp4", None) | nodes | masked | {
+        "13": g.animate_node(5, face=False, pose_video=[drawn, 0], face_video=[crops, 0], background_video=["10", 0], character_mask=[mask, 0])
+    }  # fmt: skip
+    graph["17"] = g.vhs([g.animate_segment(graph, "13", 14, seed=42), 0], "wan22_animate_replace_from_video")
+    rec.run("animate_replace_from_video", graph)
+
+
 def record_interp(rec: Recorder, fixtures: Path) -> None:
     rec.upload("example.png", (rec.server.comfy_dir / "input" / "example.png").read_bytes())
     for model, short in (("rife_v4.26.safetensors", "rife"), ("film_net_fp16.safetensors", "film")):  # prepare_real.py's
@@ -447,7 +463,7 @@ def main() -> None:
             if "object_info" in args.only:
                 record_object_info(rec)
             steps = {"audio": lambda: record_audio(rec, work), "s2v": lambda: record_s2v(rec, work, fixtures, volume), "vhs_audio": lambda: record_vhs_audio(rec),
-                     "video": lambda: record_video(rec, work), "animate": lambda: record_animate(rec), "sdpose": lambda: record_sdpose(rec, fixtures),
+                     "video": lambda: record_video(rec, work), "animate": lambda: record_animate(rec), "sdpose": lambda: record_sdpose(rec, fixtures), "sam3": lambda: record_sam3(rec),
                      "interp": lambda: record_interp(rec, fixtures), "easycache": lambda: record_easycache(rec)}  # fmt: skip
             for group in GROUPS:
                 if group in steps and group in args.only:

@@ -242,6 +242,16 @@ def test_animate_draws_the_pose_and_face_from_the_video_on_the_real_comfyui(work
     assert video == (5, 16.0) and (out["mode"], out["control"], out["length"]) == (mode, "pose", 5) and track[0] == "aac"
 
 
+def test_animate_replace_tracks_the_person_with_sam3_on_the_real_comfyui(worker: WorkerAPI) -> None:
+    """From ``video`` alone: SDPose's pose and face, SAM 3.1's mask of the person (about 150 s a frame
+    here, so 3 frames), and the scene."""
+    clip = base64.b64encode(video_file("mp4", 3 / 16, 16, (96, 64))).decode()
+    out = _run(worker, {"task": "animate", "image": png_b64(96, 64), "video": clip,
+                        "options": {"width": 64, "height": 64, "steps": 2, "seed": 42, "mode": "replace"}}, "animate replace, SAM 3.1")  # fmt: skip
+    video = decode_mp4(base64.b64decode(out["video"]))
+    assert (video["frames"], video["rate"], out["control"], out["mask"], out["length"]) == (3, 16.0, "pose", "sam3", 3)
+
+
 @pytest.mark.parametrize("mode", ["move", "replace"])
 def test_animate_on_the_real_comfyui(worker: WorkerAPI, mode: str) -> None:
     """Two segments, the second continuing from the first: 5.5 s of pose video at 16 fps is 88 frames,

@@ -111,6 +111,8 @@ class VideoRequest:
     #: Task control's signal from the video (``canny``, ``video``); task animate's ``mode`` (``move``, ``replace``).
     control: str | None = None
     mode: str | None = None
+    #: Task animate's person mask in ``replace``: ``sam3`` when the worker tracks it in ``video`` (no ``mask_video``).
+    mask: str | None = None
     #: A ``resolution`` whose size follows the start image (``aspect_ratio`` auto); see ``fit_to_image``.
     fit_resolution: str | None = None
     #: ``default`` or one of the task's speed presets (its LoRAs and defaults).

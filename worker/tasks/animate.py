@@ -5,7 +5,8 @@ Animate-14B with CLIP vision H, the lightx2v LoRA, and in replace ComfyUI's reli
 The motion comes from ``pose_video`` (and optionally ``face_video``) made by the job's own
 preprocessing, or, without ``pose_video``, from ``video``: the graph draws its pose and cuts its
 face with the SDPose nodes (:mod:`worker.tasks.pose`; the answer then says ``control: "pose"``).
-Replace also needs ``mask_video``. Each video is taken at 16 fps, and the node fits it to the
+Replace marks the person with ``mask_video``, or, without it, SAM 3.1 tracks the person in
+``video`` (:mod:`worker.tasks.mask`; the answer says ``mask: "sam3"``). Each video is taken at 16 fps, and the node fits it to the
 frame, centred. The video is as long as the motion's: segments of :data:`SEGMENT_FRAMES`, each
 further one a ``WanAnimateToVideo`` given the frames of the one before (``continue_motion``: it
 redraws the last :data:`CONTINUED_FRAMES` of them, which it then drops) and its place in the driving
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 from worker.errors import InvalidInput
 from worker.graph import Graph
 from worker.request.model import VideoRequest
-from worker.tasks import common, experts, pose
+from worker.tasks import common, experts, mask, pose
 from worker.tasks.base import FillInputs, HubFile, InputSlot, LoadedBy, ModelSpec, Task
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ CONTINUED_FRAMES = 5
 #: The frame rate the model and its driving videos run at.
 FRAME_RATE = 16.0
 MODES = ("move", "replace")
-#: The driving videos besides the pose video, and the mode that needs each (None: optional in both).
+#: The driving videos besides the pose video, and the mode each belongs to (None: either).
 DRIVERS: dict[str, str | None] = {"face_video": None, "video": "replace", "mask_video": "replace"}
 #: Without ``pose_video``, the pose and face are drawn from ``video`` with the SDPose model.
 POSE_MODEL = pose.model("task animate without pose_video")
@@ -73,7 +74,8 @@ def sampled(count: int, continued: int) -> int:
 
 def adapt(request: VideoRequest, prepared: Mapping[str, PreparedInput], limits: Limits) -> VideoRequest:
     """The length from the motion (``pose_video``, else ``video``: every frame of it, in segments); the
-    videos of the mode there, each as long as the motion; ``control: "pose"`` when the graph draws it."""
+    videos of the mode there, each as long as the motion; ``control: "pose"`` when the graph draws the
+    pose, ``mask: "sam3"`` when it tracks the person to replace."""
     motion = "pose_video" if "pose_video" in prepared else "video"
     if motion not in prepared:
         raise InvalidInput("pose_video: missing (allowed: pose_video or pose_video_url, or video or video_url to draw the pose from)")
@@ -82,19 +84,20 @@ def adapt(request: VideoRequest, prepared: Mapping[str, PreparedInput], limits: 
         if field in prepared and mode not in (None, request.mode) and field != motion:
             instead = " or in place of pose_video" if field == "video" else ""
             raise InvalidInput(f"{field}: given with mode {request.mode!r} (allowed: only with mode {mode!r}{instead})")
-        if field not in prepared and mode == request.mode:
-            raise InvalidInput(f"{field}: missing, which mode {mode!r} needs (allowed: {field} or {field}_url)")
         if field in prepared and (prepared[field].frames or 0) < frames:
             raise InvalidInput(
                 f"{field}: {prepared[field].frames} frames at {FRAME_RATE:g} fps, fewer than {motion}'s {frames} "
                 f"(allowed: as long as {motion}; cut {motion} with {motion}_end)"
             )
+    if request.mode == "replace" and "video" not in prepared:
+        raise InvalidInput("video: missing, which mode 'replace' needs (allowed: video or video_url)")
     if frames / FRAME_RATE > limits.max_animate_seconds:
         raise InvalidInput(
             f"{motion}: {frames / FRAME_RATE:g} s is longer than task animate makes (allowed: at most "
             f"{limits.max_animate_seconds:g} s (MAX_ANIMATE_SECONDS); cut it with {motion}_start and {motion}_end)"
         )
-    return replace(request, length=frames, control=pose.POSE if motion == "video" else None)
+    tracked = mask.TRACKED if request.mode == "replace" and "mask_video" not in prepared else None
+    return replace(request, length=frames, control=pose.POSE if motion == "video" else None, mask=tracked)
 
 
 def fill(graph: Graph, job: FillInputs) -> None:
@@ -121,6 +124,8 @@ def fill(graph: Graph, job: FillInputs) -> None:
         graph.set("latent", pose_video=pose.add_pose(graph, job, graph.link("video_frames")))
         if "face_video" not in job.inputs:
             graph.set("latent", face_video=pose.add_face_crops(graph, job, graph.link("video_frames")))
+    if request.mask == mask.TRACKED:
+        graph.set("latent", character_mask=mask.add_mask(graph, job, graph.link("video_frames")))
     sampling = {
         "seed": request.seed, "steps": request.steps, "cfg": request.cfg, "sampler_name": request.sampler_name,
         "scheduler": request.scheduler,
@@ -180,7 +185,7 @@ TASK = Task(
         "load_mask_video": "LoadVideo", "mask_frames": "GetVideoComponents", "character_mask": "ImageToMask", "latent": "WanAnimateToVideo", "sampler": "KSampler", "trim_latent": "TrimVideoLatent",
         "trim_frames": "ImageFromBatch",
     },  # fmt: skip
-    models=(MODEL, CLIP_VISION, common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA, RELIGHT_LORA, POSE_MODEL),
+    models=(MODEL, CLIP_VISION, common.TEXT_ENCODER, common.WAN21_VAE, experts.LIGHTX2V_LORA, RELIGHT_LORA, POSE_MODEL, mask.MODEL),
     inputs=(
         InputSlot("video", "video", required=False), InputSlot("pose_video", "video", required=False),
         InputSlot("face_video", "video", required=False), InputSlot("mask_video", "video", required=False),

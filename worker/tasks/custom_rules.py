@@ -39,8 +39,8 @@ ALLOWED_NODES = COLLECTED_OUTPUTS | frozenset({
     "ConditioningAverage", "ConditioningSetTimestepRange", "ConditioningZeroOut",
     "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "WanSoundImageToVideo",
     "WanSoundImageToVideoExtend", "WanAnimateToVideo", "Wan22FunControlToVideo", "WanFunControlToVideo",
-    # pose preprocessing
-    "SDPoseKeypointExtractor", "SDPoseDrawKeypoints", "SDPoseFaceBBoxes", "CropByBBoxes",
+    # pose and mask preprocessing
+    "SDPoseKeypointExtractor", "SDPoseDrawKeypoints", "SDPoseFaceBBoxes", "CropByBBoxes", "SAM3_VideoTrack", "SAM3_TrackToMask",
     # sampling
     "KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "KSamplerSelect", "BasicScheduler",
     "RandomNoise", "DisableNoise", "CFGGuider", "BasicGuider", "SplitSigmas",

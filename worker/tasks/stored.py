@@ -81,7 +81,7 @@ class StoredJob:
             fields={
                 "task": request.task, "seed": request.seed, "width": request.width, "height": request.height,
                 "length": request.length, "frame_rate": request.video_frame_rate,
-                **{name: getattr(request, name) for name in ("mode", "control") if getattr(request, name)},
+                **{name: getattr(request, name) for name in ("mode", "control", "mask") if getattr(request, name)},
             },  # fmt: skip
             extras=_extras(request, loras),
             warnings=(format_warning,) if format_warning else (),
