@@ -11,8 +11,7 @@ started; ``eta``: seconds left by the sampling rate so far, or None when unknown
   what its class costs on a cold start (:data:`LOAD_WEIGHTS`);
 - ``preprocess``: a node that draws what steers the video from the job's own video (the pose,
   by SDPose; the person's mask, by SAM 3.1: :data:`PREPROCESS_CLASSES`), ``step`` of ``steps``
-  frames done; it takes
-  :data:`PREPROCESS_SHARE` of the bar after the loading share;
+  frames done; it takes :data:`PREPROCESS_SHARE` of the bar after the loading share;
 - one stage per sampler as the task names them (``high_noise`` and ``low_noise`` for the two
   A14B experts, ``sampling`` for one model), steps counted over the whole schedule;
 - ``decode`` (VAEDecode; ComfyUI reports no steps for it), ``interpolate`` (ComfyUI's

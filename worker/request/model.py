@@ -108,7 +108,8 @@ class VideoRequest:
     crf: int | None = None
     #: The media whose length the video's follows (``audio``, ``video``; None: ``length`` decides).
     fit: str | None = None
-    #: Task control's signal from the video (``canny``, ``video``); task animate's ``mode`` (``move``, ``replace``).
+    #: Task control's signal from the video (``canny``, ``pose``, ``video``; task animate: ``pose`` when the
+    #: worker draws the pose from ``video``); task animate's ``mode`` (``move``, ``replace``).
     control: str | None = None
     mode: str | None = None
     #: Task animate's person mask in ``replace``: ``sam3`` when the worker tracks it in ``video`` (no ``mask_video``).

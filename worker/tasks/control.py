@@ -1,11 +1,12 @@
 """``control``: a prompt and a video whose edges (``control: "canny"``), pose (``"pose"``) or pictures
 (``"video"``, a control video made elsewhere) steer a new video, optionally from a start image: Wan
-2.2 Fun-Control A14B (fp8, the two experts with the lightx2v LoRA, as i2v). Recorded: fun_control_*,
-control_pose_*.
+2.2 Fun-Control A14B (fp8, the two experts with the lightx2v LoRA, as i2v). Recorded: fun_control_*
+(and the pose nodes: sdpose_pose_face_*).
 
 The video comes at the job's frame rate (:mod:`worker.inputs.video`) and is sized like an image
-(``resize``); ``Canny`` (no model) draws its edges, the SDPose nodes its pose (:mod:`worker.tasks.pose`). Its length follows the video (``fit: "video"``)
-unless the job gives ``length`` or ``duration``, which the video must cover.
+(``resize``); ``Canny`` (no model) draws its edges, the SDPose nodes its pose (:mod:`worker.tasks.pose`).
+Its length follows the video (``fit: "video"``) unless the job gives ``length`` or ``duration``,
+which the video must cover.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 each frame's keypoints (``SDPoseKeypointExtractor`` on the SDPose checkpoint), draw them as an
 OpenPose-style skeleton on black (``SDPoseDrawKeypoints``) and, for Animate, cut a square crop
 around the face of each frame (``SDPoseFaceBBoxes`` → ``CropByBBoxes``, 512×512, the size
-``WanAnimateToVideo`` scales face videos to). Recorded: animate_pose_from_video_*, control_pose_*.
+``WanAnimateToVideo`` scales face videos to). Recorded: sdpose_pose_face_*, animate_pose_from_video_*.
 """
 
 from __future__ import annotations
