@@ -98,6 +98,10 @@ _SAM3_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (
 #: FILM is recognised by this key (the stand-ins of ``frame_interpolation`` whose name says ``film``).
 _FILM_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("extract.extract_sublevels.convs.0.0.conv.weight", (4, 3, 3, 3)),)
 _DEFAULT_TENSORS: tuple[tuple[str, tuple[int, ...]], ...] = (("weight", (4, 4)),)
+#: (folder, a word of the file name) -> the tensors of the stand-ins told apart by name within a folder.
+_NAMED_TENSORS: dict[tuple[str, str], tuple[tuple[str, tuple[int, ...]], ...]] = {
+    ("frame_interpolation", "film"): _FILM_TENSORS, ("checkpoints", "sam3"): _SAM3_TENSORS,
+}
 
 
 def safetensors_stand_in(rel: str, tensors: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> bytes:
@@ -111,8 +115,8 @@ def safetensors_stand_in(rel: str, tensors: Sequence[tuple[str, tuple[int, ...]]
     """
     if tensors is None:
         folder, name = Path(rel).parts[0], Path(rel).name
-        special = {("frame_interpolation", "film"): _FILM_TENSORS, ("checkpoints", "sam3"): _SAM3_TENSORS}
-        tensors = next((t for (f, word), t in special.items() if f == folder and word in name), _STAND_IN_TENSORS.get(folder, _DEFAULT_TENSORS))
+        named = (t for (f, word), t in _NAMED_TENSORS.items() if f == folder and word in name)
+        tensors = next(named, _STAND_IN_TENSORS.get(folder, _DEFAULT_TENSORS))
     header: dict[str, object] = {}
     offset = 0
     for name, shape in tensors:

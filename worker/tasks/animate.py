@@ -6,12 +6,12 @@ The motion comes from ``pose_video`` (and optionally ``face_video``) made by the
 preprocessing, or, without ``pose_video``, from ``video``: the graph draws its pose and cuts its
 face with the SDPose nodes (:mod:`worker.tasks.pose`; the answer then says ``control: "pose"``).
 Replace marks the person with ``mask_video``, or, without it, SAM 3.1 tracks the person in
-``video`` (:mod:`worker.tasks.mask`; the answer says ``mask: "sam3"``). Each video is taken at 16 fps, and the node fits it to the
-frame, centred. The video is as long as the motion's: segments of :data:`SEGMENT_FRAMES`, each
-further one a ``WanAnimateToVideo`` given the frames of the one before (``continue_motion``: it
-redraws the last :data:`CONTINUED_FRAMES` of them, which it then drops) and its place in the driving
-videos (``video_frame_offset``) — recorded in animate_2seg_*. Each segment is decoded and encoded on
-its own; the worker joins them (:mod:`worker.mux`).
+``video`` (:mod:`worker.tasks.mask`; the answer says ``mask: "sam3"``). Each video is taken at
+16 fps, and the node fits it to the frame, centred. The video is as long as the motion's: segments
+of :data:`SEGMENT_FRAMES`, each further one a ``WanAnimateToVideo`` given the frames of the one
+before (``continue_motion``: it redraws the last :data:`CONTINUED_FRAMES` of them, which it then
+drops) and its place in the driving videos (``video_frame_offset``) — recorded in animate_2seg_*.
+Each segment is decoded and encoded on its own; the worker joins them (:mod:`worker.mux`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ CONTINUED_FRAMES = 5
 #: The frame rate the model and its driving videos run at.
 FRAME_RATE = 16.0
 MODES = ("move", "replace")
-#: The driving videos besides the pose video, and the mode each belongs to (None: either).
+#: The driving videos besides the motion's, and the mode each belongs to (None: either).
 DRIVERS: dict[str, str | None] = {"face_video": None, "video": "replace", "mask_video": "replace"}
 #: Without ``pose_video``, the pose and face are drawn from ``video`` with the SDPose model.
 POSE_MODEL = pose.model("task animate without pose_video")
